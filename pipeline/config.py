@@ -1,0 +1,270 @@
+"""Configuration: one TOML file, one typed dataclass per section.
+
+Unknown keys and wrong types are errors that name the key. The effective configuration
+(defaults, file and command-line overrides) is saved into the run directory as
+``config.toml``, so a run says exactly what it did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.errors import PipelineError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "motion"
+    """`motion`, `digits`, or a path: an Edge Impulse export folder, a folder of
+    acquisition files, a `.npz` or a `.csv` file."""
+    motion_seed: int = 0
+    """Seed of the embedded motion dataset itself (fixed, unlike the run's `seed`)."""
+    motion_subjects: int = 12
+    motion_sessions: int = 3
+
+
+@dataclass
+class SplitConfig:
+    strategy: Literal["auto", "group", "time", "random"] = "auto"
+    test_size: float = 0.2
+    val_size: float = 0.2
+    folds: int = 4
+    window_ms: float = 2000.0
+    stride_ms: float = 500.0
+    gap_s: float = 0.0
+
+
+@dataclass
+class AuditConfig:
+    near_duplicate_fraction: float = 0.05
+    """A cross-split pair closer than this fraction of the median nearest-neighbour
+    distance is a near-duplicate."""
+    near_duplicate_error_share: float = 0.05
+    outlier_z: float = 8.0
+    permutation_max_above_chance: float = 0.15
+    split_optimism_warn: float = 0.05
+    label_issue_margin: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    patience: int = 8
+    width: int = 8
+    depth: int = 2
+    kernel_size: int = 5
+    dropout: float = 0.1
+    l2: float = 1e-4
+    separable: bool = False
+    trials: int = 6
+    search_epochs: int = 25
+    overfit_batch: int = 16
+    overfit_steps: int = 150
+    overfit_max_loss: float = 0.05
+    init_loss_tolerance: float = 0.25
+    reproducibility_check: bool = True
+
+
+@dataclass
+class QuantizeConfig:
+    board: str = "nano33ble"
+    calibration_windows: int = 300
+    per_channel: bool = True
+    max_balanced_accuracy_drop: float = 0.01
+    min_float_int8_agreement: float = 0.98
+    min_tflm_agreement: float = 0.995
+    max_lsb_difference: int = 1
+    arena_margin: float = 0.2
+    """Margin added to the arena measured on the host before budgeting and exporting."""
+    ram_reserve: float = 0.25
+    """Share of the board's RAM kept for the firmware itself (stack, serial, RTOS)."""
+
+
+@dataclass
+class DeviceConfig:
+    port: str = "emu"
+    baud: int = 115200
+    chunk_size: int = 32
+    throttle: bool = False
+    timeout_s: float = 5.0
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "seed"}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(where: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise PipelineError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - every field above is one of these
+        raise TypeError(tp)
+    if not ok:
+        raise PipelineError(
+            f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _section_from_table(name: str, cls: type, table: Any, source: str):
+    where = f"{source}: [{name}]"
+    if not isinstance(table, dict):
+        raise PipelineError(f"{where}: expected a table, got {type(table).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise PipelineError(
+                f"{where} unknown key {key!r}", hint=f"known keys: {', '.join(sorted(known))}"
+            )
+        values[key] = _check_value(f"{where} {key}", hints[key], value)
+    return cls(**values)
+
+
+def config_from_dict(raw: dict, source: str = "config") -> Config:
+    hints = typing.get_type_hints(Config)
+    kwargs = {}
+    for key, value in raw.items():
+        if key == "seed":
+            kwargs["seed"] = _check_value(f"{source}: seed", int, value)
+        elif key in SECTIONS:
+            kwargs[key] = _section_from_table(key, hints[key], value, source)
+        else:
+            raise PipelineError(
+                f"{source}: unknown section or key {key!r}",
+                hint=f"known: seed, {', '.join(f'[{s}]' for s in SECTIONS)}",
+            )
+    cfg = Config(**kwargs)
+    validate(cfg, source)
+    return cfg
+
+
+def validate(cfg: Config, source: str = "config") -> None:
+    """Checks that span a value's range, not just its type."""
+    s = cfg.split
+    for key in ("test_size", "val_size"):
+        v = getattr(s, key)
+        if not 0.0 < v < 1.0:
+            raise PipelineError(f"{source}: [split] {key}: expected a share between 0 and 1, got {v}")
+    if s.test_size + s.val_size >= 0.9:
+        raise PipelineError(f"{source}: [split] test_size + val_size = {s.test_size + s.val_size}: leaves too little to train on")
+    if s.window_ms <= 0 or s.stride_ms <= 0:
+        raise PipelineError(f"{source}: [split] window_ms and stride_ms must be positive")
+    if s.folds < 2:
+        raise PipelineError(f"{source}: [split] folds: expected at least 2, got {s.folds}")
+    t = cfg.train
+    for key in ("epochs", "batch_size", "width", "depth", "kernel_size", "trials", "search_epochs"):
+        if getattr(t, key) < 1:
+            raise PipelineError(f"{source}: [train] {key}: expected at least 1, got {getattr(t, key)}")
+    if not 0.0 <= t.dropout < 1.0:
+        raise PipelineError(f"{source}: [train] dropout: expected 0 <= dropout < 1, got {t.dropout}")
+    if t.learning_rate <= 0:
+        raise PipelineError(f"{source}: [train] learning_rate: expected > 0, got {t.learning_rate}")
+    from pipeline.boards import BOARDS
+
+    if cfg.quantize.board not in BOARDS:
+        raise PipelineError(
+            f"{source}: [quantize] board: unknown board {cfg.quantize.board!r}",
+            hint=f"known boards: {', '.join(BOARDS)}",
+        )
+    if cfg.device.chunk_size <= 0 or cfg.device.chunk_size % 16:
+        raise PipelineError(
+            f"{source}: [device] chunk_size: expected a positive multiple of 16, got {cfg.device.chunk_size}"
+        )
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the TOML file at ``path``, then ``overrides`` ({"seed": 1, "data.dataset": "x"})."""
+    raw: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise PipelineError(f"{path}: config file not found")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise PipelineError(f"{path}: not valid TOML ({exc})") from exc
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if "." in dotted:
+            section, key = dotted.split(".", 1)
+            raw.setdefault(section, {})[key] = value
+        else:
+            raw[dotted] = value
+    return config_from_dict(raw, source)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    raise TypeError(type(value))
+
+
+def to_toml(cfg: Config) -> str:
+    lines = [f"seed = {cfg.seed}", ""]
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(section):
+            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_config(cfg: Config, run_dir: str | Path) -> Path:
+    from pipeline.artifacts import write_text
+
+    return write_text(Path(run_dir) / "config.toml", to_toml(cfg))
+
+
+def as_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests generate their own data; nothing large is committed."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CI", os.environ.get("CI", ""))
+
+
+def build_tiny_int8(path, *, input_len=32, channels=3, classes=4, seed=0, width=4):
+    """A real (tiny) Keras convnet, trained briefly and converted to full-int8 TFLite.
+
+    Returns (tflite_bytes, float_model, X_calibration). Slow-ish: imports TensorFlow.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 2, size=(256, input_len, channels)).astype(np.float32)
+    y = rng.integers(0, classes, size=256)
+    X[np.arange(256), :, y % channels] += 3.0  # something learnable
+    inp = keras.Input((input_len, channels))
+    z = keras.layers.Conv1D(width, 3, padding="same", activation="relu")(inp)
+    z = keras.layers.MaxPooling1D(2)(z)
+    z = keras.layers.GlobalAveragePooling1D()(z)
+    out = keras.layers.Dense(classes, activation="softmax")(z)
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(X, y, epochs=3, verbose=0, batch_size=64)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([X[i : i + 1]] for i in range(100))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    data = conv.convert()
+    path.write_bytes(data)
+    return data, model, X
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tmp_path_factory):
+    """(path, bytes, labels) of a tiny real int8 model: input (1, 32, 3), 4 classes."""
+    path = tmp_path_factory.mktemp("tiny") / "int8.tflite"
+    data, _, _ = build_tiny_int8(path)
+    return path, data, ("idle", "wave", "circle", "updown")
