@@ -1,0 +1,163 @@
+"""On-device evaluation, the host side: score what came back from the device.
+
+The device side (``firmware_bridge``) streams the test windows and appends one JSON line per
+window to ``device_eval.jsonl`` as it arrives. This module reads those lines (nothing else
+from the device), compares them with the host int8 model on the same windows, and writes
+``device_report.json``. It never imports ``firmware_bridge``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import read_json, write_json
+from pipeline.errors import GateFailed, PipelineError
+from pipeline.metrics import evaluate, format_metric
+
+RESULTS = "device_eval.jsonl"
+REPORT = "device_report.json"
+
+
+def read_results(path: str | Path) -> tuple[list[dict], int]:
+    """The whole lines of ``device_eval.jsonl`` and how many torn lines were dropped.
+
+    A line cut by a crash or an unplugged device is the only thing that can be torn (lines
+    are appended and flushed one at a time); it is dropped so its window runs again.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], 0
+    records, torn = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if not isinstance(rec, dict) or "window_id" not in rec or "probabilities" not in rec:
+            torn += 1
+            continue
+        records.append(rec)
+    return records, torn
+
+
+def rewrite_results(path: str | Path, records: list[dict]) -> None:
+    """Keep only whole, unique lines (used after a torn line or a duplicate was found)."""
+    from pipeline.artifacts import write_text
+
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def timing_stats(values: list[float]) -> dict | None:
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    if arr.size == 0:
+        return None
+    return {
+        "mean": float(arr.mean()), "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)), "max": float(arr.max()), "n": int(arr.size),
+    }
+
+
+def build_device_report(
+    records: list[dict],
+    window_ids: np.ndarray,
+    y_true: np.ndarray,
+    clusters: np.ndarray,
+    label_names: list[str],
+    host_int8_probs: np.ndarray,
+    *,
+    device_info: dict,
+    throughput: dict,
+    require_exact: bool,
+) -> dict:
+    """Metrics of the device's predictions, and their agreement with the host int8 model.
+
+    ``require_exact``: against the virtual device (the same TFLM kernels) anything short of
+    100% top-1 agreement means the serial path or the quantization of inputs is broken.
+    """
+    by_id = {r["window_id"]: r for r in records}
+    missing = [w for w in window_ids.tolist() if w not in by_id]
+    if missing:
+        raise PipelineError(
+            f"{RESULTS}: {len(missing)} of {len(window_ids)} test windows have no device result (e.g. {missing[0]!r})",
+            hint="run `tinyml eval` again: it resumes where it stopped",
+        )
+    k = len(label_names)
+    dev_probs = np.zeros((len(window_ids), k))
+    for i, wid in enumerate(window_ids.tolist()):
+        probs = by_id[wid]["probabilities"]
+        if len(probs) != k:
+            raise PipelineError(f"{RESULTS}: window {wid!r} has {len(probs)} probabilities, the model has {k} classes")
+        dev_probs[i] = probs
+    dev_pred = dev_probs.argmax(1)
+    host_pred = np.asarray(host_int8_probs).argmax(1)
+    agree = dev_pred == host_pred
+    max_abs = float(np.max(np.abs(dev_probs - host_int8_probs))) if len(window_ids) else 0.0
+    differ = [
+        {"window_id": wid, "label": label_names[int(t)], "device": label_names[int(d)], "host_int8": label_names[int(h)],
+         "device_probabilities": dev_probs[i].round(6).tolist(), "host_probabilities": np.round(host_int8_probs[i], 6).tolist()}
+        for i, (wid, t, d, h) in enumerate(zip(window_ids.tolist(), y_true, dev_pred, host_pred)) if d != h
+    ]
+    timings = {key: timing_stats([by_id[w].get("timing", {}).get(key) for w in window_ids.tolist()])
+               for key in ("dsp_ms", "inference_ms", "anomaly_ms")}
+    report = {
+        "device": device_info,
+        "windows": int(len(window_ids)),
+        "metrics": evaluate(y_true, dev_pred, label_names, clusters=clusters),
+        "agreement_with_host_int8": {
+            "top1": float(agree.mean()) if len(agree) else 1.0,
+            "differing": len(differ),
+            "max_abs_probability_difference": max_abs,
+            "samples_that_differ": differ[:50],
+            "required": 1.0 if require_exact else None,
+        },
+        "timing_reported_by_device": timings,
+        "timing_note": device_info.get("timing_note", "as reported by the device"),
+        "throughput": throughput,
+    }
+    return report
+
+
+def check_agreement(report: dict) -> None:
+    agreement = report["agreement_with_host_int8"]
+    if agreement["required"] is not None and agreement["top1"] < agreement["required"]:
+        worst = agreement["samples_that_differ"][:3]
+        raise GateFailed(
+            f"device and host int8 (TFLM) disagree on {agreement['differing']} of {report['windows']} test windows "
+            f"(agreement {agreement['top1']:.4f}, required {agreement['required']:.0%}); e.g. {[w['window_id'] for w in worst]}",
+            hint="the virtual device runs the same TFLM kernels: check the input quantization and the serial transfer",
+        )
+
+
+def write_device_report(run_dir: str | Path, report: dict) -> Path:
+    return write_json(Path(run_dir) / REPORT, report)
+
+
+def comparison_table(run_dir: str | Path, device_report: dict) -> str:
+    """Float, int8 on the host, int8 on the device: the same test windows, side by side."""
+    q = read_json(Path(run_dir) / "quantize_report.json", "the quantize report")
+    test = q.get("test", {})
+    columns = [
+        ("float (host)", test.get("float")),
+        ("int8 (host LiteRT)", test.get("int8")),
+        ("int8 (device)", device_report["metrics"]),
+    ]
+    rows = ["accuracy", "balanced_accuracy", "macro_f1", "mcc"]
+    width = 26
+    out = ["test split".ljust(20) + "".join(name.ljust(width) for name, _ in columns)]
+    for m in rows:
+        cells = []
+        for _, metrics in columns:
+            if not metrics or m not in metrics:
+                cells.append("n/a".ljust(width))
+            else:
+                cells.append(format_metric(metrics[m], metrics.get("ci95", {}).get(m)).ljust(width))
+        out.append(m.ljust(20) + "".join(cells))
+    a = device_report["agreement_with_host_int8"]
+    out.append(f"device vs host int8 top-1 agreement: {a['top1']:.2%} ({a['differing']} differ of {device_report['windows']})")
+    return "\n".join(out)
