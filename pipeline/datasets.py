@@ -146,7 +146,7 @@ def load_motion(seed: int = 0, subjects: int = 12, sessions: int = 3) -> Dataset
     raw = motion.generate(seed=seed, subjects=subjects, sessions=sessions)
     return Dataset(
         name="motion",
-        source=f"embedded:motion(seed={seed})",
+        source=f"embedded:motion(seed={seed}, subjects={subjects}, sessions={sessions})",
         kind="timeseries",
         samples=raw["recordings"],
         labels=raw["labels"],

@@ -104,7 +104,7 @@ def build_device_report(
         for i, (wid, t, d, h) in enumerate(zip(window_ids.tolist(), y_true, dev_pred, host_pred)) if d != h
     ]
     timings = {key: timing_stats([by_id[w].get("timing", {}).get(key) for w in window_ids.tolist()])
-               for key in ("dsp_ms", "inference_ms", "anomaly_ms")}
+               for key in ("dsp_ms", "classification_ms", "anomaly_ms")}
     report = {
         "device": device_info,
         "windows": int(len(window_ids)),

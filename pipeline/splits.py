@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import BaseCrossValidator, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import (
+    BaseCrossValidator,
+    GroupKFold,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+)
 
 from pipeline.artifacts import read_json, write_json
 from pipeline.datasets import Dataset
@@ -47,6 +52,7 @@ class SplitPlan:
     predefined_test: bool = False
     notes: list[str] = field(default_factory=list)
     excluded: dict[str, list[str]] = field(default_factory=dict)  # reason -> sample ids
+    sizes: dict[str, float] = field(default_factory=dict)  # test_size, val_size, gap_s asked for
 
 
 def split_units(dataset: Dataset, strategy: str = "group") -> tuple[np.ndarray, str]:
@@ -79,6 +85,17 @@ def resolve_strategy(dataset: Dataset, requested: str) -> str:
     return requested
 
 
+def _group_folds(n_folds: int, y: np.ndarray, seed: int):
+    """Folds that keep groups whole, stratified by class when any class can fill every fold.
+
+    StratifiedGroupKFold raises when every class has fewer members than folds (tiny data);
+    then the folds are only shuffled, and the caller still prefers folds with every class.
+    """
+    if np.unique(y, return_counts=True)[1].max() >= n_folds:
+        return StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+
+
 def _best_fold(folds, labels_all, n_classes, target_share, total):
     """Pick the fold whose held-out part has every class and the size closest to target."""
     best, best_key = None, None
@@ -92,7 +109,7 @@ def _best_fold(folds, labels_all, n_classes, target_share, total):
 
 
 def _hold_out(idx: np.ndarray, labels: np.ndarray, units: np.ndarray, share: float,
-              n_classes: int, seed: int, grouped: bool) -> tuple[np.ndarray, np.ndarray]:
+              n_classes: int, seed: int, grouped: bool, unit: str = "group") -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (kept, held) with about ``share`` held out, units kept whole."""
     n_folds = max(2, int(round(1.0 / share)))
     y = labels[idx]
@@ -100,11 +117,11 @@ def _hold_out(idx: np.ndarray, labels: np.ndarray, units: np.ndarray, share: flo
         n_units = np.unique(units[idx]).size
         if n_units < 2:
             raise PipelineError(
-                f"only {n_units} {'group' if grouped else 'sample'}(s) left to split; need at least 2",
-                hint="add subjects/devices, or use fewer splits",
+                f"only {n_units} {unit}(s) left to split; need at least 2",
+                hint=f"add {unit}s, or lower [split] test_size/val_size",
             )
         n_folds = min(n_folds, n_units)
-        cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        cv = _group_folds(n_folds, y, seed)
         folds = list(cv.split(np.zeros(idx.size), y, units[idx]))
     else:
         min_class = np.bincount(y).min() if y.size else 0
@@ -160,10 +177,18 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
     """Decide which samples go to train, validation and test. ``cfg`` is a SplitConfig."""
     strategy = resolve_strategy(dataset, cfg.strategy)
     units, unit = split_units(dataset, strategy)
+    notes: list[str] = []
+    pool = units if dataset.predefined_split is None else units[dataset.predefined_split != "test"]
+    if unit == "group" and np.unique(pool).size < 2:
+        # One subject/device (a common Edge Impulse project): nothing to hold out by group.
+        units, unit = dataset.recording_ids, "recording"
+        notes.append(
+            "one subject/device only: split by recording; the scores estimate performance on "
+            "new recordings of that subject/device, not on new ones"
+        )
     length, stride = window_steps(dataset, cfg.window_ms, cfg.stride_ms)
     k = dataset.num_classes
     all_idx = np.arange(len(dataset))
-    notes: list[str] = []
     excluded: dict[str, list[str]] = {}
     predefined = dataset.predefined_split is not None and np.any(dataset.predefined_split == "test")
     if strategy == "random":
@@ -175,7 +200,7 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
         test = all_idx[dataset.predefined_split == "test"]
         rest = all_idx[dataset.predefined_split != "test"]
         share = cfg.val_size / (1.0 - cfg.test_size)
-        train, val = _hold_out(rest, dataset.labels, units, share, k, seed, strategy != "random")
+        train, val = _hold_out(rest, dataset.labels, units, share, k, seed, strategy != "random", unit)
         notes.append(f"predefined test split kept ({test.size} samples from the source's testing category)")
         idx = {"train": train, "val": val, "test": test}
     elif strategy == "time":
@@ -188,9 +213,9 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
             )
     else:
         grouped = strategy == "group"
-        rest, test = _hold_out(all_idx, dataset.labels, units, cfg.test_size, k, seed, grouped)
+        rest, test = _hold_out(all_idx, dataset.labels, units, cfg.test_size, k, seed, grouped, unit)
         share = cfg.val_size / (1.0 - cfg.test_size)
-        train, val = _hold_out(rest, dataset.labels, units, share, k, seed + 1, grouped)
+        train, val = _hold_out(rest, dataset.labels, units, share, k, seed + 1, grouped, unit)
         idx = {"train": train, "val": val, "test": test}
     for name in SPLITS:
         idx[name] = np.sort(np.asarray(idx[name], dtype=np.int64))
@@ -203,6 +228,7 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
         strategy=strategy, unit=unit, seed=seed, indices=idx, window_length=length,
         window_stride=stride, window_ms=cfg.window_ms, stride_ms=cfg.stride_ms,
         predefined_test=bool(predefined), notes=notes, excluded=excluded,
+        sizes={"test_size": cfg.test_size, "val_size": cfg.val_size, "gap_s": cfg.gap_s},
     )
 
 
@@ -247,6 +273,7 @@ def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], ski
         "test_sha256": content_sha256(windows["test"]),
         "notes": plan.notes,
         "excluded": plan.excluded,
+        "sizes": plan.sizes,
         "skipped": skipped,
     }
 
@@ -269,7 +296,7 @@ def plan_from_manifest(dataset: Dataset, man: dict, path: str = MANIFEST) -> Spl
         strategy=man["strategy"], unit=man["unit"], seed=man["seed"], indices=idx,
         window_length=w["length"], window_stride=w["stride"], window_ms=w["window_ms"],
         stride_ms=w["stride_ms"], predefined_test=man.get("predefined_test", False),
-        notes=man.get("notes", []), excluded=man.get("excluded", {}),
+        notes=man.get("notes", []), excluded=man.get("excluded", {}), sizes=man.get("sizes", {}),
     )
 
 
@@ -284,8 +311,13 @@ class Prepared:
 
 def _manifest_matches(man: dict, dataset: Dataset, cfg, seed: int) -> bool:
     w = man.get("window", {})
+    # A split asked for with other sizes is another split (manifests before "sizes" match on the rest).
+    sizes = man.get("sizes") or {}
+    same_sizes = all(sizes.get(k, getattr(cfg.split, k)) == getattr(cfg.split, k)
+                     for k in ("test_size", "val_size", "gap_s"))
     return (
-        man.get("dataset", {}).get("source") == dataset.source
+        same_sizes
+        and man.get("dataset", {}).get("source") == dataset.source
         and man.get("seed") == seed
         and resolve_strategy(dataset, cfg.split.strategy) == man.get("strategy")
         and w.get("window_ms") == cfg.split.window_ms
@@ -366,8 +398,7 @@ class GroupAwareKFold(BaseCrossValidator):
         if n < 2:
             raise ValueError(f"GroupAwareKFold needs at least 2 groups, got {np.unique(g).size}")
         y = np.zeros(len(X)) if y is None else np.asarray(y)
-        cv = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=self.seed)
-        yield from cv.split(np.zeros(len(X)), y, g)
+        yield from _group_folds(n, y, self.seed).split(np.zeros(len(X)), y, g)
 
     def _iter_test_indices(self, X=None, y=None, groups=None):  # pragma: no cover - split() overrides
         for _, test in self.split(X, y, groups):

@@ -1,0 +1,29 @@
+"""Everything that talks to a device: the Edge Impulse AT protocol, the host client, the
+virtual device, port discovery and the serial monitor.
+
+Reads only artifacts (the .tflite, the reports), never training code. Submodules are
+imported on first use, so ``tinyml ports`` and ``tinyml monitor`` start fast.
+"""
+
+from __future__ import annotations
+
+from firmware_bridge.errors import BridgeError, CheckFailed, ProtocolParseError
+
+__all__ = ["BridgeError", "CheckFailed", "ProtocolParseError", "Device", "Classification",
+           "VirtualDevice", "list_ports", "monitor"]
+
+_LAZY = {
+    "Device": "firmware_bridge.client",
+    "Classification": "firmware_bridge.client",
+    "VirtualDevice": "firmware_bridge.virtual_device",
+    "list_ports": "firmware_bridge.ports",
+    "monitor": "firmware_bridge.monitor",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'firmware_bridge' has no attribute {name!r}")

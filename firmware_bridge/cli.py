@@ -1,0 +1,130 @@
+"""Command-line glue for ``tinyml emulate``, ``tinyml monitor`` and ``tinyml ports``.
+
+The top-level CLI adds these arguments to its subparsers and calls ``run_*``; errors are
+raised as ``BridgeError`` (one line naming the port or file, with a hint), for the CLI to
+print and exit with ``exit_code``. ``python -m firmware_bridge.cli`` runs them standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from firmware_bridge.errors import BridgeError
+
+
+def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
+    # The top-level CLI may already give the stage its --run; --model then overrides it.
+    try:
+        parser.add_argument("--run", metavar="DIR", default="models",
+                            help="run directory: boot its flash image DIR/device/flash (default: models)")
+    except argparse.ArgumentError:
+        pass
+    parser.add_argument("--model", metavar="FILE", help="boot this .tflite instead of the flash image")
+    parser.add_argument("--labels", metavar="A,B,...",
+                        help="class labels for --model (default: quantize_report.json beside it, else class0..)")
+    parser.add_argument("--board", default=None,
+                        help="board profile: RAM caps the arena, clock sets the timing estimate (default: the flash image's, else nano33ble)")
+    parser.add_argument("--baud", type=int, default=115200, help="baud rate reported, and used by --throttle")
+    parser.add_argument("--throttle", action="store_true", help="carry serial traffic at the baud rate, as a UART would")
+    parser.add_argument("--chunk-size", type=int, default=32, help="AT+RUNIMPULSESTATIC chunk size (multiple of 16)")
+    parser.add_argument("--sensor", metavar="FILE", help=".npz sensor recordings (X (n, T, C), rate_hz) for AT+RUNIMPULSE")
+    parser.add_argument("--socket", type=int, metavar="PORT", default=None,
+                        help="also serve on socket://127.0.0.1:PORT (0: any free port)")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="emulator only: multiply every device wait by this (0.1 = ten times faster)")
+
+
+def _device_from_args(args):
+    from firmware_bridge.virtual_device import VirtualDevice
+
+    options = {"baud": args.baud, "throttle": args.throttle, "chunk_size": args.chunk_size,
+               "sensor": args.sensor, "time_scale": args.time_scale, "socket_port": args.socket}
+    if not args.model:
+        flash = Path(args.run) / "device" / "flash"
+        if not flash.is_dir():
+            raise BridgeError(f"{flash}: no flash image in run directory {args.run}",
+                              hint="run `make flash` first, or boot a model with --model FILE")
+        return VirtualDevice.from_flash_dir(flash, board=args.board, **options)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    return VirtualDevice.from_model(args.model, labels=labels, board=args.board or "nano33ble", **options)
+
+
+def run_emulate(args: argparse.Namespace) -> int:
+    """Boot a virtual device and serve it until Ctrl-C; the first line printed is its port."""
+    device = _device_from_args(args).start()
+    fw = device.firmware
+    print(device.port, flush=True)
+    if device.url:
+        print(device.url)
+    print(f"board {fw.board.name} ({fw.board.title}), model {fw.facts.sha256[:12]}, "
+          f"input {list(fw.facts.input_shape)}, labels {', '.join(fw.labels)}")
+    print(f"arena: cap {fw.arena_cap} bytes ({fw.arena_cap_source}), model needs {fw.facts.min_arena_bytes} "
+          f"bytes on this 64-bit host; timing: {fw.timing_note()}")
+    if device.boot_error:
+        print(f"warning: the model does not boot: {device.boot_error}", file=sys.stderr)
+    print("serving the Edge Impulse AT protocol; Ctrl-C to stop", flush=True)
+    try:
+        device.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        device.stop()
+    return 0
+
+
+def add_monitor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("port", metavar="PORT", nargs="?", default=None,
+                        help="serial port or pyserial URL (default: the one board found)")
+    parser.add_argument("--label", default=None, help="the class you are performing: scores live accuracy")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--count", type=int, default=None, metavar="N", help="stop after N inferences")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    """Live predictions from AT+RUNIMPULSE until --count or Ctrl-C."""
+    from firmware_bridge.monitor import monitor
+    from firmware_bridge.ports import detect_port
+
+    if args.count is not None and args.count < 1:
+        raise BridgeError(f"--count: expected at least 1, got {args.count}")
+    port = args.port or detect_port()
+    monitor(port, args.label, baud=args.baud, count=args.count, timeout=args.timeout)
+    return 0
+
+
+def add_ports_arguments(parser: argparse.ArgumentParser) -> None:
+    """``tinyml ports`` takes no arguments; here for symmetry with the others."""
+
+
+def run_ports(args: argparse.Namespace | None = None) -> int:
+    """Print the serial ports with a board guess from their USB VID:PID."""
+    from firmware_bridge.ports import format_ports, list_ports
+
+    print(format_ports(list_ports()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m firmware_bridge.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add, run in (("emulate", add_emulate_arguments, run_emulate),
+                           ("monitor", add_monitor_arguments, run_monitor),
+                           ("ports", add_ports_arguments, run_ports)):
+        p = sub.add_parser(name)
+        add(p)
+        p.set_defaults(func=run)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BridgeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,697 @@
+"""A virtual Edge Impulse-compatible device: the AT protocol over a real pseudo-terminal.
+
+It runs the real TFLM kernels on the int8 model in its "flash", caps the arena at the
+board's RAM (a model that does not fit fails to boot and says so on the console, as a
+board would), estimates timing from the board profile, and plays back a sensor recording
+for AT+RUNIMPULSE. Hosts open ``device.port`` (``/dev/pts/N``) with pyserial, or
+``device.url`` (``socket://127.0.0.1:PORT``) when a TCP port was asked for.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import select
+import socket
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge import protocol
+from firmware_bridge.errors import BridgeError
+from firmware_bridge.protocol import ATServer, Command
+from firmware_bridge.tflm import BootProbe, TflmModel, probe_model
+
+POLL_S = 0.05
+# A host that stops reading must not wedge the device: output that cannot be written for
+# this long is dropped, as a UART transmits into the void when nobody listens.
+WRITE_STALL_S = 1.0
+BOOT_WAIT_S = 2.0
+
+
+class _Stopped(Exception):
+    """The device is stopping: unwinds whatever a session was doing."""
+
+
+class _Disconnected(Exception):
+    """The host of a socket session went away."""
+
+
+# ---------------------------------------------------------------------------------------
+# The serial link: one byte stream (pty master or TCP socket), optionally paced like a UART
+# ---------------------------------------------------------------------------------------
+
+
+class SerialLink:
+    """The device's end of a serial line: buffered byte reads, writes, UART pacing.
+
+    ``read`` returns bytes, None when nothing was there after all, b"" when the host left.
+    """
+
+    def __init__(self, fileno: int, read, write, stop: threading.Event, baud: int | None = None):
+        self._fileno, self._read, self._write, self._stop = fileno, read, write, stop
+        self._period = 10.0 / baud if baud else 0.0  # 8N1: 10 bits per byte
+        self._rx = bytearray()
+        self._rx_arrival = 0.0
+        self._rx_next = 0.0
+        self._tx_next = 0.0
+
+    def _pace(self, until: float, exact: bool = True) -> None:
+        # Within a burst, sleep only when 1 ms behind (a sleep per byte costs more than a
+        # byte); at its end, settle exactly, so no burst arrives early.
+        delay = until - time.perf_counter()
+        if delay > (0.0 if exact else 0.001):
+            if self._stop.wait(delay):
+                raise _Stopped
+
+    def read_byte(self, timeout: float | None) -> int | None:
+        """The next byte received, or None after ``timeout`` seconds (None: wait for ever)."""
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while not self._rx:
+            if self._stop.is_set():
+                raise _Stopped
+            remaining = POLL_S if deadline is None else min(POLL_S, deadline - time.perf_counter())
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([self._fileno], [], [], remaining)
+            if ready:
+                data = self._read()
+                if data is None:  # woken up for nothing
+                    continue
+                if not data:
+                    raise _Disconnected
+                self._rx += data
+                self._rx_arrival = time.perf_counter()
+        byte = self._rx.pop(0)
+        if self._period:
+            self._rx_next = max(self._rx_arrival, self._rx_next) + self._period
+            self._pace(self._rx_next, exact=not self._rx)
+        return byte
+
+    def write(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if self._stop.is_set():
+            raise _Stopped
+        if not self._period:
+            self._write_all(data)
+            return
+        for i in range(0, len(data), 16):
+            piece = data[i:i + 16]
+            # The piece reaches the host when its last byte would have left the UART.
+            self._tx_next = max(time.perf_counter(), self._tx_next) + len(piece) * self._period
+            self._pace(self._tx_next)
+            self._write_all(piece)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        stalled_since = time.perf_counter()
+        while view:
+            if self._stop.is_set():
+                raise _Stopped
+            _, ready, _ = select.select([], [self._fileno], [], POLL_S)
+            if not ready:
+                if time.perf_counter() - stalled_since > WRITE_STALL_S:
+                    return
+                continue
+            try:
+                n = self._write(view)
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise _Disconnected from None
+            view = view[n:]
+            stalled_since = time.perf_counter()
+
+
+def _pty_link(master: int, stop: threading.Event, baud: int | None) -> SerialLink:
+    def read() -> bytes | None:
+        try:
+            return os.read(master, 4096)
+        except BlockingIOError:
+            return None
+        except OSError as exc:  # EIO: cannot happen while the device holds the slave open
+            if exc.errno == errno.EIO:
+                raise _Disconnected from None
+            raise
+
+    return SerialLink(master, read, lambda view: os.write(master, view), stop, baud)
+
+
+def _socket_link(conn: socket.socket, stop: threading.Event, baud: int | None) -> SerialLink:
+    def read() -> bytes | None:
+        try:
+            return conn.recv(4096)
+        except BlockingIOError:
+            return None
+        except ConnectionResetError:
+            return b""
+
+    return SerialLink(conn.fileno(), read, conn.send, stop, baud)
+
+
+# ---------------------------------------------------------------------------------------
+# The sensor: recordings played back at their real rate
+# ---------------------------------------------------------------------------------------
+
+
+class SensorPlayback:
+    """Recordings from an ``.npz`` (``X`` float32 (n, T, C), ``rate_hz``), played one after another."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BridgeError(f"{self.path}: sensor file not found", hint="expected an .npz with X (n, T, C) and rate_hz")
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                X = npz["X"]
+                rate = npz["rate_hz"]
+                self.label_names = [str(s) for s in npz["label_names"]] if "label_names" in npz else None
+                self.y = np.asarray(npz["y"]) if "y" in npz else None
+        except KeyError as exc:
+            raise BridgeError(f"{self.path}: sensor file has no {exc} array",
+                              hint="expected X float32 (n, T, C) recordings and a scalar rate_hz") from None
+        except (OSError, ValueError) as exc:
+            raise BridgeError(f"{self.path}: not a readable .npz file ({exc})") from None
+        if X.ndim != 3 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise BridgeError(f"{self.path}: X has shape {X.shape}, expected (recordings, samples, channels)")
+        if np.ndim(rate) != 0 or not float(rate) > 0:
+            raise BridgeError(f"{self.path}: rate_hz must be a positive scalar, got {rate!r}")
+        self.stream = X.astype(np.float32).reshape(-1, X.shape[2])
+        self.recordings, self.rate_hz = X.shape[0], float(rate)
+        self.channels = X.shape[2]
+        self._pos = 0
+        self._lock = threading.Lock()
+
+    @property
+    def seconds(self) -> float:
+        return len(self.stream) / self.rate_hz
+
+    def next_window(self, samples: int) -> np.ndarray:
+        """The next ``samples`` samples of the stream (recordings back to back, looping)."""
+        with self._lock:
+            idx = (self._pos + np.arange(samples)) % len(self.stream)
+            self._pos = int((self._pos + samples) % len(self.stream))
+        return self.stream[idx]
+
+
+# ---------------------------------------------------------------------------------------
+# The firmware: state and the AT command table
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleSettings:
+    label: str = "test"
+    interval_ms: float = 16.0
+    length_ms: int = 10000
+    hmac_key: str = ""
+
+
+class Firmware:
+    """What the board runs: the model, the sensor, and one handler per AT command."""
+
+    def __init__(self, model: bytes, labels: list[str] | None, board, *, macs: int | None,
+                 arena_cap_bytes: int | None, chunk_size: int, baud: int,
+                 sensor: SensorPlayback | None, time_scale: float, chunk_timeout_s: float,
+                 source: str):
+        self.board, self.macs, self.chunk_size, self.baud = board, macs, chunk_size, baud
+        self.sensor, self.time_scale, self.chunk_timeout_s = sensor, time_scale, chunk_timeout_s
+        cap_from_settings = arena_cap_bytes is not None
+        self.arena_cap = int(arena_cap_bytes) if cap_from_settings else board.ram_bytes
+        self.arena_cap_source = "arena_cap_bytes in settings" if cap_from_settings else f"RAM of {board.name}"
+        self.probe: BootProbe = probe_model(model, self.arena_cap, source)
+        facts = self.facts
+        if facts.input_dtype not in ("int8", "float32"):
+            raise BridgeError(f"{source}: model input is {facts.input_dtype}, expected int8 (or float32)")
+        if labels is None:
+            labels = [f"class{i}" for i in range(facts.classes)]
+        if len(labels) != facts.classes:
+            raise BridgeError(f"{source}: {len(labels)} labels for a model with {facts.classes} outputs",
+                              hint="give one label per output class")
+        self.labels = list(labels)
+        self.model = TflmModel(model, self.probe) if self.probe.boots else None
+        if sensor is not None:
+            if facts.input_size % sensor.channels or (len(facts.input_shape) >= 3 and facts.input_shape[-1] != sensor.channels):
+                raise BridgeError(f"{sensor.path}: the sensor has {sensor.channels} channels, "
+                                  f"the model's input {list(facts.input_shape)} expects {facts.input_shape[-1]}")
+            self.samples_per_window = facts.input_size // sensor.channels
+        rate = sensor.rate_hz if sensor else None
+        self.settings = SampleSettings(interval_ms=round(1000.0 / rate, 2) if rate else 16.0)
+        digest = hashlib.sha256(f"{facts.sha256}:{board.name}".encode()).digest()
+        self.device_id = ":".join(f"{b:02X}" for b in bytes([(digest[0] | 0x02) & 0xFE]) + digest[1:6])
+
+    @property
+    def facts(self):
+        return self.probe.facts
+
+    @property
+    def boot_error(self) -> str | None:
+        if self.probe.boots:
+            return None
+        return (f"ERR: Failed to allocate tensor arena: model needs about {self.facts.min_arena_bytes} bytes, "
+                f"arena capped at {self.arena_cap} bytes ({self.arena_cap_source})")
+
+    # -- timing -----------------------------------------------------------------------
+
+    def inference_ms(self, measured_s: float) -> float:
+        """The board profile's estimate when MACs are known, else the host's invoke time."""
+        if self.macs:
+            from pipeline.boards import CYCLES_PER_MAC_REFERENCE
+
+            return self.board.estimated_latency_ms(self.macs, CYCLES_PER_MAC_REFERENCE)
+        return measured_s * 1000.0
+
+    def timing_note(self) -> str:
+        if self.macs:
+            from pipeline.boards import CYCLES_PER_MAC_REFERENCE
+
+            est = self.board.estimated_latency_ms(self.macs, CYCLES_PER_MAC_REFERENCE)
+            return (f"estimated {est:.3f} ms ({self.macs} MACs x {CYCLES_PER_MAC_REFERENCE:g} cycles/MAC / "
+                    f"{self.board.clock_hz / 1e6:g} MHz, {self.board.name} profile), not measured")
+        return "host-measured TFLM invoke time (model MACs unknown), not the board's"
+
+    def sleep(self, term, seconds: float) -> bool:
+        """Wait ``seconds`` of device time; True when the host sent ``b`` meanwhile."""
+        deadline = time.perf_counter() + seconds * self.time_scale
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return False
+            byte = term.read_byte(remaining)
+            if byte == ord("b"):
+                return True
+
+    # -- the command table ------------------------------------------------------------
+
+    def commands(self) -> list[Command]:
+        return [
+            Command("CONFIG", "Lists complete config", read=self.read_config),
+            Command("DEVICEINFO", "Lists device information", read=self.read_deviceinfo),
+            Command("SAMPLESETTINGS", "Lists or sets current sampling settings",
+                    read=self.read_samplesettings, write=self.write_samplesettings,
+                    write_args="[LABEL],[INTERVAL_MS],[LENGTH_MS],[HMAC_KEY]"),
+            Command("RUNIMPULSE", "Run the impulse", run=self.run_impulse),
+            Command("RUNIMPULSESTATIC", "Run the impulse on features sent over serial (base64 float32)",
+                    write=self.run_impulse_static, write_args="DEBUG,N"),
+            Command("MODELINFO", "Model facts: SHA-256, input, quantization, labels, arena (tinyml-pipeline)",
+                    read=self.read_modelinfo),
+        ]
+
+    def _device_info(self) -> str:
+        return (f"ID:         {self.device_id}\n"
+                f"Type:       Virtual {self.board.title} (emulated; timing "
+                f"{'estimated' if self.macs else 'measured on the host'})\n"
+                f"AT Version: {protocol.AT_VERSION}\n"
+                f"Data Transfer Baudrate: {self.baud}\n")
+
+    def _sensor_kind(self) -> int:
+        channels = self.sensor.channels if self.sensor else self.facts.input_shape[-1]
+        return {1: 1, 3: 2, 9: 4}.get(channels, 6)
+
+    def _sampling(self) -> str:
+        s = self.settings
+        return (f"Label:     {s.label}\n"
+                f"Interval:  {s.interval_ms:.2f} ms.\n"
+                f"Length:    {s.length_ms} ms.\n"
+                f"HMAC key:  {s.hmac_key}\n")
+
+    def read_config(self, term) -> None:
+        sensor_lines = ""
+        if self.sensor is not None:
+            name = self.sensor.path.name.replace(",", "_")  # a comma would end the name field
+            sensor_lines = (f"Name: Playback of {name}, Max sample length: "
+                            f"{int(self.sensor.seconds)}s, Frequencies: [{self.sensor.rate_hz:.6f}Hz]\n")
+        text = ((self.boot_error + "\n" if self.boot_error else "")
+                + "===== Device info =====\n" + self._device_info() + "\n"
+                + "===== Sensors ======\n" + sensor_lines + "\n"
+                + "===== Snapshot ======\n"
+                "Has snapshot:         0\n"
+                "Supports stream:      0\n"
+                "Color depth:          RGB\n"
+                "Resolutions:          [ ]\n\n"
+                "===== Inference ======\n"
+                f"Sensor:           {self._sensor_kind()}\n"
+                "Model type:       classification\n"
+                f"Timing:           {self.timing_note()}\n\n"
+                "===== WIFI =====\n"
+                "SSID:      \n"
+                "Password:  \n"
+                "Security:  0\n"
+                f"MAC:       {self.device_id}\n"
+                "Connected: 0\n"
+                "Present:   0\n\n"
+                "===== Sampling parameters =====\n" + self._sampling() + "\n"
+                "===== Upload settings =====\n"
+                "Api Key:   \n"
+                "Host:      \n"
+                "Path:      \n\n"
+                "===== Remote management =====\n"
+                "URL:        \n"
+                "Connected:  0\n"
+                "Last error: \n")
+        term.write(text)
+
+    def read_deviceinfo(self, term) -> None:
+        term.write(self._device_info())
+
+    def read_samplesettings(self, term) -> None:
+        term.write(self._sampling())
+
+    def write_samplesettings(self, term, args: list[str]) -> None:
+        s = self.settings
+        label, interval, length, key = (args + ["", "", "", ""])[:4]
+        try:
+            new_interval = float(interval) if interval else s.interval_ms
+            new_length = int(length) if length else s.length_ms
+        except ValueError:
+            term.write(f"Invalid interval or length ({interval},{length}): expected numbers of ms\n")
+            return
+        if new_interval <= 0 or new_length <= 0:
+            term.write(f"Invalid interval or length ({interval},{length}): expected positive numbers of ms\n")
+            return
+        s.label = label or s.label
+        s.interval_ms, s.length_ms = new_interval, new_length
+        s.hmac_key = key or s.hmac_key
+        term.write("OK\n")
+
+    def read_modelinfo(self, term) -> None:
+        f = self.facts
+        lines = [self.boot_error] if self.boot_error else []
+        lines += [
+            f"SHA-256:           {f.sha256}",
+            f"Input shape:       {json.dumps(list(f.input_shape))}",
+            f"Input dtype:       {f.input_dtype}",
+            f"Input scale:       {f.input_scale!r}",
+            f"Input zero point:  {f.input_zero_point}",
+            f"Output scale:      {f.output_scale!r}",
+            f"Output zero point: {f.output_zero_point}",
+            f"Labels:            {json.dumps(self.labels)}",
+            f"Board:             {self.board.name} ({self.board.title})",
+            f"Arena cap:         {self.arena_cap} bytes ({self.arena_cap_source})",
+            f"Arena needed:      {f.min_arena_bytes} bytes (smallest that boots, on this 64-bit host; "
+            f"TFLM records {f.recorded_arena_bytes})",
+            f"Timing:            {self.timing_note()}",
+        ]
+        term.write("".join(line + "\n" for line in lines))
+
+    # -- inference --------------------------------------------------------------------
+
+    def _classify(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        assert self.model is not None
+        raw, probabilities, elapsed = self.model.classify(features)
+        return raw, probabilities, self.inference_ms(elapsed)
+
+    def run_impulse_static(self, term, args: list[str]) -> bool:
+        if len(args) < 2:
+            term.write("Too few arguments! Required: 2\r\n")
+            return False
+        if self.boot_error:
+            term.write(self.boot_error + "\r\n")
+            return True
+        debug = args[0].strip().lower() == "y"
+        try:
+            n = int(args[1])
+        except ValueError:
+            term.write(f"ERR: N must be a whole number of float32 values, got '{args[1]}'\r\n")
+            return False
+        free = max(0, self.board.ram_bytes - self.facts.min_arena_bytes)
+        if n <= 0 or 4 * n > free:
+            term.write(f"ERR: Cannot hold {n} values ({4 * n} bytes): {free} bytes of RAM free "
+                       f"beside the tensor arena\r\n")
+            return False
+        term.write(f"OK CHUNK={self.chunk_size}\r\n")
+        received = bytearray()
+        for k in range(protocol.chunk_count(n, self.chunk_size)):
+            chunk = self._read_chunk(term)
+            if chunk is None:
+                term.write("TIMEOUT\r\nEND OUTPUT\r\n")
+                return False
+            try:
+                received += protocol.decode_chunk(chunk)
+            except ValueError:
+                term.write(f"ERR: chunk {k + 1} is not base64\r\nEND OUTPUT\r\n")
+                return False
+            term.write(f"OK {min(n, len(received) // 4)} \r\n")
+        term.write(f"TRANSFER COMPLETED {n}\r\n")
+        expected = self.facts.input_size
+        if n != expected:
+            term.write("ERROR: The size of the input buffer is not correct.\r\n"
+                       f"Expected {expected} items, but got {n}\r\n"
+                       "RESULT -1\r\nEND OUTPUT\r\n")
+            return True
+        features = np.frombuffer(bytes(received[:4 * n]), dtype="<f4")
+        raw, probabilities, ms = self._classify(features)
+        if debug:
+            term.write("Features (" + str(n) + "): " + ", ".join(f"{v:g}" for v in features) + "\r\n")
+            term.write("Raw output: " + ", ".join(str(int(v)) for v in raw) + "\r\n")
+        term.write(protocol.render_static_result(self.labels, probabilities, (0.0, ms, 0.0)))
+        return True
+
+    def _read_chunk(self, term) -> bytes | None:
+        """One transfer chunk, which must be in within the chunk timeout of starting to wait."""
+        deadline = time.perf_counter() + self.chunk_timeout_s
+        chunk = bytearray()
+        while len(chunk) < self.chunk_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            byte = term.read_byte(remaining)
+            if byte is None:
+                return None
+            if byte not in (0x0D, 0x0A):  # a host's line ends are not base64: skip them
+                chunk.append(byte)
+        return bytes(chunk)
+
+    def run_impulse(self, term) -> bool:
+        if self.boot_error:
+            term.write(self.boot_error + "\n")
+            return True
+        if self.sensor is None:
+            term.write("ERR: No sensor data: this virtual device has no sensor recording "
+                       "(start it with --sensor FILE.npz)\n")
+            return True
+        window_s = self.samples_per_window / self.sensor.rate_hz
+        term.write("Inferencing settings:\n"
+                   f"\tInterval: {1000.0 / self.sensor.rate_hz:.2f} ms.\n"
+                   f"\tFrame size: {self.facts.input_size}\n"
+                   f"\tSample length: {window_s * 1000:.0f} ms.\n"
+                   f"\tNo. of classes: {len(self.labels)}\n"
+                   "Starting inferencing, press 'b' to break\n"
+                   "Starting inferencing in 2 seconds...\n")
+        stopped = self.sleep(term, BOOT_WAIT_S)
+        while not stopped:
+            term.write("Sampling...\n")
+            window = self.sensor.next_window(self.samples_per_window)
+            if self.sleep(term, window_s):  # the sensor fills the window in real time
+                break
+            _, probabilities, ms = self._classify(window.reshape(-1))
+            term.write(protocol.render_current_result(self.labels, probabilities, (0.0, ms, 0.0)))
+            stopped = self.sleep(term, BOOT_WAIT_S)
+        term.write("Inferencing stopped by user\r\n")
+        return True
+
+
+# ---------------------------------------------------------------------------------------
+# The device: transports and threads
+# ---------------------------------------------------------------------------------------
+
+
+def _labels_beside(path: Path) -> tuple[list[str] | None, int | None]:
+    """Labels and MACs from a quantize_report.json beside the model, if there is one
+    ("labels": [...], "macs": {"total": N} as the quantize stage writes them, or "macs": N)."""
+    report_path = path.parent / "quantize_report.json"
+    if not report_path.is_file():
+        return None, None
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BridgeError(f"{report_path}: not valid JSON ({exc})") from None
+    labels = report.get("labels")
+    macs = report.get("macs")
+    if isinstance(macs, dict):
+        macs = macs.get("total")
+    return ([str(x) for x in labels] if isinstance(labels, list) else None,
+            macs if isinstance(macs, int) and not isinstance(macs, bool) else None)
+
+
+class VirtualDevice:
+    """An Edge Impulse-compatible device emulated on a pseudo-terminal (and optionally TCP).
+
+    ``time_scale`` is an emulator-only knob: every device-side wait (the 2 s pauses, the
+    sensor filling a window) is multiplied by it, so 0.01 runs AT+RUNIMPULSE 100 times
+    faster for tests. ``chunk_timeout_s`` likewise (0.1 s as on the firmwares).
+    """
+
+    def __init__(self, model: bytes, labels: list[str] | None = None, *, board: str = "nano33ble",
+                 macs: int | None = None, arena_cap_bytes: int | None = None,
+                 chunk_size: int = protocol.DEFAULT_CHUNK_SIZE, baud: int = 115200,
+                 throttle: bool = False, sensor: str | os.PathLike | None = None,
+                 time_scale: float = 1.0, socket_port: int | None = None,
+                 chunk_timeout_s: float = protocol.STATIC_CHUNK_TIMEOUT_S, source: str = "model"):
+        from pipeline.boards import BOARDS
+
+        if board not in BOARDS:
+            raise BridgeError(f"{source}: unknown board {board!r}", hint=f"known boards: {', '.join(BOARDS)}")
+        try:
+            protocol.check_chunk_size(chunk_size)
+        except ValueError as exc:
+            raise BridgeError(str(exc)) from None
+        if baud <= 0:
+            raise BridgeError(f"baud: expected a positive rate, got {baud}")
+        if time_scale <= 0:
+            raise BridgeError(f"time_scale: expected a positive factor, got {time_scale}")
+        self._stop = threading.Event()
+        playback = SensorPlayback(sensor) if sensor is not None else None
+        self.firmware = Firmware(model, labels, BOARDS[board], macs=macs,
+                                 arena_cap_bytes=arena_cap_bytes, chunk_size=chunk_size, baud=baud,
+                                 sensor=playback, time_scale=time_scale,
+                                 chunk_timeout_s=chunk_timeout_s, source=source)
+        self.throttle_baud = baud if throttle else None
+        self.socket_port = socket_port
+        self.port: str | None = None
+        self.url: str | None = None
+        self._threads: list[threading.Thread] = []
+        self._fds: list[int] = []
+        self._listener: socket.socket | None = None
+
+    # -- construction from artifacts ---------------------------------------------------
+
+    @classmethod
+    def from_model(cls, model: str | os.PathLike | bytes, labels: list[str] | None = None,
+                   board: str = "nano33ble", **kwargs) -> VirtualDevice:
+        """Boot a .tflite (path or bytes). Labels default to a sibling quantize_report.json's
+        "labels", else class0..classK-1; MACs likewise from its "macs"."""
+        if isinstance(model, bytes):
+            return cls(model, labels, board=board, **kwargs)
+        path = Path(model)
+        if not path.is_file():
+            raise BridgeError(f"{path}: model file not found", hint="expected an int8 .tflite (make quantize)")
+        report_labels, report_macs = _labels_beside(path)
+        kwargs.setdefault("macs", report_macs)
+        kwargs.setdefault("source", str(path))
+        return cls(path.read_bytes(), labels if labels is not None else report_labels, board=board, **kwargs)
+
+    @classmethod
+    def from_flash_dir(cls, flash_dir: str | os.PathLike, **overrides) -> VirtualDevice:
+        """Boot the flash image at ``flash_dir``: ``model.tflite`` and ``settings.json``."""
+        flash_dir = Path(flash_dir)
+        model_path, settings_path = flash_dir / "model.tflite", flash_dir / "settings.json"
+        for p in (model_path, settings_path):
+            if not p.is_file():
+                raise BridgeError(f"{p}: not found in the flash image",
+                                  hint="flash the model first (make flash writes <run>/device/flash)")
+        try:
+            settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BridgeError(f"{settings_path}: not valid JSON ({exc})") from None
+        if not isinstance(settings, dict) or not isinstance(settings.get("labels"), list):
+            raise BridgeError(f"{settings_path}: expected an object with a \"labels\" list")
+        kwargs = {"board": settings.get("board") or "nano33ble", "macs": settings.get("macs"),
+                  "arena_cap_bytes": settings.get("arena_cap_bytes"), "source": str(model_path)}
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(model_path.read_bytes(), [str(x) for x in settings["labels"]], **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def boot_error(self) -> str | None:
+        """The line the device prints when the model did not fit, else None."""
+        return self.firmware.boot_error
+
+    def start(self) -> VirtualDevice:
+        """Open the pseudo-terminal (and the TCP listener) and serve in background threads."""
+        if self._threads:
+            return self
+        self._stop.clear()
+        master, slave = os.openpty()
+        # Raw: the kernel line discipline must add no echo and no CR/LF translation. The
+        # device keeps the slave open so the master never sees EIO when a host closes it.
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._fds = [master, slave]
+        self.port = os.ttyname(slave)
+        link = _pty_link(master, self._stop, self.throttle_baud)
+        if self.boot_error:  # at power-up, before any host can have opened the port
+            link.write(self.boot_error + "\r\n")
+        self._spawn(self._serve_link, link, name="pty")
+        if self.socket_port is not None:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind(("127.0.0.1", int(self.socket_port)))
+            except OSError as exc:
+                listener.close()
+                self.stop()
+                raise BridgeError(f"127.0.0.1:{self.socket_port}: cannot listen ({exc.strerror})") from None
+            listener.listen(1)
+            self._listener = listener
+            self.url = f"socket://127.0.0.1:{listener.getsockname()[1]}"
+            self._spawn(self._accept_loop, listener, name="socket")
+        return self
+
+    def _spawn(self, target, *args, name: str) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"virtual-device-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _serve_link(self, link: SerialLink, greet: bool = False) -> None:
+        server = ATServer(self.firmware.commands())
+        try:
+            if greet and self.boot_error:  # a socket host connects as the board boots
+                link.write(self.boot_error + "\r\n")
+            server.serve(link)
+        except (_Stopped, _Disconnected):
+            pass
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([listener], [], [], POLL_S)
+            if not ready:
+                continue
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._serve_link(_socket_link(conn, self._stop, self.throttle_baud), greet=True)
+
+    def serve_forever(self) -> None:
+        """Serve in the foreground until ``stop()`` or Ctrl-C (KeyboardInterrupt propagates)."""
+        self.start()
+        try:
+            while not self._stop.wait(0.2):
+                pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop serving and close the pseudo-terminal and the listener."""
+        self._stop.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+        self._threads = []
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+
+    def __enter__(self) -> VirtualDevice:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,424 @@
+"""The virtual device over a real pseudo-terminal, opened with pyserial, running real TFLM.
+
+Expected bytes are written out from shared/PROTOCOL.md here, not produced by the module's
+own renderers, so these tests check the device against the spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import serial
+
+from firmware_bridge.client import Device
+from firmware_bridge.errors import BridgeError, CheckFailed
+from firmware_bridge.protocol import encode_chunks
+from firmware_bridge.virtual_device import VirtualDevice
+
+ROOT = Path(__file__).resolve().parent.parent
+MACS = 1152  # fixed so the estimated timing, and so the whole transcript, is deterministic
+ESTIMATE = "0.144"  # 1152 MACs x 8 cycles/MAC / 64 MHz, in ms
+SPEC_SENSOR_RE = re.compile(
+    r"^Name\:\s?([^,]+),\s?Max sample length\:\s?([^,]+)s\s?,\s?Frequencies\:\s?\[(.*)\]\s?$"
+)
+CONFIG_SECTIONS = ["===== Device info =====", "===== Sensors ======", "===== Snapshot ======",
+                   "===== Inference ======", "===== WIFI =====", "===== Sampling parameters =====",
+                   "===== Upload settings =====", "===== Remote management ====="]
+
+
+def read_until(ser: serial.Serial, terminator: bytes, timeout: float = 3.0) -> bytes:
+    """Bytes up to and including ``terminator``; fails (never hangs) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(terminator):  # byte by byte: what follows stays unread
+        assert time.monotonic() < deadline, f"no {terminator!r} within {timeout} s; got {buf!r}"
+        buf += ser.read(1)
+    return buf
+
+
+def read_quiet(ser: serial.Serial, quiet: float = 0.3) -> bytes:
+    """Everything until the line has been silent for ``quiet`` seconds."""
+    buf = b""
+    last = time.monotonic()
+    while time.monotonic() - last < quiet:
+        data = ser.read(max(1, ser.in_waiting))
+        if data:
+            buf, last = buf + data, time.monotonic()
+    return buf
+
+
+def exchange(ser: serial.Serial, data: bytes, until: bytes = b"\n> ") -> bytes:
+    ser.write(data)
+    return read_until(ser, until)
+
+
+@pytest.fixture(scope="module")
+def labels(tiny_int8):
+    return list(tiny_int8[2])
+
+
+@pytest.fixture(scope="module")
+def sensor_file(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    path = tmp_path_factory.mktemp("sensor") / "wave.npz"
+    np.savez(path, X=rng.normal(0, 2, size=(3, 64, 3)).astype(np.float32), rate_hz=62.5,
+             y=np.array([1, 1, 1]), label_names=np.array(["idle", "wave", "circle", "updown"]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def device(tiny_int8, labels, sensor_file):
+    with VirtualDevice.from_model(tiny_int8[1], labels=labels, macs=MACS, sensor=sensor_file,
+                                  time_scale=0.01) as dev:
+        yield dev
+
+
+@pytest.fixture
+def ser(device):
+    s = serial.Serial(device.port, 115200, timeout=0.05)
+    s.write(b"\r")  # end whatever line an earlier test left, then start from silence
+    read_quiet(s, 0.15)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def host_tflm(tiny_int8):
+    from tflite_micro.python.tflite_micro import runtime
+
+    # 64 KB is far above this model's needs: safe to construct in-process.
+    return runtime.Interpreter.from_bytes(tiny_int8[1], arena_size=64 * 1024)
+
+
+def host_classify(interpreter, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize as firmware does (C roundf, clip), invoke, dequantize: (int8 out, probabilities)."""
+    inp = interpreter.get_input_details(0)
+    out = interpreter.get_output_details(0)
+    scale = np.float32(inp["quantization_parameters"]["scales"][0])
+    zp = int(inp["quantization_parameters"]["zero_points"][0])
+    v = window.astype(np.float32) / scale
+    q = np.clip(np.where(v >= 0, np.floor(v + np.float32(0.5)), np.ceil(v - np.float32(0.5))) + zp, -128, 127)
+    interpreter.set_input(q.astype(np.int8).reshape(inp["shape"]), 0)
+    interpreter.invoke()
+    raw = np.array(interpreter.get_output(0)).reshape(-1)
+    oscale = float(out["quantization_parameters"]["scales"][0])
+    ozp = int(out["quantization_parameters"]["zero_points"][0])
+    return raw, (raw.astype(np.float64) - ozp) * oscale
+
+
+# -- line discipline -----------------------------------------------------------------------
+
+
+def test_echo_then_output_then_prompt(ser):
+    assert exchange(ser, b"AT\r") == b"AT\r\nNot a valid AT command (AT)\n> "
+
+
+def test_line_feed_is_ignored(ser):
+    assert exchange(ser, b"A\nT\r") == b"AT\r\nNot a valid AT command (AT)\n> "
+    # A host that sends CRLF runs its line once, not twice.
+    reply = exchange(ser, b"AT+DEVICEINFO?\r\n") + read_quiet(ser)
+    assert reply.count(b"> ") == 1
+
+
+def test_backspace_redraws_the_line(ser):
+    assert exchange(ser, b"ATX\x08Y\r") == (
+        b"ATX\r\x1b[K> AT\x1b[5GY\r\nNot a valid AT command (ATY)\n> ")
+    assert exchange(ser, b"AB\x7f\x7f\x7fC\r") == (
+        b"AB\r\x1b[K> A\x1b[4G\r\x1b[K> \x1b[3G\r\x1b[K> \x1b[3GC\r\nNot a valid AT command (C)\n> ")
+
+
+def test_parse_errors_are_exact(ser):
+    assert exchange(ser, b"AT+NOPE\r") == b"AT+NOPE\r\nCommand not found! (AT+NOPE)\n> "
+    assert exchange(ser, b"AT+NOPE=1\r") == b"AT+NOPE=1\r\nCommand not found! (AT+NOPE)\n> "
+    assert exchange(ser, b"AT+CONFIG\r") == b"AT+CONFIG\r\nNo handler for command! (AT+CONFIG)\n> "
+    assert exchange(ser, b"AT+CONFIG=1\r") == b"AT+CONFIG=1\r\nNo handler for command! (AT+CONFIG=1)\n> "
+    assert exchange(ser, b"\r") == b"\r\nNot a valid AT command ()\n> "
+
+
+# -- AT+HELP, AT+CONFIG?, settings -------------------------------------------------------------
+
+
+def test_help_is_exact(ser):
+    reply = exchange(ser, b"AT+HELP\r")
+    assert reply.startswith(b"AT+HELP\r\n"
+                            b"AT Server\n"
+                            b"Command set version: 1.8.0\n"
+                            b"Arguments in square brackets are optional, eg.:\n"
+                            b"AT+CMD=arg1,[arg2]\n"
+                            b"\n"
+                            b"AT+HELP\n\tLists all commands\n\n")
+    assert b"AT+CONFIG?\n\tLists complete config\n\n" in reply
+    assert b"AT+SAMPLESETTINGS?\nAT+SAMPLESETTINGS=[LABEL],[INTERVAL_MS],[LENGTH_MS],[HMAC_KEY]\n\t" in reply
+    assert b"AT+RUNIMPULSE\n\t" in reply and b"AT+RUNIMPULSESTATIC=DEBUG,N\n\t" in reply
+    assert b"AT+MODELINFO?\n\t" in reply
+    assert reply.endswith(b"\n\n> ")
+    # Every entry: form lines, then one tab-indented help line, then a blank line.
+    body = reply.decode().split("AT+CMD=arg1,[arg2]\n\n", 1)[1][:-2]
+    for entry in body.split("\n\n")[:-1]:
+        *forms, help_line = entry.split("\n")
+        assert forms and all(re.fullmatch(r"AT\+[A-Z]+(\?|=.+)?", f) for f in forms), entry
+        assert help_line.startswith("\t") and len(help_line) > 1
+
+
+def test_config_has_every_section_in_order_and_valid_fields(ser, device):
+    reply = exchange(ser, b"AT+CONFIG?\r").decode()
+    lines = reply.split("\n")
+    assert [line for line in lines if line.startswith("=====")] == CONFIG_SECTIONS
+    section = None
+    fields: dict[str, dict[str, str]] = {}
+    for line in lines[1:-1]:
+        if line.startswith("====="):
+            section = line
+            fields[section] = {}
+        elif section == "===== Sensors ======" and line:
+            assert SPEC_SENSOR_RE.match(line), line
+            assert "62.500000Hz" in line
+        elif line:
+            key, value = line.split(":", 1)
+            fields[section][key.strip().lower()] = value.strip()
+    info = fields["===== Device info ====="]
+    assert re.fullmatch(r"([0-9A-F]{2}:){5}[0-9A-F]{2}", info["id"])
+    assert info["at version"] == "1.8.0" and info["data transfer baudrate"] == "115200"
+    assert "estimated" in info["type"]
+    assert fields["===== Snapshot ======"]["color depth"] in ("RGB", "Grayscale")
+    assert fields["===== Inference ======"]["model type"] == "classification"
+    assert "estimated" in fields["===== Inference ======"]["timing"]
+    assert re.fullmatch(r"\d+\.\d{2} ms\.", fields["===== Sampling parameters ====="]["interval"])
+    assert re.fullmatch(r"\d+ ms\.", fields["===== Sampling parameters ====="]["length"])
+
+
+def test_sample_settings_write_prints_ok(ser):
+    assert exchange(ser, b"AT+SAMPLESETTINGS=wave,20,5000\r") == b"AT+SAMPLESETTINGS=wave,20,5000\r\nOK\n> "
+    reply = exchange(ser, b"AT+SAMPLESETTINGS?\r")
+    assert b"Label:     wave\nInterval:  20.00 ms.\nLength:    5000 ms.\n" in reply
+
+
+def test_modelinfo(ser, device, tiny_int8, labels, host_tflm):
+    reply = exchange(ser, b"AT+MODELINFO?\r").decode()
+    fields = dict(line.split(":", 1) for line in reply.split("\n")[1:-1])
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert fields["SHA-256"] == hashlib.sha256(tiny_int8[1]).hexdigest()
+    assert json.loads(fields["Input shape"]) == [1, 32, 3]
+    q = host_tflm.get_input_details(0)["quantization_parameters"]
+    assert float(fields["Input scale"]) == float(q["scales"][0])
+    assert int(fields["Input zero point"]) == int(q["zero_points"][0])
+    assert json.loads(fields["Labels"]) == labels
+    assert fields["Arena cap"].startswith(f"{256 * 1024} bytes")
+    assert re.match(r"\d+ bytes", fields["Arena needed"])
+    assert "estimated" in fields["Timing"] and f"{MACS} MACs" in fields["Timing"]
+
+
+# -- AT+RUNIMPULSESTATIC ---------------------------------------------------------------------------
+
+
+def static_exchange(ser, values: np.ndarray, n: int | None = None, chunk: int = 32) -> bytes:
+    """A host that sends each chunk after the device's reply to the one before."""
+    n = values.size if n is None else n
+    out = exchange(ser, f"AT+RUNIMPULSESTATIC=n,{n}\r".encode(), until=b"OK CHUNK=32\r\n")
+    for piece in encode_chunks(values.astype("<f4").tobytes(), chunk):
+        ser.write(piece.encode())
+        out += read_until(ser, b" \r\n")
+    return out + read_until(ser, b"END OUTPUT\r\n> ")
+
+
+def test_static_transcript_byte_for_byte(ser, labels, host_tflm):
+    window = np.random.default_rng(7).normal(0, 2, size=(32, 3)).astype(np.float32)
+    _, probabilities = host_classify(host_tflm, window)
+    expected = (b"AT+RUNIMPULSESTATIC=n,96\r\nOK CHUNK=32\r\n"
+                + b"".join(f"OK {6 * (k + 1)} \r\n".encode() for k in range(16))
+                + b"TRANSFER COMPLETED 96\r\n"
+                + f"Timing: DSP 0.000 ms, inference {ESTIMATE} ms, anomaly 0.000 ms\r\n".encode()
+                + b"Predictions:\r\n"
+                + b"".join(f"  {label}: {p:.6f}\r\n".encode() for label, p in zip(labels, probabilities, strict=True))
+                + b"RESULT 0\r\nEND OUTPUT\r\n> ")
+    assert static_exchange(ser, window) == expected
+
+
+def test_wrong_input_size_takes_the_transfer_then_reports(ser):
+    reply = static_exchange(ser, np.zeros(95, np.float32))
+    assert reply.endswith(b"OK 90 \r\nOK 95 \r\nTRANSFER COMPLETED 95\r\n"
+                          b"ERROR: The size of the input buffer is not correct.\r\n"
+                          b"Expected 96 items, but got 95\r\n"
+                          b"RESULT -1\r\nEND OUTPUT\r\n> ")
+
+
+def test_too_few_arguments_gets_no_prompt(ser):
+    ser.write(b"AT+RUNIMPULSESTATIC=n\r")
+    assert read_quiet(ser) == b"AT+RUNIMPULSESTATIC=n\r\nToo few arguments! Required: 2\r\n"
+
+
+def test_more_values_than_ram_is_an_err_line_without_prompt(ser):
+    ser.write(b"AT+RUNIMPULSESTATIC=n,10000000\r")
+    reply = read_quiet(ser)
+    assert reply.startswith(b"AT+RUNIMPULSESTATIC=n,10000000\r\nERR: ")
+    assert reply.endswith(b"\r\n") and reply.count(b"\r\n") == 2
+
+
+def test_a_stalled_host_gets_timeout_after_100_ms(ser):
+    ser.write(b"AT+RUNIMPULSESTATIC=y,96\r")
+    read_until(ser, b"OK CHUNK=32\r\n")
+    chunks = encode_chunks(np.zeros(96, np.float32).tobytes(), 32)
+    ser.write(chunks[0].encode())
+    assert read_until(ser, b"OK 6 \r\n") == b"OK 6 \r\n"
+    ser.write(chunks[1][:10].encode())  # part of a chunk, then nothing
+    assert read_quiet(ser) == b"TIMEOUT\r\nEND OUTPUT\r\n"  # no RESULT, no prompt
+
+
+def test_no_echo_during_the_transfer(ser):
+    reply = static_exchange(ser, np.ones(96, np.float32))
+    chunk_text = "".join(encode_chunks(np.ones(96, np.float32).tobytes(), 32))
+    assert chunk_text[:32].encode() not in reply
+
+
+def test_probabilities_over_serial_equal_host_tflm_for_every_window(device, labels, host_tflm):
+    """50 windows through the device over the pty vs the host TFLM interpreter, exactly."""
+    out = host_tflm.get_output_details(0)["quantization_parameters"]
+    scale, zp = float(out["scales"][0]), int(out["zero_points"][0])
+    windows = np.random.default_rng(11).normal(0, 2.5, size=(50, 32, 3)).astype(np.float32)
+    with Device(device.port, timeout=3.0) as dev:
+        for window in windows:
+            raw, expected = host_classify(host_tflm, window)
+            result = dev.classify(window)
+            assert list(result.probabilities) == labels
+            recovered = np.round(result.array / scale + zp).astype(int)
+            np.testing.assert_array_equal(recovered, raw.astype(int))
+            printed = re.findall(r"^  \S+: (\S+)\r$", result.raw, re.MULTILINE)
+            assert printed == [f"{p:.6f}" for p in expected]
+
+
+# -- AT+RUNIMPULSE -----------------------------------------------------------------------------
+
+
+def test_runimpulse_runs_until_b_and_reads_only_the_b(ser, labels):
+    ser.write(b"AT+RUNIMPULSE\r")
+    head = read_until(ser, b"#Classification predictions:\n", timeout=5)
+    assert head.startswith(b"AT+RUNIMPULSE\r\nInferencing settings:\n")
+    assert b"Starting inferencing, press 'b' to break\nStarting inferencing in 2 seconds...\n" in head
+    assert re.search(rb"Timing: DSP 0 us, inference 144 us, anomaly 0 us\n#Classification predictions:\n$", head)
+    block = read_until(ser, f"  {labels[-1]}: ".encode())
+    assert block.startswith(f"  {labels[0]}: ".encode())
+    ser.write(b"b\r")
+    tail = read_until(ser, b"Inferencing stopped by user\r\n> ", timeout=5)
+    assert tail.count(b"> ") == 1
+    # The firmware read only the 'b': the CR runs an empty line.
+    assert read_until(ser, b"\n> ") == b"\r\nNot a valid AT command ()\n> "
+
+
+def test_runimpulse_without_sensor_data_says_so(tiny_int8, labels):
+    with VirtualDevice.from_model(tiny_int8[1], labels=labels) as dev:
+        s = serial.Serial(dev.port, timeout=0.05)
+        reply = exchange(s, b"AT+RUNIMPULSE\r")
+        s.close()
+    assert re.fullmatch(rb"AT\+RUNIMPULSE\r\nERR: No sensor data[^\n]*\n> ", reply)
+
+
+# -- boot, flash image, transports ----------------------------------------------------------------
+
+
+def test_model_too_big_for_the_arena_cap_fails_to_boot(tiny_int8, labels):
+    # 2 KB is below what the model needs; constructing TFLM in-process here could crash
+    # the whole test run, which is why the device probes in a child process.
+    with VirtualDevice.from_model(tiny_int8[1], labels=labels, arena_cap_bytes=2048) as dev:
+        assert dev.boot_error.startswith("ERR: Failed to allocate tensor arena: model needs about ")
+        assert "arena capped at 2048 bytes" in dev.boot_error
+        s = serial.Serial(dev.port, timeout=0.05)  # opening flushes what the device printed at boot
+        reply = exchange(s, b"AT+RUNIMPULSESTATIC=n,96\r")
+        assert reply == b"AT+RUNIMPULSESTATIC=n,96\r\n" + dev.boot_error.encode() + b"\r\n> "
+        s.close()
+        with pytest.raises(CheckFailed, match=r"failed to boot the model: ERR: Failed to allocate tensor arena") as exc:
+            Device(dev.port, timeout=2.0)
+        assert exc.value.exit_code == 1
+
+
+def test_flash_image_boots_with_its_settings(tmp_path, tiny_int8):
+    flash = tmp_path / "device" / "flash"
+    flash.mkdir(parents=True)
+    (flash / "model.tflite").write_bytes(tiny_int8[1])
+    (flash / "settings.json").write_text(json.dumps(
+        {"labels": ["a", "b", "c", "d"], "board": "nicla_sense_me", "macs": MACS, "arena_cap_bytes": None}))
+    with VirtualDevice.from_flash_dir(flash) as dev, Device(dev.port, timeout=2.0) as host:
+        assert "Nicla Sense ME" in host.config.device_type
+        info = host.model_info()
+        assert info.labels == ["a", "b", "c", "d"] and info.input_shape == (1, 32, 3)
+        assert info.fields["arena cap"].startswith(f"{64 * 1024} bytes")
+        assert list(host.classify(np.zeros(96)).probabilities) == ["a", "b", "c", "d"]
+
+
+def test_labels_default_to_a_sibling_quantize_report(tmp_path, tiny_int8):
+    (tmp_path / "int8.tflite").write_bytes(tiny_int8[1])
+    (tmp_path / "quantize_report.json").write_text(json.dumps(
+        {"labels": ["w", "x", "y", "z"], "macs": {"total": MACS, "per_layer": []}}))
+    with VirtualDevice.from_model(tmp_path / "int8.tflite") as dev:
+        assert dev.firmware.labels == ["w", "x", "y", "z"]
+        assert dev.firmware.macs == MACS
+    with VirtualDevice.from_model(tiny_int8[1]) as dev:
+        assert dev.firmware.labels == ["class0", "class1", "class2", "class3"]
+
+
+def test_bad_inputs_name_the_file(tmp_path, tiny_int8):
+    with pytest.raises(BridgeError, match="model file not found"):
+        VirtualDevice.from_model(tmp_path / "missing.tflite")
+    (tmp_path / "junk.tflite").write_bytes(b"not a model" * 20)
+    with pytest.raises(BridgeError, match=r"junk.tflite: not a model TFLM can run"):
+        VirtualDevice.from_model(tmp_path / "junk.tflite")
+    with pytest.raises(BridgeError, match="model.tflite: not found in the flash image"):
+        VirtualDevice.from_flash_dir(tmp_path)
+    with pytest.raises(BridgeError, match="4 labels|2 labels"):
+        VirtualDevice.from_model(tiny_int8[1], labels=["a", "b"])
+    with pytest.raises(BridgeError, match="multiple of 16"):
+        VirtualDevice.from_model(tiny_int8[1], chunk_size=20)
+    bad = tmp_path / "two_channels.npz"
+    np.savez(bad, X=np.zeros((1, 10, 2), np.float32), rate_hz=50.0)
+    with pytest.raises(BridgeError, match="2 channels"):
+        VirtualDevice.from_model(tiny_int8[1], sensor=bad)
+
+
+def test_socket_url_and_throttled_link_give_the_same_result(tiny_int8, labels):
+    window = np.random.default_rng(5).normal(size=96).astype(np.float32)
+    with VirtualDevice.from_model(tiny_int8[1], labels=labels, socket_port=0, throttle=True,
+                                  chunk_size=128) as dev:
+        assert dev.url.startswith("socket://127.0.0.1:")
+        with Device(dev.url, timeout=3.0) as host:
+            over_socket = host.classify(window).probabilities
+        with Device(dev.port, timeout=3.0) as host:
+            over_pty = host.classify(window).probabilities
+    assert over_socket == over_pty
+
+
+def test_stop_ends_the_threads_while_a_host_is_connected(tiny_int8, labels, sensor_file):
+    dev = VirtualDevice.from_model(tiny_int8[1], labels=labels, sensor=sensor_file).start()
+    s = serial.Serial(dev.port, timeout=0.05)
+    s.write(b"AT+RUNIMPULSE\r")
+    read_until(s, b"Starting inferencing in 2 seconds...\n")
+    threads = list(dev._threads)
+    dev.stop()
+    assert not any(t.is_alive() for t in threads)
+    s.close()
+
+
+def test_emulate_cli_prints_the_port_first_and_stops_on_ctrl_c(tiny_int8):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.cli", "emulate", "--model", str(tiny_int8[0]),
+                             "--labels", "idle,wave,circle,updown"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        port = proc.stdout.readline().strip()
+        assert re.fullmatch(r"/dev/pts/\d+", port), port
+        with Device(port, timeout=3.0) as host:
+            assert list(host.classify(np.zeros(96)).probabilities) == ["idle", "wave", "circle", "updown"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
