@@ -54,34 +54,69 @@ class AuditConfig:
     permutation_max_above_chance: float = 0.15
     split_optimism_warn: float = 0.05
     label_issue_margin: float = 0.5
+    """A recording is a label issue when another class's mean out-of-fold probability
+    exceeds its own label's by more than this."""
+    confounding_warn: float = 0.5
+    """group_label_confounding warns at this chance-corrected purity (0 chance, 1 determined)."""
+    identifier_max_above_chance: float = 0.2
+    """identifier_label warns when order, id or time alone scores this far above chance."""
+    permutations: int = 3
+    """Label shuffles averaged by permutation_test."""
+    max_distance_queries: int = 4000
+    """Windows compared by near_duplicates (a seeded sample beyond this; cost grows as n^2)."""
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
+    epochs: int = 80
+    """Epochs of the final fit (early stopping on validation loss restores the best)."""
     batch_size: int = 32
     learning_rate: float = 3e-4
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    patience: int = 8
-    width: int = 8
-    depth: int = 2
-    kernel_size: int = 5
+    patience: int = 10
+    width: int = 6
+    """Kernels in the first conv block; each further block doubles them."""
+    depth: int = 3
+    kernel_size: int = 7
     dropout: float = 0.1
     l2: float = 1e-4
     separable: bool = False
-    trials: int = 6
-    search_epochs: int = 25
+    """Depthwise-separable convolutions after the first block."""
+    trials: int = 10
+    """Random-search budget: trial 0 is the configured model, the rest random draws."""
+    search_epochs: int = 40
+    search_lr_min: float = 3e-4
+    search_lr_max: float = 3e-3
+    search_width_min: int = 4
+    search_width_max: int = 12
+    search_depth_min: int = 1
+    search_depth_max: int = 3
+    search_kernel_min: int = 3
+    search_kernel_max: int = 9
+    search_dropout_max: float = 0.3
+    search_l2_min: float = 1e-5
+    search_l2_max: float = 1e-3
+    max_params: int = 8000
+    """Search draws with more parameters than this are redrawn (the model goes on an MCU)."""
     overfit_batch: int = 16
     overfit_steps: int = 150
+    overfit_learning_rate: float = 1e-2
     overfit_max_loss: float = 0.05
     init_loss_tolerance: float = 0.25
+    """Allowed gap (nats) between the loss at init and the entropy of the class prior."""
     reproducibility_check: bool = True
+    """Train the best configuration twice from one seed; the metrics must be identical."""
 
 
 @dataclass
 class QuantizeConfig:
     board: str = "nano33ble"
     calibration_windows: int = 300
+    """Training windows (stratified by class) the int8 ranges are calibrated on."""
+    calibration_outlier_z: float = 8.0
+    """Training windows holding a value beyond this robust z-score (the audit's outlier
+    definition) are left out of calibration: one spike would stretch the int8 input range
+    and coarsen every other input. 0 keeps them all."""
     per_channel: bool = True
     max_balanced_accuracy_drop: float = 0.01
     min_float_int8_agreement: float = 0.98
@@ -91,6 +126,12 @@ class QuantizeConfig:
     """Margin added to the arena measured on the host before budgeting and exporting."""
     ram_reserve: float = 0.25
     """Share of the board's RAM kept for the firmware itself (stack, serial, RTOS)."""
+    flash_reserve: float = 0.4
+    """Share of the board's flash kept for the firmware itself (RTOS, TFLM kernels, sketch)."""
+    flash_budget_bytes: int = 0
+    """Flash the model may use, in bytes; 0: the board's flash minus flash_reserve."""
+    ram_budget_bytes: int = 0
+    """RAM the tensor arena may use, in bytes; 0: the board's RAM minus ram_reserve."""
 
 
 @dataclass
