@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("monitor", help=STAGES["monitor"], description=STAGES["monitor"])
     _firmware_cli().add_monitor_arguments(p)
+    p.add_argument("--run", metavar="DIR", default="models",
+                   help="with PORT emu: boot the virtual device flashed to DIR/device/flash, its sensor playing the test recordings")
 
     sub.add_parser("ports", help=STAGES["ports"], description=STAGES["ports"])
     return parser
@@ -90,10 +92,18 @@ def _firmware_cli():
     return cli
 
 
+# Stages after train start from the run's own effective config, so `tinyml quantize --run X`
+# does what the train stage of X did without repeating its flags.
+FOLLOWING_STAGES = ("quantize", "flash", "eval")
+
+
 def load_cfg(args):
     from pipeline.config import load_config
 
     path = args.config
+    saved = Path(getattr(args, "run", "models")) / "config.toml"
+    if path is None and args.command in FOLLOWING_STAGES and saved.is_file():
+        path = saved
     if path is None and getattr(args, "fast", False):
         path = FAST_CONFIG
     overrides = {"seed": args.seed, "data.dataset": args.dataset}
@@ -131,20 +141,259 @@ def cmd_train(args) -> int:
 def cmd_quantize(args) -> int:
     from pipeline.quantize import quantize
 
-    quantize(load_cfg(args), _run_dir(args))
+    from pipeline.config import save_config
+
+    cfg = load_cfg(args)
+    quantize(cfg, _run_dir(args))
+    save_config(cfg, args.run)  # the board and weight options this run was quantized with
     return 0
 
 
 def cmd_flash(args) -> int:
-    from pipeline.deploy import flash
-
-    return flash(load_cfg(args), _run_dir(args), dry_run=args.dry_run, evaluate=not args.no_eval)
+    cfg = load_cfg(args)
+    return flash(cfg, _run_dir(args), dry_run=args.dry_run, evaluate=not args.no_eval)
 
 
 def cmd_eval(args) -> int:
-    from pipeline.deploy import evaluate_on_device
+    cfg = load_cfg(args)
+    return evaluate_on_device(cfg, _run_dir(args), restart=args.restart)
 
-    return evaluate_on_device(load_cfg(args), _run_dir(args), restart=args.restart)
+
+# --------------------------------------------------------------------------------------
+# flash and eval: where the host pipeline and the device bridge meet. The pipeline side
+# provides the test windows, the host int8 reference and the scoring; the bridge side
+# talks to the device and writes what it said.
+# --------------------------------------------------------------------------------------
+
+FLASH_DIR = Path("device") / "flash"
+
+
+def _require(run: Path, name: str, stage: str) -> Path:
+    from pipeline.errors import PipelineError
+
+    path = run / name
+    if not path.exists():
+        raise PipelineError(f"{path}: not found", hint=f"run `tinyml {stage}` (make {stage}) first")
+    return path
+
+
+def write_flash_image(cfg, run: Path) -> Path:
+    """The virtual device's flash, written from the exported C sources (so the export is
+    what gets tested), plus recordings of the test split for its sensor playback."""
+    import numpy as np
+
+    from pipeline.artifacts import sha256_bytes, write_bytes, write_json
+    from pipeline.errors import GateFailed
+    from pipeline.export import parse_model_data_cc, parse_model_settings_h
+
+    cc = _require(run, "firmware/model_data.cc", "quantize")
+    h = _require(run, "firmware/model_settings.h", "quantize")
+    model = parse_model_data_cc(cc.read_text(encoding="utf-8"), str(cc))
+    settings = parse_model_settings_h(h.read_text(encoding="utf-8"), str(h))
+    tflite = _require(run, "int8.tflite", "quantize").read_bytes()
+    if model != tflite:
+        raise GateFailed(
+            f"{cc}: the C array ({len(model)} bytes, SHA-256 {sha256_bytes(model)[:12]}) is not int8.tflite "
+            f"({len(tflite)} bytes, {sha256_bytes(tflite)[:12]})",
+            hint="the export is stale: run `tinyml quantize` again",
+        )
+    flash_dir = run / FLASH_DIR
+    write_bytes(flash_dir / "model.tflite", model)
+    write_json(flash_dir / "settings.json", {
+        "labels": settings["labels"], "board": settings["board"], "macs": settings["macs"],
+        "arena_cap_bytes": None, "model_sha256": settings["sha256"],
+        "written_from": [str(cc.relative_to(run)), str(h.relative_to(run))],
+    })
+    sensor = flash_dir / "sensor.npz"
+    from pipeline.splits import prepare
+
+    prepared = prepare(cfg, run, write=False)
+    ds = prepared.dataset
+    if ds.kind == "timeseries" and not ds.windowed and ds.rate_hz:
+        idx = prepared.plan.indices["test"]
+        n = min(ds.samples[i].shape[0] for i in idx)
+        X = np.stack([ds.samples[i][:n] for i in idx]).astype(np.float32)
+        from pipeline.artifacts import atomic_path
+
+        with atomic_path(sensor) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, X=X, rate_hz=np.float64(ds.rate_hz), y=ds.labels[idx],
+                         label_names=np.asarray(ds.label_names))
+    elif sensor.exists():
+        sensor.unlink()
+    return flash_dir
+
+
+def _boot_virtual_device(cfg, run: Path):
+    from firmware_bridge.virtual_device import VirtualDevice
+
+    flash_dir = run / FLASH_DIR
+    sensor = flash_dir / "sensor.npz"
+    device = VirtualDevice.from_flash_dir(
+        flash_dir, chunk_size=cfg.device.chunk_size, baud=cfg.device.baud,
+        throttle=cfg.device.throttle, sensor=sensor if sensor.exists() else None,
+    )
+    return device.start()
+
+
+def _verify_model(client, run: Path) -> dict:
+    """The device must run exactly int8.tflite: compare the SHA-256 it reports."""
+    from pipeline.artifacts import sha256_file
+    from pipeline.errors import GateFailed
+
+    want = sha256_file(run / "int8.tflite")
+    info = client.model_info()
+    if info is None:
+        return {"sha256_verified": False, "note": "the device does not answer AT+MODELINFO? (a stock firmware?)"}
+    if info.sha256 != want:
+        raise GateFailed(
+            f"the device runs model {info.sha256[:12]}, int8.tflite is {want[:12]}",
+            hint="flash the device again (tinyml flash)",
+        )
+    return {"sha256_verified": True, "sha256": want, "input_shape": list(info.input_shape),
+            "labels": info.labels}
+
+
+def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
+    from firmware_bridge.arduino import flash_real_board
+    from firmware_bridge.sketch_gen import generate_sketch
+
+    _require(run, "int8.tflite", "quantize")
+    target = cfg.device.port
+    if dry_run:
+        print(f"would generate the Arduino sketch in {run / 'firmware'}")
+        if target == "emu":
+            print(f"would write the virtual device's flash image to {run / FLASH_DIR} from firmware/model_data.cc "
+                  "and firmware/model_settings.h, boot it and check the SHA-256 it reports")
+        else:
+            flash_real_board(run / "firmware" / "tinyml_device", cfg.quantize.board, target, dry_run=True, run=False)
+        if evaluate:
+            print("would stream the test split to the device (tinyml eval)")
+        return 0
+    sketch = generate_sketch(run)
+    print(f"flash: Arduino sketch in {sketch}")
+    if target == "emu":
+        flash_dir = write_flash_image(cfg, run)
+        print(f"flash: virtual device image in {flash_dir} (model parsed back from firmware/model_data.cc)")
+    else:
+        flash_real_board(sketch, cfg.quantize.board, target, dry_run=False)
+    if not evaluate:
+        return _check_flashed(cfg, run)
+    return evaluate_on_device(cfg, run)
+
+
+def _check_flashed(cfg, run: Path) -> int:
+    with _connected(cfg, run) as (client, _):
+        info = _verify_model(client, run)
+    print(f"flash: the device reports model {info.get('sha256', '?')[:12]}: "
+          + ("matches int8.tflite" if info.get("sha256_verified") else info.get("note", "")))
+    return 0
+
+
+class _connected:
+    """A connected client: to the virtual device booted from the flash image, or a port."""
+
+    def __init__(self, cfg, run: Path):
+        self.cfg, self.run, self.virtual = cfg, run, None
+
+    def __enter__(self):
+        from firmware_bridge.client import Device
+        from firmware_bridge.ports import detect_port
+
+        target = self.cfg.device.port
+        if target == "emu":
+            _require(self.run, str(FLASH_DIR / "model.tflite"), "flash")
+            self.virtual = _boot_virtual_device(self.cfg, self.run)
+            port = self.virtual.port
+        else:
+            port = detect_port() if target == "auto" else target
+        try:
+            self.client = Device(port, baud=self.cfg.device.baud, timeout=self.cfg.device.timeout_s)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self.client, {"port": port, "virtual": self.virtual is not None,
+                             "config": getattr(self.client, "config", None)}
+
+    def __exit__(self, *exc):
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        if self.virtual is not None:
+            self.virtual.stop()
+        return False
+
+
+def host_int8_probabilities(run: Path, X):
+    """The host TFLM interpreter on the same windows, inputs quantized as the firmware does."""
+    from pipeline.artifacts import read_json
+    from pipeline.quantize import dequantize, quantize_input
+    from pipeline.tflm import TFLMRunner
+
+    data = (run / "int8.tflite").read_bytes()
+    memory = read_json(run / "quantize_report.json", "the quantize report").get("memory", {})
+    runner = TFLMRunner(data, max(int(memory.get("arena_bytes_exported") or 0), 1 << 20))
+    qi, qo = runner.input_details["quantization_parameters"], runner.output_details["quantization_parameters"]
+    x_q = quantize_input(X, float(qi["scales"][0]), int(qi["zero_points"][0]))
+    out = runner.predict(x_q, desc="host TFLM")
+    return dequantize(out, float(qo["scales"][0]), int(qo["zero_points"][0]))
+
+
+def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
+    """Stream the test split to the device, resumably; score it; compare with host int8."""
+    from firmware_bridge.evaluate import stream_windows
+    from pipeline import device_eval
+    from pipeline.artifacts import read_json, sha256_file
+    from pipeline.ledger import record_test_look
+    from pipeline.progress import progress
+    from pipeline.splits import load_split_windows
+
+    _require(run, "int8.tflite", "quantize")
+    manifest = read_json(run / "splits.json", "the split manifest")
+    labels = manifest["dataset"]["label_names"]
+    test = load_split_windows(cfg, run, "test")
+    results = run / device_eval.RESULTS
+    if restart and results.exists():
+        results.unlink()
+    with _connected(cfg, run) as (client, info):
+        model = _verify_model(client, run)
+        print(f"eval: streaming {len(test)} test windows to {info['port']} "
+              f"({'virtual device' if info['virtual'] else 'device'}), resuming from {results.name}")
+        stats = stream_windows(
+            client, test.X, test.window_ids, [labels[i] for i in test.y], results,
+            progress=lambda it, total: progress(it, "device", total=total, unit="window"),
+        )
+        device_type = client.config.device_type if client.config else None
+    records, torn = device_eval.read_results(results)
+    host = host_int8_probabilities(run, test.X)
+    # Intervals resample what the split kept whole (pipeline.splits.cv_groups).
+    clusters = {"group": test.group_ids, "recording": test.recording_ids}.get(manifest.get("unit"), test.window_ids)
+    report = device_eval.build_device_report(
+        records, test.window_ids, test.y, clusters, labels, host,
+        device_info={**{k: v for k, v in info.items() if k != "config"}, **model,
+                     "device_type": device_type,
+                     "timing_note": "the virtual device reports the board profile's estimate "
+                                    "(MACs x cycles/MAC / clock), not a measurement" if info["virtual"]
+                                    else "as measured and reported by the device"},
+        throughput={**stats.as_dict(), "torn_lines_dropped": torn}, require_exact=info["virtual"],
+    )
+    device_eval.write_device_report(run, report)
+    entry = record_test_look(run, "flash", "on-device evaluation", sha256_file(run / "int8.tflite"),
+                             report["metrics"], manifest.get("test_sha256"))
+    report["ledger"] = {"look": entry["look"], "warning": entry.get("warning")}
+    device_eval.write_device_report(run, report)
+    print(device_eval.comparison_table(run, report))
+    _refresh_report(run)
+    device_eval.check_agreement(report)
+    return 0
+
+
+def _refresh_report(run: Path) -> None:
+    try:
+        from pipeline.report import refresh_report
+    except ImportError:
+        return
+    refresh_report(run)
 
 
 def cmd_report(args) -> int:
@@ -159,7 +408,20 @@ def cmd_emulate(args) -> int:
 
 
 def cmd_monitor(args) -> int:
-    return _firmware_cli().run_monitor(args)
+    if args.port != "emu":
+        return _firmware_cli().run_monitor(args)
+    from pipeline.config import Config
+
+    cfg = Config()
+    run = Path(args.run)
+    _require(run, str(FLASH_DIR / "model.tflite"), "flash")
+    device = _boot_virtual_device(cfg, run)
+    try:
+        args.port = device.port
+        print(f"monitor: virtual device on {device.port}, sensor playing back the test recordings")
+        return _firmware_cli().run_monitor(args)
+    finally:
+        device.stop()
 
 
 def cmd_ports(args) -> int:

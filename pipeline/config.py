@@ -121,7 +121,9 @@ class QuantizeConfig:
     max_balanced_accuracy_drop: float = 0.01
     min_float_int8_agreement: float = 0.98
     min_tflm_agreement: float = 0.995
+    """Top-1 agreement of TFLM with LiteRT's reference kernels (the arithmetic TFLM implements)."""
     max_lsb_difference: int = 1
+    """Largest output difference, in LSB, between TFLM and LiteRT's reference kernels."""
     arena_margin: float = 0.2
     """Margin added to the arena measured on the host before budgeting and exporting."""
     ram_reserve: float = 0.25

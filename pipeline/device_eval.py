@@ -101,7 +101,7 @@ def build_device_report(
     differ = [
         {"window_id": wid, "label": label_names[int(t)], "device": label_names[int(d)], "host_int8": label_names[int(h)],
          "device_probabilities": dev_probs[i].round(6).tolist(), "host_probabilities": np.round(host_int8_probs[i], 6).tolist()}
-        for i, (wid, t, d, h) in enumerate(zip(window_ids.tolist(), y_true, dev_pred, host_pred)) if d != h
+        for i, (wid, t, d, h) in enumerate(zip(window_ids.tolist(), y_true, dev_pred, host_pred, strict=True)) if d != h
     ]
     timings = {key: timing_stats([by_id[w].get("timing", {}).get(key) for w in window_ids.tolist()])
                for key in ("dsp_ms", "classification_ms", "anomaly_ms")}
@@ -140,11 +140,12 @@ def write_device_report(run_dir: str | Path, report: dict) -> Path:
 
 def comparison_table(run_dir: str | Path, device_report: dict) -> str:
     """Float, int8 on the host, int8 on the device: the same test windows, side by side."""
-    q = read_json(Path(run_dir) / "quantize_report.json", "the quantize report")
-    test = q.get("test", {})
+    run_dir = Path(run_dir)
+    trained = read_json(run_dir / "train_report.json", "the train report")
+    quantized = read_json(run_dir / "quantize_report.json", "the quantize report")
     columns = [
-        ("float (host)", test.get("float")),
-        ("int8 (host LiteRT)", test.get("int8")),
+        ("float (host Keras)", trained.get("metrics", {}).get("test")),
+        ("int8 (host LiteRT ref)", quantized.get("test")),
         ("int8 (device)", device_report["metrics"]),
     ]
     rows = ["accuracy", "balanced_accuracy", "macro_f1", "mcc"]

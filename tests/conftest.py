@@ -49,3 +49,23 @@ def tiny_int8(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "int8.tflite"
     data, _, _ = build_tiny_int8(path)
     return path, data, ("idle", "wave", "circle", "updown")
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory):
+    """One real run of `tinyml train quantize flash --fast` (virtual device on a pty),
+    shared by the end-to-end tests. Tests that change a run copy it first (copy_run)."""
+    from tinyml_cli import main
+
+    run = tmp_path_factory.mktemp("fast_run") / "run"
+    for stage in ("train", "quantize", "flash"):
+        code = main([stage, "--fast", "--run", str(run)])
+        assert code == 0, f"tinyml {stage} --fast exited {code}"
+    return run
+
+
+def copy_run(run, dest):
+    import shutil
+
+    shutil.copytree(run, dest)
+    return dest

@@ -1,0 +1,687 @@
+"""The quantize stage: ``float.keras`` -> full-int8 TFLite, checked, budgeted, exported as C.
+
+1. Calibrate on training windows only (stratified by class), convert to full int8.
+2. Check every op is one TFLM can run, naming the Keras layer of any that is not.
+3. Measure the TFLM arena (recorded and true minimum), count MACs, budget against the board.
+4. Run the float model, the int8 model in LiteRT (default and reference kernels) and in
+   TFLM on the same validation windows; compare them and apply the gates.
+5. Only a model that passed every gate is scored on the test split (once, in the ledger)
+   and exported: ``int8.tflite``, ``firmware/model_data.{h,cc}``, ``firmware/model_settings.h``.
+
+``quantize_report.json`` is written either way, so a failed gate's numbers are on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import export, metrics
+from pipeline.artifacts import sha256_bytes, write_bytes, write_json, write_text
+from pipeline.boards import BOARDS, get_board
+from pipeline.errors import GateFailed, PipelineError
+from pipeline.ledger import record_test_look
+from pipeline.progress import progress
+from pipeline.splits import Prepared, cv_groups, prepare
+from pipeline.tflite_model import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
+from pipeline.tflm import HOST_FIGURE, TFLMRunner, measure_arena
+from pipeline.windows import Windows
+
+FLOAT_MODEL = "float.keras"
+MODEL = "int8.tflite"
+REJECTED = "int8.rejected.tflite"
+REPORT = "quantize_report.json"
+FIRMWARE = "firmware"
+FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_settings.h")
+TEST_PURPOSE = "int8 model (deployable)"
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class StageInputs:
+    model: object  # keras.Model
+    prepared: Prepared
+    labels: list[str]
+
+    @property
+    def windows(self) -> dict[str, Windows]:
+        return self.prepared.windows
+
+    @property
+    def layer_types(self) -> dict[str, str]:
+        return {layer.name: type(layer).__name__ for layer in self.model.layers}
+
+
+def check_config(q) -> None:
+    """Ranges of [quantize] (types are checked when the config is read)."""
+    problems = []
+    if q.calibration_outlier_z < 0:
+        problems.append(f"calibration_outlier_z: expected >= 0 (0: keep every window), got {q.calibration_outlier_z}")
+    if q.calibration_windows < 1:
+        problems.append(f"calibration_windows: expected at least 1, got {q.calibration_windows}")
+    for key in ("ram_reserve", "flash_reserve"):
+        if not 0.0 <= getattr(q, key) < 1.0:
+            problems.append(f"{key}: expected a share in [0, 1), got {getattr(q, key)}")
+    for key in ("arena_margin", "max_balanced_accuracy_drop"):
+        if getattr(q, key) < 0:
+            problems.append(f"{key}: expected >= 0, got {getattr(q, key)}")
+    for key in ("min_float_int8_agreement", "min_tflm_agreement"):
+        if not 0.0 <= getattr(q, key) <= 1.0:
+            problems.append(f"{key}: expected a share in [0, 1], got {getattr(q, key)}")
+    for key in ("max_lsb_difference", "flash_budget_bytes", "ram_budget_bytes"):
+        if getattr(q, key) < 0:
+            problems.append(f"{key}: expected >= 0, got {getattr(q, key)}")
+    if problems:
+        raise PipelineError(f"[quantize] {problems[0]}")
+
+
+def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
+    """float.keras and the windows of the run's split (splits.json must match the config)."""
+    run_dir = Path(run_dir)
+    path = run_dir / FLOAT_MODEL
+    if not path.exists():
+        raise PipelineError(f"{path}: not found", hint="run `tinyml train` (make train) first")
+    if not (run_dir / "splits.json").exists():
+        raise PipelineError(f"{run_dir / 'splits.json'}: not found", hint="run `tinyml train` (make train) first")
+    prepared = prepare(cfg, run_dir, write=False)
+    if not prepared.reused:
+        raise PipelineError(
+            f"{run_dir / 'splits.json'}: was made with another dataset, seed or window than this config",
+            hint="pass the same --config/--dataset/--seed as the train stage",
+        )
+    import keras
+
+    try:
+        model = keras.models.load_model(path)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise PipelineError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from exc
+    expected = tuple(prepared.windows["train"].X.shape[1:])
+    got = tuple(model.input_shape[1:])
+    if got != expected:
+        raise PipelineError(f"{path}: the model takes inputs of shape {got}, the split's windows are {expected}",
+                            hint="retrain: the split changed since float.keras was written")
+    return StageInputs(model, prepared, list(prepared.manifest["dataset"]["label_names"]))
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def robust_z(train_x: np.ndarray) -> np.ndarray:
+    """Largest robust z-score of any value of each window, per channel: centred on the
+    median, scaled by the central 98% of values (as a normal sigma). The audit's outlier
+    definition, so calibration leaves out the windows the audit flags."""
+    channels = train_x.shape[-1]
+    flat = train_x.reshape(-1, channels)
+    z = np.zeros(len(train_x))
+    for c in range(channels):
+        med = float(np.median(flat[:, c]))
+        lo, hi = np.quantile(flat[:, c], [0.01, 0.99])
+        scale = (hi - lo) / 4.6527 or float(np.std(flat[:, c]))
+        if scale > 0:
+            z = np.maximum(z, (np.abs(train_x[..., c] - med) / scale).reshape(len(train_x), -1).max(axis=1))
+    return z
+
+
+def drop_outliers(train: Windows, outlier_z: float) -> Windows:
+    """The training windows with no value beyond ``outlier_z`` (0: all of them)."""
+    if outlier_z <= 0:
+        return train
+    keep = robust_z(train.X) <= outlier_z
+    return train.subset(np.flatnonzero(keep)) if keep.any() else train
+
+
+def calibration_set(train: Windows, n: int, seed: int) -> Windows:
+    """Up to ``n`` training windows, stratified by class: each class in proportion to its
+    frequency, at least one each. Only ever called with (a subset of) the training split."""
+    if n >= len(train):
+        return train
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(train.y, return_counts=True)
+    raw = counts * n / counts.sum()
+    quota = np.minimum(np.maximum(np.floor(raw), 1), counts).astype(int)
+    # Hand out what is left by the largest remainders, as far as each class has windows.
+    for i in np.argsort(-(raw - np.floor(raw)), kind="stable"):
+        if quota.sum() >= n:
+            break
+        if quota[i] < counts[i]:
+            quota[i] += 1
+    picked = [rng.choice(np.flatnonzero(train.y == c), size=q, replace=False)
+              for c, q in zip(classes, quota, strict=True)]
+    return train.subset(np.sort(np.concatenate(picked)))
+
+
+def calibration_record(calib: Windows, q, labels: list[str], seed: int, left_out: int) -> dict:
+    counts = np.bincount(calib.y, minlength=len(labels))
+    return {
+        "split": "train",
+        "windows": len(calib),
+        "requested": q.calibration_windows,
+        "per_class": {name: int(c) for name, c in zip(labels, counts, strict=True)},
+        "window_ids_sha256": sha256_bytes("\n".join(calib.window_ids.tolist()).encode()),
+        "seed": seed,
+        "sampling": "stratified by class, in proportion to class frequency, at least one per class",
+        "outlier_z": q.calibration_outlier_z,
+        "outlier_windows_left_out": left_out,
+    }
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def convert_int8(model, calibration_x: np.ndarray, per_channel: bool = True,
+                 layer_types: dict[str, str] | None = None) -> tuple[bytes, float]:
+    """Full-integer TFLite (int8 weights, activations, input and output) and the seconds it took."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    xs = np.asarray(calibration_x, dtype=np.float32)
+    conv.representative_dataset = lambda: ([x[None]] for x in xs)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    if not per_channel:
+        conv._experimental_disable_per_channel = True
+    start = time.perf_counter()
+    try:
+        # The converter prints its SavedModel export and warns about input statistics it
+        # does not need (inputs are quantized from the calibration data): keep that quiet.
+        with _quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = conv.convert()
+    except Exception as exc:  # ConverterError and friends
+        raise _conversion_failed(exc, layer_types or {}) from exc
+    return bytes(data), time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """TensorFlow's C++ logging writes to fd 2 directly; keep it off the terminal summary
+    (a conversion error carries its own text in the exception)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _conversion_failed(exc: Exception, layer_types: dict[str, str]) -> GateFailed:
+    text = str(exc)
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op", text)))
+    layers: list[str] = []
+    for path in re.findall(r'"([^"@]+)@__inference', text):
+        layer = layer_of(path, layer_types)
+        if layer and layer not in layers:
+            layers.append(layer)
+    if not ops and not layers:
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return GateFailed(f"float.keras: int8 conversion failed: {first[:300]}")
+    where = ", ".join(f"{name!r} ({layer_types.get(name, '?')})" for name in layers) or "an unknown layer"
+    return GateFailed(
+        f"float.keras: op(s) {', '.join(ops) or '?'} from layer {where} have no int8 TFLite "
+        "builtin, so TFLM cannot run them",
+        hint="replace that layer with one that converts to TFLM builtins (e.g. Conv1D instead of a recurrent layer)",
+    )
+
+
+def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float32 -> int8 as TFLite does it: round half away from zero, then clamp."""
+    v = np.asarray(x, dtype=np.float32) / np.float32(scale)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def input_clipping(x: np.ndarray, scale: float, zero_point: int) -> dict:
+    """How much of the input falls outside the int8 input range (and is clamped): spikes
+    the calibration windows did not show. Clamped inputs are a common cause of disagreement."""
+    lo = (-128 - zero_point) * scale
+    hi = (127 - zero_point) * scale
+    outside = (x < lo - scale / 2) | (x > hi + scale / 2)
+    return {
+        "range": [float(lo), float(hi)],
+        "values_share": float(outside.mean()) if outside.size else 0.0,
+        "windows_share": float(outside.reshape(len(x), -1).any(axis=1).mean()) if len(x) else 0.0,
+    }
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (q.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_float(model, x: np.ndarray) -> np.ndarray:
+    out = model.predict(x, batch_size=256, verbose=0)
+    return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+
+
+def run_litert(data: bytes, x_q: np.ndarray, reference: bool = False) -> np.ndarray:
+    """Quantized outputs of the int8 model in LiteRT, one window at a time."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+    with _quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+        interp = Interpreter(model_content=data, experimental_op_resolver_type=kind, num_threads=1)
+        interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    outp = interp.get_output_details()[0]
+    outs = []
+    desc = "LiteRT reference kernels" if reference else "LiteRT"
+    for x in progress(x_q, desc, total=len(x_q), unit="window"):
+        interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
+        interp.invoke()
+        outs.append(interp.get_tensor(outp["index"]).reshape(-1).copy())
+    return np.stack(outs)
+
+
+@dataclass
+class Outputs:
+    """The four runtimes' outputs on one split's windows.
+
+    "int8" is LiteRT with its reference kernels: the arithmetic TFLM implements, so its
+    figures are the ones the device should reproduce. LiteRT's default kernels (XNNPACK and
+    the optimized builtins) requantize with other rounding and approximate softmax; they
+    are run and reported, never gated.
+    """
+
+    float: np.ndarray  # (n, k) float32
+    int8: np.ndarray  # (n, k) int8, LiteRT reference kernels
+    int8_default: np.ndarray  # LiteRT default kernels
+    tflm: np.ndarray  # TFLM (reference kernels, the Python runtime)
+
+
+def run_all(model, data: bytes, x: np.ndarray, info: ModelInfo, arena_bytes: int) -> Outputs:
+    inp = info.input
+    x_q = quantize_input(x, inp.scales[0], inp.zero_points[0])
+    return Outputs(
+        float=run_float(model, x),
+        int8=run_litert(data, x_q, reference=True),
+        int8_default=run_litert(data, x_q),
+        tflm=TFLMRunner(data, arena_bytes).predict(x_q),
+    )
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def output_error(reference: np.ndarray, approx: np.ndarray) -> dict:
+    """STM32Cube.AI validate's figures, over all output values of all windows."""
+    r = reference.astype(np.float64).ravel()
+    a = approx.astype(np.float64).ravel()
+    d = a - r
+    norm_r, norm_a = np.linalg.norm(r), np.linalg.norm(a)
+    return {
+        "rmse": float(np.sqrt(np.mean(d**2))),
+        "mae": float(np.mean(np.abs(d))),
+        "relative_l2": float(np.linalg.norm(d) / norm_r) if norm_r else None,
+        "cosine_similarity": float(r @ a / (norm_r * norm_a)) if norm_r and norm_a else None,
+    }
+
+
+def runtime_match(a: np.ndarray, b: np.ndarray) -> dict:
+    """How closely two int8 runtimes agree: top-1, bit-identical outputs, largest LSB gap."""
+    diff = np.abs(a.astype(np.int32) - b.astype(np.int32))
+    return {
+        "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
+        "bit_identical_share": float(np.mean(np.all(diff == 0, axis=1))),
+        "max_lsb_difference": int(diff.max()) if diff.size else 0,
+    }
+
+
+def compare(outs: Outputs, y: np.ndarray, labels: list[str], clusters, seed: int,
+            out_scale: float, out_zp: int) -> dict:
+    """Every float / int8 / TFLM comparison on one split."""
+    k = len(labels)
+    pred = {name: getattr(outs, name).argmax(1) for name in ("float", "int8", "int8_default", "tflm")}
+    ev = {name: metrics.evaluate(y, pred[name], labels, clusters=clusters, seed=seed)
+          for name in ("float", "int8", "tflm")}
+    per_class = {}
+    for i, name in enumerate(labels):
+        f, q = ev["float"]["per_class"][name], ev["int8"]["per_class"][name]
+        mine = y == i
+        per_class[name] = {
+            "support": f["support"],
+            "changed_share": float(np.mean(pred["float"][mine] != pred["int8"][mine])) if mine.any() else 0.0,
+            "float_recall": f["recall"], "int8_recall": q["recall"], "recall_delta": q["recall"] - f["recall"],
+            "float_f1": f["f1"], "int8_f1": q["f1"], "f1_delta": q["f1"] - f["f1"],
+        }
+    return {
+        "windows": int(len(y)),
+        "clusters": ev["float"]["clusters"],
+        "float": ev["float"],
+        "int8": ev["int8"],
+        "tflm": ev["tflm"],
+        "int8_runtime": "LiteRT reference kernels (TFLM's arithmetic)",
+        "int8_default_kernels": metrics.scores(y, pred["int8_default"], k),
+        "delta_int8_minus_float": {
+            m: metrics.paired_delta(y, pred["float"], pred["int8"], k, m, clusters, seed=seed) for m in HEADLINE
+        },
+        "mcnemar_float_vs_int8": metrics.mcnemar(pred["float"] == y, pred["int8"] == y),
+        "per_class": per_class,
+        "agreement": {
+            "float_int8": float(np.mean(pred["float"] == pred["int8"])),
+            "float_tflm": float(np.mean(pred["float"] == pred["tflm"])),
+            "int8_int8_default_kernels": float(np.mean(pred["int8"] == pred["int8_default"])),
+        },
+        "litert_vs_tflm": {
+            "reference_kernels": runtime_match(outs.int8, outs.tflm),
+            "default_kernels": {
+                **runtime_match(outs.int8_default, outs.tflm),
+                "gated": False,
+                "why": "LiteRT's default kernels (XNNPACK, optimized builtins) round requantization "
+                "differently and approximate softmax; TFLM implements the reference arithmetic",
+            },
+        },
+        "output_error": {
+            **output_error(outs.float, dequantize(outs.int8, out_scale, out_zp)),
+            "compared": "dequantized int8 output (LiteRT reference kernels) vs float output, "
+            "all values of all windows",
+        },
+    }
+
+
+def accuracy_gates(val: dict, q) -> dict:
+    drop = val["float"]["balanced_accuracy"] - val["int8"]["balanced_accuracy"]
+    ref = val["litert_vs_tflm"]["reference_kernels"]
+    tflm_agree, lsb = ref["top1_agreement"], ref["max_lsb_difference"]
+
+    def gate(value, rule, threshold):
+        passed = value <= threshold if rule == "<=" else value >= threshold
+        return {"value": value, "rule": rule, "threshold": threshold, "passed": bool(passed)}
+
+    return {
+        "balanced_accuracy_drop": gate(drop, "<=", q.max_balanced_accuracy_drop),
+        "float_int8_agreement": gate(val["agreement"]["float_int8"], ">=", q.min_float_int8_agreement),
+        "litert_tflm_agreement": gate(tflm_agree, ">=", q.min_tflm_agreement),
+        "litert_tflm_max_lsb": gate(lsb, "<=", q.max_lsb_difference),
+    }
+
+
+def worst_classes(val: dict, n: int = 3) -> list[str]:
+    """The classes int8 hurt most: largest recall drop, then most predictions changed."""
+    rows = sorted(val["per_class"].items(), key=lambda kv: (kv[1]["recall_delta"], -kv[1]["changed_share"]))
+    hurt = [(name, r) for name, r in rows if r["recall_delta"] < 0 or r["changed_share"] > 0][:n]
+    return [f"{name} (recall {r['float_recall']:.3f} -> {r['int8_recall']:.3f}, "
+            f"{r['changed_share']:.0%} of its windows change class)" for name, r in hurt] or ["none (no class changed)"]
+
+
+# --------------------------------------------------------------------------- budget
+
+
+def board_section(board_name: str, q, model_bytes: int, arena_bytes: int) -> dict:
+    board = get_board(board_name)
+    flash_budget = q.flash_budget_bytes or int(board.flash_bytes * (1 - q.flash_reserve))
+    ram_budget = q.ram_budget_bytes or int(board.ram_bytes * (1 - q.ram_reserve))
+    return {
+        "profile": {"name": board.name, "title": board.title, "mcu": board.mcu, "core": board.core,
+                    "clock_hz": board.clock_hz, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes},
+        "budgets": {
+            "flash_bytes": flash_budget, "ram_bytes": ram_budget,
+            "flash_source": "[quantize] flash_budget_bytes" if q.flash_budget_bytes
+            else f"board flash minus flash_reserve {q.flash_reserve}",
+            "ram_source": "[quantize] ram_budget_bytes" if q.ram_budget_bytes
+            else f"board RAM minus ram_reserve {q.ram_reserve}",
+        },
+        "fits": {
+            "flash": {"used_bytes": model_bytes, "what": "the model's bytes",
+                      "budget_bytes": flash_budget, "passed": model_bytes <= flash_budget},
+            "ram": {"used_bytes": arena_bytes, "what": "kTensorArenaSize (min arena x (1 + margin), 64-bit host)",
+                    "budget_bytes": ram_budget, "passed": arena_bytes <= ram_budget},
+        },
+    }
+
+
+def latency_estimates(macs: int, configured: str) -> dict:
+    return {name: {**b.latency_estimate(macs), "configured": name == configured} for name, b in BOARDS.items()}
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def quantize(cfg, run_dir: str | Path, out: Callable[[str], None] = print) -> dict:
+    """Convert, check, budget and export the run's float model; return the report."""
+    q = cfg.quantize
+    check_config(q)
+    inputs = load_inputs(cfg, run_dir)
+    train = inputs.windows["train"]
+    eligible = drop_outliers(train, q.calibration_outlier_z)
+    calib = calibration_set(eligible, q.calibration_windows, cfg.seed)
+    calibration = calibration_record(calib, q, inputs.labels, cfg.seed, len(train) - len(eligible))
+    try:
+        data, seconds = convert_int8(inputs.model, calib.X, q.per_channel, inputs.layer_types)
+    except GateFailed as exc:
+        _reject(Path(run_dir), None, {
+            "stage": "quantize", "labels": inputs.labels, "calibration": calibration,
+            "conversion": {"per_channel": q.per_channel, "error": exc.message},
+            "gates_passed": False, "failures": [exc.message],
+        })
+        raise
+    return check_and_export(cfg, run_dir, inputs, calibration, data, seconds, out)
+
+
+def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration: dict, data: bytes,
+                     seconds: float, out: Callable[[str], None] = print) -> dict:
+    """Everything after conversion: op check, arena, comparisons, gates, test look, export."""
+    run_dir = Path(run_dir)
+    q = cfg.quantize
+    labels = inputs.labels
+    info = inspect_model(data, inputs.layer_types)
+    sha = sha256_bytes(data)
+    report: dict = {
+        "stage": "quantize",
+        "labels": labels,
+        "model_sha256": sha,
+        "calibration": calibration,
+        "conversion": {
+            "per_channel": q.per_channel,
+            "seconds": round(seconds, 3),
+            "input": _tensor_record(info.input),
+            "output": _tensor_record(info.output),
+            "weights": "int8 per-channel" if q.per_channel else "int8 per-tensor",
+            "activations": "int8",
+            "host_input_rounding": "round half away from zero, then clamp to int8 (as TFLite)",
+        },
+        "ops": info.ops_table(),
+        "tflm_ops": {"supported": not info.unsupported_ops(), "resolver": info.resolver_ops(),
+                     "unsupported": sorted({op.name for op in info.unsupported_ops()})},
+        "macs": {"per_layer": info.macs_per_layer(), "total": info.total_macs, "counted": MACS_NOTE},
+        "latency_estimates": latency_estimates(info.total_macs, q.board),
+        "gates_passed": False,
+    }
+    try:
+        require_tflm_ops(info, inputs.layer_types)
+        arena = measure_arena(data)
+    except GateFailed as exc:
+        report["failures"] = [exc.message]
+        _reject(run_dir, data, report)
+        raise
+    arena_bytes = arena.exported(q.arena_margin)
+    report["memory"] = {"model_bytes": len(data), **arena.as_dict(q.arena_margin)}
+    report["board"] = board_section(q.board, q, len(data), arena_bytes)
+
+    val_w = inputs.windows["val"]
+    val_outs = run_all(inputs.model, data, val_w.X, info, arena_bytes)
+    out_t = info.output
+    val = compare(val_outs, val_w.y, labels, cv_groups(val_w, inputs.prepared.plan), cfg.seed,
+                  out_t.scales[0], out_t.zero_points[0])
+    val["split"] = "val"
+    val["input_clipping"] = input_clipping(val_w.X, info.input.scales[0], info.input.zero_points[0])
+    val["gates"] = accuracy_gates(val, q)
+    report["validation"] = val
+
+    failures = [_gate_message(name, g) for name, g in val["gates"].items() if not g["passed"]]
+    if failures:
+        failures.append("worst classes: " + ", ".join(worst_classes(val)))
+        clip = val["input_clipping"]
+        if clip["windows_share"] > 0:
+            failures.append(f"{clip['windows_share']:.0%} of val windows have inputs outside the int8 range "
+                            f"[{clip['range'][0]:.3g}, {clip['range'][1]:.3g}] seen in calibration (clamped)")
+    for part, fit in report["board"]["fits"].items():
+        if not fit["passed"]:
+            failures.append(
+                f"{part}: {fit['used_bytes']:,} B ({fit['what']}) over the {q.board} budget of "
+                f"{fit['budget_bytes']:,} B ({report['board']['budgets'][part + '_source']})")
+    report["failures"] = failures
+    if failures:
+        _reject(run_dir, data, report)
+        _summary(report, out)
+        raise GateFailed(
+            "quantize gate(s) failed: " + "; ".join(failures),
+            hint=f"the numbers are in {run_dir / REPORT}; the rejected model is {run_dir / REJECTED}",
+        )
+
+    report["gates_passed"] = True
+    report["test"] = _test_look(cfg, run_dir, inputs, data, info, arena_bytes, sha)
+    report["firmware"] = _export(run_dir, data, sha, info, labels, arena_bytes, q.board,
+                                 inputs.prepared.manifest["dataset"].get("rate_hz"))
+    write_bytes(run_dir / MODEL, data)
+    (run_dir / REJECTED).unlink(missing_ok=True)
+    write_json(run_dir / REPORT, report)
+    _summary(report, out)
+    return report
+
+
+def _tensor_record(t) -> dict:
+    return {"shape": list(t.shape), "dtype": t.dtype, "scale": t.scales[0] if t.scales else None,
+            "zero_point": t.zero_points[0] if t.zero_points else None}
+
+
+def _gate_message(name: str, g: dict) -> str:
+    fail_rule = ">" if g["rule"] == "<=" else "<"
+    fmt = (lambda v: str(v)) if isinstance(g["value"], int) else (lambda v: f"{v:.4f}")
+    return f"{name} {fmt(g['value'])} {fail_rule} {fmt(g['threshold'])} (val)"
+
+
+def _reject(run_dir: Path, data: bytes | None, report: dict) -> None:
+    """A model that failed a gate is kept for inspection, never left where make or the
+    flash step would take it for the deployable one; the report says what failed."""
+    for stale in [run_dir / MODEL, run_dir / REJECTED, *(run_dir / FIRMWARE / f for f in FIRMWARE_FILES)]:
+        stale.unlink(missing_ok=True)
+    if data is not None:
+        write_bytes(run_dir / REJECTED, data)
+        report["rejected_model"] = REJECTED
+    write_json(run_dir / REPORT, report)
+
+
+def _test_look(cfg, run_dir: Path, inputs: StageInputs, data: bytes, info: ModelInfo,
+               arena_bytes: int, sha: str) -> dict:
+    """The deployable int8 model on the test split: once, recorded in the ledger."""
+    test_w = inputs.windows["test"]
+    inp = info.input
+    x_q = quantize_input(test_w.X, inp.scales[0], inp.zero_points[0])
+    int8 = run_litert(data, x_q, reference=True)
+    tflm = TFLMRunner(data, arena_bytes).predict(x_q)
+    clusters = cv_groups(test_w, inputs.prepared.plan)
+    result = metrics.evaluate(test_w.y, int8.argmax(1), inputs.labels, clusters=clusters, seed=cfg.seed)
+    entry = record_test_look(run_dir, "quantize", TEST_PURPOSE, sha, result,
+                             split_sha256=inputs.prepared.manifest["test_sha256"])
+    return {
+        "split": "test",
+        "model": "int8 (LiteRT reference kernels)",
+        **result,
+        "litert_vs_tflm": runtime_match(int8, tflm),
+        "ledger": {"purpose": TEST_PURPOSE, "look": entry["look"], "warning": entry.get("warning")},
+    }
+
+
+def _export(run_dir: Path, data: bytes, sha: str, info: ModelInfo, labels: list[str],
+            arena_bytes: int, board: str, rate_hz) -> dict:
+    settings = export.ModelSettings(
+        labels=labels, input_shape=list(info.input.shape),
+        input_scale=info.input.scales[0], input_zero_point=info.input.zero_points[0],
+        output_scale=info.output.scales[0], output_zero_point=info.output.zero_points[0],
+        arena_bytes=arena_bytes, macs=info.total_macs, ops=info.resolver_ops(), sha256=sha,
+        board=board, sample_rate_hz=float(rate_hz or 0.0),
+    )
+    texts = {
+        "model_data.h": export.model_data_h(),
+        "model_data.cc": export.model_data_cc(data, MODEL, sha),
+        "model_settings.h": export.model_settings_h(settings),
+    }
+    files = {}
+    for name, text in texts.items():
+        write_text(run_dir / FIRMWARE / name, text)
+        files[f"{FIRMWARE}/{name}"] = sha256_bytes(text.encode("utf-8"))
+    return {"dir": FIRMWARE, "files": files, "array": export.ARRAY, "length": export.LENGTH,
+            "alignment": 16}
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _summary(report: dict, out: Callable[[str], None]) -> None:
+    val = report.get("validation")
+    conv = report["conversion"]
+    cal = report["calibration"]
+    out(f"quantize: full int8 ({conv['weights']} weights), calibrated on {cal['windows']} train windows "
+        f"({cal['outlier_windows_left_out']} outlier windows left out), converted in {conv['seconds']:.1f} s")
+    if val:
+        out(f"validation split: {val['windows']} windows, {val['clusters']} groups")
+        out(f"  {'':<22}{'float':>10}{'int8 LiteRT':>14}{'int8 TFLM':>12}   (LiteRT: reference kernels)")
+        for m in HEADLINE:
+            out(f"  {m.replace('_', ' '):<22}{val['float'][m]:>10.3f}{val['int8'][m]:>14.3f}{val['tflm'][m]:>12.3f}")
+        ag = val["agreement"]
+        out(f"  {'top-1 agreement':<22}{'(float)':>10}{ag['float_int8']:>14.3f}{ag['float_tflm']:>12.3f}")
+        rf = val["litert_vs_tflm"]["reference_kernels"]
+        df = val["litert_vs_tflm"]["default_kernels"]
+        out(f"  LiteRT vs TFLM: top-1 {rf['top1_agreement']:.3f}, bit-identical {rf['bit_identical_share']:.1%}, "
+            f"max {rf['max_lsb_difference']} LSB (LiteRT default kernels, not gated: top-1 "
+            f"{df['top1_agreement']:.3f}, bit-identical {df['bit_identical_share']:.1%}, max {df['max_lsb_difference']} LSB)")
+        d = val["delta_int8_minus_float"]["balanced_accuracy"]
+        e = val["output_error"]
+        clip = val["input_clipping"]
+        if clip["windows_share"] > 0:
+            out(f"  {clip['windows_share']:.1%} of windows have inputs outside the int8 input range "
+                f"[{clip['range'][0]:.3g}, {clip['range'][1]:.3g}] (clamped)")
+        out(f"  int8 - float balanced accuracy {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+            f"McNemar p={val['mcnemar_float_vs_int8']['p_value']:.3g}; output RMSE {e['rmse']:.4f}, "
+            f"cosine {'n/a' if e['cosine_similarity'] is None else format(e['cosine_similarity'], '.5f')}")
+        for name, g in val["gates"].items():
+            value = g["value"] if isinstance(g["value"], int) else round(g["value"], 4)
+            out(f"  gate {name}: {value} {g['rule']} {g['threshold']}  {'ok' if g['passed'] else 'FAILED'}")
+    board = report.get("board")
+    mem = report.get("memory")
+    if board and mem:
+        b = board["profile"]
+        fits = board["fits"]
+        out(f"board {b['name']} ({b['title']}):")
+        out(f"  flash  {mem['model_bytes']:>9,} B model          budget {fits['flash']['budget_bytes']:>9,} B  "
+            f"{'ok' if fits['flash']['passed'] else 'DOES NOT FIT'}")
+        out(f"  RAM    {mem['arena_bytes_exported']:>9,} B tensor arena   budget {fits['ram']['budget_bytes']:>9,} B  "
+            f"{'ok' if fits['ram']['passed'] else 'DOES NOT FIT'}")
+        out(f"         (min {mem['arena_min_bytes']:,} B by bisection + {mem['margin']:.0%} margin; "
+            f"recorded {mem['arena_recorded_bytes']:,} B; {HOST_FIGURE}s)")
+    macs = report["macs"]["total"]
+    est = next(e for e in report["latency_estimates"].values() if e["configured"])
+    out(f"  MACs   {macs:>9,}  estimated latency {est['reference_kernels_ms']:.2f} ms (reference kernels), "
+        f"{est['optimized_kernels_ms']:.2f} ms (optimized) - estimated, not measured")
+    test = report.get("test")
+    if test:
+        ci = test["ci95"]["balanced_accuracy"]
+        out(f"test split (int8, look {test['ledger']['look']} in test_ledger.jsonl): balanced accuracy "
+            f"{metrics.format_metric(test['balanced_accuracy'], ci)}, macro-F1 {test['macro_f1']:.3f}")
+    if report.get("gates_passed"):
+        out(f"wrote {MODEL}, {REPORT}, " + ", ".join(report["firmware"]["files"]))
+    else:
+        out(f"gates failed: wrote {REPORT} and {REJECTED}")

@@ -1,0 +1,178 @@
+"""flash and eval end to end: the virtual device on a real pseudo-terminal, the real TFLM
+kernels, the exported C array parsed back, results streamed, resumed and scored."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import copy_run
+
+from firmware_bridge.client import Device
+from firmware_bridge.errors import BridgeError
+from firmware_bridge.evaluate import stream_windows
+from firmware_bridge.virtual_device import VirtualDevice
+from pipeline.artifacts import read_json, sha256_file
+from pipeline.config import load_config
+from pipeline.ledger import read_ledger
+from pipeline.splits import load_split_windows
+from tinyml_cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def lines(path):
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+
+
+def test_flash_writes_the_image_from_the_c_export_and_scores_the_device(fast_run):
+    image = fast_run / "device" / "flash" / "model.tflite"
+    assert image.read_bytes() == (fast_run / "int8.tflite").read_bytes()
+    settings = read_json(fast_run / "device" / "flash" / "settings.json")
+    assert settings["labels"] == read_json(fast_run / "splits.json")["dataset"]["label_names"]
+    assert (fast_run / "firmware" / "tinyml_device" / "tinyml_device.ino").is_file()
+
+    report = read_json(fast_run / "device_report.json")
+    test_windows = read_json(fast_run / "splits.json")["windows"]["test"]
+    assert report["windows"] == test_windows
+    assert report["device"]["sha256_verified"] is True
+    assert report["device"]["sha256"] == sha256_file(fast_run / "int8.tflite")
+    agreement = report["agreement_with_host_int8"]
+    assert agreement["top1"] == 1.0 and agreement["differing"] == 0
+    assert agreement["max_abs_probability_difference"] < 1e-6
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "ci95", "confusion"):
+        assert key in report["metrics"]
+    assert report["timing_reported_by_device"]["classification_ms"]["n"] == test_windows
+    assert "estimate" in report["device"]["timing_note"]
+
+    results = lines(fast_run / "device_eval.jsonl")
+    assert len(results) == test_windows == len({r["window_id"] for r in results})
+    purposes = [e["purpose"] for e in read_ledger(fast_run)]
+    assert purposes.count("on-device evaluation") == 1
+
+
+def test_device_matches_quantize_reports_int8_test_figures(fast_run):
+    """The device saw exactly the test windows the quantize stage scored on the host."""
+    device = read_json(fast_run / "device_report.json")["metrics"]
+    host = read_json(fast_run / "quantize_report.json")["test"]
+    assert device["confusion"] == host["confusion"]
+
+
+def test_eval_resumes_and_never_repeats_a_window(fast_run, tmp_path):
+    run = copy_run(fast_run, tmp_path / "run")
+    reference = lines(run / "device_eval.jsonl")
+    (run / "device_eval.jsonl").unlink()
+    cmd = [sys.executable, "-m", "tinyml_cli", "eval", "--run", str(run)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results = run / "device_eval.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and len(results.read_bytes().splitlines()) >= 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "eval finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    partial = lines(results)
+    assert 20 <= len(partial) < len(reference)
+
+    assert main(["eval", "--run", str(run)]) == 0
+    final = lines(results)
+    assert [r["window_id"] for r in final] == [r["window_id"] for r in reference]
+    assert [r["probabilities"] for r in final] == [r["probabilities"] for r in reference]
+    assert final[: len(partial)] == partial  # what was received was kept, not redone
+
+
+def test_torn_last_line_is_dropped_and_its_window_runs_again(fast_run, tmp_path):
+    run = copy_run(fast_run, tmp_path / "run")
+    results = run / "device_eval.jsonl"
+    whole = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(whole[:5]) + whole[5][: len(whole[5]) // 2])
+    assert main(["eval", "--run", str(run)]) == 0
+    final = lines(results)
+    assert len(final) == len(whole) and len({r["window_id"] for r in final}) == len(whole)
+
+
+def test_unplugged_device_gives_a_clear_error_and_keeps_results(fast_run, tmp_path):
+    cfg = load_config(fast_run / "config.toml")
+    test = load_split_windows(cfg, fast_run, "test")
+    labels = read_json(fast_run / "splits.json")["dataset"]["label_names"]
+    out = tmp_path / "device_eval.jsonl"
+    device = VirtualDevice.from_flash_dir(fast_run / "device" / "flash").start()
+    client = Device(device.port, timeout=2.0)
+
+    def unplug_after(items, total):
+        for n, item in enumerate(items):
+            if n == 7:
+                device.stop()  # the board goes away mid-evaluation
+            yield item
+
+    try:
+        with pytest.raises(BridgeError) as err:
+            stream_windows(client, test.X, test.window_ids, [labels[i] for i in test.y], out, progress=unplug_after)
+    finally:
+        client.close()
+        device.stop()
+    message = str(err.value)
+    assert "after 7 of" in message and str(out) in message
+    assert "resumes" in (err.value.hint or "")
+    kept = lines(out)
+    assert [r["window_id"] for r in kept] == test.window_ids[:7].tolist()
+
+
+def test_flash_dry_run_does_nothing(fast_run, tmp_path, capsys):
+    run = copy_run(fast_run, tmp_path / "run")
+    before = sorted(p.name for p in run.rglob("*"))
+    assert main(["flash", "--run", str(run), "--dry-run"]) == 0
+    assert "would" in capsys.readouterr().out
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_flash_to_a_real_port_without_arduino_cli_prints_the_commands(fast_run, tmp_path, capsys, monkeypatch):
+    run = copy_run(fast_run, tmp_path / "run")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no arduino-cli here, as on this machine
+    code = main(["flash", "--run", str(run), "--device", "/dev/ttyACM0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "arduino-cli compile --fqbn arduino:mbed_nano:nano33ble" in err
+    assert "arduino-cli upload -p /dev/ttyACM0" in err
+
+
+def test_eval_on_a_dead_port_is_a_clear_error(fast_run, tmp_path, capsys):
+    run = copy_run(fast_run, tmp_path / "run")
+    code = main(["eval", "--run", str(run), "--device", str(tmp_path / "ttyACM9")])
+    err = capsys.readouterr().err
+    assert code == 2 and "ttyACM9" in err and "Traceback" not in err
+
+
+def test_flash_refuses_a_stale_export(fast_run, tmp_path):
+    from pipeline.errors import GateFailed
+    from tinyml_cli import write_flash_image
+
+    run = copy_run(fast_run, tmp_path / "run")
+    data = bytearray((run / "int8.tflite").read_bytes())
+    data[-1] ^= 0xFF
+    (run / "int8.tflite").write_bytes(bytes(data))
+    with pytest.raises(GateFailed, match="is not int8.tflite"):
+        write_flash_image(load_config(run / "config.toml"), run)
+
+
+def test_monitor_reads_live_predictions_from_the_virtual_device(fast_run, capsys):
+    device = VirtualDevice.from_flash_dir(fast_run / "device" / "flash",
+                                          sensor=fast_run / "device" / "flash" / "sensor.npz",
+                                          time_scale=0.02).start()
+    try:
+        from firmware_bridge.monitor import monitor
+
+        mon = monitor(device.port, label="idle", count=3, timeout=5.0)
+    finally:
+        device.stop()
+    assert len(mon.results) >= 3 if hasattr(mon, "results") else sum(mon.class_counts.values()) >= 3
+    assert np.isfinite(mon.accuracy)
