@@ -327,16 +327,15 @@ class _connected:
 def host_int8_probabilities(run: Path, X):
     """The host TFLM interpreter on the same windows, inputs quantized as the firmware does."""
     from pipeline.artifacts import read_json
-    from pipeline.quantize import dequantize, quantize_input
-    from pipeline.tflm import TFLMRunner
+    from pipeline.tflm import TFLMRunner, dequantize_int8, quantize_int8
 
     data = (run / "int8.tflite").read_bytes()
     memory = read_json(run / "quantize_report.json", "the quantize report").get("memory", {})
     runner = TFLMRunner(data, max(int(memory.get("arena_bytes_exported") or 0), 1 << 20))
     qi, qo = runner.input_details["quantization_parameters"], runner.output_details["quantization_parameters"]
-    x_q = quantize_input(X, float(qi["scales"][0]), int(qi["zero_points"][0]))
+    x_q = quantize_int8(X, float(qi["scales"][0]), int(qi["zero_points"][0]))
     out = runner.predict(x_q, desc="host TFLM")
-    return dequantize(out, float(qo["scales"][0]), int(qo["zero_points"][0]))
+    return dequantize_int8(out, float(qo["scales"][0]), int(qo["zero_points"][0]))
 
 
 def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:

@@ -498,16 +498,17 @@ def check_constant_channels(pool: _Pool, channel_names) -> dict:
     return _check("constant_channels", "warning", True, "no channel is flat", **detail)
 
 
-def _outlier_scores(pool: _Pool) -> np.ndarray:
-    """Largest robust z-score of any value of each window, per channel against training values.
+def outlier_scores(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Largest robust z-score of any value of each window of ``X``, per channel against the
+    values of the ``reference`` windows (the training windows).
 
     Centred on the median and scaled by the spread of the central 98% of values (as a normal
     sigma). The MAD alone would flag every vigorous gesture on a channel where gravity and
     rest dominate (it did: 36 of 219 motion recordings); a 1% tail cannot hide a spike.
+    The quantize stage leaves windows out of calibration by this score.
     """
-    X = pool.X
     C = X.shape[-1]
-    train = X[pool.split == 0].reshape(-1, C)
+    train = reference.reshape(-1, C)
     if train.shape[0] > 500_000:
         train = train[:: int(np.ceil(train.shape[0] / 500_000))]
     z = np.zeros(len(X))
@@ -816,7 +817,7 @@ def _run_audit(prepared: Prepared, cfg) -> dict:
     pool = _pool(prepared)
     F = summary_features(pool.X)
     dup_sets = _duplicate_sets(pool)
-    z = _outlier_scores(pool)
+    z = outlier_scores(pool.X, pool.X[pool.split == 0])
     checks = [
         check_group_overlap(prepared),
         check_cross_split_duplicates(pool, dup_sets),

@@ -29,13 +29,14 @@ import numpy as np
 
 from pipeline import export, metrics
 from pipeline.artifacts import sha256_bytes, write_bytes, write_json, write_text
+from pipeline.audit import outlier_scores
 from pipeline.boards import BOARDS, get_board
 from pipeline.errors import GateFailed, PipelineError
 from pipeline.ledger import record_test_look
 from pipeline.progress import progress
 from pipeline.splits import Prepared, cv_groups, prepare
 from pipeline.tflite_model import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
-from pipeline.tflm import HOST_FIGURE, TFLMRunner, measure_arena
+from pipeline.tflm import HOST_FIGURE, TFLMRunner, dequantize_int8, measure_arena, quantize_int8
 from pipeline.windows import Windows
 
 FLOAT_MODEL = "float.keras"
@@ -120,27 +121,12 @@ def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
 # --------------------------------------------------------------------------- calibration
 
 
-def robust_z(train_x: np.ndarray) -> np.ndarray:
-    """Largest robust z-score of any value of each window, per channel: centred on the
-    median, scaled by the central 98% of values (as a normal sigma). The audit's outlier
-    definition, so calibration leaves out the windows the audit flags."""
-    channels = train_x.shape[-1]
-    flat = train_x.reshape(-1, channels)
-    z = np.zeros(len(train_x))
-    for c in range(channels):
-        med = float(np.median(flat[:, c]))
-        lo, hi = np.quantile(flat[:, c], [0.01, 0.99])
-        scale = (hi - lo) / 4.6527 or float(np.std(flat[:, c]))
-        if scale > 0:
-            z = np.maximum(z, (np.abs(train_x[..., c] - med) / scale).reshape(len(train_x), -1).max(axis=1))
-    return z
-
-
 def drop_outliers(train: Windows, outlier_z: float) -> Windows:
-    """The training windows with no value beyond ``outlier_z`` (0: all of them)."""
+    """The training windows with no value beyond robust z ``outlier_z`` (0: all of them):
+    the audit's outlier scores, so calibration leaves out the windows the audit flags."""
     if outlier_z <= 0:
         return train
-    keep = robust_z(train.X) <= outlier_z
+    keep = outlier_scores(train.X, train.X) <= outlier_z
     return train.subset(np.flatnonzero(keep)) if keep.any() else train
 
 
@@ -244,13 +230,6 @@ def _conversion_failed(exc: Exception, layer_types: dict[str, str]) -> GateFaile
     )
 
 
-def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """float32 -> int8 as TFLite does it: round half away from zero, then clamp."""
-    v = np.asarray(x, dtype=np.float32) / np.float32(scale)
-    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point
-    return np.clip(q, -128, 127).astype(np.int8)
-
-
 def input_clipping(x: np.ndarray, scale: float, zero_point: int) -> dict:
     """How much of the input falls outside the int8 input range (and is clamped): spikes
     the calibration windows did not show. Clamped inputs are a common cause of disagreement."""
@@ -262,10 +241,6 @@ def input_clipping(x: np.ndarray, scale: float, zero_point: int) -> dict:
         "values_share": float(outside.mean()) if outside.size else 0.0,
         "windows_share": float(outside.reshape(len(x), -1).any(axis=1).mean()) if len(x) else 0.0,
     }
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return (q.astype(np.float32) - zero_point) * np.float32(scale)
 
 
 # --------------------------------------------------------------------------- running
@@ -313,7 +288,7 @@ class Outputs:
 
 def run_all(model, data: bytes, x: np.ndarray, info: ModelInfo, arena_bytes: int) -> Outputs:
     inp = info.input
-    x_q = quantize_input(x, inp.scales[0], inp.zero_points[0])
+    x_q = quantize_int8(x, inp.scales[0], inp.zero_points[0])
     return Outputs(
         float=run_float(model, x),
         int8=run_litert(data, x_q, reference=True),
@@ -394,7 +369,7 @@ def compare(outs: Outputs, y: np.ndarray, labels: list[str], clusters, seed: int
             },
         },
         "output_error": {
-            **output_error(outs.float, dequantize(outs.int8, out_scale, out_zp)),
+            **output_error(outs.float, dequantize_int8(outs.int8, out_scale, out_zp)),
             "compared": "dequantized int8 output (LiteRT reference kernels) vs float output, "
             "all values of all windows",
         },
@@ -589,7 +564,7 @@ def _test_look(cfg, run_dir: Path, inputs: StageInputs, data: bytes, info: Model
     """The deployable int8 model on the test split: once, recorded in the ledger."""
     test_w = inputs.windows["test"]
     inp = info.input
-    x_q = quantize_input(test_w.X, inp.scales[0], inp.zero_points[0])
+    x_q = quantize_int8(test_w.X, inp.scales[0], inp.zero_points[0])
     int8 = run_litert(data, x_q, reference=True)
     tflm = TFLMRunner(data, arena_bytes).predict(x_q)
     clusters = cv_groups(test_w, inputs.prepared.plan)

@@ -1,10 +1,12 @@
-"""TensorFlow Lite Micro on the host: run a model with the real TFLM kernels, and measure
-the tensor arena it needs.
+"""TensorFlow Lite Micro on the host: int8 in and out as firmware does it, the real TFLM
+kernels, and the tensor arena a model needs. The quantize stage and the virtual device
+(firmware_bridge.tflm) both run on this module.
 
 Two arena figures, because they differ: the recording allocator's total (what TFLM says
 it allocated) and the true minimum, found by bisection. The allocator's own objects live
-in the arena too, so the minimum is larger than the recorded total. A too-small arena can
-crash the process instead of raising, so every probe runs in a child process.
+in the arena too, so the minimum is usually larger than the recorded total. A too-small
+arena can crash the process (SIGSEGV) instead of raising, so ``probe`` runs in a child
+process and each arena it tries runs in a forked grandchild: a crash fails only that trial.
 
 Both are 64-bit host figures: TFLM's structs hold pointers, which take 8 bytes here and 4
 on a 32-bit microcontroller, so the device needs somewhat less than measured here.
@@ -12,12 +14,14 @@ on a 32-bit microcontroller, so the device needs somewhat less than measured her
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,22 +30,45 @@ from pipeline.errors import GateFailed
 from pipeline.progress import progress
 
 ARENA_ALIGN = 16
+# Arenas tried in turn until the model runs. The last holds any model a microcontroller
+# could run: a model that does not run in it is not a model TFLM can run at all.
+ARENA_LADDER = (256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024, 64 * 1024 * 1024)
+PROBE_TIMEOUT_S = 120.0
 HOST_FIGURE = "64-bit host figure"
 HOST_NOTE = (
     f"{HOST_FIGURE} (TFLM Python runtime on x86-64): TFLM's structs hold 8-byte pointers "
     "here and 4-byte ones on a 32-bit MCU, so the device needs somewhat less"
 )
 _RECORDED = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
-_OUTPUT = re.compile(r"^OUTPUT ([0-9a-f]*)$", re.M)
-_PROBE_TIMEOUT_S = 120
 
 
 def round_up(n: float, to: int = ARENA_ALIGN) -> int:
     return int(-(-int(np.ceil(n)) // to) * to)
 
 
+# --------------------------------------------------------------------------- int8 <-> float
+
+
+def quantize_int8(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float32 -> int8 as TFLite and the firmware do it: round half away from zero (C
+    roundf), then clamp. In float32 arithmetic, as on the device."""
+    scaled = np.asarray(values, dtype=np.float32) / np.float32(scale)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
+    return np.clip(rounded + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize_int8(values: np.ndarray, scale: float, zero_point: int,
+                    dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """int8 -> real values, ``(q - zero_point) * scale`` computed in ``dtype``."""
+    return (np.asarray(values, dtype=dtype) - zero_point) * dtype(scale)
+
+
+# --------------------------------------------------------------------------- inference
+
+
 class TFLMRunner:
-    """One TFLM interpreter, run one window at a time as on the device."""
+    """One TFLM interpreter, run one window at a time as on the device. Build it only with
+    an arena ``probe`` found enough: too small a one can crash the process."""
 
     def __init__(self, data: bytes, arena_size: int):
         from tflite_micro.python.tflite_micro import runtime
@@ -55,25 +82,48 @@ class TFLMRunner:
             ) from exc
         self.input_details = self._interp.get_input_details(0)
         self.output_details = self._interp.get_output_details(0)
+        self._shape = tuple(int(d) for d in self.input_details["shape"])
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """The flattened output for one input (its values, in the input's dtype)."""
+        self._interp.set_input(np.ascontiguousarray(np.reshape(x, self._shape)), 0)
+        self._interp.invoke()
+        return np.array(self._interp.get_output(0)).reshape(-1)
 
     def predict(self, x_q: np.ndarray, desc: str = "TFLM") -> np.ndarray:
         """Flattened quantized outputs (n, k) for quantized inputs (n, *input shape[1:])."""
-        shape = tuple(int(d) for d in self.input_details["shape"])
-        outs = []
-        for x in progress(x_q, desc, total=len(x_q), unit="window"):
-            self._interp.set_input(np.ascontiguousarray(x.reshape(shape)), 0)
-            self._interp.invoke()
-            outs.append(np.array(self._interp.get_output(0)).reshape(-1))
+        outs = [self.invoke(x) for x in progress(x_q, desc, total=len(x_q), unit="window")]
         return np.stack(outs) if outs else np.zeros((0, 0), np.int8)
 
 
-@dataclass
-class Probe:
-    arena_size: int
+# --------------------------------------------------------------------------- the arena probe
+
+
+@dataclass(frozen=True)
+class TensorFacts:
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class ArenaProbe:
+    """What the probe child found out about a model."""
+
     ok: bool
+    """The model loads and runs within ``arena_size`` bytes (without one: in some arena)."""
+    arena_size: int | None
+    error: str | None = None
+    """Why TFLM cannot run the model at all; the figures below are then empty."""
     recorded_bytes: int | None = None
-    output_hex: str | None = None
-    log: str = ""
+    """The recording allocator's total."""
+    min_bytes: int | None = None
+    """The smallest arena (a multiple of 16) with which the model loads, runs and gives the
+    output it gives in a generous one."""
+    trials: int = 0
+    input: TensorFacts | None = None
+    output: TensorFacts | None = None
 
 
 @dataclass
@@ -82,7 +132,7 @@ class ArenaMeasurement:
     """The recording allocator's total, at a generous arena."""
     min_bytes: int
     """The smallest arena (a multiple of 16) with which the model runs and gives the same output."""
-    probes: list[Probe] = field(default_factory=list)
+    trials: int = 0
 
     def exported(self, margin: float) -> int:
         """min x (1 + margin), rounded up to 16 bytes: the kTensorArenaSize to ship."""
@@ -94,99 +144,169 @@ class ArenaMeasurement:
             "arena_min_bytes": self.min_bytes,
             "arena_bytes_exported": self.exported(margin),
             "margin": margin,
-            "probes": len(self.probes),
+            "probes": self.trials,
             "method": "recorded: TFLM RecordingMicroAllocator total at a generous arena; "
-            "min: bisection over arena sizes (16-byte steps), each run in a child process, "
+            "min: bisection over arena sizes (16-byte steps), each run in a forked child process, "
             "a size passing when the model loads, runs and gives the same output",
             "note": HOST_NOTE,
         }
 
 
-def probe(model_path: str | Path, arena_size: int) -> Probe:
-    """Run the model once in a child process with ``arena_size`` bytes of arena."""
+def probe(model: bytes | str | Path, arena_size: int | None = None) -> ArenaProbe:
+    """Whether the model (bytes or a path) runs within ``arena_size`` bytes, its arena
+    figures and its input and output, found in a child process."""
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    cmd = [sys.executable, "-m", "pipeline.tflm", *([str(int(arena_size))] if arena_size is not None else [])]
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.tflm", str(model_path), str(int(arena_size))],
-            capture_output=True, text=True, env=env, timeout=_PROBE_TIMEOUT_S,
-        )
+        proc = subprocess.run(cmd, input=data, capture_output=True, env=env, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return Probe(arena_size=int(arena_size), ok=False, log=f"timed out after {_PROBE_TIMEOUT_S} s")
-    out = _OUTPUT.search(proc.stdout)
-    # MicroPrintf goes to stderr in this build (fd 2, not fd 1): read both.
-    recorded = _RECORDED.search(proc.stdout + proc.stderr)
-    ok = proc.returncode == 0 and out is not None
-    return Probe(
-        arena_size=int(arena_size), ok=ok,
-        recorded_bytes=int(recorded.group(1)) if recorded else None,
-        output_hex=out.group(1) if out else None,
-        log=(proc.stderr or "")[-2000:] if not ok else "",
-    )
+        raise GateFailed(f"the TFLM probe did not finish in {PROBE_TIMEOUT_S:.0f} s") from None
+    try:
+        report = json.loads(proc.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = proc.stderr.decode("utf-8", "replace").strip()[-300:]
+        raise GateFailed(f"the TFLM probe failed (exit {proc.returncode}): {tail}") from None
+    size = None if arena_size is None else int(arena_size)
+    if report.get("error"):
+        return ArenaProbe(ok=False, arena_size=size, error=report["error"])
+    tensors = {k: TensorFacts(**{**report[k], "shape": tuple(report[k]["shape"])}) for k in ("input", "output")}
+    return ArenaProbe(ok=report["ok"], arena_size=size, recorded_bytes=report["recorded_bytes"],
+                      min_bytes=report["min_bytes"], trials=report["trials"], **tensors)
 
 
-def measure_arena(data: bytes, generous: int = 256 * 1024, limit: int = 64 * 1024 * 1024) -> ArenaMeasurement:
+def measure_arena(data: bytes) -> ArenaMeasurement:
     """The recorded arena total and the true minimum arena of a model, on this host."""
-    with tempfile.TemporaryDirectory(prefix="tinyml-arena-") as tmp:
-        path = Path(tmp) / "model.tflite"
-        path.write_bytes(data)
-        probes: list[Probe] = []
-
-        def run(size: int) -> Probe:
-            p = probe(path, size)
-            probes.append(p)
-            return p
-
-        size = round_up(generous)
-        first = run(size)
-        while not first.ok and size < limit:
-            size *= 4
-            first = run(size)
-        if not first.ok or first.recorded_bytes is None:
-            log = " | ".join(line.strip() for line in first.log.splitlines() if line.strip())[-600:]
-            raise GateFailed(
-                f"TFLM could not run the int8 model even with a {size}-byte arena: {log or 'no log'}",
-                hint="check the ops in quantize_report.json; the model may need an op or type TFLM lacks",
-            )
-        reference = first.output_hex
-
-        def works(size: int) -> bool:
-            p = run(size)
-            return p.ok and p.output_hex == reference
-
-        # Bisect between a size that fails and one that works, in 16-byte steps.
-        recorded = first.recorded_bytes
-        lo = round_up(recorded)
-        if works(lo):
-            return ArenaMeasurement(recorded, lo, probes)
-        hi = round_up(recorded * 1.5 + 1024)
-        if not works(hi):
-            hi = size
-        while hi - lo > ARENA_ALIGN:
-            mid = round_up((lo + hi) / 2)
-            if works(mid):
-                hi = mid
-            else:
-                lo = mid
-        return ArenaMeasurement(recorded, hi, probes)
+    found = probe(data)
+    if found.error or found.recorded_bytes is None:
+        raise GateFailed(
+            f"TFLM could not run the int8 model ({found.error or 'it printed no allocation total'})",
+            hint="check the ops in quantize_report.json; the model may need an op or type TFLM lacks",
+        )
+    return ArenaMeasurement(found.recorded_bytes, found.min_bytes, found.trials)
 
 
-def _child(model_path: str, arena_size: int) -> int:
-    """Load, run once on an all-zero-point input, print the output and the allocations."""
+# --------------------------------------------------------------------------- the probe child
+
+
+def _probe_main(argv: list[str]) -> None:  # pragma: no cover - runs in the probe child
+    """Model bytes on stdin, the arena to try in argv (optional); one JSON line on stdout."""
+    data = sys.stdin.buffer.read()
+    out = os.fdopen(os.dup(1), "w")
+    # TFLM's own messages would corrupt the JSON line: keep them off stdout.
+    os.dup2(2, 1)
+    with out:
+        out.write(json.dumps(_probe(data, int(argv[0]) if argv else None)) + "\n")
+
+
+def _probe(data: bytes, arena_size: int | None) -> dict:  # pragma: no cover - runs in the probe child
     from tflite_micro.python.tflite_micro import runtime
 
-    data = Path(model_path).read_bytes()
-    interp = runtime.Interpreter.from_bytes(data, arena_size=arena_size)
-    details = interp.get_input_details(0)
+    trials = 0
+    with tempfile.TemporaryFile() as log:
+
+        def works(size: int, reference: bytes | None = None) -> bool:
+            nonlocal trials
+            trials += 1
+            return _trial(data, size, reference, log)
+
+        ok = arena_size is not None and works(arena_size)
+        working = arena_size if ok else next((size for size in ARENA_LADDER if works(size)), None)
+        if working is None:
+            log.seek(0)
+            text = " | ".join(line.strip() for line in log.read().decode("utf-8", "replace").splitlines()
+                              if line.strip())[-600:]
+            return {"error": f"it does not run even with a {ARENA_LADDER[-1]}-byte arena: {text or 'no log'}"}
+        try:  # in-process: a trial has just run it in this arena
+            interpreter = runtime.Interpreter.from_bytes(data, arena_size=working)
+            reference = _run_once(interpreter)
+            tensors = {"input": _facts(interpreter.get_input_details(0)),
+                       "output": _facts(interpreter.get_output_details(0))}
+            recorded = _recorded_total(interpreter)
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        # Bisection in 16-byte steps between a size that fails and one that works. TFLM
+        # aligns the arena to 16 bytes, so no size in between would work either.
+        lo, hi = 0, working
+        for size in ([round_up(recorded) - ARENA_ALIGN, round_up(recorded), round_up(recorded * 2)]
+                     if recorded else []):  # the recorded total usually brackets it closely
+            if lo < size < hi:
+                lo, hi = (lo, size) if works(size, reference) else (size, hi)
+        while hi - lo > ARENA_ALIGN:
+            mid = round_up((lo + hi) / 2)
+            lo, hi = (lo, mid) if works(mid, reference) else (mid, hi)
+    return {"ok": ok or arena_size is None, "recorded_bytes": recorded, "min_bytes": hi, "trials": trials, **tensors}
+
+
+def _trial(data: bytes, arena: int, reference: bytes | None, log) -> bool:  # pragma: no cover
+    """Load and run the model in a forked grandchild with ``arena`` bytes; it passes when it
+    gives ``reference`` (if given). TFLM's messages go to ``log``."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    os.lseek(log.fileno(), 0, os.SEEK_SET)
+    os.ftruncate(log.fileno(), 0)
+    pid = os.fork()
+    if pid == 0:  # the grandchild: leave only by os._exit
+        code = 1
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            output = _run_once(runtime.Interpreter.from_bytes(data, arena_size=arena))
+            code = 0 if reference is None or output == reference else 3
+        except BaseException as exc:
+            os.write(2, f"{type(exc).__name__}: {exc}\n".encode())
+        finally:
+            _flush_c_stdio()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _run_once(interpreter) -> bytes:
+    """The output for an all-zero-point input, as bytes to compare across arenas."""
+    details = interpreter.get_input_details(0)
     zp = details["quantization_parameters"]["zero_points"]
-    fill = int(zp[0]) if len(zp) else 0
-    interp.set_input(np.full(details["shape"], fill, dtype=details["dtype"]), 0)
-    interp.invoke()
-    print("OUTPUT " + np.asarray(interp.get_output(0)).tobytes().hex(), flush=True)
-    interp.print_allocations()  # C-level MicroPrintf, not sys.stdout
-    return 0
+    interpreter.set_input(np.full(details["shape"], int(zp[0]) if len(zp) else 0, dtype=details["dtype"]), 0)
+    interpreter.invoke()
+    return np.asarray(interpreter.get_output(0)).tobytes()
+
+
+def _facts(detail: dict) -> dict:
+    q = detail.get("quantization_parameters", {})
+    scales, zero_points = q.get("scales", []), q.get("zero_points", [])
+    return {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name,
+            "scale": float(scales[0]) if len(scales) else 0.0,
+            "zero_point": int(zero_points[0]) if len(zero_points) else 0}
+
+
+def _recorded_total(interpreter) -> int | None:
+    """The RecordingMicroAllocator total. TFLM prints it with C-level printf: on fd 1 or fd
+    2 depending on the build, so both are read."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            interpreter.print_allocations()
+            _flush_c_stdio()
+        finally:
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+        tmp.seek(0)
+        text = tmp.read().decode("utf-8", "replace")
+    m = _RECORDED.search(text)
+    return int(m.group(1)) if m else None
+
+
+def _flush_c_stdio() -> None:
+    ctypes.CDLL(None).fflush(None)
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], int(sys.argv[2])))
+    _probe_main(sys.argv[1:])
