@@ -139,9 +139,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from pipeline.quantize import quantize
-
     from pipeline.config import save_config
+    from pipeline.quantize import quantize
 
     cfg = load_cfg(args)
     quantize(cfg, _run_dir(args))

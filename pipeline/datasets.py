@@ -116,7 +116,7 @@ class Dataset:
     def class_counts(self, idx: np.ndarray | None = None) -> dict[str, int]:
         labels = self.labels if idx is None else self.labels[idx]
         counts = np.bincount(labels, minlength=self.num_classes)
-        return {name: int(c) for name, c in zip(self.label_names, counts)}
+        return {name: int(c) for name, c in zip(self.label_names, counts, strict=True)}
 
     def summary(self) -> dict:
         return {

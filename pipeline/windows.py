@@ -29,7 +29,7 @@ class Windows:
     def __len__(self) -> int:
         return int(self.X.shape[0])
 
-    def subset(self, idx: np.ndarray) -> "Windows":
+    def subset(self, idx: np.ndarray) -> Windows:
         idx = np.asarray(idx)
         return Windows(
             X=self.X[idx], y=self.y[idx], window_ids=self.window_ids[idx],

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
 
 from pipeline.config import Config, config_from_dict, load_config, save_config, to_toml
 from pipeline.errors import PipelineError

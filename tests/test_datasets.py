@@ -86,7 +86,7 @@ def csv_dataset(tmp_path):
 
 def test_motion_is_deterministic_and_has_its_defects():
     a, b = load_motion(seed=0), load_motion(seed=0)
-    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a.samples, b.samples))
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a.samples, b.samples, strict=True))
     assert a.label_names == ("idle", "wave", "circle", "updown")
     assert a.rate_hz == 62.5 and a.channels == 3 and a.has_groups
     assert np.unique(a.group_ids).size == 12
@@ -208,7 +208,7 @@ def test_bare_acquisition_folder_labels_from_file_names(tmp_path):
     (folder / "notes.txt").write_text("hello")
     d = load_dataset(str(folder))
     assert d.label_names == ("idle", "updown")
-    by_id = {sid: d.label_names[lab] for sid, lab in zip(d.sample_ids, d.labels)}
+    by_id = {sid: d.label_names[lab] for sid, lab in zip(d.sample_ids, d.labels, strict=True)}
     assert by_id == {"updown.0000.s0": "updown", "idle.0001.s1": "idle", "updown.0002.s2": "updown"}
     assert d.predefined_split is None and d.skipped == {"not .json or .cbor": 1}
 
@@ -383,7 +383,7 @@ def test_csv_parser_round_trips(tmp_path_factory, recs, channels):
     path.write_text("\n".join(lines))
     d = load_dataset(str(path))
     assert len(d) == len(recs)
-    for got, want in zip(d.samples, expected):
+    for got, want in zip(d.samples, expected, strict=True):
         assert np.array_equal(got, want)
     assert math.isclose(d.rate_hz, 50.0, rel_tol=1e-6)
 
