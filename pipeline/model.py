@@ -1,0 +1,269 @@
+"""The float convnet: builder, seeding, fitting, and Karpathy's checks at init.
+
+A few conv blocks (kernel counts doubling block to block), ReLU, max pooling, optional
+depthwise-separable convolutions, dropout and L2, global average pooling and a dense
+softmax. Only layers whose int8 conversion TFLM runs. Input normalization is the first
+layer, with statistics from the training windows only, so the device gets raw sensor values.
+
+Keras is imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import GateFailed, PipelineError
+
+# Probabilities are clipped here before a log: a class missing from the training split
+# must not make the bias or a loss infinite.
+MIN_PROB = 1e-6
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """What the random search varies, plus ``separable`` (a builder option)."""
+
+    learning_rate: float = 3e-4
+    width: int = 8
+    depth: int = 2
+    kernel_size: int = 5
+    dropout: float = 0.1
+    l2: float = 1e-4
+    separable: bool = False
+
+    @classmethod
+    def from_config(cls, tc) -> ModelParams:
+        return cls(learning_rate=tc.learning_rate, width=tc.width, depth=tc.depth,
+                   kernel_size=tc.kernel_size, dropout=tc.dropout, l2=tc.l2, separable=tc.separable)
+
+    def replace(self, **changes) -> ModelParams:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow seeds, and deterministic TensorFlow ops."""
+    import keras
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def class_priors(y: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    return np.clip(counts / counts.sum(), MIN_PROB, None)
+
+
+def prior_entropy(priors: np.ndarray) -> float:
+    """The loss of a model that predicts the class prior: what the loss at init should be."""
+    p = np.asarray(priors, dtype=np.float64)
+    p = p / p.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def build_model(input_shape: tuple, n_classes: int, params: ModelParams,
+                train_X: np.ndarray | None = None, priors: np.ndarray | None = None):
+    """A small convnet for (L, C) windows or (H, W, C) images.
+
+    ``train_X`` (training windows only) sets the normalization statistics; ``priors`` the
+    final bias (log class priors, so the loss at init is the entropy of the prior).
+    Without them the model has the right shape and parameter count, for budgeting.
+    """
+    import keras
+    from keras import layers
+
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) not in (2, 3):
+        raise PipelineError(f"model input: expected (L, C) or (H, W, C), got {input_shape}")
+    if len(input_shape) == 3:
+        full, separable = layers.Conv2D, layers.SeparableConv2D
+        pool, gap = layers.MaxPooling2D, layers.GlobalAveragePooling2D
+    else:
+        full, separable = layers.Conv1D, layers.SeparableConv1D
+        pool, gap = layers.MaxPooling1D, layers.GlobalAveragePooling1D
+    reg = keras.regularizers.L2(params.l2) if params.l2 > 0 else None
+
+    inputs = keras.Input(input_shape, name="window")
+    if train_X is not None:
+        norm = layers.Normalization(axis=-1, name="normalize")
+        norm.adapt(np.asarray(train_X, dtype=np.float32))
+    else:
+        channels = input_shape[-1]
+        norm = layers.Normalization(axis=-1, mean=np.zeros(channels), variance=np.ones(channels),
+                                    name="normalize")
+    x = norm(inputs)
+    spatial = list(input_shape[:-1])
+    for block in range(params.depth):
+        filters = params.width * 2**block
+        k = max(1, min(params.kernel_size, *spatial))
+        # The first block sees the raw channels: a depthwise-separable conv there saves
+        # little and loses capacity, so it is always a full convolution.
+        if params.separable and block > 0:
+            conv = separable(filters, k, padding="same", name=f"conv{block + 1}",
+                             depthwise_regularizer=reg, pointwise_regularizer=reg)
+        else:
+            conv = full(filters, k, padding="same", name=f"conv{block + 1}", kernel_regularizer=reg)
+        x = layers.ReLU(name=f"relu{block + 1}")(conv(x))
+        # Pool between blocks while there is room (an 8x8 image runs out after two).
+        if block < params.depth - 1 and min(spatial) >= 4:
+            x = pool(2, name=f"pool{block + 1}")(x)
+            spatial = [s // 2 for s in spatial]
+    x = gap(name="gap")(x)
+    if params.dropout > 0:
+        x = layers.Dropout(params.dropout, name="dropout")(x)
+    bias = np.log(priors) if priors is not None else np.zeros(n_classes)
+    outputs = layers.Dense(
+        n_classes, activation="softmax", name="classes", kernel_regularizer=reg,
+        # Small final weights: at init the output is the prior, whatever the features.
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+        bias_initializer=keras.initializers.Constant(bias),
+    )(x)
+    return keras.Model(inputs, outputs, name="convnet")
+
+
+def count_params(input_shape: tuple, n_classes: int, params: ModelParams) -> int:
+    import keras
+
+    model = build_model(input_shape, n_classes, params)
+    n = model.count_params()
+    del model
+    keras.backend.clear_session(free_memory=False)
+    return int(n)
+
+
+def fit(model, train: tuple, val: tuple, params: ModelParams, epochs: int, batch_size: int,
+        patience: int, schedule: str = "constant", on_epoch=None) -> dict:
+    """Adam, early stopping on validation loss restoring the best weights.
+
+    Returns the per-epoch history and the epoch whose weights were kept.
+    """
+    import keras
+
+    X, y = train
+    lr = params.learning_rate  # constant unless configured (Karpathy: Adam 3e-4, no decay)
+    if schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            lr, decay_steps=max(1, epochs * math.ceil(len(X) / batch_size)))
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                         restore_best_weights=True)
+    callbacks = [stop]
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e)))
+    hist = model.fit(X, y, validation_data=val, epochs=epochs, batch_size=batch_size,
+                     validation_batch_size=512, callbacks=callbacks, verbose=0, shuffle=True)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    val_loss = history.get("val_loss", [])
+    best_epoch = int(np.argmin(val_loss)) + 1 if val_loss else len(history.get("loss", []))
+    return {"history": history, "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch}
+
+
+def predict_proba(model, X: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(np.asarray(X, dtype=np.float32), batch_size=512, verbose=0))
+
+
+def cross_entropy(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean -log p(true class): the data term of the loss, without regularization."""
+    p = np.clip(proba[np.arange(len(y)), np.asarray(y, dtype=np.int64)], MIN_PROB, 1.0)
+    return float(-np.log(p).mean())
+
+
+def check_init_loss(model, X: np.ndarray, y: np.ndarray, priors: np.ndarray,
+                    tolerance: float, record: dict | None = None) -> dict:
+    """The loss at init must be the entropy of the class prior (ln K when balanced).
+
+    The result also goes into ``record`` before a failure is raised, so a report keeps it.
+    """
+    loss = cross_entropy(predict_proba(model, X), y)
+    expected = prior_entropy(priors)
+    ok = bool(abs(loss - expected) <= tolerance)
+    result = {"init_loss": loss, "expected_init_loss": expected, "init_loss_tolerance": tolerance,
+              "init_loss_ok": ok}
+    if record is not None:
+        record.update(result)
+    if not ok:
+        raise GateFailed(
+            f"loss at init {loss:.2f} is far from the expected {expected:.2f} (entropy of the "
+            f"class prior, tolerance {tolerance}): check the final layer's bias and the labels",
+            hint="the final bias should be the log class priors and the final weights small",
+        )
+    return result
+
+
+def pick_batch(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` indices covering every class present, the rest at random."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    size = min(size, len(y))
+    first = [rng.choice(np.flatnonzero(y == c)) for c in np.unique(y)][:size]
+    rest = rng.permutation(np.setdiff1d(np.arange(len(y)), first))[: size - len(first)]
+    return np.sort(np.concatenate([first, rest]).astype(np.int64))
+
+
+def overfit_one_batch(input_shape: tuple, n_classes: int, params: ModelParams, X: np.ndarray,
+                      y: np.ndarray, steps: int, max_loss: float, seed: int,
+                      learning_rate: float = 1e-2, record: dict | None = None) -> dict:
+    """Train on one small batch, without dropout or L2: the loss must reach near zero.
+
+    If it cannot, the model or the data pipeline is broken (or too small to learn anything).
+    A higher learning rate than for training: this checks capacity, not generalization.
+    The result also goes into ``record`` before a failure is raised.
+    """
+    import keras
+
+    seed_everything(seed)
+    probe = params.replace(dropout=0.0, l2=0.0)
+    model = build_model(input_shape, n_classes, probe, train_X=X,
+                        priors=class_priors(y, n_classes))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    for _ in range(steps):
+        model.train_on_batch(X, y)
+    loss = cross_entropy(predict_proba(model, X), y)
+    ok = bool(loss < max_loss)
+    del model
+    keras.backend.clear_session(free_memory=False)
+    result = {"overfit_batch_size": int(len(y)), "overfit_steps": steps,
+              "overfit_learning_rate": learning_rate, "overfit_batch_loss": loss,
+              "overfit_max_loss": max_loss, "overfit_ok": ok}
+    if record is not None:
+        record.update(result)
+    if not ok:
+        raise GateFailed(
+            f"could not overfit one batch of {len(y)} windows: loss {loss:.3g} after {steps} "
+            f"steps (expected < {max_loss}): the model or the labels are broken",
+            hint="check that inputs and labels line up, and that the model is not too small "
+                 "([train] width, depth)",
+        )
+    return result
+
+
+def normalization_stats(model) -> dict:
+    """Mean and variance per channel of the model's input normalization."""
+    layer = model.get_layer("normalize")
+    return {"mean": np.asarray(layer.mean).reshape(-1).tolist(),
+            "variance": np.asarray(layer.variance).reshape(-1).tolist()}
+
+
+def describe(model) -> list[dict]:
+    """One entry per layer: name, type, output shape, parameter count."""
+    out = []
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        out.append({"name": layer.name, "type": type(layer).__name__,
+                    "output_shape": list(shape.shape[1:]) if shape is not None else None,
+                    "params": int(layer.count_params())})
+    return out

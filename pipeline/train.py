@@ -1,0 +1,324 @@
+"""The train stage: audit, baselines, sanity checks, random search, the float model.
+
+Karpathy's recipe, enforced: dumb baselines on the same splits and metrics; the loss at
+init checked against the entropy of the class prior; one batch overfitted; seeds fixed
+and a run repeated to prove it; Adam 3e-4, constant; random search scored on validation;
+the best configuration refit, then scored on the test split once (and the look recorded
+in ``test_ledger.jsonl``). A failed check stops the stage with `GateFailed`; its report is
+still written, with the failure, and no ``float.keras``.
+
+Writes ``float.keras``, ``train_report.json`` and ``config.toml`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import atomic_path, sha256_file, write_json
+from pipeline.config import as_dict, save_config
+from pipeline.errors import GateFailed
+from pipeline.metrics import evaluate, paired_delta
+from pipeline.splits import SPLITS, cv_groups
+
+REPORT = "train_report.json"
+MODEL = "float.keras"
+PURPOSE = "float model final evaluation"
+CONVNET = "convnet"
+HEADLINE = ("balanced_accuracy", "macro_f1")
+
+
+class Clock:
+    """Seconds per phase, for the report's ``timing``."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, phase: str) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self.last, 2)
+        self.last = now
+        return self.seconds[phase]
+
+    def total(self) -> dict:
+        return {**self.seconds, "total": round(time.perf_counter() - self.start, 2)}
+
+
+def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
+    """Run the train stage into ``run_dir``; return the report (also written as JSON)."""
+    from pipeline.audit import audit_stage
+
+    run_dir = Path(run_dir)
+    clock = Clock()
+    prepared, audit_report = audit_stage(cfg, run_dir, allow_leakage=allow_leakage, out=out)
+    clock.lap("audit")
+    report = {
+        "status": "running",
+        "dataset": prepared.dataset.summary(),
+        "split": _split_summary(prepared),
+        "audit": _audit_summary(audit_report, allow_leakage),
+        "labels": list(prepared.dataset.label_names),
+        "config": as_dict(cfg),
+    }
+    try:
+        _train(cfg, run_dir, prepared, report, clock, out)
+    except GateFailed as exc:
+        # The report of a failed run is whole: what was checked, what failed. No model is
+        # left behind, so nothing downstream (make quantize) can pick up a stale one.
+        (run_dir / MODEL).unlink(missing_ok=True)
+        report.update(status="failed", failure=exc.message, timing=clock.total())
+        write_json(run_dir / REPORT, report)
+        save_config(cfg, run_dir)
+        out(f"train: a check failed; {run_dir / REPORT} says which and why (no {MODEL} written)")
+        raise
+    report["status"] = "passed"
+    report["timing"] = clock.total()
+    write_json(run_dir / REPORT, report)
+    save_config(cfg, run_dir)
+    for line in summary_lines(report):
+        out(line)
+    out(f"train: wrote {run_dir / MODEL} and {run_dir / REPORT} in {report['timing']['total']:.0f} s")
+    return report
+
+
+def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> None:
+    import keras
+
+    from pipeline import baselines as B
+    from pipeline import model as M
+    from pipeline.progress import progress
+    from pipeline.search import random_search, run_trial
+
+    _quiet_tensorflow()
+    tc, seed = cfg.train, cfg.seed
+    w, plan = prepared.windows, prepared.plan
+    names = tuple(prepared.dataset.label_names)
+    k = len(names)
+    train_w, val_w = w["train"], w["val"]
+    input_shape = tuple(train_w.X.shape[1:])
+    clusters = {s: cv_groups(w[s], plan) for s in SPLITS}
+    priors = M.class_priors(train_w.y, k)
+    base = M.ModelParams.from_config(tc)
+
+    # 1. Sanity at init: loss at init, then one batch overfitted. Cheap, so first.
+    out(f"train: {len(train_w)} training windows {input_shape}, {k} classes; sanity checks at init")
+    sanity = report["sanity"] = {"seed": seed, "seeded": ["python", "numpy", "tensorflow", "op determinism"]}
+    M.seed_everything(seed)
+    net = M.build_model(input_shape, k, base, train_w.X, priors)
+    M.check_init_loss(net, train_w.X, train_w.y, priors, tc.init_loss_tolerance, record=sanity)
+    del net
+    batch = M.pick_batch(train_w.y, tc.overfit_batch, seed)
+    M.overfit_one_batch(input_shape, k, base, train_w.X[batch], train_w.y[batch], tc.overfit_steps,
+                        tc.overfit_max_loss, seed, tc.overfit_learning_rate, record=sanity)
+    clock.lap("sanity")
+
+    # 2. Baselines, on the same splits.
+    out("train: baselines (dummy prior / most frequent, convnet on zero inputs, linear with group-aware CV)")
+    baselines = B.dummy_baselines(w, k, seed)
+    baselines.append(B.zero_input_baseline(w, k, base, priors, tc.batch_size, seed))
+    baselines.append(B.linear_baseline(w, clusters["train"], k, cfg.split.folds, seed))
+    clock.lap("baselines")
+
+    # 3. Random search, scored on validation.
+    out(f"train: random search, {tc.trials} trials of up to {tc.search_epochs} epochs")
+    search = report["search"] = random_search(train_w, val_w, k, priors, tc, base, seed)
+    best = M.ModelParams(**search["best"]["params"])
+    clock.lap("search")
+
+    # 4. Reproducibility: the best trial again, from the same seed, must match exactly.
+    if tc.reproducibility_check:
+        out("train: reproducibility check (the best trial again, same seed)")
+        again, _ = run_trial(best, train_w, val_w, k, priors, tc, tc.search_epochs, seed)
+        keras.backend.clear_session(free_memory=False)
+        keys = ("train_score", "val_score", "train_loss", "val_loss", "epochs")
+        first = {key: search["best"][key] for key in keys}
+        second = {key: again[key] for key in keys}
+        sanity["reproducible"] = first == second
+        sanity["reproducibility"] = {"compared": "best search trial, trained twice from one seed",
+                                     "first": first, "second": second}
+        if not sanity["reproducible"]:
+            raise GateFailed(
+                f"two runs with seed {seed} gave different metrics ({first} vs {second}): "
+                "training is not reproducible",
+                hint="something unseeded or nondeterministic runs in training",
+            )
+    else:
+        sanity["reproducible"] = None
+        sanity["reproducibility"] = {"skipped": "[train] reproducibility_check = false"}
+    clock.lap("reproducibility")
+
+    # 5. Refit the best configuration with the full epoch budget.
+    out(f"train: refit of the best configuration (trial {search['best']['trial']}), up to {tc.epochs} epochs")
+    bar = iter(progress(range(tc.epochs), "refit", total=tc.epochs, unit="epoch"))
+    final, (net, fitted) = run_trial(best, train_w, val_w, k, priors, tc, tc.epochs, seed,
+                                     on_epoch=lambda _: next(bar, None))
+    # Per-epoch lists (the report draws curves from them), the epochs run and the epoch
+    # whose weights were kept.
+    report["history"] = {**fitted["history"], "epochs_run": fitted["epochs_run"],
+                         "best_epoch": fitted["best_epoch"]}
+    report["refit"] = final
+    clock.lap("refit")
+
+    # 6. Validation: the convnet against every baseline, before anyone looks at test.
+    proba = {s: M.predict_proba(net, w[s].X) for s in ("train", "val")}
+    metrics = report["metrics"] = {}
+    base_report = report["baselines"] = {}
+    for s in ("train", "val"):
+        metrics[s] = _evaluate(w[s].y, proba[s], names, clusters[s], seed)
+    for b in baselines:
+        base_report[b.name] = {"description": b.description, "input_independent": b.input_independent,
+                               **b.extra}
+        for s in ("train", "val"):
+            base_report[b.name][s] = _evaluate(w[s].y, b.proba[s], names, clusters[s], seed)
+    _check_beats_baselines(sanity, baselines, val_w.y, proba["val"].argmax(1), k, clusters["val"], seed)
+
+    # 7. The model, then the one look at the test split (convnet and baselines together).
+    path = run_dir / MODEL
+    save_model(net, path)
+    sha = sha256_file(path)
+    proba["test"] = M.predict_proba(net, w["test"].X)
+    metrics["test"] = _evaluate(w["test"].y, proba["test"], names, clusters["test"], seed)
+    look = {key: metrics["test"][key] for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "mcc")}
+    for b in baselines:
+        base_report[b.name]["test"] = _evaluate(w["test"].y, b.proba["test"], names, clusters["test"], seed)
+        for key in HEADLINE:
+            look[f"baseline.{b.name}.{key}"] = base_report[b.name]["test"][key]
+    from pipeline.ledger import record_test_look
+
+    entry = record_test_look(run_dir, "train", PURPOSE, sha, look, prepared.manifest["test_sha256"])
+    report["test_look"] = {"purpose": PURPOSE, "look": entry["look"], "warning": entry.get("warning")}
+    report["model"] = {
+        "file": MODEL, "sha256": sha, "params": int(net.count_params()),
+        "input_shape": list(input_shape), "labels": list(names), "hyperparameters": best.as_dict(),
+        "normalization": M.normalization_stats(net), "layers": M.describe(net),
+    }
+    clock.lap("evaluate")
+
+
+def _evaluate(y, proba, names, clusters, seed) -> dict:
+    from pipeline.model import cross_entropy
+
+    result = evaluate(y, proba.argmax(1), names, clusters=clusters, seed=seed)
+    result["log_loss"] = cross_entropy(proba, y)
+    return result
+
+
+def _check_beats_baselines(sanity, baselines, y_val, pred_val, k, clusters, seed) -> None:
+    """Beating a baseline means a paired cluster-bootstrap interval of the gain in validation
+    balanced accuracy above zero, not a point estimate a lucky split could give.
+
+    Not beating an input-independent baseline means the model learned nothing from its
+    input (labels shuffled against inputs, a broken pipeline): the stage fails. Not beating
+    the linear model is a finding, said loudly, not a failure.
+    """
+    deltas, beats = {}, {}
+    for b in baselines:
+        d = paired_delta(y_val, b.predictions("val"), pred_val, k, "balanced_accuracy",
+                         clusters=clusters, seed=seed)
+        deltas[b.name] = d
+        beats[b.name] = bool(d["ci95"][0] > 0)
+    sanity["beats_baselines"] = beats
+    sanity["baseline_deltas"] = deltas
+    sanity["beats_every_baseline"] = all(beats.values())
+    lost = [b.name for b in baselines if b.input_independent and not beats[b.name]]
+    if lost:
+        d = deltas[lost[0]]
+        raise GateFailed(
+            f"the convnet does not beat the input-independent baseline(s) {', '.join(lost)} on "
+            f"validation (balanced accuracy gain {d['delta']:+.3f}, 95% CI [{d['ci95'][0]:.3f}, "
+            f"{d['ci95'][1]:.3f}]): it learned nothing from its input; check that labels line up with inputs",
+            hint="see sanity.baseline_deltas in train_report.json",
+        )
+
+
+def save_model(model, path: Path) -> None:
+    """Keras insists on a ``.keras`` suffix, so the temporary file gets one too."""
+    with atomic_path(path) as tmp:
+        keras_tmp = tmp.with_name(tmp.name + ".keras")
+        try:
+            model.save(keras_tmp)
+            os.replace(keras_tmp, tmp)
+        finally:
+            keras_tmp.unlink(missing_ok=True)
+
+
+def _split_summary(prepared) -> dict:
+    plan, w = prepared.plan, prepared.windows
+    names = prepared.dataset.label_names
+    return {
+        "strategy": plan.strategy, "unit": plan.unit, "seed": plan.seed,
+        "windows": {s: len(w[s]) for s in SPLITS},
+        "class_counts": {s: dict(zip(names, np.bincount(w[s].y, minlength=len(names)).tolist(), strict=True))
+                         for s in SPLITS},
+        "clusters": {s: int(np.unique(cv_groups(w[s], plan)).size) for s in SPLITS},
+        "window_length": plan.window_length, "window_stride": plan.window_stride,
+        "window_ms": plan.window_ms, "stride_ms": plan.stride_ms,
+        "test_sha256": prepared.manifest["test_sha256"], "notes": list(plan.notes),
+    }
+
+
+def _audit_summary(audit_report: dict, allow_leakage: bool) -> dict:
+    checks = audit_report.get("checks", [])
+
+    def failed(severity):
+        return [c.get("id") for c in checks if c.get("severity") == severity and not c.get("passed")]
+
+    return {
+        "errors_failed": audit_report.get("errors_failed", failed("error")),
+        "warnings_failed": audit_report.get("warnings_failed", failed("warning")),
+        "allow_leakage": bool(allow_leakage),
+    }
+
+
+def _quiet_tensorflow() -> None:
+    import tensorflow as tf
+
+    # Retracing notices for each new small model are expected here and say nothing useful.
+    tf.get_logger().setLevel("ERROR")
+
+
+def _cell(m: dict, key: str) -> str:
+    lo, hi = m["ci95"][key]
+    return f"{m[key]:.3f} [{lo:.2f},{hi:.2f}]"
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The terminal summary: baselines and convnet side by side, train / val / test."""
+    rows = [(name, b) for name, b in report["baselines"].items()] + [(CONVNET, report["metrics"])]
+    width = max(len(name) for name, _ in rows) + 4
+    unit = report["split"]["unit"]
+    lines = []
+    for key in HEADLINE:
+        lines.append("")
+        lines.append(f"{key.replace('_', ' ')}, 95% CI ({unit}s resampled)")
+        lines.append("  " + "model".ljust(width) + "".join(s.ljust(20) for s in SPLITS))
+        for name, m in rows:
+            lines.append("  " + name.ljust(width) + "".join(_cell(m[s], key).ljust(20) for s in SPLITS))
+    cv = report["baselines"].get("linear", {}).get("cv")
+    if cv:
+        lines.append(f"linear, {cv['folds']}-fold group-aware CV on train: balanced accuracy train "
+                     f"{cv['train_mean']:.3f}, val {cv['val_mean']:.3f}")
+    s = report["sanity"]
+    repro = {True: "yes", False: "NO", None: "not checked"}[s["reproducible"]]
+    lines.append("")
+    lines.append(f"sanity: seed {s['seed']}; loss at init {s['init_loss']:.3f} (expected "
+                 f"{s['expected_init_loss']:.3f}) ok; one batch of {s['overfit_batch_size']} "
+                 f"overfitted to loss {s['overfit_batch_loss']:.2g} ok; reproducible: {repro}")
+    lost = [name for name, ok in s["beats_baselines"].items() if not ok]
+    gains = ", ".join(f"{name} {d['delta']:+.2f}" for name, d in s["baseline_deltas"].items())
+    verdict = "yes" if not lost else (f"NO, not {', '.join(lost)} (stated, not failed: only the "
+                                      "input-independent baselines are a gate)")
+    lines.append(f"beats every baseline on validation: {verdict} (balanced accuracy gain: {gains}; "
+                 "beating means its 95% CI is above 0)")
+    t = report["search"]["best"]
+    lines.append(f"search: {len(report['search']['trials'])} trials; best trial {t['trial']} "
+                 f"val {t['val_score']:.3f} (train {t['train_score']:.3f}); refit model "
+                 f"{report['model']['params']} parameters, weights of epoch "
+                 f"{report['refit']['best_epoch']} of {report['refit']['epochs']}")
+    if report["test_look"]["look"] > 1:
+        lines.append(f"warning: test split looked at {report['test_look']['look']} times for this purpose")
+    return lines
