@@ -450,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     try:
+        if args.command in ("train", "quantize"):
+            from pipeline.progress import import_tensorflow
+
+            import_tensorflow()
         return int(handler(args) or 0)
     except known as exc:
         return _print_error(exc)

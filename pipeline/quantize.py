@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +30,7 @@ from pipeline.audit import outlier_scores
 from pipeline.boards import BOARDS, get_board
 from pipeline.errors import GateFailed, PipelineError
 from pipeline.ledger import record_test_look
-from pipeline.progress import progress
+from pipeline.progress import progress, quiet_native_stderr
 from pipeline.splits import Prepared, cv_groups, prepare
 from pipeline.tflite_model import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
 from pipeline.tflm import HOST_FIGURE, TFLMRunner, dequantize_int8, measure_arena, quantize_int8
@@ -186,29 +183,12 @@ def convert_int8(model, calibration_x: np.ndarray, per_channel: bool = True,
     try:
         # The converter prints its SavedModel export and warns about input statistics it
         # does not need (inputs are quantized from the calibration data): keep that quiet.
-        with _quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = conv.convert()
     except Exception as exc:  # ConverterError and friends
         raise _conversion_failed(exc, layer_types or {}) from exc
     return bytes(data), time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """TensorFlow's C++ logging writes to fd 2 directly; keep it off the terminal summary
-    (a conversion error carries its own text in the exception)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def _conversion_failed(exc: Exception, layer_types: dict[str, str]) -> GateFailed:
@@ -256,7 +236,7 @@ def run_litert(data: bytes, x_q: np.ndarray, reference: bool = False) -> np.ndar
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
-    with _quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+    with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
         interp = Interpreter(model_content=data, experimental_op_resolver_type=kind, num_threads=1)
         interp.allocate_tensors()
     inp = interp.get_input_details()[0]
