@@ -113,7 +113,14 @@ def load_cfg(args):
         overrides["quantize.per_channel"] = False
     if getattr(args, "device", None):
         overrides["device.port"] = args.device
-    return load_config(path, overrides)
+    cfg = load_config(path, overrides)
+    from pipeline.datasets import EMBEDDED
+
+    dataset = Path(cfg.data.dataset)
+    if cfg.data.dataset not in EMBEDDED and dataset.exists():
+        # Saved absolute, so the run's config.toml finds the data from any directory.
+        cfg.data.dataset = str(dataset.resolve())
+    return cfg
 
 
 def _run_dir(args) -> Path:
@@ -124,17 +131,21 @@ def _run_dir(args) -> Path:
 
 def cmd_audit(args) -> int:
     from pipeline.audit import audit_stage
+    from pipeline.config import save_config
 
-    cfg = load_cfg(args)
-    audit_stage(cfg, _run_dir(args), allow_leakage=args.allow_leakage)
+    cfg, run = load_cfg(args), _run_dir(args)
+    save_config(cfg, run)
+    with _report_after(run):
+        audit_stage(cfg, run, allow_leakage=args.allow_leakage)
     return 0
 
 
 def cmd_train(args) -> int:
     from pipeline.train import train
 
-    cfg = load_cfg(args)
-    train(cfg, _run_dir(args), allow_leakage=args.allow_leakage)
+    cfg, run = load_cfg(args), _run_dir(args)
+    with _report_after(run):
+        train(cfg, run, allow_leakage=args.allow_leakage)
     return 0
 
 
@@ -142,20 +153,41 @@ def cmd_quantize(args) -> int:
     from pipeline.config import save_config
     from pipeline.quantize import quantize
 
-    cfg = load_cfg(args)
-    quantize(cfg, _run_dir(args))
-    save_config(cfg, args.run)  # the board and weight options this run was quantized with
+    cfg, run = load_cfg(args), _run_dir(args)
+    with _report_after(run):
+        quantize(cfg, run)
+        save_config(cfg, run)  # the board and weight options this run was quantized with
     return 0
 
 
+class _report_after:
+    """Refresh report.html at the end of a stage, passed or failed: it shows what exists
+    so far, including the figures of a failed gate."""
+
+    def __init__(self, run: Path):
+        self.run = run
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if (self.run / "splits.json").exists() and exc_type is not KeyboardInterrupt:
+            _refresh_report(self.run)
+        return False
+
+
 def cmd_flash(args) -> int:
-    cfg = load_cfg(args)
-    return flash(cfg, _run_dir(args), dry_run=args.dry_run, evaluate=not args.no_eval)
+    cfg, run = load_cfg(args), _run_dir(args)
+    if args.dry_run:
+        return flash(cfg, run, dry_run=True, evaluate=not args.no_eval)
+    with _report_after(run):
+        return flash(cfg, run, evaluate=not args.no_eval)
 
 
 def cmd_eval(args) -> int:
-    cfg = load_cfg(args)
-    return evaluate_on_device(cfg, _run_dir(args), restart=args.restart)
+    cfg, run = load_cfg(args), _run_dir(args)
+    with _report_after(run):
+        return evaluate_on_device(cfg, run, restart=args.restart)
 
 
 # --------------------------------------------------------------------------------------
@@ -381,16 +413,13 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
     report["ledger"] = {"look": entry["look"], "warning": entry.get("warning")}
     device_eval.write_device_report(run, report)
     print(device_eval.comparison_table(run, report))
-    _refresh_report(run)
     device_eval.check_agreement(report)
     return 0
 
 
 def _refresh_report(run: Path) -> None:
-    try:
-        from pipeline.report import refresh_report
-    except ImportError:
-        return
+    from pipeline.report import refresh_report
+
     refresh_report(run)
 
 

@@ -64,6 +64,14 @@ def fast_run(tmp_path_factory):
     return run
 
 
+def sigint_default():
+    """For Popen(preexec_fn=...): a child that gets Ctrl-C must handle it. A shell's
+    background jobs start with SIGINT ignored, and Python keeps an ignored SIGINT ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def copy_run(run, dest):
     import shutil
 

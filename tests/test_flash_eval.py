@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_run
+from conftest import copy_run, sigint_default
 
 from firmware_bridge.client import Device
 from firmware_bridge.errors import BridgeError
@@ -70,7 +70,8 @@ def test_eval_resumes_and_never_repeats_a_window(fast_run, tmp_path):
     reference = lines(run / "device_eval.jsonl")
     (run / "device_eval.jsonl").unlink()
     cmd = [sys.executable, "-m", "tinyml_cli", "eval", "--run", str(run)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=sigint_default)
     results = run / "device_eval.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import serial
+from conftest import sigint_default
 
 from firmware_bridge.client import Device
 from firmware_bridge.errors import BridgeError, CheckFailed
@@ -410,7 +411,8 @@ def test_emulate_cli_prints_the_port_first_and_stops_on_ctrl_c(tiny_int8):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.cli", "emulate", "--model", str(tiny_int8[0]),
                              "--labels", "idle,wave,circle,updown"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=sigint_default)
     try:
         port = proc.stdout.readline().strip()
         assert re.fullmatch(r"/dev/pts/\d+", port), port
