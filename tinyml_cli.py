@@ -471,20 +471,13 @@ def main(argv: list[str] | None = None) -> int:
     handler = globals()[f"cmd_{args.command}"]
     from pipeline.errors import PipelineError
 
-    known: tuple[type[BaseException], ...] = (PipelineError,)
-    try:
-        from firmware_bridge.errors import BridgeError
-
-        known = (PipelineError, BridgeError)
-    except ImportError:
-        pass
     try:
         if args.command in ("train", "quantize"):
             from pipeline.progress import import_tensorflow
 
             import_tensorflow()
         return int(handler(args) or 0)
-    except known as exc:
+    except PipelineError as exc:  # firmware_bridge's BridgeError is one too
         return _print_error(exc)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("pipeline", "firmware_bridge"):

@@ -1,32 +1,22 @@
 """The one error type of the firmware_bridge package.
 
-Mirrors pipeline/errors.py: the CLI prints an error as one line (``error: <message>``,
-then ``hint: <hint>``) and exits with ``exit_code``: 2 for bad input or usage (a wrong
-port, a file that is not a model, a device that is not an Edge Impulse device), 1 for a
-failed check (a model that does not fit the board).
+A `BridgeError` is a `pipeline.errors.PipelineError` (the CLI prints either as one line,
+``error: <message>`` then ``hint: <hint>``), raised for what goes wrong at the device: exit 2
+for bad input or usage (a wrong port, a file that is not a model, a device that is not an
+Edge Impulse device), 1 for a failed check (`CheckFailed`: a model that does not fit).
 """
 
 from __future__ import annotations
 
+from pipeline.errors import GateFailed, PipelineError
 
-class BridgeError(Exception):
+
+class BridgeError(PipelineError):
     """Bad input or usage: names the port, file or field and what was expected."""
 
-    exit_code = 2
 
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class CheckFailed(BridgeError):
+class CheckFailed(BridgeError, GateFailed):
     """A check on the device did not pass (the model does not fit the board's RAM)."""
-
-    exit_code = 1
 
 
 class ProtocolParseError(BridgeError):

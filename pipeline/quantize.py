@@ -31,7 +31,7 @@ from pipeline.boards import BOARDS, get_board
 from pipeline.errors import GateFailed, PipelineError
 from pipeline.ledger import record_test_look
 from pipeline.progress import progress, quiet_native_stderr
-from pipeline.splits import Prepared, cv_groups, prepare
+from pipeline.splits import Prepared, cv_groups, load_run_split
 from pipeline.tflite_model import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
 from pipeline.tflm import HOST_FIGURE, TFLMRunner, dequantize_int8, measure_arena, quantize_int8
 from pipeline.windows import Windows
@@ -93,14 +93,7 @@ def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
     path = run_dir / FLOAT_MODEL
     if not path.exists():
         raise PipelineError(f"{path}: not found", hint="run `tinyml train` (make train) first")
-    if not (run_dir / "splits.json").exists():
-        raise PipelineError(f"{run_dir / 'splits.json'}: not found", hint="run `tinyml train` (make train) first")
-    prepared = prepare(cfg, run_dir, write=False)
-    if not prepared.reused:
-        raise PipelineError(
-            f"{run_dir / 'splits.json'}: was made with another dataset, seed or window than this config",
-            hint="pass the same --config/--dataset/--seed as the train stage",
-        )
+    prepared = load_run_split(cfg, run_dir)
     import keras
 
     try:

@@ -354,10 +354,8 @@ def prepare(cfg, run_dir: str | Path, dataset: Dataset | None = None, write: boo
     return Prepared(dataset, plan, windows, man, reused=False)
 
 
-def load_split_windows(cfg, run_dir: str | Path, name: str) -> Windows:
-    """The windows of one split of an existing run (``splits.json`` must exist)."""
-    if name not in SPLITS:
-        raise PipelineError(f"unknown split {name!r}; expected one of {SPLITS}")
+def load_run_split(cfg, run_dir: str | Path) -> Prepared:
+    """The dataset and split of an existing run: ``splits.json`` must exist and match."""
     path = Path(run_dir) / MANIFEST
     if not path.exists():
         raise PipelineError(f"{path}: not found", hint="run `tinyml train` (make train) first")
@@ -367,7 +365,14 @@ def load_split_windows(cfg, run_dir: str | Path, name: str) -> Windows:
             f"{path}: was made with another dataset, seed or window than this config",
             hint="pass the same --config/--dataset/--seed as the train stage",
         )
-    return prepared.windows[name]
+    return prepared
+
+
+def load_split_windows(cfg, run_dir: str | Path, name: str) -> Windows:
+    """The windows of one split of an existing run."""
+    if name not in SPLITS:
+        raise PipelineError(f"unknown split {name!r}; expected one of {SPLITS}")
+    return load_run_split(cfg, run_dir).windows[name]
 
 
 class GroupAwareKFold(BaseCrossValidator):
