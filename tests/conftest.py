@@ -51,16 +51,26 @@ def tiny_int8(tmp_path_factory):
     return path, data, ("idle", "wave", "circle", "updown")
 
 
+FAST_RUN_OUTPUT: dict[str, str] = {}
+"""What each stage of the shared fast run printed, by stage name."""
+
+
 @pytest.fixture(scope="session")
 def fast_run(tmp_path_factory):
     """One real run of `tinyml train quantize flash --fast` (virtual device on a pty),
     shared by the end-to-end tests. Tests that change a run copy it first (copy_run)."""
+    import contextlib
+    import io
+
     from tinyml_cli import main
 
     run = tmp_path_factory.mktemp("fast_run") / "run"
     for stage in ("train", "quantize", "flash"):
-        code = main([stage, "--fast", "--run", str(run)])
-        assert code == 0, f"tinyml {stage} --fast exited {code}"
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = main([stage, "--fast", "--run", str(run)])
+        FAST_RUN_OUTPUT[stage] = buf.getvalue()
+        assert code == 0, f"tinyml {stage} --fast exited {code}:\n{buf.getvalue()[-3000:]}"
     return run
 
 

@@ -37,12 +37,10 @@ def _cli(*argv: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory) -> Path:
-    """One fast run through every stage, then `tinyml report`; shared by the tests below."""
+def full_run(fast_run, tmp_path_factory) -> Path:
+    """The shared fast run through every stage (conftest), copied, then `tinyml report`."""
     run = tmp_path_factory.mktemp("report") / "run"
-    for stage in ("train", "quantize", "flash"):
-        rc, out = _cli(stage, "--fast", "--run", str(run))
-        assert rc == 0, f"tinyml {stage} exited {rc}:\n{out[-3000:]}"
+    shutil.copytree(fast_run, run)
     rc, out = _cli("report", "--run", str(run))
     assert rc == 0, out
     assert "report: wrote" in out

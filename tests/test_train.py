@@ -21,25 +21,18 @@ REPORT_KEYS = {"status", "dataset", "split", "audit", "baselines", "sanity", "se
 
 
 @pytest.fixture(scope="module")
-def fast_run(tmp_path_factory):
-    """One `tinyml train --fast` on the embedded motion data, shared by the checks below."""
-    import tinyml_cli
+def trained(fast_run):
+    """The shared fast run (conftest): rc, run directory and what `tinyml train` printed."""
+    from conftest import FAST_RUN_OUTPUT
 
-    run = tmp_path_factory.mktemp("train") / "run"
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = tinyml_cli.main(["train", "--fast", "--run", str(run)])
-    return rc, run, buf.getvalue()
+    return 0, fast_run, FAST_RUN_OUTPUT["train"]
 
 
-def test_cli_train_writes_the_model_report_config_and_one_test_look(fast_run):
+def test_cli_train_writes_the_model_report_config_and_one_test_look(trained):
     from pipeline.artifacts import sha256_file
     from pipeline.ledger import read_ledger
 
-    rc, run, stdout = fast_run
+    rc, run, stdout = trained
     assert rc == 0, stdout
     for name in ("float.keras", "train_report.json", "config.toml", "splits.json", "audit.json"):
         assert (run / name).is_file(), name
@@ -52,7 +45,7 @@ def test_cli_train_writes_the_model_report_config_and_one_test_look(fast_run):
     assert report["audit"]["allow_leakage"] is False and report["audit"]["errors_failed"] == []
     assert report["split"]["unit"] == "group"
     assert load_config(run / "config.toml").train.trials == load_config(FAST).train.trials
-    looks = read_ledger(run)
+    looks = [e for e in read_ledger(run) if e["stage"] == "train"]
     assert len(looks) == 1
     assert looks[0]["stage"] == "train" and looks[0]["model_sha256"] == report["model"]["sha256"]
     assert looks[0]["metrics"]["balanced_accuracy"] == report["metrics"]["test"]["balanced_accuracy"]
@@ -63,8 +56,8 @@ def test_cli_train_writes_the_model_report_config_and_one_test_look(fast_run):
         assert word in stdout
 
 
-def test_report_holds_baselines_sanity_search_history_and_metrics_per_split(fast_run):
-    _, run, _ = fast_run
+def test_report_holds_baselines_sanity_search_history_and_metrics_per_split(trained):
+    _, run, _ = trained
     report = json.loads((run / "train_report.json").read_text())
     cfg = load_config(FAST)
     assert set(report["baselines"]) == BASELINES
@@ -99,7 +92,7 @@ def test_report_holds_baselines_sanity_search_history_and_metrics_per_split(fast
     assert report["metrics"]["val"]["balanced_accuracy"] > 0.25
 
 
-def test_saved_model_is_the_scored_one_and_normalizes_with_training_statistics_only(fast_run):
+def test_saved_model_is_the_scored_one_and_normalizes_with_training_statistics_only(trained):
     """The model in float.keras reproduces the reported test score from raw windows, and its
     normalization statistics are the training windows', not those of validation or test."""
     import keras
@@ -108,7 +101,7 @@ def test_saved_model_is_the_scored_one_and_normalizes_with_training_statistics_o
     from pipeline.model import normalization_stats
     from pipeline.splits import load_split_windows
 
-    _, run, _ = fast_run
+    _, run, _ = trained
     report = json.loads((run / "train_report.json").read_text())
     cfg = load_config(run / "config.toml")
     model = keras.models.load_model(run / "float.keras")
