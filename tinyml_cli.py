@@ -236,9 +236,9 @@ def write_flash_image(cfg, run: Path) -> Path:
         "written_from": [str(cc.relative_to(run)), str(h.relative_to(run))],
     })
     sensor = flash_dir / "sensor.npz"
-    from pipeline.splits import prepare
+    from pipeline.splits import load_run_split
 
-    prepared = prepare(cfg, run, write=False)
+    prepared = load_run_split(cfg, run)
     ds = prepared.dataset
     if ds.kind == "timeseries" and not ds.windowed and ds.rate_hz:
         idx = prepared.plan.indices["test"]
@@ -383,7 +383,13 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
     labels = manifest["dataset"]["label_names"]
     test = load_split_windows(cfg, run, "test")
     results = run / device_eval.RESULTS
-    if restart and results.exists():
+    model_sha = sha256_file(run / "int8.tflite")
+    earlier, _ = device_eval.read_results(results)
+    stale = [r for r in earlier if r.get("model_sha256") != model_sha]
+    if stale and not restart:
+        other = (stale[0].get("model_sha256") or "unknown")[:12]
+        print(f"eval: {results.name} holds results of another model ({other}); starting over")
+    if (restart or stale) and results.exists():
         results.unlink()
     with _connected(cfg, run) as (client, info):
         model = _verify_model(client, run)
@@ -392,6 +398,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
         stats = stream_windows(
             client, test.X, test.window_ids, [labels[i] for i in test.y], results,
             progress=lambda it, total: progress(it, "device", total=total, unit="window"),
+            model_sha256=model_sha,
         )
         device_type = client.config.device_type if client.config else None
     records, torn = device_eval.read_results(results)
@@ -408,7 +415,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
         throughput={**stats.as_dict(), "torn_lines_dropped": torn}, require_exact=info["virtual"],
     )
     device_eval.write_device_report(run, report)
-    entry = record_test_look(run, "flash", "on-device evaluation", sha256_file(run / "int8.tflite"),
+    entry = record_test_look(run, "flash", "on-device evaluation", model_sha,
                              report["metrics"], manifest.get("test_sha256"))
     report["ledger"] = {"look": entry["look"], "warning": entry.get("warning")}
     device_eval.write_device_report(run, report)

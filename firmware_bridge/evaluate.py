@@ -60,11 +60,13 @@ def finished_ids(path: Path) -> set[str]:
 
 
 def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os.PathLike,
-                   progress=None) -> StreamStats:
+                   progress=None, model_sha256: str | None = None) -> StreamStats:
     """Classify every window not yet in ``out_path`` on ``device`` and append its line.
 
-    ``device`` is a connected ``firmware_bridge.Device``. On a device error the lines
-    already written stay; the error says how many are in and that a rerun resumes.
+    ``device`` is a connected ``firmware_bridge.Device``; ``model_sha256``, the model it
+    runs, goes on every line so results of another model are never resumed. On a device
+    error the lines already written stay; the error says how many are in and that a rerun
+    resumes.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,7 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
                 "device_labels": list(result.probabilities),
                 "prediction": result.label,
                 "timing": result.timing,
+                "model_sha256": model_sha256,
                 "time": time.time(),
             }
             f.write(json.dumps(line) + "\n")

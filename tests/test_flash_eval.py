@@ -101,6 +101,22 @@ def test_torn_last_line_is_dropped_and_its_window_runs_again(fast_run, tmp_path)
     assert len(final) == len(whole) and len({r["window_id"] for r in final}) == len(whole)
 
 
+def test_results_of_another_model_are_not_resumed(fast_run, tmp_path, capsys):
+    """After a retrain, the old model's lines must not be taken for the new model's."""
+    run = copy_run(fast_run, tmp_path / "run")
+    results = run / "device_eval.jsonl"
+    reference = lines(results)
+    assert {r["model_sha256"] for r in reference} == {sha256_file(run / "int8.tflite")}
+    stale = [dict(r, model_sha256="0" * 64, probabilities=[1.0] + [0.0] * (len(r["probabilities"]) - 1))
+             for r in reference[:10]]
+    results.write_text("".join(json.dumps(r) + "\n" for r in stale))
+    assert main(["eval", "--run", str(run)]) == 0
+    assert "holds results of another model (000000000000); starting over" in capsys.readouterr().out
+    final = lines(results)
+    assert [r["probabilities"] for r in final] == [r["probabilities"] for r in reference]
+    assert {r["model_sha256"] for r in final} == {sha256_file(run / "int8.tflite")}
+
+
 def test_unplugged_device_gives_a_clear_error_and_keeps_results(fast_run, tmp_path):
     cfg = load_config(fast_run / "config.toml")
     test = load_split_windows(cfg, fast_run, "test")
