@@ -373,15 +373,15 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
     """Stream the test split to the device, resumably; score it; compare with host int8."""
     from firmware_bridge.evaluate import stream_windows
     from pipeline import device_eval
-    from pipeline.artifacts import read_json, sha256_file
+    from pipeline.artifacts import sha256_file
     from pipeline.ledger import record_test_look
     from pipeline.progress import progress
-    from pipeline.splits import load_split_windows
+    from pipeline.splits import cv_groups, load_run_split
 
     _require(run, "int8.tflite", "quantize")
-    manifest = read_json(run / "splits.json", "the split manifest")
+    prepared = load_run_split(cfg, run)
+    manifest, test = prepared.manifest, prepared.windows["test"]
     labels = manifest["dataset"]["label_names"]
-    test = load_split_windows(cfg, run, "test")
     results = run / device_eval.RESULTS
     model_sha = sha256_file(run / "int8.tflite")
     earlier, _ = device_eval.read_results(results)
@@ -403,8 +403,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
         device_type = client.config.device_type if client.config else None
     records, torn = device_eval.read_results(results)
     host = host_int8_probabilities(run, test.X)
-    # Intervals resample what the split kept whole (pipeline.splits.cv_groups).
-    clusters = {"group": test.group_ids, "recording": test.recording_ids}.get(manifest.get("unit"), test.window_ids)
+    clusters = cv_groups(test, prepared.plan)  # intervals resample what the split kept whole
     report = device_eval.build_device_report(
         records, test.window_ids, test.y, clusters, labels, host,
         device_info={**{k: v for k, v in info.items() if k != "config"}, **model,
@@ -414,7 +413,6 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
                                     else "as measured and reported by the device"},
         throughput={**stats.as_dict(), "torn_lines_dropped": torn}, require_exact=info["virtual"],
     )
-    device_eval.write_device_report(run, report)
     entry = record_test_look(run, "flash", "on-device evaluation", model_sha,
                              report["metrics"], manifest.get("test_sha256"))
     report["ledger"] = {"look": entry["look"], "warning": entry.get("warning")}
