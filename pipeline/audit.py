@@ -903,6 +903,10 @@ def audit_stage(cfg, run_dir, allow_leakage: bool = False, out=print) -> tuple[P
         doc["override"] = {"checks": list(failed), "by": "--allow-leakage",
                            "note": "error-level findings were overridden; every score of this run is suspect"}
     path = write_json(run_dir / AUDIT, doc)
+    skipped = prepared.manifest.get("skipped") or {}
+    if skipped:
+        # Nothing is dropped silently: what the loader or the windowing passed over, counted.
+        out("data: skipped " + ", ".join(f"{n} ({why})" for why, n in skipped.items()))
     for line in format_report(doc):
         out(line)
     if failed and not allow_leakage:

@@ -440,3 +440,16 @@ def test_single_device_export_splits_by_recording_and_warns(tmp_path):
     overlap = next(c for c in report["checks"] if c["id"] == "group_overlap")
     assert overlap["severity"] == "warning" and not overlap["passed"]
     assert "one subject/device only" in overlap["message"]
+
+
+def test_what_the_loader_skipped_is_printed(tmp_path):
+    from test_datasets import ei_export
+
+    root = ei_export(tmp_path)
+    info = json.loads((root / "info.labels").read_text())
+    info["files"].append({"path": "training/x.json", "name": "x", "category": "training", "label": {"type": "unlabeled"}})
+    (root / "info.labels").write_text(json.dumps(info))
+    printed = []
+    cfg = load_config(overrides={"data.dataset": str(root), "split.window_ms": 500.0, "split.stride_ms": 250.0})
+    audit_stage(cfg, tmp_path / "run", allow_leakage=True, out=printed.append)
+    assert "data: skipped 1 (unlabeled)" in printed
