@@ -224,10 +224,30 @@ def run_float(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
 
 
+def host_interpreter():
+    """(Interpreter, OpResolverType, name) of the host TFLite interpreter: LiteRT, the
+    maintained one; else tflite_runtime (its last release fails under NumPy 2); else tf.lite."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        return Interpreter, OpResolverType, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+
+        return Interpreter, OpResolverType, "tflite_runtime"
+    except ImportError:
+        pass
+    from pipeline.progress import import_tensorflow
+
+    tf = import_tensorflow()
+    return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tf.lite"
+
+
 def run_litert(data: bytes, x_q: np.ndarray, reference: bool = False) -> np.ndarray:
     """Quantized outputs of the int8 model in LiteRT, one window at a time."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
+    Interpreter, OpResolverType, _ = host_interpreter()
     kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
         interp = Interpreter(model_content=data, experimental_op_resolver_type=kind, num_threads=1)
@@ -449,6 +469,7 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
             "weights": "int8 per-channel" if q.per_channel else "int8 per-tensor",
             "activations": "int8",
             "host_input_rounding": "round half away from zero, then clamp to int8 (as TFLite)",
+            "host_interpreter": host_interpreter()[2],
         },
         "ops": info.ops_table(),
         "tflm_ops": {"supported": not info.unsupported_ops(), "resolver": info.resolver_ops(),

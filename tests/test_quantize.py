@@ -405,3 +405,22 @@ def test_train_then_quantize_through_the_cli(fast_run):
     data = (run / "int8.tflite").read_bytes()
     assert parse_model_data_cc((run / "firmware" / "model_data.cc").read_text()) == data
     assert parse_model_settings_h((run / "firmware" / "model_settings.h").read_text())["sha256"] == sha256_bytes(data)
+
+
+def test_host_interpreter_falls_back_to_tf_lite(tiny_int8, monkeypatch):
+    """Without ai_edge_litert (and tflite_runtime), tf.lite runs the same int8 model, with
+    the same reference-kernel outputs."""
+    import sys
+
+    from pipeline.quantize import host_interpreter, run_litert
+
+    path, data, _ = tiny_int8
+    x_q = np.random.default_rng(0).integers(-128, 128, size=(8, 32, 3)).astype(np.int8)
+    assert host_interpreter()[2] == "ai_edge_litert"
+    litert = run_litert(data, x_q, reference=True)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    assert host_interpreter()[2] == "tf.lite"
+    assert np.array_equal(run_litert(data, x_q, reference=True), litert)
