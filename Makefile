@@ -60,7 +60,7 @@ eval: $(STAMP)
 	$(TINYML) eval $(STAGE_ARGS) --device $(DEVICE)
 
 monitor: $(STAMP)
-	$(TINYML) monitor $(PORT) $(if $(filter emu,$(PORT)),--run $(RUN))
+	$(TINYML) monitor $(PORT) --run $(RUN)
 
 report: $(STAMP)
 	$(TINYML) report --run $(RUN)

@@ -74,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="DIR", default="models", help="run directory (default: models)")
 
     p = sub.add_parser("emulate", help=STAGES["emulate"], description=STAGES["emulate"])
-    p.add_argument("--run", metavar="DIR", default="models", help="boot what was flashed to DIR/device/flash")
     _firmware_cli().add_emulate_arguments(p)
 
     p = sub.add_parser("monitor", help=STAGES["monitor"], description=STAGES["monitor"])
@@ -208,7 +207,7 @@ def _require(run: Path, name: str, stage: str) -> Path:
     return path
 
 
-def write_flash_image(cfg, run: Path) -> Path:
+def write_flash_image(cfg, run: Path, prepared=None) -> Path:
     """The virtual device's flash, written from the exported C sources (so the export is
     what gets tested), plus recordings of the test split for its sensor playback."""
     import numpy as np
@@ -238,7 +237,7 @@ def write_flash_image(cfg, run: Path) -> Path:
     sensor = flash_dir / "sensor.npz"
     from pipeline.splits import load_run_split
 
-    prepared = load_run_split(cfg, run)
+    prepared = prepared or load_run_split(cfg, run)
     ds = prepared.dataset
     if ds.kind == "timeseries" and not ds.windowed and ds.rate_hz:
         idx = prepared.plan.indices["test"]
@@ -248,8 +247,7 @@ def write_flash_image(cfg, run: Path) -> Path:
 
         with atomic_path(sensor) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, X=X, rate_hz=np.float64(ds.rate_hz), y=ds.labels[idx],
-                         label_names=np.asarray(ds.label_names))
+                np.savez(f, X=X, rate_hz=np.float64(ds.rate_hz))
     elif sensor.exists():
         sensor.unlink()
     return flash_dir
@@ -267,12 +265,10 @@ def _boot_virtual_device(cfg, run: Path):
     return device.start()
 
 
-def _verify_model(client, run: Path) -> dict:
-    """The device must run exactly int8.tflite: compare the SHA-256 it reports."""
-    from pipeline.artifacts import sha256_file
+def _verify_model(client, want: str) -> dict:
+    """The device must run exactly int8.tflite (SHA-256 ``want``): compare what it reports."""
     from pipeline.errors import GateFailed
 
-    want = sha256_file(run / "int8.tflite")
     info = client.model_info()
     if info is None:
         return {"sha256_verified": False, "note": "the device does not answer AT+MODELINFO? (a stock firmware?)"}
@@ -297,25 +293,36 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
             print(f"would write the virtual device's flash image to {run / FLASH_DIR} from firmware/model_data.cc "
                   "and firmware/model_settings.h, boot it and check the SHA-256 it reports")
         else:
-            flash_real_board(run / "firmware" / "tinyml_device", cfg.quantize.board, target, dry_run=True, run=False)
+            from firmware_bridge import arduino
+            from pipeline.boards import get_board
+
+            fqbn = arduino.board_fqbn(get_board(cfg.quantize.board))
+            port = arduino.PORT_PLACEHOLDER if target == "auto" else target
+            print("would run:\n" + arduino.format_commands(
+                arduino.arduino_commands(run / "firmware" / "tinyml_device", fqbn, port)))
         if evaluate:
             print("would stream the test split to the device (tinyml eval)")
         return 0
     sketch = generate_sketch(run)
     print(f"flash: Arduino sketch in {sketch}")
+    from pipeline.splits import load_run_split
+
+    prepared = load_run_split(cfg, run)  # once, for the sensor recordings and the test windows
     if target == "emu":
-        flash_dir = write_flash_image(cfg, run)
+        flash_dir = write_flash_image(cfg, run, prepared)
         print(f"flash: virtual device image in {flash_dir} (model parsed back from firmware/model_data.cc)")
     else:
         flash_real_board(sketch, cfg.quantize.board, target, dry_run=False)
     if not evaluate:
         return _check_flashed(cfg, run)
-    return evaluate_on_device(cfg, run)
+    return evaluate_on_device(cfg, run, prepared=prepared)
 
 
 def _check_flashed(cfg, run: Path) -> int:
+    from pipeline.artifacts import sha256_file
+
     with _connected(cfg, run) as (client, _):
-        info = _verify_model(client, run)
+        info = _verify_model(client, sha256_file(run / "int8.tflite"))
     print(f"flash: the device reports model {info.get('sha256', '?')[:12]}: "
           + ("matches int8.tflite" if info.get("sha256_verified") else info.get("note", "")))
     return 0
@@ -343,8 +350,7 @@ class _connected:
         except BaseException:
             self.__exit__(None, None, None)
             raise
-        return self.client, {"port": port, "virtual": self.virtual is not None,
-                             "config": getattr(self.client, "config", None)}
+        return self.client, {"port": port, "virtual": self.virtual is not None}
 
     def __exit__(self, *exc):
         client = getattr(self, "client", None)
@@ -369,7 +375,7 @@ def host_int8_probabilities(run: Path, X):
     return dequantize_int8(out, float(qo["scales"][0]), int(qo["zero_points"][0]))
 
 
-def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
+def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> int:
     """Stream the test split to the device, resumably; score it; compare with host int8."""
     from firmware_bridge.evaluate import stream_windows
     from pipeline import device_eval
@@ -379,12 +385,12 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
     from pipeline.splits import cv_groups, load_run_split
 
     _require(run, "int8.tflite", "quantize")
-    prepared = load_run_split(cfg, run)
+    prepared = prepared or load_run_split(cfg, run)
     manifest, test = prepared.manifest, prepared.windows["test"]
     labels = manifest["dataset"]["label_names"]
     results = run / device_eval.RESULTS
     model_sha = sha256_file(run / "int8.tflite")
-    earlier, _ = device_eval.read_results(results)
+    earlier, torn_before = device_eval.read_results(results)
     stale = [r for r in earlier if r.get("model_sha256") != model_sha]
     if stale and not restart:
         other = (stale[0].get("model_sha256") or "unknown")[:12]
@@ -392,7 +398,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
     if (restart or stale) and results.exists():
         results.unlink()
     with _connected(cfg, run) as (client, info):
-        model = _verify_model(client, run)
+        model = _verify_model(client, model_sha)
         print(f"eval: streaming {len(test)} test windows to {info['port']} "
               f"({'virtual device' if info['virtual'] else 'device'}), resuming from {results.name}")
         stats = stream_windows(
@@ -400,18 +406,18 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False) -> int:
             progress=lambda it, total: progress(it, "device", total=total, unit="window"),
             model_sha256=model_sha,
         )
-        device_type = client.config.device_type if client.config else None
+        device_type = client.config.device_type
     records, torn = device_eval.read_results(results)
     host = host_int8_probabilities(run, test.X)
     clusters = cv_groups(test, prepared.plan)  # intervals resample what the split kept whole
     report = device_eval.build_device_report(
         records, test.window_ids, test.y, clusters, labels, host,
-        device_info={**{k: v for k, v in info.items() if k != "config"}, **model,
+        device_info={**info, **model,
                      "device_type": device_type,
                      "timing_note": "the virtual device reports the board profile's estimate "
                                     "(MACs x cycles/MAC / clock), not a measurement" if info["virtual"]
                                     else "as measured and reported by the device"},
-        throughput={**stats.as_dict(), "torn_lines_dropped": torn}, require_exact=info["virtual"],
+        throughput={**stats.as_dict(), "torn_lines_dropped": torn_before + torn}, require_exact=info["virtual"],
     )
     entry = record_test_look(run, "flash", "on-device evaluation", model_sha,
                              report["metrics"], manifest.get("test_sha256"))

@@ -42,7 +42,7 @@ def model_bytes(path: str | None) -> tuple[bytes, str]:
 
     print("no model given and no models/int8.tflite: building the tiny test model...", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        data, _, _ = build_tiny_int8(Path(tmp) / "int8.tflite")
+        data = build_tiny_int8(Path(tmp) / "int8.tflite")
     return data, "tests/conftest.build_tiny_int8 (input 32x3, 4 classes)"
 
 

@@ -11,16 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from firmware_bridge import protocol
 from firmware_bridge.errors import BridgeError
+from pipeline.boards import DEFAULT_BOARD
 
 
 def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
-    # The top-level CLI may already give the stage its --run; --model then overrides it.
-    try:
-        parser.add_argument("--run", metavar="DIR", default="models",
-                            help="run directory: boot its flash image DIR/device/flash (default: models)")
-    except argparse.ArgumentError:
-        pass
+    parser.add_argument("--run", metavar="DIR", default="models",
+                        help="run directory: boot its flash image DIR/device/flash (default: models)")
     parser.add_argument("--model", metavar="FILE", help="boot this .tflite instead of the flash image")
     parser.add_argument("--labels", metavar="A,B,...",
                         help="class labels for --model (default: quantize_report.json beside it, else class0..)")
@@ -28,7 +26,7 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="board profile: RAM caps the arena, clock sets the timing estimate (default: the flash image's, else nano33ble)")
     parser.add_argument("--baud", type=int, default=115200, help="baud rate reported, and used by --throttle")
     parser.add_argument("--throttle", action="store_true", help="carry serial traffic at the baud rate, as a UART would")
-    parser.add_argument("--chunk-size", type=int, default=32, help="AT+RUNIMPULSESTATIC chunk size (multiple of 16)")
+    parser.add_argument("--chunk-size", type=int, default=protocol.DEFAULT_CHUNK_SIZE, help="AT+RUNIMPULSESTATIC chunk size (multiple of 16)")
     parser.add_argument("--sensor", metavar="FILE", help=".npz sensor recordings (X (n, T, C), rate_hz) for AT+RUNIMPULSE")
     parser.add_argument("--socket", type=int, metavar="PORT", default=None,
                         help="also serve on socket://127.0.0.1:PORT (0: any free port)")
@@ -48,7 +46,7 @@ def _device_from_args(args):
                               hint="run `make flash` first, or boot a model with --model FILE")
         return VirtualDevice.from_flash_dir(flash, board=args.board, **options)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    return VirtualDevice.from_model(args.model, labels=labels, board=args.board or "nano33ble", **options)
+    return VirtualDevice.from_model(args.model, labels=labels, board=args.board or DEFAULT_BOARD, **options)
 
 
 def run_emulate(args: argparse.Namespace) -> int:
@@ -66,11 +64,9 @@ def run_emulate(args: argparse.Namespace) -> int:
         print(f"warning: the model does not boot: {device.boot_error}", file=sys.stderr)
     print("serving the Edge Impulse AT protocol; Ctrl-C to stop", flush=True)
     try:
-        device.serve_forever()
+        device.serve_forever()  # stops the device when it returns or raises
     except KeyboardInterrupt:
         pass
-    finally:
-        device.stop()
     return 0
 
 

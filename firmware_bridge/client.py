@@ -23,8 +23,9 @@ PROMPT_RE = re.compile(rb"\n> ")
 READ_POLL_S = 0.05
 HANDSHAKE_RETRY_S = 0.5
 QUIET_S = 0.1
-CHUNK_REPLY_RE = re.compile(rb"OK CHUNK=(\d+)\r?\n|(?:ERR|ERROR|Too few arguments|Command not found|"
-                            rb"No handler for command|Not a valid AT command)[^\n]*\n")
+CHUNK_REPLY_RE = re.compile(rb"OK CHUNK=(\d+)\r?\n|(?:"
+                            + b"|".join(re.escape(p.encode()) for p in protocol.ERROR_PREFIXES)
+                            + rb")[^\n]*\n")
 ACK_REPLY_RE = re.compile(rb"OK (\d+) ?\r?\n|TIMEOUT\r?\n|ERR[^\n]*\n")
 END_RE = re.compile(rb"END OUTPUT\r?\n")
 END_PROMPT_RE = re.compile(rb"END OUTPUT\r?\n> ")
@@ -253,8 +254,10 @@ class Device:
         if m.group(1) is None:
             self._raise_device_error(m.group(0).decode("utf-8", "replace").strip())
         chunk_size = int(m.group(1))
-        if chunk_size <= 0 or chunk_size % 4:
-            raise ProtocolParseError(f"{self.port}: OK CHUNK={chunk_size}: expected a positive multiple of 4")
+        try:
+            protocol.check_chunk_size(chunk_size)
+        except ValueError as exc:
+            raise ProtocolParseError(f"{self.port}: OK CHUNK={chunk_size}: {exc}") from None
         # Each chunk goes after the reply to the one before, so none waits out the 100 ms.
         for chunk in protocol.encode_chunks(values.tobytes(), chunk_size):
             self.write(chunk.encode("ascii"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import TextIO
 
@@ -41,7 +41,7 @@ class PredictionMonitor:
         self.class_counts: Counter[str] = Counter()
         self.correct = 0
         self.errors: list[str] = []
-        self._latencies: deque[float] = deque(maxlen=rolling)
+        self.rolling = rolling
         self._all_latencies: list[float] = []
         self._parser = protocol.ResultParser()
         self._partial = ""
@@ -52,8 +52,7 @@ class PredictionMonitor:
         """Take a piece of device output; return the results it completed."""
         if isinstance(data, bytes):
             data = data.decode("utf-8", "replace")
-        text = self._partial + data
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        lines = protocol.text_lines(self._partial + data)
         self._partial = lines.pop()
         done: list[InferenceResult] = []
         for line in lines:
@@ -95,7 +94,6 @@ class PredictionMonitor:
         if self.label is not None and result.label == self.label:
             self.correct += 1
         if result.timing:
-            self._latencies.append(latency_ms(result))
             self._all_latencies.append(latency_ms(result))
 
     # -- figures ------------------------------------------------------------------------
@@ -113,9 +111,9 @@ class PredictionMonitor:
 
     def rolling_latency(self) -> dict[str, float] | None:
         """Mean, median and max latency (ms) over the last ``rolling`` results."""
-        if not self._latencies:
+        values = self._all_latencies[-self.rolling:]
+        if not values:
             return None
-        values = list(self._latencies)
         return {"n": len(values), "mean_ms": statistics.fmean(values),
                 "median_ms": statistics.median(values), "max_ms": max(values)}
 

@@ -481,17 +481,13 @@ class ResultParser:
             self._pending = InferenceResult(timing=timing, format="older" if older else "current")
             self._state = "classes" if older else "header"
             return done
-        if CLASSES_HEADER_RE.match(stripped):
-            if self._state != "header":
+        header = ("classes" if CLASSES_HEADER_RE.match(stripped)
+                  else "boxes" if BOXES_HEADER_RE.match(stripped) else None)
+        if header:
+            if self._state != "header":  # a block without a Timing line before it
                 self._finish(done)
                 self._pending = InferenceResult()
-            self._state = "classes"
-            return done
-        if BOXES_HEADER_RE.match(stripped):
-            if self._state != "header":
-                self._finish(done)
-                self._pending = InferenceResult()
-            self._state = "boxes"
+            self._state = header
             return done
         anomaly = ANOMALY_RE.match(line)
         if anomaly and self._state in ("classes", "boxes"):

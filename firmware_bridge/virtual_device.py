@@ -10,6 +10,7 @@ for AT+RUNIMPULSE. Hosts open ``device.port`` (``/dev/pts/N``) with pyserial, or
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,8 @@ from firmware_bridge import protocol
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.protocol import ATServer, Command
 from firmware_bridge.tflm import BootProbe, TflmModel, probe_model
+from pipeline.boards import CYCLES_PER_MAC_REFERENCE, DEFAULT_BOARD, get_board
+from pipeline.errors import PipelineError
 
 POLL_S = 0.05
 # A host that stops reading must not wedge the device: output that cannot be written for
@@ -172,8 +175,6 @@ class SensorPlayback:
             with np.load(self.path, allow_pickle=False) as npz:
                 X = npz["X"]
                 rate = npz["rate_hz"]
-                self.label_names = [str(s) for s in npz["label_names"]] if "label_names" in npz else None
-                self.y = np.asarray(npz["y"]) if "y" in npz else None
         except KeyError as exc:
             raise BridgeError(f"{self.path}: sensor file has no {exc} array",
                               hint="expected X float32 (n, T, C) recordings and a scalar rate_hz") from None
@@ -260,20 +261,18 @@ class Firmware:
 
     # -- timing -----------------------------------------------------------------------
 
+    @functools.cached_property
+    def estimated_ms(self) -> float | None:
+        """The board profile's latency estimate (MACs x cycles/MAC / clock), None without MACs."""
+        return self.board.estimated_latency_ms(self.macs, CYCLES_PER_MAC_REFERENCE) if self.macs else None
+
     def inference_ms(self, measured_s: float) -> float:
         """The board profile's estimate when MACs are known, else the host's invoke time."""
-        if self.macs:
-            from pipeline.boards import CYCLES_PER_MAC_REFERENCE
-
-            return self.board.estimated_latency_ms(self.macs, CYCLES_PER_MAC_REFERENCE)
-        return measured_s * 1000.0
+        return self.estimated_ms if self.estimated_ms is not None else measured_s * 1000.0
 
     def timing_note(self) -> str:
-        if self.macs:
-            from pipeline.boards import CYCLES_PER_MAC_REFERENCE
-
-            est = self.board.estimated_latency_ms(self.macs, CYCLES_PER_MAC_REFERENCE)
-            return (f"estimated {est:.3f} ms ({self.macs} MACs x {CYCLES_PER_MAC_REFERENCE:g} cycles/MAC / "
+        if self.estimated_ms is not None:
+            return (f"estimated {self.estimated_ms:.3f} ms ({self.macs} MACs x {CYCLES_PER_MAC_REFERENCE:g} cycles/MAC / "
                     f"{self.board.clock_hz / 1e6:g} MHz, {self.board.name} profile), not measured")
         return "host-measured TFLM invoke time (model MACs unknown), not the board's"
 
@@ -529,16 +528,16 @@ class VirtualDevice:
     faster for tests. ``chunk_timeout_s`` likewise (0.1 s as on the firmwares).
     """
 
-    def __init__(self, model: bytes, labels: list[str] | None = None, *, board: str = "nano33ble",
+    def __init__(self, model: bytes, labels: list[str] | None = None, *, board: str = DEFAULT_BOARD,
                  macs: int | None = None, arena_cap_bytes: int | None = None,
                  chunk_size: int = protocol.DEFAULT_CHUNK_SIZE, baud: int = 115200,
                  throttle: bool = False, sensor: str | os.PathLike | None = None,
                  time_scale: float = 1.0, socket_port: int | None = None,
                  chunk_timeout_s: float = protocol.STATIC_CHUNK_TIMEOUT_S, source: str = "model"):
-        from pipeline.boards import BOARDS
-
-        if board not in BOARDS:
-            raise BridgeError(f"{source}: unknown board {board!r}", hint=f"known boards: {', '.join(BOARDS)}")
+        try:
+            profile = get_board(board)
+        except PipelineError as exc:
+            raise BridgeError(f"{source}: {exc.message}", hint=exc.hint) from None
         try:
             protocol.check_chunk_size(chunk_size)
         except ValueError as exc:
@@ -549,7 +548,7 @@ class VirtualDevice:
             raise BridgeError(f"time_scale: expected a positive factor, got {time_scale}")
         self._stop = threading.Event()
         playback = SensorPlayback(sensor) if sensor is not None else None
-        self.firmware = Firmware(model, labels, BOARDS[board], macs=macs,
+        self.firmware = Firmware(model, labels, profile, macs=macs,
                                  arena_cap_bytes=arena_cap_bytes, chunk_size=chunk_size, baud=baud,
                                  sensor=playback, time_scale=time_scale,
                                  chunk_timeout_s=chunk_timeout_s, source=source)
@@ -565,7 +564,7 @@ class VirtualDevice:
 
     @classmethod
     def from_model(cls, model: str | os.PathLike | bytes, labels: list[str] | None = None,
-                   board: str = "nano33ble", **kwargs) -> VirtualDevice:
+                   board: str = DEFAULT_BOARD, **kwargs) -> VirtualDevice:
         """Boot a .tflite (path or bytes). Labels default to a sibling quantize_report.json's
         "labels", else class0..classK-1; MACs likewise from its "macs"."""
         if isinstance(model, bytes):
@@ -593,7 +592,7 @@ class VirtualDevice:
             raise BridgeError(f"{settings_path}: not valid JSON ({exc})") from None
         if not isinstance(settings, dict) or not isinstance(settings.get("labels"), list):
             raise BridgeError(f"{settings_path}: expected an object with a \"labels\" list")
-        kwargs = {"board": settings.get("board") or "nano33ble", "macs": settings.get("macs"),
+        kwargs = {"board": settings.get("board") or DEFAULT_BOARD, "macs": settings.get("macs"),
                   "arena_cap_bytes": settings.get("arena_cap_bytes"), "source": str(model_path)}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model_path.read_bytes(), [str(x) for x in settings["labels"]], **kwargs)

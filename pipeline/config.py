@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.boards import DEFAULT_BOARD
 from pipeline.errors import PipelineError
 
 if sys.version_info >= (3, 11):
@@ -110,12 +111,12 @@ class TrainConfig:
 
 @dataclass
 class QuantizeConfig:
-    board: str = "nano33ble"
+    board: str = DEFAULT_BOARD
     calibration_windows: int = 300
     """Training windows (stratified by class) the int8 ranges are calibrated on."""
     calibration_outlier_z: float = 8.0
-    """Training windows holding a value beyond this robust z-score (the audit's outlier
-    definition) are left out of calibration: one spike would stretch the int8 input range
+    """Training windows holding a value beyond this robust z-score (scored as the audit
+    scores outliers; [audit] outlier_z is the audit's own threshold) are left out of calibration: one spike would stretch the int8 input range
     and coarsen every other input. 0 keeps them all."""
     per_channel: bool = True
     max_balanced_accuracy_drop: float = 0.01
@@ -156,7 +157,7 @@ class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "seed"}
+SECTIONS = {name: tp for name, tp in typing.get_type_hints(Config).items() if name != "seed"}
 
 
 def _type_name(tp: Any) -> str:
@@ -206,13 +207,12 @@ def _section_from_table(name: str, cls: type, table: Any, source: str):
 
 
 def config_from_dict(raw: dict, source: str = "config") -> Config:
-    hints = typing.get_type_hints(Config)
     kwargs = {}
     for key, value in raw.items():
         if key == "seed":
             kwargs["seed"] = _check_value(f"{source}: seed", int, value)
         elif key in SECTIONS:
-            kwargs[key] = _section_from_table(key, hints[key], value, source)
+            kwargs[key] = _section_from_table(key, SECTIONS[key], value, source)
         else:
             raise PipelineError(
                 f"{source}: unknown section or key {key!r}",
@@ -244,13 +244,26 @@ def validate(cfg: Config, source: str = "config") -> None:
         raise PipelineError(f"{source}: [train] dropout: expected 0 <= dropout < 1, got {t.dropout}")
     if t.learning_rate <= 0:
         raise PipelineError(f"{source}: [train] learning_rate: expected > 0, got {t.learning_rate}")
-    from pipeline.boards import BOARDS
+    from pipeline.boards import get_board
 
-    if cfg.quantize.board not in BOARDS:
-        raise PipelineError(
-            f"{source}: [quantize] board: unknown board {cfg.quantize.board!r}",
-            hint=f"known boards: {', '.join(BOARDS)}",
-        )
+    try:
+        get_board(cfg.quantize.board)
+    except PipelineError as exc:
+        raise PipelineError(f"{source}: [quantize] board: {exc.message}", hint=exc.hint) from None
+    q, where = cfg.quantize, f"{source}: [quantize]"
+    if q.calibration_outlier_z < 0:
+        raise PipelineError(f"{where} calibration_outlier_z: expected >= 0 (0: keep every window), got {q.calibration_outlier_z}")
+    if q.calibration_windows < 1:
+        raise PipelineError(f"{where} calibration_windows: expected at least 1, got {q.calibration_windows}")
+    for key in ("ram_reserve", "flash_reserve"):
+        if not 0.0 <= getattr(q, key) < 1.0:
+            raise PipelineError(f"{where} {key}: expected a share in [0, 1), got {getattr(q, key)}")
+    for key in ("arena_margin", "max_balanced_accuracy_drop", "max_lsb_difference", "flash_budget_bytes", "ram_budget_bytes"):
+        if getattr(q, key) < 0:
+            raise PipelineError(f"{where} {key}: expected >= 0, got {getattr(q, key)}")
+    for key in ("min_float_int8_agreement", "min_tflm_agreement"):
+        if not 0.0 <= getattr(q, key) <= 1.0:
+            raise PipelineError(f"{where} {key}: expected a share in [0, 1], got {getattr(q, key)}")
     if cfg.device.chunk_size <= 0 or cfg.device.chunk_size % 16:
         raise PipelineError(
             f"{source}: [device] chunk_size: expected a positive multiple of 16, got {cfg.device.chunk_size}"

@@ -113,9 +113,8 @@ class Dataset:
         """Time steps per sample (rows for images)."""
         return np.array([s.shape[0] for s in self.samples])
 
-    def class_counts(self, idx: np.ndarray | None = None) -> dict[str, int]:
-        labels = self.labels if idx is None else self.labels[idx]
-        counts = np.bincount(labels, minlength=self.num_classes)
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=self.num_classes)
         return {name: int(c) for name, c in zip(self.label_names, counts, strict=True)}
 
     def summary(self) -> dict:
@@ -222,7 +221,6 @@ def _finite(arr: np.ndarray, source: str, what: str) -> np.ndarray:
 class Acquisition:
     path: Path
     device_name: str
-    device_type: str
     interval_ms: float
     sensors: tuple[str, ...]
     values: np.ndarray  # (T, C) float32
@@ -285,7 +283,6 @@ def parse_acquisition(data: bytes, source: str) -> Acquisition:
     return Acquisition(
         path=Path(source),
         device_name=str(payload.get("device_name") or "unknown-device"),
-        device_type=str(payload.get("device_type") or ""),
         interval_ms=float(interval),
         sensors=tuple(names),
         values=arr.astype(np.float32),
@@ -398,9 +395,10 @@ def load_acquisition_folder(folder: str | Path) -> Dataset:
     Files in ``training/`` or ``testing/`` subfolders keep that category as their split.
     """
     folder = Path(folder)
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".cbor"))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    paths = sorted(p for p in files if p.suffix in (".json", ".cbor"))
     skipped: Counter = Counter()
-    other = [p for p in folder.rglob("*") if p.is_file() and p.suffix not in (".json", ".cbor")]
+    other = [p for p in files if p.suffix not in (".json", ".cbor")]
     if other:
         skipped["not .json or .cbor"] = len(other)
     items = []
@@ -628,10 +626,10 @@ def _is_float(s: str) -> bool:
 # --------------------------------------------------------------------------- dispatch
 
 
-def load_dataset(spec: str, seed: int = 0, motion_subjects: int = 12, motion_sessions: int = 3) -> Dataset:
+def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, motion_sessions: int = 3) -> Dataset:
     """Load a dataset by name (`motion`, `digits`) or path (folder, .npz, .csv)."""
     if spec == "motion":
-        return load_motion(seed=seed, subjects=motion_subjects, sessions=motion_sessions)
+        return load_motion(seed=motion_seed, subjects=motion_subjects, sessions=motion_sessions)
     if spec == "digits":
         return load_digits()
     path = Path(spec)
@@ -659,7 +657,7 @@ def load_dataset(spec: str, seed: int = 0, motion_subjects: int = 12, motion_ses
 def dataset_from_config(cfg) -> Dataset:
     return load_dataset(
         cfg.data.dataset,
-        seed=cfg.data.motion_seed,
+        motion_seed=cfg.data.motion_seed,
         motion_subjects=cfg.data.motion_subjects,
         motion_sessions=cfg.data.motion_sessions,
     )

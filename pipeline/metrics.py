@@ -21,21 +21,30 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
+def _per_class(cm: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Precision, recall, F1 and support per class of one or many confusion matrices."""
+    cm = cm.astype(np.float64)
+    diag = np.diagonal(cm, axis1=-2, axis2=-1)
+    true_n = cm.sum(axis=-1)
+    pred_n = cm.sum(axis=-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(true_n > 0, diag / np.where(true_n > 0, true_n, 1), 0.0)
+        precision = np.where(pred_n > 0, diag / np.where(pred_n > 0, pred_n, 1), 0.0)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    return precision, recall, f1, true_n, pred_n
+
+
 def _scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Metrics of one or many confusion matrices (..., k, k), vectorized."""
     cm = cm.astype(np.float64)
     total = cm.sum(axis=(-2, -1))
     diag = np.diagonal(cm, axis1=-2, axis2=-1)
-    true_n = cm.sum(axis=-1)
-    pred_n = cm.sum(axis=-2)
+    _, recall, f1, true_n, pred_n = _per_class(cm)
     with np.errstate(divide="ignore", invalid="ignore"):
         acc = np.where(total > 0, diag.sum(-1) / total, np.nan)
         present = true_n > 0
-        recall = np.where(present, diag / np.where(present, true_n, 1), 0.0)
         bal = recall.sum(-1) / np.maximum(present.sum(-1), 1)
-        precision = np.where(pred_n > 0, diag / np.where(pred_n > 0, pred_n, 1), 0.0)
-        denom = precision + recall
-        f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
         used = present | (pred_n > 0)
         macro_f1 = (f1 * used).sum(-1) / np.maximum(used.sum(-1), 1)
         cov_ytyp = diag.sum(-1) * total - (true_n * pred_n).sum(-1)
@@ -58,6 +67,17 @@ def _cluster_confusions(y_true, y_pred, k, clusters):
     return np.bincount(flat, minlength=n_c * k * k).reshape(n_c, k, k)
 
 
+def _resampled(per: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Confusion matrices of bootstrap resamples: ``weights`` (n_boot, clusters) counts."""
+    return np.einsum("bc,cij->bij", weights, per)
+
+
+def _cluster_weights(n_c: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each of ``n_c`` clusters is drawn, per resample."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=n_boot)
+
+
 def bootstrap_intervals(y_true, y_pred, k: int, clusters=None, n_boot: int = 2000,
                         seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
     """Percentile intervals, resampling whole clusters (groups/recordings) when given."""
@@ -65,10 +85,7 @@ def bootstrap_intervals(y_true, y_pred, k: int, clusters=None, n_boot: int = 200
     if clusters is None:
         clusters = np.arange(y_true.size)
     per = _cluster_confusions(y_true, y_pred, k, clusters)
-    rng = np.random.default_rng(seed)
-    n_c = per.shape[0]
-    weights = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=n_boot)
-    boot = np.einsum("bc,cij->bij", weights, per)
+    boot = _resampled(per, _cluster_weights(per.shape[0], n_boot, seed))
     alpha = (1 - level) / 2
     out = {}
     for m, vals in _scores(boot).items():
@@ -83,17 +100,12 @@ def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, see
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     cm = confusion(y_true, y_pred, k)
-    diag = np.diag(cm).astype(float)
-    per_class = {}
-    for i, name in enumerate(label_names):
-        support = int(cm[i].sum())
-        predicted = int(cm[:, i].sum())
-        p = diag[i] / predicted if predicted else 0.0
-        r = diag[i] / support if support else 0.0
-        per_class[name] = {
-            "precision": float(p), "recall": float(r),
-            "f1": float(2 * p * r / (p + r)) if p + r else 0.0, "support": support,
-        }
+    precision, recall, f1, support, _ = _per_class(cm)
+    per_class = {
+        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+               "support": int(support[i])}
+        for i, name in enumerate(label_names)
+    }
     return {
         "n": int(y_true.size),
         "clusters": int(np.unique(clusters).size) if clusters is not None else int(y_true.size),
@@ -112,11 +124,9 @@ def paired_delta(y_true, pred_a, pred_b, k: int, metric: str, clusters=None,
         clusters = np.arange(y_true.size)
     pa = _cluster_confusions(y_true, pred_a, k, clusters)
     pb = _cluster_confusions(y_true, pred_b, k, clusters)
-    n_c = pa.shape[0]
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=n_boot)
-    da = _scores(np.einsum("bc,cij->bij", w, pa))[metric]
-    db = _scores(np.einsum("bc,cij->bij", w, pb))[metric]
+    w = _cluster_weights(pa.shape[0], n_boot, seed)
+    da = _scores(_resampled(pa, w))[metric]
+    db = _scores(_resampled(pb, w))[metric]
     point = float(_scores(pb.sum(0))[metric] - _scores(pa.sum(0))[metric])
     diff = db - da
     return {"metric": metric, "delta": point,

@@ -64,29 +64,6 @@ class StageInputs:
         return {layer.name: type(layer).__name__ for layer in self.model.layers}
 
 
-def check_config(q) -> None:
-    """Ranges of [quantize] (types are checked when the config is read)."""
-    problems = []
-    if q.calibration_outlier_z < 0:
-        problems.append(f"calibration_outlier_z: expected >= 0 (0: keep every window), got {q.calibration_outlier_z}")
-    if q.calibration_windows < 1:
-        problems.append(f"calibration_windows: expected at least 1, got {q.calibration_windows}")
-    for key in ("ram_reserve", "flash_reserve"):
-        if not 0.0 <= getattr(q, key) < 1.0:
-            problems.append(f"{key}: expected a share in [0, 1), got {getattr(q, key)}")
-    for key in ("arena_margin", "max_balanced_accuracy_drop"):
-        if getattr(q, key) < 0:
-            problems.append(f"{key}: expected >= 0, got {getattr(q, key)}")
-    for key in ("min_float_int8_agreement", "min_tflm_agreement"):
-        if not 0.0 <= getattr(q, key) <= 1.0:
-            problems.append(f"{key}: expected a share in [0, 1], got {getattr(q, key)}")
-    for key in ("max_lsb_difference", "flash_budget_bytes", "ram_budget_bytes"):
-        if getattr(q, key) < 0:
-            problems.append(f"{key}: expected >= 0, got {getattr(q, key)}")
-    if problems:
-        raise PipelineError(f"[quantize] {problems[0]}")
-
-
 def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
     """float.keras and the windows of the run's split (splits.json must match the config)."""
     run_dir = Path(run_dir)
@@ -430,7 +407,6 @@ def latency_estimates(macs: int, configured: str) -> dict:
 def quantize(cfg, run_dir: str | Path, out: Callable[[str], None] = print) -> dict:
     """Convert, check, budget and export the run's float model; return the report."""
     q = cfg.quantize
-    check_config(q)
     inputs = load_inputs(cfg, run_dir)
     train = inputs.windows["train"]
     eligible = drop_outliers(train, q.calibration_outlier_z)

@@ -53,8 +53,7 @@ def class_counts(counts: dict[str, dict[str, int]], labels: list[str]) -> bytes:
     return _png(fig)
 
 
-def group_splits(units: list[str], splits: list[str], counts: list[int] | None, unit: str,
-                 count_name: str = "recordings") -> bytes:
+def group_splits(units: list[str], splits: list[str], counts: list[int] | None, unit: str) -> bytes:
     """Which group (or recording) went to which split: a bar per unit, coloured by split."""
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
@@ -71,7 +70,7 @@ def group_splits(units: list[str], splits: list[str], counts: list[int] | None, 
     else:
         ax.set_xticks([])
         ax.set_xlabel(f"{n} {unit}s")
-    ax.set_ylabel(count_name if counts is not None else "")
+    ax.set_ylabel("recordings" if counts is not None else "")
     if counts is None:
         ax.set_yticks([])
     else:

@@ -61,11 +61,12 @@ def sample(rng: np.random.Generator, space: dict, base: ModelParams) -> ModelPar
     )
 
 
-def candidates(tc, base: ModelParams, input_shape: tuple, n_classes: int, seed: int) -> list[ModelParams]:
+def candidates(tc, base: ModelParams, input_shape: tuple, n_classes: int, seed: int,
+               space: dict | None = None) -> list[ModelParams]:
     """The configured model, then ``trials - 1`` random draws within the parameter budget."""
     from pipeline.model import count_params
 
-    space = search_space(tc)
+    space = space if space is not None else search_space(tc)
     rng = np.random.default_rng(seed)
     out = [base]
     seen = {base}
@@ -104,6 +105,7 @@ def run_trial(params: ModelParams, train: Windows, val: Windows, n_classes: int,
         "epochs": fitted["epochs_run"],
         "best_epoch": fitted["best_epoch"],
     }
+    fitted["proba"] = {"train": train_proba, "val": val_proba}  # scored once, reused by the caller
     return trial, (net, fitted)
 
 
@@ -114,7 +116,7 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
 
     space = search_space(tc)
     trials = []
-    for i, params in enumerate(progress(candidates(tc, base, train.X.shape[1:], n_classes, seed),
+    for i, params in enumerate(progress(candidates(tc, base, train.X.shape[1:], n_classes, seed, space),
                                         "search", total=tc.trials, unit="trial")):
         trial, _ = run_trial(params, train, val, n_classes, priors, tc, tc.search_epochs, seed)
         trial["trial"] = i

@@ -300,6 +300,19 @@ def plan_from_manifest(dataset: Dataset, man: dict, path: str = MANIFEST) -> Spl
     )
 
 
+def split_from_manifest(dataset: Dataset, man: dict, path: str | Path = MANIFEST) -> tuple[SplitPlan, dict[str, Windows]]:
+    """Rebuild a written split (plan and windows); its test content must match its SHA-256."""
+    plan = plan_from_manifest(dataset, man, str(path))
+    windows = make_windows(dataset, plan, dict(dataset.skipped))
+    sha = content_sha256(windows["test"])
+    if sha != man["test_sha256"]:
+        raise PipelineError(
+            f"{path}: the test split's content changed since it was written (SHA-256 {sha[:12]} != {man['test_sha256'][:12]})",
+            hint="the data or the loader changed; remove the run directory to start a new run",
+        )
+    return plan, windows
+
+
 @dataclass
 class Prepared:
     dataset: Dataset
@@ -309,7 +322,7 @@ class Prepared:
     reused: bool
 
 
-def _manifest_matches(man: dict, dataset: Dataset, cfg, seed: int) -> bool:
+def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
     w = man.get("window", {})
     # A split asked for with other sizes is another split (manifests before "sizes" match on the rest).
     sizes = man.get("sizes") or {}
@@ -318,7 +331,7 @@ def _manifest_matches(man: dict, dataset: Dataset, cfg, seed: int) -> bool:
     return (
         same_sizes
         and man.get("dataset", {}).get("source") == dataset.source
-        and man.get("seed") == seed
+        and man.get("seed") == cfg.seed
         and resolve_strategy(dataset, cfg.split.strategy) == man.get("strategy")
         and w.get("window_ms") == cfg.split.window_ms
         and w.get("stride_ms") == cfg.split.stride_ms
@@ -336,15 +349,8 @@ def prepare(cfg, run_dir: str | Path, dataset: Dataset | None = None, write: boo
     skipped = dict(dataset.skipped)
     if path.exists():
         man = read_json(path, "the split manifest")
-        if _manifest_matches(man, dataset, cfg, cfg.seed):
-            plan = plan_from_manifest(dataset, man, str(path))
-            windows = make_windows(dataset, plan, skipped)
-            sha = content_sha256(windows["test"])
-            if sha != man["test_sha256"]:
-                raise PipelineError(
-                    f"{path}: the test split's content changed since it was written (SHA-256 {sha[:12]} != {man['test_sha256'][:12]})",
-                    hint="the data or the loader changed; remove the run directory to start a new run",
-                )
+        if _manifest_matches(man, dataset, cfg):
+            plan, windows = split_from_manifest(dataset, man, path)
             return Prepared(dataset, plan, windows, man, reused=True)
     plan = plan_split(dataset, cfg.split, cfg.seed)
     windows = make_windows(dataset, plan, skipped)
@@ -395,7 +401,7 @@ class GroupAwareKFold(BaseCrossValidator):
 
     def split(self, X, y=None, groups=None):
         g = np.asarray(self.groups if self.groups is not None else groups)
-        if g is None or g.ndim == 0:
+        if g.ndim == 0:
             raise ValueError("GroupAwareKFold needs groups: pass them at construction or to split()")
         if len(g) != len(X):
             raise ValueError(f"groups has {len(g)} entries for {len(X)} samples")
@@ -404,11 +410,6 @@ class GroupAwareKFold(BaseCrossValidator):
             raise ValueError(f"GroupAwareKFold needs at least 2 groups, got {np.unique(g).size}")
         y = np.zeros(len(X)) if y is None else np.asarray(y)
         yield from _group_folds(n, y, self.seed).split(np.zeros(len(X)), y, g)
-
-    def _iter_test_indices(self, X=None, y=None, groups=None):  # pragma: no cover - split() overrides
-        for _, test in self.split(X, y, groups):
-            yield test
-
 
 def cv_groups(windows: Windows, plan: SplitPlan) -> np.ndarray:
     """The ids to keep whole when cross-validating over ``windows``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -93,8 +93,6 @@ class ModelInfo:
     tensors: list[Tensor]
     inputs: list[int]
     outputs: list[int]
-    size_bytes: int
-    layer_names: list[str] = field(default_factory=list)
 
     @property
     def input(self) -> Tensor:
@@ -247,8 +245,7 @@ def inspect_model(data: bytes, layer_names: Iterable[str] = ()) -> ModelInfo:
         op.macs = _macs(op, tensors)
         ops.append(op)
     return ModelInfo(ops=ops, tensors=tensors, inputs=[int(x) for x in graph.inputs],
-                     outputs=[int(x) for x in graph.outputs], size_bytes=len(data),
-                     layer_names=layer_names)
+                     outputs=[int(x) for x in graph.outputs])
 
 
 def require_tflm_ops(info: ModelInfo, layer_types: dict[str, str] | None = None) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.artifacts import atomic_path, sha256_file, write_json
 from pipeline.config import as_dict, save_config
 from pipeline.errors import GateFailed
-from pipeline.metrics import evaluate, paired_delta
+from pipeline.metrics import METRICS, evaluate, paired_delta
 from pipeline.splits import SPLITS, cv_groups
 
 REPORT = "train_report.json"
@@ -164,7 +164,7 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
     clock.lap("refit")
 
     # 6. Validation: the convnet against every baseline, before anyone looks at test.
-    proba = {s: M.predict_proba(net, w[s].X) for s in ("train", "val")}
+    proba = dict(fitted["proba"])  # the refit's own train/val predictions
     metrics = report["metrics"] = {}
     base_report = report["baselines"] = {}
     for s in ("train", "val"):
@@ -182,7 +182,7 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
     sha = sha256_file(path)
     proba["test"] = M.predict_proba(net, w["test"].X)
     metrics["test"] = _evaluate(w["test"].y, proba["test"], names, clusters["test"], seed)
-    look = {key: metrics["test"][key] for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "mcc")}
+    look = {key: metrics["test"][key] for key in ("n", *METRICS)}
     for b in baselines:
         base_report[b.name]["test"] = _evaluate(w["test"].y, b.proba["test"], names, clusters["test"], seed)
         for key in HEADLINE:
@@ -262,21 +262,17 @@ def _split_summary(prepared) -> dict:
 
 
 def _audit_summary(audit_report: dict, allow_leakage: bool) -> dict:
-    checks = audit_report.get("checks", [])
-
-    def failed(severity):
-        return [c.get("id") for c in checks if c.get("severity") == severity and not c.get("passed")]
-
     return {
-        "errors_failed": audit_report.get("errors_failed", failed("error")),
-        "warnings_failed": audit_report.get("warnings_failed", failed("warning")),
+        "errors_failed": audit_report["errors_failed"],
+        "warnings_failed": audit_report["warnings_failed"],
         "allow_leakage": bool(allow_leakage),
     }
 
 
 def _quiet_tensorflow() -> None:
-    import tensorflow as tf
+    from pipeline.progress import import_tensorflow
 
+    tf = import_tensorflow()
     # Retracing notices for each new small model are expected here and say nothing useful.
     tf.get_logger().setLevel("ERROR")
 

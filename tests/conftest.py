@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CI", os.environ.get("CI", ""))
 
 
 def build_tiny_int8(path, *, input_len=32, channels=3, classes=4, seed=0, width=4):
     """A real (tiny) Keras convnet, trained briefly and converted to full-int8 TFLite.
 
-    Returns (tflite_bytes, float_model, X_calibration). Slow-ish: imports TensorFlow.
+    Returns the .tflite bytes (also written to ``path``). Slow-ish: imports TensorFlow.
     """
     import keras
     import tensorflow as tf
@@ -40,14 +39,14 @@ def build_tiny_int8(path, *, input_len=32, channels=3, classes=4, seed=0, width=
     conv.inference_output_type = tf.int8
     data = conv.convert()
     path.write_bytes(data)
-    return data, model, X
+    return data
 
 
 @pytest.fixture(scope="session")
 def tiny_int8(tmp_path_factory):
     """(path, bytes, labels) of a tiny real int8 model: input (1, 32, 3), 4 classes."""
     path = tmp_path_factory.mktemp("tiny") / "int8.tflite"
-    data, _, _ = build_tiny_int8(path)
+    data = build_tiny_int8(path)
     return path, data, ("idle", "wave", "circle", "updown")
 
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import copy_run, sigint_default
 
@@ -99,6 +98,7 @@ def test_torn_last_line_is_dropped_and_its_window_runs_again(fast_run, tmp_path)
     assert main(["eval", "--run", str(run)]) == 0
     final = lines(results)
     assert len(final) == len(whole) and len({r["window_id"] for r in final}) == len(whole)
+    assert read_json(run / "device_report.json")["throughput"]["torn_lines_dropped"] == 1
 
 
 def test_results_of_another_model_are_not_resumed(fast_run, tmp_path, capsys):
@@ -152,6 +152,18 @@ def test_flash_dry_run_does_nothing(fast_run, tmp_path, capsys):
     assert sorted(p.name for p in run.rglob("*")) == before
 
 
+def test_flash_dry_run_for_a_real_board_prints_the_commands(fast_run, tmp_path, capsys):
+    import shutil
+
+    run = copy_run(fast_run, tmp_path / "run")
+    shutil.rmtree(run / "firmware" / "tinyml_device")  # a run that was never flashed
+    before = sorted(p.name for p in run.rglob("*"))
+    assert main(["flash", "--run", str(run), "--dry-run", "--device", "/dev/ttyACM0"]) == 0
+    out = capsys.readouterr().out
+    assert "arduino-cli upload -p /dev/ttyACM0 --fqbn arduino:mbed_nano:nano33ble" in out
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
 def test_flash_to_a_real_port_without_arduino_cli_prints_the_commands(fast_run, tmp_path, capsys, monkeypatch):
     run = copy_run(fast_run, tmp_path / "run")
     monkeypatch.setenv("PATH", str(tmp_path))  # no arduino-cli here, as on this machine
@@ -181,15 +193,21 @@ def test_flash_refuses_a_stale_export(fast_run, tmp_path):
         write_flash_image(load_config(run / "config.toml"), run)
 
 
-def test_monitor_reads_live_predictions_from_the_virtual_device(fast_run, capsys):
-    device = VirtualDevice.from_flash_dir(fast_run / "device" / "flash",
-                                          sensor=fast_run / "device" / "flash" / "sensor.npz",
-                                          time_scale=0.02).start()
-    try:
-        from firmware_bridge.monitor import monitor
+def test_monitor_reads_live_predictions_from_the_virtual_device(fast_run):
+    """The monitor's three predictions are the model's on the first three sensor windows."""
+    import numpy as np
 
+    from firmware_bridge.monitor import monitor
+    from firmware_bridge.virtual_device import SensorPlayback
+
+    sensor = fast_run / "device" / "flash" / "sensor.npz"
+    device = VirtualDevice.from_flash_dir(fast_run / "device" / "flash", sensor=sensor, time_scale=0.02).start()
+    try:
         mon = monitor(device.port, label="idle", count=3, timeout=5.0)
     finally:
         device.stop()
-    assert len(mon.results) >= 3 if hasattr(mon, "results") else sum(mon.class_counts.values()) >= 3
-    assert np.isfinite(mon.accuracy)
+    fw, playback = device.firmware, SensorPlayback(sensor)  # the same recordings from the start
+    expected = [fw.labels[int(np.argmax(fw.model.classify(playback.next_window(fw.samples_per_window).ravel())[1]))]
+                for _ in range(3)]
+    assert [r.label for r in mon.results] == expected
+    assert mon.accuracy == expected.count("idle") / 3
