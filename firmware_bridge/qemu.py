@@ -1,0 +1,418 @@
+"""The firmware on an emulated Cortex-M4F: build it for QEMU's mps2-an386, boot it on a pty.
+
+``build_firmware(run_dir)`` compiles the board binding (firmware/boards/mps2_an386/), the
+AT protocol core the Arduino sketch also runs (sketch/), the C kernels and the model
+compiled to C (RUN/firmware/compiled/) into RUN/device/qemu/fw.elf with Debian's
+arm-none-eabi-gcc, make-style: only when an input, a flag or the compiler changed.
+
+``QemuBoard(elf)`` boots it in ``qemu-system-arm -M mps2-an386`` with ``-icount shift=0``
+(one instruction is one nanosecond of virtual time, so the firmware's SysTick counts
+instructions), hands back the pseudo-terminal QEMU opened for UART0, and always stops QEMU:
+on leaving its ``with`` block, on an error, on Ctrl-C, and (Linux) when this process dies.
+A QMP socket lets the host reset the board (``system_reset``) as a test of the firmware.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware_bridge.errors import BridgeError
+
+PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
+INSTALL_LINE = "sudo apt-get install --no-install-recommends " + " ".join(PACKAGES)
+# Each tool and the Debian package that brings it.
+TOOLS = {
+    "arm-none-eabi-gcc": "gcc-arm-none-eabi",
+    "arm-none-eabi-g++": "gcc-arm-none-eabi",
+    "arm-none-eabi-size": "gcc-arm-none-eabi",
+    "qemu-system-arm": "qemu-system-arm",
+}
+# newlib's C library for the hard-float Cortex-M4 multilib: without it the link fails.
+NEWLIB_MARKER = "libc_nano.a"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+BOARD_DIR = PACKAGE_DIR / "firmware" / "boards" / "mps2_an386"
+CORE_DIR = PACKAGE_DIR / "sketch"  # one source with the Arduino sketch
+CORE_SOURCES = ("at_server.cpp", "base64_chunk.cpp", "device_commands.cpp", "device_io.cpp")
+KERNELS_DIR = PACKAGE_DIR / "firmware" / "kernels"
+LINKER_SCRIPT = BOARD_DIR / "mps2_an386.ld"
+BUILD_DIR = Path("device") / "qemu"  # in the run directory
+ELF_NAME = "fw.elf"
+BUILD_RECORD = "build.json"
+
+MACHINE = "mps2-an386"
+CPU_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
+COMPILE_FLAGS = (*CPU_FLAGS, "-O2", "-g", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra")
+C_FLAGS = ("-std=c11",)
+CXX_FLAGS = ("-std=c++14", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics",
+             "-fno-use-cxa-atexit")
+LINK_FLAGS = (*CPU_FLAGS, "--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
+LINK_LIBS = ("-lm", "-lc", "-lgcc")
+
+# QEMU's announcement of the pty it opened for UART0.
+PTY_RE = re.compile(r"char device redirected to (\S+) \(label serial0\)")
+BOOT_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+
+
+# ---------------------------------------------------------------------------------------
+# The tools
+# ---------------------------------------------------------------------------------------
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages of ``PACKAGES`` whose tools are not here (empty: all present)."""
+    missing = {pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
+    gcc = shutil.which("arm-none-eabi-gcc")
+    if gcc is not None:
+        probe = subprocess.run([gcc, *CPU_FLAGS, "--specs=nano.specs", f"-print-file-name={NEWLIB_MARKER}"],
+                               capture_output=True, text=True)
+        if probe.returncode != 0 or not os.path.isabs(probe.stdout.strip()):
+            missing.add("libnewlib-arm-none-eabi")
+    return [p for p in PACKAGES if p in missing]
+
+
+def require_tools() -> None:
+    missing = missing_packages()
+    if missing:
+        raise BridgeError(f"the emulated Cortex-M4 needs the Debian packages {', '.join(missing)} (not installed)",
+                          hint=f"install them: {INSTALL_LINE}")
+
+
+# ---------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FirmwareImage:
+    """A built ELF and its sizes (arm-none-eabi-size, Berkeley format)."""
+
+    elf: Path
+    text_bytes: int
+    data_bytes: int
+    bss_bytes: int
+    rebuilt: bool
+    has_model: bool
+
+    @property
+    def flash_bytes(self) -> int:
+        """What the image takes in flash: code and constants, plus the initial values of .data."""
+        return self.text_bytes + self.data_bytes
+
+    @property
+    def static_ram_bytes(self) -> int:
+        """RAM taken before the program runs: .data and .bss (the stack is measured apart)."""
+        return self.data_bytes + self.bss_bytes
+
+    def as_dict(self) -> dict:
+        return {"elf": str(self.elf), "text_bytes": self.text_bytes, "data_bytes": self.data_bytes,
+                "bss_bytes": self.bss_bytes, "flash_bytes": self.flash_bytes,
+                "static_ram_bytes": self.static_ram_bytes, "has_compiled_model": self.has_model}
+
+
+def compiled_model_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "firmware" / "compiled"
+
+
+def _sources(run_dir: Path, with_model: bool) -> tuple[list[Path], list[Path], list[Path]]:
+    """(sources, headers and other inputs, include directories) of the image."""
+    settings = run_dir / "firmware" / "model_settings.h"
+    if not settings.is_file():
+        raise BridgeError(f"{settings}: not found", hint="run `tinyml quantize` (make quantize) first")
+    sources = sorted(BOARD_DIR.glob("*.c")) + sorted(BOARD_DIR.glob("*.cpp"))
+    sources += [CORE_DIR / name for name in CORE_SOURCES]
+    includes = [BOARD_DIR, CORE_DIR, settings.parent]
+    inputs = [settings, LINKER_SCRIPT, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h"))]
+    if with_model:
+        compiled = compiled_model_dir(run_dir)
+        sources += sorted(compiled.glob("*.c")) + sorted(compiled.glob("*.cc")) + sorted(compiled.glob("*.cpp"))
+        sources += sorted(KERNELS_DIR.glob("*.c"))
+        inputs += sorted(compiled.glob("*.h")) + sorted(KERNELS_DIR.glob("*.h"))
+        includes += [compiled, KERNELS_DIR]
+    return sources, inputs, includes
+
+
+def _compiler_identity() -> str:
+    out = subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def _stamp(files: list[Path], flags: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([_compiler_identity(), flags]).encode())
+    for path in files:
+        h.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _run_tool(cmd: list[str], what: str) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip()[:300])
+        raise BridgeError(f"{what} failed (exit {proc.returncode}): {first}",
+                          hint="the full command: " + " ".join(cmd))
+    return proc.stdout
+
+
+def elf_sizes(elf: Path) -> tuple[int, int, int]:
+    """(text, data, bss) bytes of ``elf`` as arm-none-eabi-size reports them."""
+    out = _run_tool(["arm-none-eabi-size", "--format=berkeley", str(elf)], "arm-none-eabi-size")
+    fields = out.splitlines()[1].split()
+    return int(fields[0]), int(fields[1]), int(fields[2])
+
+
+def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs: int | None = None) -> FirmwareImage:
+    """RUN/device/qemu/fw.elf, rebuilt only when its inputs changed.
+
+    ``with_model=False`` builds the board and the AT core alone: the image boots and answers,
+    and reports that it has no model (for bringing up a board before the model compiler).
+    """
+    require_tools()
+    run_dir = Path(run_dir)
+    if with_model:
+        header = compiled_model_dir(run_dir) / "model_compiled.h"
+        if not header.is_file():
+            raise BridgeError(f"{header}: not found (the model compiled to C)",
+                              hint="run `tinyml quantize` again: it compiles the model to C")
+    sources, inputs, includes = _sources(run_dir, with_model)
+    out_dir = run_dir / BUILD_DIR
+    elf = out_dir / ELF_NAME
+    flags = [*COMPILE_FLAGS, *C_FLAGS, *CXX_FLAGS, *LINK_FLAGS, *LINK_LIBS]
+    stamp = _stamp(sources + inputs, flags)
+    record_path = out_dir / BUILD_RECORD
+    if elf.is_file() and record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except ValueError:
+            record = {}
+        if record.get("inputs_sha256") == stamp:
+            return FirmwareImage(elf, *elf_sizes(elf), rebuilt=False, has_model=with_model)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
+        tmp = Path(tmp)
+        include_flags = [f"-I{d}" for d in includes]
+
+        def compile_one(index_source):
+            index, source = index_source
+            obj = tmp / f"{index:02d}_{source.stem}.o"
+            is_cxx = source.suffix in (".cpp", ".cc")
+            cmd = ["arm-none-eabi-g++" if is_cxx else "arm-none-eabi-gcc", *COMPILE_FLAGS,
+                   *(CXX_FLAGS if is_cxx else C_FLAGS), *include_flags, "-c", str(source), "-o", str(obj)]
+            _run_tool(cmd, f"arm-none-eabi-gcc {source.name}")
+            return obj
+
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+            objects = list(pool.map(compile_one, enumerate(sources)))
+        tmp_elf = tmp / ELF_NAME
+        _run_tool(["arm-none-eabi-gcc", *LINK_FLAGS, f"-T{LINKER_SCRIPT}", f"-Wl,-Map={tmp / 'fw.map'}",
+                   *map(str, objects), *LINK_LIBS, "-o", str(tmp_elf)], "linking fw.elf")
+        os.replace(tmp / "fw.map", out_dir / "fw.map")
+        os.replace(tmp_elf, elf)
+    image = FirmwareImage(elf, *elf_sizes(elf), rebuilt=True, has_model=with_model)
+    from pipeline.artifacts import write_json
+
+    write_json(record_path, {"inputs_sha256": stamp, "compiler": _compiler_identity(), "flags": flags,
+                             "sources": [str(s) for s in sources], **image.as_dict()})
+    return image
+
+
+# ---------------------------------------------------------------------------------------
+# The emulator
+# ---------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: its own session (a terminal's Ctrl-C reaches us, and we stop
+    it), and on Linux SIGTERM when the parent dies, so no QEMU outlives a killed host."""
+    os.setsid()
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+try:  # resolved in the parent: the child only calls it
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
+class QemuBoard:
+    """``qemu-system-arm -M mps2-an386`` running ``elf``; UART0 on a pty (``port``).
+
+    Use as a context manager (or call ``stop``): QEMU is stopped on every way out.
+    """
+
+    def __init__(self, elf: str | os.PathLike, *, icount: bool = True):
+        self.elf = Path(elf)
+        self.icount = icount
+        self.port: str | None = None
+        self.process: subprocess.Popen | None = None
+        self._tmp: str | None = None
+        self._qmp: socket.socket | None = None
+        self._qmp_buf = b""
+        self._output: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def command(self) -> list[str]:
+        cmd = ["qemu-system-arm", "-M", MACHINE, "-nographic", "-monitor", "none", "-serial", "pty",
+               "-kernel", str(self.elf)]
+        if self.icount:
+            # One instruction = 1 ns of virtual time: SysTick then counts instructions.
+            cmd += ["-icount", "shift=0"]
+        if self._tmp:
+            cmd += ["-qmp", f"unix:{self._qmp_path},server=on,wait=off"]
+        return cmd
+
+    @property
+    def _qmp_path(self) -> str:
+        return os.path.join(self._tmp, "qmp.sock")
+
+    def start(self) -> QemuBoard:
+        if shutil.which("qemu-system-arm") is None:
+            require_tools()
+        if not self.elf.is_file():
+            raise BridgeError(f"{self.elf}: no firmware image", hint="build it with `tinyml flash --device qemu`")
+        self._tmp = tempfile.mkdtemp(prefix="tinyml-qemu-")
+        try:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            self.port = self._wait_for_pty()
+            self._reader = threading.Thread(target=self._drain_output, daemon=True)
+            self._reader.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_pty(self) -> str:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        fd = self.process.stdout.fileno()
+        pending = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").strip()
+                self._output.append(line)
+                m = PTY_RE.search(line)
+                if m:
+                    return m.group(1)
+        code = self.process.poll()
+        said = "; ".join(self._output[-3:] + ([pending.decode("utf-8", "replace")] if pending else []))
+        raise BridgeError(f"qemu-system-arm -M {MACHINE} did not open a pty within {BOOT_TIMEOUT_S:g} s"
+                          + (f" (exit {code})" if code is not None else "") + (f": {said}" if said else ""),
+                          hint="run the command by hand: " + " ".join(self.command))
+
+    def _drain_output(self) -> None:
+        """Keep reading QEMU's output (it would block on a full pipe); the tail is kept."""
+        for raw in iter(self.process.stdout.readline, b""):
+            self._output = (self._output + [raw.decode("utf-8", "replace").rstrip()])[-20:]
+
+    # -- QMP (QEMU's machine protocol, on a unix socket) ---------------------------------
+
+    def _qmp_command(self, command: str, timeout: float = 5.0) -> dict:
+        if self._qmp is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    sock.connect(self._qmp_path)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if time.monotonic() > deadline:
+                        raise BridgeError(f"QEMU's QMP socket {self._qmp_path} did not open") from None
+                    time.sleep(0.05)
+            self._qmp = sock
+            self._qmp_read(lambda msg: "QMP" in msg)
+            self._qmp_send("qmp_capabilities")
+        self._qmp_send(command)
+        return self._qmp_read(lambda msg: "return" in msg or "error" in msg)
+
+    def _qmp_send(self, command: str) -> None:
+        self._qmp.sendall(json.dumps({"execute": command}).encode() + b"\r\n")
+        if command == "qmp_capabilities":
+            self._qmp_read(lambda msg: "return" in msg or "error" in msg)
+
+    def _qmp_read(self, wanted) -> dict:
+        while True:
+            while b"\n" not in self._qmp_buf:
+                data = self._qmp.recv(65536)
+                if not data:
+                    raise BridgeError("QEMU closed its QMP socket")
+                self._qmp_buf += data
+            line, self._qmp_buf = self._qmp_buf.split(b"\n", 1)
+            if not line.strip():
+                continue
+            msg = json.loads(line)
+            if wanted(msg):
+                if "error" in msg:
+                    raise BridgeError(f"QEMU refused a QMP command: {msg['error'].get('desc', msg['error'])}")
+                return msg
+
+    def reset(self) -> None:
+        """Press the board's reset button (QMP ``system_reset``): the firmware reboots."""
+        self._qmp_command("system_reset")
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop QEMU (politely over QMP, then SIGTERM, then SIGKILL) and clean up. Idempotent."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            try:
+                if self._tmp and os.path.exists(self._qmp_path):
+                    self._qmp_command("quit", timeout=1.0)
+            except (OSError, ValueError, BridgeError):
+                pass
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+        if proc is not None and proc.stdout is not None and self._reader is None:
+            proc.stdout.close()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> QemuBoard:
+        return self if self.process is not None else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
