@@ -16,6 +16,7 @@ STAGES = {
     "audit": "split the data and audit it for leakage and defects (writes splits.json, audit.json)",
     "train": "audit, baselines, sanity checks, random search, float model (writes float.keras)",
     "quantize": "full-int8 TFLite, checked against float and TFLM, budgeted, exported as C",
+    "compile": "the int8 model as plain C, byte-identical to TFLM (writes firmware/compiled/)",
     "flash": "put the int8 model on a device (virtual by default) and evaluate it there",
     "eval": "stream the test split to a device over serial and score what comes back",
     "report": "one page a person can read (report.html, report.md)",
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--board", help="board profile to budget against (default from [quantize] board)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight quantization (default per-channel)")
+
+    p = sub.add_parser("compile", help=STAGES["compile"], description=STAGES["compile"])
+    p.add_argument("--run", metavar="DIR", default="models", help="run directory holding int8.tflite (default: models)")
+    p.add_argument("--model", metavar="FILE", help="a .tflite to compile instead of RUN/int8.tflite")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/firmware/compiled)")
 
     p = sub.add_parser("flash", help=STAGES["flash"], description=STAGES["flash"])
     _add_common(p)
@@ -156,6 +162,31 @@ def cmd_quantize(args) -> int:
     with _report_after(run):
         quantize(cfg, run)
         save_config(cfg, run)  # the board and weight options this run was quantized with
+    # After the gates: the model as C. A model the compiler cannot take is reported, and
+    # the TFLM path (already exported) goes on working.
+    from firmware_bridge.compiler import CompileError
+
+    try:
+        compile_run(run)
+    except CompileError as exc:
+        print(f"compile: skipped, {exc.message}", file=sys.stderr)
+    return 0
+
+
+def compile_run(run: Path, model: Path | None = None, out: Path | None = None) -> None:
+    """`tinyml compile`: RUN/int8.tflite -> RUN/firmware/compiled/, figures printed."""
+    from firmware_bridge.compiler import COMPILED_DIR, compile_model
+
+    model = model if model is not None else _require(run, "int8.tflite", "quantize")
+    out = out if out is not None else run / COMPILED_DIR
+    c = compile_model(model, out)
+    print(f"compile: {out} ({len(c.files)} files): RAM {c.ram_bytes} bytes in one static buffer "
+          f"(lower bound {c.lower_bound_bytes}), input {c.input_bytes} B, output {c.output_bytes} B")
+
+
+def cmd_compile(args) -> int:
+    compile_run(Path(args.run), Path(args.model) if args.model else None,
+                Path(args.out) if args.out else None)
     return 0
 
 

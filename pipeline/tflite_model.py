@@ -210,10 +210,15 @@ def _macs(op: Op, tensors: list[Tensor]) -> int:
     return out_elems * tensors[op.inputs[0]].shape[-1]
 
 
+def read_flatbuffer(data: bytes):
+    """The whole flatbuffer as TFLM's generated object API (``ModelT``): options, buffers."""
+    schema = _schema()
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+
+
 def inspect_model(data: bytes, layer_names: Iterable[str] = ()) -> ModelInfo:
     """Ops, tensors, layer of origin and MACs of a .tflite flatbuffer (first subgraph)."""
-    schema = _schema()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+    model = read_flatbuffer(data)
     builtins = _builtin_names()
     graph = model.subgraphs[0]
     layer_names = list(layer_names)
