@@ -67,13 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flash", help=STAGES["flash"], description=STAGES["flash"])
     _add_common(p)
-    p.add_argument("--device", default=None, metavar="emu|auto|PORT", help="emu (virtual device, default), auto (detect a board), or a port path/URL")
+    p.add_argument("--device", default=None, metavar="emu|qemu|auto|PORT",
+                   help="emu (virtual device, default), qemu (the firmware on an emulated Cortex-M4), auto (detect a board), or a port path/URL")
     p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
     p.add_argument("--no-eval", action="store_true", help="flash only, skip the on-device evaluation")
 
     p = sub.add_parser("eval", help=STAGES["eval"], description=STAGES["eval"])
     _add_common(p)
-    p.add_argument("--device", default=None, metavar="emu|auto|PORT", help="emu (boot the flashed virtual device), auto, or a port path/URL")
+    p.add_argument("--device", default=None, metavar="emu|qemu|auto|PORT",
+                   help="emu (boot the flashed virtual device), qemu (boot RUN/device/qemu/fw.elf), auto, or a port path/URL")
     p.add_argument("--restart", action="store_true", help="discard device_eval.jsonl and start over (default: resume)")
 
     p = sub.add_parser("report", help=STAGES["report"], description=STAGES["report"])
@@ -323,6 +325,11 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
         if target == "emu":
             print(f"would write the virtual device's flash image to {run / FLASH_DIR} from firmware/model_data.cc "
                   "and firmware/model_settings.h, boot it and check the SHA-256 it reports")
+        elif target == "qemu":
+            from firmware_bridge import qemu
+
+            print(f"would build {run / qemu.BUILD_DIR / qemu.ELF_NAME} (if its inputs changed) and boot it in "
+                  f"qemu-system-arm -M {qemu.MACHINE}, and check the SHA-256 it reports")
         else:
             from firmware_bridge import arduino
             from pipeline.boards import get_board
@@ -342,6 +349,8 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
     if target == "emu":
         flash_dir = write_flash_image(cfg, run, prepared)
         print(f"flash: virtual device image in {flash_dir} (model parsed back from firmware/model_data.cc)")
+    elif target == "qemu":
+        _build_qemu_image(run, announce=True)
     else:
         flash_real_board(sketch, cfg.quantize.board, target, dry_run=False)
     if not evaluate:
@@ -359,11 +368,23 @@ def _check_flashed(cfg, run: Path) -> int:
     return 0
 
 
+def _build_qemu_image(run: Path, announce: bool = False):
+    """RUN/device/qemu/fw.elf for QEMU's mps2-an386, rebuilt only when its inputs changed."""
+    from firmware_bridge import qemu
+
+    image = qemu.build_firmware(run)
+    if announce or image.rebuilt:
+        print(f"flash: {image.elf} ({'built' if image.rebuilt else 'up to date'}): flash {image.flash_bytes:,} B "
+              f"(text + data), static RAM {image.static_ram_bytes:,} B (data + bss), for qemu-system-arm -M {qemu.MACHINE}")
+    return image
+
+
 class _connected:
-    """A connected client: to the virtual device booted from the flash image, or a port."""
+    """A connected client: to the virtual device booted from the flash image, to the
+    firmware booted in QEMU, or a port."""
 
     def __init__(self, cfg, run: Path):
-        self.cfg, self.run, self.virtual = cfg, run, None
+        self.cfg, self.run, self.virtual, self.board, self.image = cfg, run, None, None, None
 
     def __enter__(self):
         from firmware_bridge.client import Device
@@ -374,14 +395,31 @@ class _connected:
             _require(self.run, str(FLASH_DIR / "model.tflite"), "flash")
             self.virtual = _boot_virtual_device(self.cfg, self.run)
             port = self.virtual.port
+        elif target == "qemu":
+            from firmware_bridge.qemu import QemuBoard
+
+            self.image = _build_qemu_image(self.run)
+            self.board = QemuBoard(self.image.elf).start()
+            port = self.board.port
         else:
             port = detect_port() if target == "auto" else target
+        self.port = port
         try:
             self.client = Device(port, baud=self.cfg.device.baud, timeout=self.cfg.device.timeout_s)
         except BaseException:
             self.__exit__(None, None, None)
             raise
-        return self.client, {"port": port, "virtual": self.virtual is not None}
+        return self.client, {"port": port, "virtual": self.virtual is not None,
+                             **({"emulator": f"qemu-system-arm -M {self.board.command[2]} -icount shift=0"}
+                                if self.board else {})}
+
+    def reconnect(self):
+        """A fresh client on the same port (after the device reset or stopped answering)."""
+        from firmware_bridge.client import Device
+
+        self.client.close()
+        self.client = Device(self.port, baud=self.cfg.device.baud, timeout=self.cfg.device.timeout_s)
+        return self.client
 
     def __exit__(self, *exc):
         client = getattr(self, "client", None)
@@ -389,6 +427,8 @@ class _connected:
             client.close()
         if self.virtual is not None:
             self.virtual.stop()
+        if self.board is not None:
+            self.board.stop()
         return False
 
 
@@ -408,7 +448,7 @@ def host_int8_probabilities(run: Path, X):
 
 def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> int:
     """Stream the test split to the device, resumably; score it; compare with host int8."""
-    from firmware_bridge.evaluate import stream_windows
+    from firmware_bridge.evaluate import stream_windows, stream_windows_resuming
     from pipeline import device_eval
     from pipeline.artifacts import sha256_file
     from pipeline.ledger import record_test_look
@@ -428,15 +468,26 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
         print(f"eval: {results.name} holds results of another model ({other}); starting over")
     if (restart or stale) and results.exists():
         results.unlink()
-    with _connected(cfg, run) as (client, info):
+    connection = _connected(cfg, run)
+    with connection as (client, info):
         model = _verify_model(client, model_sha)
-        print(f"eval: streaming {len(test)} test windows to {info['port']} "
-              f"({'virtual device' if info['virtual'] else 'device'}), resuming from {results.name}")
-        stats = stream_windows(
-            client, test.X, test.window_ids, [labels[i] for i in test.y], results,
-            progress=lambda it, total: progress(it, "device", total=total, unit="window"),
-            model_sha256=model_sha,
-        )
+        emulated = connection.board is not None
+        kind = "virtual device" if info["virtual"] else "firmware on QEMU's emulated Cortex-M4" if emulated else "device"
+        print(f"eval: streaming {len(test)} test windows to {info['port']} ({kind}), resuming from {results.name}")
+        stream_args = (test.X, test.window_ids, [labels[i] for i in test.y], results)
+        show = lambda it, total: progress(it, "device", total=total, unit="window")  # noqa: E731
+        if emulated:
+            # A reset or a fault of the firmware: reconnect and resume, each window once.
+            def reconnect():
+                fresh = connection.reconnect()
+                _verify_model(fresh, model_sha)
+                return fresh
+
+            stats, client = stream_windows_resuming(client, reconnect, *stream_args, progress=show,
+                                                    model_sha256=model_sha)
+            measured = _qemu_measurements(run, connection.image, client, test.X[0])
+        else:
+            stats = stream_windows(client, *stream_args, progress=show, model_sha256=model_sha)
         device_type = client.config.device_type
     records, torn = device_eval.read_results(results)
     host = host_int8_probabilities(run, test.X)
@@ -447,16 +498,60 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
                      "device_type": device_type,
                      "timing_note": "the virtual device reports the board profile's estimate "
                                     "(MACs x cycles/MAC / clock), not a measurement" if info["virtual"]
+                                    else QEMU_TIMING_NOTE if emulated
                                     else "as measured and reported by the device"},
-        throughput={**stats.as_dict(), "torn_lines_dropped": torn_before + torn}, require_exact=info["virtual"],
+        throughput={**stats.as_dict(), "torn_lines_dropped": torn_before + torn},
+        require_exact=info["virtual"] or emulated,
+        output_quantization=_output_quantization(client) if emulated else None,
     )
+    if emulated:
+        report["measured_on_emulated_cortex_m4"] = measured
     entry = record_test_look(run, "flash", "on-device evaluation", model_sha,
                              report["metrics"], manifest.get("test_sha256"))
     report["ledger"] = {"look": entry["look"], "warning": entry.get("warning")}
     device_eval.write_device_report(run, report)
     print(device_eval.comparison_table(run, report))
+    if emulated:
+        print(_qemu_summary(measured))
     device_eval.check_agreement(report)
     return 0
+
+
+QEMU_TIMING_NOTE = ("virtual time of QEMU's -icount shift=0 (1 ms = 1,000,000 instructions): an instruction "
+                    "count, not a latency; see measured_on_emulated_cortex_m4")
+
+
+def _output_quantization(client) -> tuple[float, int]:
+    fields = client.model_info().fields
+    return float(fields["output scale"]), int(fields["output zero point"])
+
+
+def _qemu_measurements(run: Path, image, client, window) -> dict:
+    """Flash and RAM of the ELF, the stack's high-water mark and instructions per inference
+    read back from the firmware, with the MAC-based estimate beside them."""
+    from firmware_bridge import qemu
+    from pipeline.artifacts import read_json
+
+    profile = qemu.read_profile(client)
+    if profile["inferences"] == 0:  # every window was resumed: this boot has run none yet
+        client.classify(window)
+        profile = qemu.read_profile(client)
+    macs = read_json(run / "quantize_report.json", "the quantize report").get("macs", {}).get("total")
+    return qemu.measured_figures(image, profile, macs)
+
+
+def _qemu_summary(m: dict) -> str:
+    from pipeline.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE
+
+    est = m.get("mac_estimate", {})
+    line = (f"measured on an emulated Cortex-M4 ({m['machine']}): flash {m['flash_bytes_text_plus_data']:,} B, "
+            f"static RAM {m['static_ram_bytes_data_plus_bss']:,} B, stack high-water {m['stack_high_water_bytes']:,} B "
+            f"of {m['stack_size_bytes']:,}, {m['instructions_per_inference']:,} instructions per inference")
+    if est:
+        line += (f"\nestimated from {est['macs']:,} MACs: {est['estimated_cycles_reference_kernels']:,} cycles with "
+                 f"reference kernels ({CYCLES_PER_MAC_REFERENCE:g} cycles/MAC), "
+                 f"{est['estimated_cycles_optimized_kernels']:,} optimized ({CYCLES_PER_MAC_OPTIMIZED:g}); measured {est['measured_instructions_per_mac']} instructions/MAC")
+    return line
 
 
 def _refresh_report(run: Path) -> None:

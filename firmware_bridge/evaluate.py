@@ -103,3 +103,33 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
             streamed += 1
             payload += features.size * 4
     return StreamStats(len(done), streamed, len(window_ids), time.perf_counter() - start, payload)
+
+
+def stream_windows_resuming(device, reconnect, X: np.ndarray, window_ids, labels, out_path: str | os.PathLike,
+                            progress=None, model_sha256: str | None = None, attempts: int = 3):
+    """``stream_windows``, reconnecting when the device stops answering part way (a reset,
+    a fault): ``reconnect()`` returns a fresh connected device, and streaming resumes from
+    ``out_path``. A window is written only once its whole result is in, so after any number
+    of resets every window is scored exactly once. Gives up after ``attempts`` reconnects
+    in a row without a finished window. Returns (stats, the device in use at the end)."""
+    import sys
+
+    out_path = Path(out_path)
+    before = len(finished_ids(out_path))
+    start = time.perf_counter()
+    failures = 0
+    while True:
+        done = len(finished_ids(out_path))
+        try:
+            stream_windows(device, X, window_ids, labels, out_path, progress=progress, model_sha256=model_sha256)
+            break
+        except BridgeError as exc:
+            failures = failures + 1 if len(finished_ids(out_path)) == done else 1
+            if failures > attempts:
+                raise
+            print(f"eval: {exc.message}; reconnecting (attempt {failures} of {attempts})", file=sys.stderr)
+            device.close()
+            device = reconnect()
+    total_now = len(finished_ids(out_path)) - before
+    payload = total_now * int(np.asarray(X[0]).size) * 4 if len(X) else 0
+    return StreamStats(before, total_now, len(window_ids), time.perf_counter() - start, payload), device

@@ -1,8 +1,8 @@
 """The firmware on an emulated Cortex-M4F: build it for QEMU's mps2-an386, boot it on a pty.
 
 ``build_firmware(run_dir)`` compiles the board binding (firmware/boards/mps2_an386/), the
-AT protocol core the Arduino sketch also runs (sketch/), the C kernels and the model
-compiled to C (RUN/firmware/compiled/) into RUN/device/qemu/fw.elf with Debian's
+AT protocol core the Arduino sketch also runs (sketch/) and the model compiled to C with
+the kernels it calls (RUN/firmware/compiled/, firmware_bridge/compiler.py) into RUN/device/qemu/fw.elf with Debian's
 arm-none-eabi-gcc, make-style: only when an input, a flag or the compiler changed.
 
 ``QemuBoard(elf)`` boots it in ``qemu-system-arm -M mps2-an386`` with ``-icount shift=0``
@@ -50,7 +50,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 BOARD_DIR = PACKAGE_DIR / "firmware" / "boards" / "mps2_an386"
 CORE_DIR = PACKAGE_DIR / "sketch"  # one source with the Arduino sketch
 CORE_SOURCES = ("at_server.cpp", "base64_chunk.cpp", "device_commands.cpp", "device_io.cpp")
-KERNELS_DIR = PACKAGE_DIR / "firmware" / "kernels"
 LINKER_SCRIPT = BOARD_DIR / "mps2_an386.ld"
 BUILD_DIR = Path("device") / "qemu"  # in the run directory
 ELF_NAME = "fw.elf"
@@ -131,6 +130,27 @@ def compiled_model_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "firmware" / "compiled"
 
 
+COMPILED_SHA_RE = re.compile(r"sha256 ([0-9a-f]{64})")
+
+
+def ensure_compiled_model(run_dir: str | os.PathLike) -> Path:
+    """RUN/firmware/compiled/ for RUN/int8.tflite: compiled again when missing or when it was
+    compiled from another model (its header names the SHA-256 of the model it came from)."""
+    from firmware_bridge.compiler import compile_model
+    from pipeline.artifacts import sha256_file
+
+    run_dir = Path(run_dir)
+    model = run_dir / "int8.tflite"
+    if not model.is_file():
+        raise BridgeError(f"{model}: not found", hint="run `tinyml quantize` (make quantize) first")
+    out = compiled_model_dir(run_dir)
+    header = out / "model_compiled.h"
+    m = COMPILED_SHA_RE.search(header.read_text(encoding="utf-8")) if header.is_file() else None
+    if m is None or m.group(1) != sha256_file(model):
+        compile_model(model, out)
+    return out
+
+
 def _sources(run_dir: Path, with_model: bool) -> tuple[list[Path], list[Path], list[Path]]:
     """(sources, headers and other inputs, include directories) of the image."""
     settings = run_dir / "firmware" / "model_settings.h"
@@ -142,10 +162,9 @@ def _sources(run_dir: Path, with_model: bool) -> tuple[list[Path], list[Path], l
     inputs = [settings, LINKER_SCRIPT, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h"))]
     if with_model:
         compiled = compiled_model_dir(run_dir)
-        sources += sorted(compiled.glob("*.c")) + sorted(compiled.glob("*.cc")) + sorted(compiled.glob("*.cpp"))
-        sources += sorted(KERNELS_DIR.glob("*.c"))
-        inputs += sorted(compiled.glob("*.h")) + sorted(KERNELS_DIR.glob("*.h"))
-        includes += [compiled, KERNELS_DIR]
+        sources += sorted(compiled.glob("*.c"))  # the model and the kernels it calls
+        inputs += sorted(compiled.glob("*.h"))
+        includes += [compiled]
     return sources, inputs, includes
 
 
@@ -187,10 +206,7 @@ def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs:
     require_tools()
     run_dir = Path(run_dir)
     if with_model:
-        header = compiled_model_dir(run_dir) / "model_compiled.h"
-        if not header.is_file():
-            raise BridgeError(f"{header}: not found (the model compiled to C)",
-                              hint="run `tinyml quantize` again: it compiles the model to C")
+        ensure_compiled_model(run_dir)
     sources, inputs, includes = _sources(run_dir, with_model)
     out_dir = run_dir / BUILD_DIR
     elf = out_dir / ELF_NAME
@@ -416,3 +432,90 @@ class QemuBoard:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# What only the image can measure (AT+PROFILE?, this board's own command)
+# ---------------------------------------------------------------------------------------
+
+PROFILE_COMMAND = "AT+PROFILE?"
+SYSCLK_HZ = 25_000_000  # board.h TINYML_SYSCLK_HZ: SysTick counts the processor clock
+# Under -icount shift=0 one instruction is 1 ns of virtual time, so one SysTick tick of the
+# 25 MHz clock is 40 instructions. The firmware measures this at boot (a loop of a known
+# number of instructions) and read_profile checks it, so the figure is never assumed.
+INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSCLK_HZ
+CALIBRATION_TOLERANCE = 0.001  # the SysTick interrupt's own instructions, once per ms
+_CALIBRATION_RE = re.compile(r"(\d+) instructions in (\d+) ticks")
+_INVOKE_RE = re.compile(r"(last|min|max) (\d+)")
+
+
+def read_profile(client) -> dict:
+    """AT+PROFILE? of the running firmware, parsed and checked: the stack's high-water mark
+    and SysTick ticks per invoke, turned into instructions by the verified tick rate."""
+    from firmware_bridge import protocol
+
+    reply = client.command(PROFILE_COMMAND)
+    fields = protocol.parse_fields(reply)
+    try:
+        m = _CALIBRATION_RE.search(fields["calibration"])
+        calibrated_instructions, calibrated_ticks = int(m.group(1)), int(m.group(2))
+        ticks = {k: int(v) for k, v in _INVOKE_RE.findall(fields["invoke ticks"])}
+        if sorted(ticks) != ["last", "max", "min"]:
+            raise ValueError("invoke ticks")
+        profile = {
+            "stack_size_bytes": int(fields["stack size"].split()[0]),
+            "stack_high_water_bytes": int(fields["stack used"].split()[0]),
+            "inferences": int(fields["inferences"]),
+            "rx_overruns": int(fields["rx overruns"]),
+        }
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise BridgeError(f"{client.port}: {PROFILE_COMMAND} reply lacks or garbles {exc}: {reply[:200]!r}") from None
+    measured = calibrated_instructions / calibrated_ticks if calibrated_ticks else 0.0
+    if abs(measured - INSTRUCTIONS_PER_TICK) > CALIBRATION_TOLERANCE * INSTRUCTIONS_PER_TICK:
+        raise BridgeError(
+            f"{client.port}: SysTick counted {calibrated_ticks} ticks for {calibrated_instructions} instructions "
+            f"({measured:.3f} per tick, expected {INSTRUCTIONS_PER_TICK}): instruction counts would be wrong",
+            hint="QEMU must run with -icount shift=0 (firmware_bridge.qemu.QemuBoard does)")
+    profile["instructions_per_tick"] = INSTRUCTIONS_PER_TICK
+    profile["calibration"] = {"instructions": calibrated_instructions, "ticks": calibrated_ticks,
+                              "instructions_per_tick": round(measured, 4)}
+    profile["invoke_ticks"] = ticks
+    profile["instructions_per_inference"] = {k: v * INSTRUCTIONS_PER_TICK for k, v in ticks.items()}
+    return profile
+
+
+def measured_figures(image: FirmwareImage, profile: dict, macs: int | None) -> dict:
+    """The figures of device_report.json's ``measured_on_emulated_cortex_m4``, with the
+    MAC-based estimate beside the instruction count."""
+    from pipeline.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE
+
+    per_inference = profile["instructions_per_inference"]
+    figures = {
+        "machine": f"qemu-system-arm -M {MACHINE} -icount shift=0 (Cortex-M4F)",
+        "elf": str(image.elf),
+        "flash_bytes_text_plus_data": image.flash_bytes,
+        "static_ram_bytes_data_plus_bss": image.static_ram_bytes,
+        "elf_sections_bytes": {"text": image.text_bytes, "data": image.data_bytes, "bss": image.bss_bytes},
+        "stack_high_water_bytes": profile["stack_high_water_bytes"],
+        "stack_size_bytes": profile["stack_size_bytes"],
+        "stack_note": "deepest the stack went since reset, by stack painting, read back over AT+PROFILE?",
+        "instructions_per_inference": per_inference["max"],
+        "instructions_per_inference_min_max": [per_inference["min"], per_inference["max"]],
+        "inferences_counted": profile["inferences"],
+        "instructions_note": (
+            f"instructions executed by tinyml_model_invoke, counted by SysTick around it under -icount shift=0 "
+            f"(1 tick = {INSTRUCTIONS_PER_TICK} instructions, checked at boot: {profile['calibration']['instructions']} "
+            f"instructions in {profile['calibration']['ticks']} ticks); resolution {INSTRUCTIONS_PER_TICK} instructions. "
+            "Instructions, not cycles: QEMU does not model the pipeline or memory wait states"),
+        "uart_rx_overruns": profile["rx_overruns"],
+    }
+    if macs:
+        figures["mac_estimate"] = {
+            "macs": int(macs),
+            "estimated_cycles_reference_kernels": round(macs * CYCLES_PER_MAC_REFERENCE),
+            "estimated_cycles_optimized_kernels": round(macs * CYCLES_PER_MAC_OPTIMIZED),
+            "measured_instructions_per_mac": round(per_inference["max"] / macs, 2),
+            "label": "estimated (MACs x cycles/MAC), not measured",
+            "source": CYCLES_SOURCE,
+        }
+    return figures

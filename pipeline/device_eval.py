@@ -67,6 +67,7 @@ def build_device_report(
     device_info: dict,
     throughput: dict,
     require_exact: bool,
+    output_quantization: tuple[float, int] | None = None,
 ) -> dict:
     """Metrics of the device's predictions, and their agreement with the host int8 model.
 
@@ -97,6 +98,14 @@ def build_device_report(
         for i, (wid, t, d, h) in enumerate(zip(window_ids.tolist(), y_true, dev_pred, host_pred, strict=True)) if d != h
     ]
     top1 = float(agree.mean()) if len(agree) else 1.0
+    # Byte-identical outputs: each printed probability back to the int8 it was dequantized
+    # from ((q - zero point) x scale, printed with 6 decimals: exact for scales above 1e-6).
+    identical = None
+    if output_quantization is not None:
+        scale, zero_point = output_quantization
+        dev_q = np.rint(dev_probs / scale) + zero_point
+        host_q = np.rint(np.asarray(host_int8_probs, dtype=np.float64) / scale) + zero_point
+        identical = float(np.all(dev_q == host_q, axis=1).mean()) if len(window_ids) else 1.0
     timings = {key: timing_stats([by_id[w].get("timing", {}).get(key) for w in window_ids.tolist()])
                for key in ("dsp_ms", "classification_ms", "anomaly_ms")}
     report = {
@@ -105,9 +114,10 @@ def build_device_report(
         "metrics": evaluate(y_true, dev_pred, label_names, clusters=clusters),
         "agreement_with_host_int8": {
             "top1": top1,
-            "passed": not require_exact or top1 >= 1.0,
+            "passed": not require_exact or (top1 >= 1.0 and identical in (None, 1.0)),
             "differing": len(differ),
             "max_abs_probability_difference": max_abs,
+            **({"int8_outputs_identical": identical} if identical is not None else {}),
             "samples_that_differ": differ[:50],
             "required": 1.0 if require_exact else None,
         },
@@ -122,9 +132,12 @@ def check_agreement(report: dict) -> None:
     agreement = report["agreement_with_host_int8"]
     if not agreement["passed"]:
         worst = agreement["samples_that_differ"][:3]
+        identical = agreement.get("int8_outputs_identical")
         raise GateFailed(
             f"device and host int8 (TFLM) disagree on {agreement['differing']} of {report['windows']} test windows "
-            f"(agreement {agreement['top1']:.4f}, required {agreement['required']:.0%}); e.g. {[w['window_id'] for w in worst]}",
+            f"(agreement {agreement['top1']:.4f}, required {agreement['required']:.0%}"
+            + (f"; int8 outputs identical on {identical:.2%}" if identical is not None else "")
+            + f"); e.g. {[w['window_id'] for w in worst]}",
             hint="the virtual device runs the same TFLM kernels: check the input quantization and the serial transfer",
         )
 

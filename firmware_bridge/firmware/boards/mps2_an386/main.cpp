@@ -138,39 +138,39 @@ void print_u64(tinyml::DeviceIo& io, uint64_t n) {
   while (len > 0) io.write(&digits[--len], 1);
 }
 
-// Instructions for `ticks` SysTick ticks, by the calibration.
-uint64_t instructions_for(uint64_t ticks) {
-  if (g_calibration.ticks == 0) return 0;
-  return (ticks * g_calibration.instructions + g_calibration.ticks / 2) / g_calibration.ticks;
+// Under -icount shift=0 an instruction is 1 ns of virtual time: one tick of the processor
+// clock is this many instructions (the calibration above checks it; so does the host).
+constexpr uint32_t kInstructionsPerTick = 1000000000u / TINYML_SYSCLK_HZ;
+
+// "last <n>, min <n>, max <n>" of the invoke's ticks, times `scale`.
+void print_invoke_row(tinyml::DeviceIo& io, const char* name, uint32_t scale) {
+  io.print(name);
+  const uint64_t values[] = {g_profile.last_ticks, g_profile.min_ticks, g_profile.max_ticks};
+  const char* const labels[] = {"last ", ", min ", ", max "};
+  for (int i = 0; i < 3; i++) {
+    io.print(labels[i]);
+    print_u64(io, values[i] * scale);
+  }
 }
 
 bool read_profile(tinyml::DeviceIo& io) {
-  io.print("Board:                  mps2-an386 (QEMU, Cortex-M4F)\n");
-  io.printf("Clock:                  %lu Hz (SysTick on the processor clock)\n",
+  io.print("Board:                mps2-an386 (QEMU, Cortex-M4F)\n");
+  io.printf("Clock:                %lu Hz (SysTick on the processor clock)\n",
             static_cast<unsigned long>(TINYML_SYSCLK_HZ));
-  io.printf("Stack size:             %lu bytes\n", static_cast<unsigned long>(stack_size_bytes()));
-  io.printf("Stack used:             %lu bytes (high-water mark since reset, stack painting)\n",
+  io.printf("Stack size:           %lu bytes\n", static_cast<unsigned long>(stack_size_bytes()));
+  io.printf("Stack used:           %lu bytes (high-water mark since reset, stack painting)\n",
             static_cast<unsigned long>(stack_used_bytes()));
-  io.print("Calibration:            ");
+  io.print("Calibration:          ");
   print_u64(io, g_calibration.instructions);
   io.print(" instructions in ");
   print_u64(io, g_calibration.ticks);
   io.print(" ticks\n");
-  io.printf("Inferences:             %lu\n", static_cast<unsigned long>(g_profile.count));
-  const struct {
-    const char* name;
-    uint64_t ticks;
-  } rows[] = {{"last", g_profile.last_ticks}, {"min", g_profile.min_ticks},
-              {"max", g_profile.max_ticks}};
-  for (const auto& row : rows) {
-    io.printf("Invoke ticks %-4s       ", row.name);
-    print_u64(io, row.ticks);
-    io.print("\n");
-    io.printf("Invoke instructions %-4s", row.name);
-    print_u64(io, instructions_for(row.ticks));
-    io.print("\n");
-  }
-  io.printf("RX overruns:            %lu\n", static_cast<unsigned long>(uart_rx_overruns()));
+  io.printf("Inferences:           %lu\n", static_cast<unsigned long>(g_profile.count));
+  print_invoke_row(io, "Invoke ticks:         ", 1u);
+  io.print("\n");
+  print_invoke_row(io, "Invoke instructions:  ", kInstructionsPerTick);
+  io.printf(" (%lu per tick under -icount shift=0)\n", static_cast<unsigned long>(kInstructionsPerTick));
+  io.printf("RX overruns:          %lu\n", static_cast<unsigned long>(uart_rx_overruns()));
   return true;
 }
 
