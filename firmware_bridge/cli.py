@@ -8,7 +8,9 @@ print and exit with ``exit_code``. ``python -m firmware_bridge.cli`` runs them s
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 from pathlib import Path
 
 from firmware_bridge import protocol
@@ -17,6 +19,9 @@ from pipeline.boards import DEFAULT_BOARD
 
 
 def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("emu", "qemu"), default="emu",
+                        help="emu: the virtual device (TFLM in Python, default); qemu: the firmware itself on "
+                             "QEMU's emulated Cortex-M4 (mps2-an386), built from the run directory")
     parser.add_argument("--run", metavar="DIR", default="models",
                         help="run directory: boot its flash image DIR/device/flash (default: models)")
     parser.add_argument("--model", metavar="FILE", help="boot this .tflite instead of the flash image")
@@ -51,6 +56,8 @@ def _device_from_args(args):
 
 def run_emulate(args: argparse.Namespace) -> int:
     """Boot a virtual device and serve it until Ctrl-C; the first line printed is its port."""
+    if getattr(args, "device", "emu") == "qemu":
+        return run_emulate_qemu(args)
     device = _device_from_args(args).start()
     fw = device.firmware
     print(device.port, flush=True)
@@ -68,6 +75,31 @@ def run_emulate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def run_emulate_qemu(args: argparse.Namespace) -> int:
+    """Build (if stale) and boot the firmware in QEMU; print its pty first; run until Ctrl-C
+    or until QEMU exits. QEMU is stopped on the way out, whatever the way."""
+    from firmware_bridge import qemu
+
+    if args.model or args.sensor or args.socket is not None:
+        raise BridgeError("--model, --sensor and --socket are options of the virtual device, not of --device qemu",
+                          hint="the QEMU firmware runs the run directory's model: tinyml emulate --device qemu --run DIR")
+    image = qemu.build_firmware(args.run)
+    # SIGTERM (a service manager, `timeout`) stops QEMU as Ctrl-C does, through the with.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with qemu.QemuBoard(image.elf) as board:
+        print(board.port, flush=True)
+        print(f"QEMU {qemu.MACHINE} (Cortex-M4F, -icount shift=0) running {image.elf}: flash {image.flash_bytes:,} B, "
+              f"static RAM {image.static_ram_bytes:,} B; UART0 on {board.port}")
+        print("serving the Edge Impulse AT protocol (AT+HELP; AT+PROFILE? for stack and instructions); Ctrl-C to stop",
+              flush=True)
+        try:
+            while board.running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return 0
+    raise BridgeError(f"qemu-system-arm exited by itself: {'; '.join(board.output_tail()) or 'no message'}")
 
 
 def add_monitor_arguments(parser: argparse.ArgumentParser) -> None:

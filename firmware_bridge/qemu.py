@@ -423,6 +423,10 @@ class QemuBoard:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
+    def output_tail(self) -> list[str]:
+        """The last lines QEMU printed (its reasons when it stops by itself)."""
+        return [line for line in self._output if line][-5:]
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -969,7 +969,33 @@ def section_device(run: Run) -> list:
         out.append(para("Throughput over serial: " + ", ".join(f"{k.replace('_', ' ')} {text(v)}" for k, v in thr.items()) + "."))
     out.append(para(f"device_eval.jsonl: {len(run.device_lines)} result lines"
                     + (f", {run.device_torn} torn line(s) dropped." if run.device_torn else ".")))
+    out += _measured_on_emulated_m4(gd(d, "measured_on_emulated_cortex_m4"))
     return out
+
+
+def _measured_on_emulated_m4(m: dict) -> list:
+    """The firmware's own figures (tinyml flash --device qemu), beside the MAC-based estimate."""
+    if not m:
+        return []
+    est = gd(m, "mac_estimate")
+    rows = [
+        ["flash (text + data of the ELF)", nbytes(g(m, "flash_bytes_text_plus_data")), Mark("measured", "good")],
+        ["static RAM (data + bss of the ELF)", nbytes(g(m, "static_ram_bytes_data_plus_bss")), Mark("measured", "good")],
+        ["stack high-water mark", f"{nbytes(g(m, 'stack_high_water_bytes'))} of {nbytes(g(m, 'stack_size_bytes'))}",
+         Mark("measured", "good")],
+        ["instructions per inference", num(g(m, "instructions_per_inference")), Mark("measured", "good")],
+    ]
+    if est:
+        rows += [
+            ["cycles per inference, reference kernels", num(g(est, "estimated_cycles_reference_kernels")),
+             Mark("estimated", "warn")],
+            ["cycles per inference, optimized kernels", num(g(est, "estimated_cycles_optimized_kernels")),
+             Mark("estimated", "warn")],
+        ]
+    return [H("Measured on an emulated Cortex-M4"),
+            Table(["", "value", ""], rows, f"the firmware itself on {text(g(m, 'machine'))}"),
+            para(text(g(m, "instructions_note", default="")) + ". "
+                 + (f"Estimates: {num(g(est, 'macs'))} MACs × cycles per MAC ({text(g(est, 'source'))})." if est else ""))]
 
 
 # --------------------------------------------------------------------------- 7. model info sheet
