@@ -79,7 +79,9 @@ def missing_packages() -> list[str]:
     """The Debian packages of ``PACKAGES`` whose tools are not here (empty: all present)."""
     missing = {pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
     gcc = shutil.which("arm-none-eabi-gcc")
-    if gcc is not None:
+    if gcc is None:
+        missing.add("libnewlib-arm-none-eabi")  # cannot be checked without the compiler
+    else:
         probe = subprocess.run([gcc, *CPU_FLAGS, "--specs=nano.specs", f"-print-file-name={NEWLIB_MARKER}"],
                                capture_output=True, text=True)
         if probe.returncode != 0 or not os.path.isabs(probe.stdout.strip()):

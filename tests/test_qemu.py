@@ -74,9 +74,12 @@ def qemu_run(fast_run, tmp_path_factory):
     """A copy of the shared fast run, with its firmware image built."""
     if MISSING:
         pytest.skip(f"needs the Debian packages {', '.join(MISSING)}")
+    import shutil
+
     from conftest import copy_run
 
     run = copy_run(fast_run, tmp_path_factory.mktemp("qemu") / "run")
+    shutil.rmtree(run / qemu.BUILD_DIR, ignore_errors=True)  # built here, from scratch
     image = qemu.build_firmware(run)
     return run, image
 
@@ -145,11 +148,12 @@ def test_help_config_and_model_info_come_from_the_one_core(device, qemu_run):
     run, _ = qemu_run
     help_text = device.command("AT+HELP")
     header = ("AT Server\nCommand set version: 1.8.0\nArguments in square brackets are optional, eg.:\n"
-              "AT+CMD=arg1,[arg2]\n\nAT+HELP\n\tLists all commands\n\n")
+              "AT+CMD=arg1,[arg2]\n\n")
     assert help_text.startswith(header)
     expected = "".join("".join(f + "\n" for f in c["forms"]) + f"\t{c['help']}\n\n"
                        for c in command_table((TEMPLATE_DIR / "device_commands.cpp").read_text()))
     body = help_text[len(header):]
+    assert expected.startswith("AT+HELP\n\tLists all commands\n\n")
     assert body.startswith(expected)  # the core's table, byte for byte, then the board's own
     assert body[len(expected):].startswith("AT+PROFILE?\n\t")
 
@@ -190,8 +194,9 @@ def test_profile_reports_stack_and_verified_instruction_counts(device):
     assert 0 < profile["stack_high_water_bytes"] < profile["stack_size_bytes"]
     low, high = profile["instructions_per_inference"]["min"], profile["instructions_per_inference"]["max"]
     assert 0 < low <= high
-    # -icount makes the count repeatable: the same input, the same instructions.
-    assert profile["invoke_ticks"]["last"] == ticks_of_same_input(device, x)
+    # -icount makes the count repeatable: the same input, the same instructions, up to where
+    # the invoke starts within a 40-instruction tick and a SysTick interrupt (one per ms).
+    assert abs(profile["invoke_ticks"]["last"] - ticks_of_same_input(device, x)) <= 2
 
 
 def ticks_of_same_input(device, x) -> int:
@@ -222,7 +227,9 @@ def test_garbage_bytes_do_not_disturb_it(device):
 
 @needs_qemu
 def test_a_one_megabyte_line_without_newline(device):
-    device.write(b"A" * (1 << 20))
+    piece = b"A" * (1 << 14)  # written in pieces: the pty holds a few KB, QEMU takes a byte at a time
+    for _ in range((1 << 20) // len(piece)):
+        device.write(piece)
     device.write(b"\r")
     out = device.wait_prompt(timeout=120.0)  # a guard against a hang, not a timing check
     # The line is cut at the server's 256 characters (kAtMaxLineLength): echoed, then refused.
@@ -331,7 +338,7 @@ def test_a_reset_mid_transfer_resumes_with_every_window_scored_once(qemu_run, tm
         assert first.resets == 1 and len(connections) == 1
         lines = [json.loads(line) for line in out.read_text().splitlines()]
         assert [line["window_id"] for line in lines] == ids  # each once, in order
-        assert stats.windows_streamed == len(X)
+        assert stats.done_now == len(X)
         # The results after the reset are the model's: the same as a clean run of them.
         clean = Device(board.port, timeout=2.0)
         again = [clean.classify(x).probabilities for x in X]
