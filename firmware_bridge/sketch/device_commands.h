@@ -17,8 +17,12 @@
 namespace tinyml {
 
 // Characters per AT+RUNIMPULSESTATIC chunk: Edge Impulse's value on the Nano 33 BLE Sense.
-// A multiple of 16, so every chunk decodes on its own into whole float32 values.
-constexpr int kStaticChunkSize = 32;
+// A multiple of 16, so every chunk decodes on its own into whole float32 values. A board
+// may set its own (-DTINYML_STATIC_CHUNK_SIZE=128, Edge Impulse's value on the ESP32).
+#ifndef TINYML_STATIC_CHUNK_SIZE
+#define TINYML_STATIC_CHUNK_SIZE 32
+#endif
+constexpr int kStaticChunkSize = TINYML_STATIC_CHUNK_SIZE;
 static_assert(kStaticChunkSize % 16 == 0, "a chunk must hold whole float32 values");
 // Each chunk must arrive within this long of the device starting to wait for it.
 constexpr uint32_t kStaticChunkTimeoutUs = 100000;
