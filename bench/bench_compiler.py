@@ -17,7 +17,6 @@ Compiles RUN/int8.tflite (`tinyml compile`) and measures, on the same model:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import shutil
