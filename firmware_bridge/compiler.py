@@ -47,7 +47,7 @@ KERNEL_FILES = {
     "FULLY_CONNECTED": "tm_fully_connected.c",
     "MAX_POOL_2D": "tm_pooling.c", "AVERAGE_POOL_2D": "tm_pooling.c",
     "ADD": "tm_elementwise.c", "SUB": "tm_elementwise.c", "MUL": "tm_elementwise.c",
-    "MEAN": "tm_mean.c", "SOFTMAX": "tm_softmax.c", "QUANTIZE": "tm_requantize.c",
+    "MEAN": "tm_mean.c", "SOFTMAX": "tm_softmax.c",
 }
 SUPPORTED_OPS = tuple(KERNEL_FILES) + ALIAS_OPS
 
@@ -271,7 +271,7 @@ def _in_place_candidates(op: COp, tensors: list[CTensor]) -> list[int]:
     if op.name in ("ADD", "SUB", "MUL"):
         return [k for k in (0, 1) if _shape4(tensors[op.inputs[k]].shape) == _shape4(out.shape)
                 and tensors[op.inputs[k]].data is None]
-    if op.name in ("SOFTMAX", "QUANTIZE"):
+    if op.name == "SOFTMAX":
         return [0]
     # Unpadded pooling writes output pixel q after its last read of input pixel q, and
     # later outputs read only pixels after q (see tm_pooling.c).
@@ -713,16 +713,6 @@ class _Emitter:
         n = f"op{op.index}"
         self.out.decls.append(_struct("tm_softmax_params", f"{n}_params", fields))
         self._call(op, f"tm_softmax_s8(&{n}_params, {self.ptr(x.index)}, {self.ptr(y.index, True)});")
-
-    def _op_quantize(self, op: COp) -> None:
-        x, y = self.t[op.inputs[0]], self.t[op.outputs[0]]
-        # tflite-micro kernels/quantize_common.cc PrepareQuantizeReference.
-        mult, shift = quantize_multiplier(float(x.scale) / float(y.scale))
-        fields = {"size": y.size, "input_zero_point": x.zero_point,
-                  "output_zero_point": y.zero_point, "multiplier": mult, "shift": shift}
-        n = f"op{op.index}"
-        self.out.decls.append(_struct("tm_requantize_params", f"{n}_params", fields))
-        self._call(op, f"tm_requantize_s8(&{n}_params, {self.ptr(x.index)}, {self.ptr(y.index, True)});")
 
 
 # --------------------------------------------------------------------------- the whole

@@ -332,6 +332,41 @@ def test_random_architectures_from_the_search_space(arch, tmp_path_factory):
     assert_identical(ref, comp, x_q, f"input {shape}, {n_classes} classes, {params}")
 
 
+def _other_ops_models():
+    """Layers the builder does not use today, each compiled op in another configuration:
+    strided and 1x1 convs, depth multiplier 2, average pooling padded and not, ADD, SUB and
+    MUL of two activations, RELU6 fused into a conv and a dense layer."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((20, 3))
+    a = L.Conv1D(6, 3, strides=2, padding="same", activation="relu6")(inp)
+    b = L.AveragePooling1D(3, strides=1, padding="same")(a)
+    c = L.Conv1D(6, 3, padding="same")(L.Add()([a, b]))
+    d = L.Dense(8, activation="relu6")(L.GlobalAveragePooling1D()(L.Multiply()([c, a])))
+    yield keras.Model(inp, L.Dense(3, activation="softmax")(d)), (20, 3)
+    inp = keras.Input((9, 10, 2))
+    a = L.Conv2D(4, 3, strides=2, padding="valid", activation="relu")(inp)
+    b = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(a)
+    c = L.AveragePooling2D(2, padding="valid")(b)
+    g = L.GlobalAveragePooling2D()(L.Subtract()([c, L.Conv2D(8, 1)(c)]))
+    yield keras.Model(inp, L.Dense(4, activation="softmax")(g)), (9, 10, 2)
+
+
+def test_the_other_compiled_ops(tmp_path):
+    seen = set()
+    for i, (model, shape) in enumerate(_other_ops_models()):
+        X = np.random.default_rng(i).normal(0, 2, size=(64, *shape)).astype(np.float32)
+        data = convert(model, X)
+        work = tmp_path / f"m{i}"
+        work.mkdir()
+        ref, comp = Reference(data), Compiled(data, work)
+        seen |= {op.name for op in ref.ops}
+        assert_identical(ref, comp, saturating_inputs(shape, 48, seed=i), f"model {i} {shape}")
+    assert seen >= {"ADD", "SUB", "MUL", "AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
 # --------------------------------------------------------------------------- errors, plan
 
 
