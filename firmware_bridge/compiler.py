@@ -341,6 +341,9 @@ def _plan(tensors: list[CTensor], ops: list[COp], inputs: list[int], outputs: li
             root = find(src)
             if root in (graph_in, graph_out):
                 continue
+            # Another input viewing the same bytes in another shape would read overwritten ones.
+            if any(i != src and i >= 0 and tensors[i].data is None and find(i) == root for i in op.inputs):
+                continue
             last = max((c for m in members(root) for c in consumers.get(m, [])), default=-1)
             if last == op.index and tensors[src].nbytes >= tensors[op.outputs[0]].nbytes:
                 op.in_place = k
