@@ -337,12 +337,13 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
             fqbn = arduino.board_fqbn(get_board(cfg.quantize.board))
             port = arduino.PORT_PLACEHOLDER if target == "auto" else target
             print("would run:\n" + arduino.format_commands(
-                arduino.arduino_commands(run / "firmware" / "tinyml_device", fqbn, port)))
+                arduino.arduino_commands(run / "firmware" / "tinyml_device", fqbn, port,
+                                         engine=cfg.device.engine)))
         if evaluate:
             print("would stream the test split to the device (tinyml eval)")
         return 0
-    sketch = generate_sketch(run)
-    print(f"flash: Arduino sketch in {sketch}")
+    sketch = generate_sketch(run, engine=cfg.device.engine)
+    print(f"flash: Arduino sketch in {sketch} (engine: {cfg.device.engine})")
     from pipeline.splits import load_run_split
 
     prepared = load_run_split(cfg, run)  # once, for the sensor recordings and the test windows

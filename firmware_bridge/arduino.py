@@ -68,15 +68,28 @@ def board_fqbn(board, fqbn: str | None = None) -> str:
     return board.fqbn
 
 
+# The compiled engine's header: a sketch that holds it runs the model without TFLM.
+COMPILED_ENGINE_HEADER = "model_compiled.h"
+
+
+def sketch_libraries(sketch_dir: str | Path | None = None, engine: str | None = None) -> tuple[Library, ...]:
+    """The libraries a sketch needs: TFLM's only when it runs the model on TFLM (decided by
+    ``engine``, else by whether the folder holds the compiled model)."""
+    if engine is None:
+        engine = "compiled" if sketch_dir is not None and (Path(sketch_dir) / COMPILED_ENGINE_HEADER).is_file() \
+            else "tflm"
+    return LIBRARIES if engine == "tflm" else tuple(lib for lib in LIBRARIES if lib is not TFLM_LIBRARY)
+
+
 def arduino_commands(sketch_dir: str | Path, fqbn: str, port: str | None,
-                     cli: str = ARDUINO_CLI) -> list[list[str]]:
+                     cli: str = ARDUINO_CLI, engine: str | None = None) -> list[list[str]]:
     """Install the core and libraries, compile, upload: one argv per command."""
     sketch = str(sketch_dir)
     core = fqbn.rsplit(":", 1)[0]
     return [
         [cli, "core", "update-index"],
         [cli, "core", "install", core],
-        [cli, "lib", "install", *(lib.spec for lib in LIBRARIES)],
+        [cli, "lib", "install", *(lib.spec for lib in sketch_libraries(sketch_dir, engine))],
         [cli, "compile", "--fqbn", fqbn, sketch],
         [cli, "upload", "-p", port or PORT_PLACEHOLDER, "--fqbn", fqbn, sketch],
     ]

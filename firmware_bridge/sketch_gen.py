@@ -53,14 +53,20 @@ def sketch_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "firmware" / SKETCH_NAME
 
 
-def generate_sketch(run_dir: str | os.PathLike) -> Path:
+ENGINE_HEADER = "model_engine.h"
+
+
+def generate_sketch(run_dir: str | os.PathLike, engine: str = "tflm") -> Path:
     """Write RUN/firmware/tinyml_device/ (checked against the quantize outputs); its path."""
-    write_sketch(run_dir)
+    write_sketch(run_dir, engine)
     return sketch_path(run_dir)
 
 
-def write_sketch(run_dir: str | os.PathLike) -> list[Path]:
-    """Write the sketch folder whole, replacing any earlier one; the files written."""
+def write_sketch(run_dir: str | os.PathLike, engine: str = "tflm") -> list[Path]:
+    """Write the sketch folder whole, replacing any earlier one; the files written.
+
+    ``engine`` "tflm" runs the model on the TFLM library; "compiled" copies in the model
+    compiled to C (RUN/firmware/compiled/, from `tinyml compile`) and needs no library."""
     run_dir = Path(run_dir)
     firmware = run_dir / "firmware"
     texts = {name: _read(firmware / name) for name in MODEL_FILES}
@@ -68,8 +74,9 @@ def write_sketch(run_dir: str | os.PathLike) -> list[Path]:
     files = {name: (TEMPLATE_DIR / name).read_text(encoding="utf-8") for name in TEMPLATE_SOURCES}
     for source, target in MODEL_FILES.items():
         files[target] = texts[source]
+    files.update(engine_files(firmware, engine, settings))
     commands = command_table(files["device_commands.cpp"])
-    files["README.md"] = render_readme(settings, commands)
+    files["README.md"] = render_readme(settings, commands, engine)
     target = sketch_path(run_dir)
     _replace_folder(target, files)
     return sorted(target / name for name in files)
@@ -137,6 +144,36 @@ def check_model_files(texts: dict[str, str], run_dir: str | os.PathLike | None =
     return settings
 
 
+def engine_files(firmware: Path, engine: str, settings: dict) -> dict[str, str]:
+    """``model_engine.h`` (which engine the .ino builds), and for the compiled engine the
+    sources of firmware/compiled/, checked to be the model of model_data.cc."""
+    if engine not in ("compiled", "tflm"):
+        raise BridgeError(f"[device] engine: expected \"compiled\" or \"tflm\", got {engine!r}")
+    files = {}
+    if engine == "compiled":
+        from firmware_bridge.compiler import HEADER
+
+        folder = firmware / "compiled"
+        header = folder / HEADER
+        if not header.is_file():
+            raise BridgeError(f"{header}: not found (the compiled engine needs the model compiled to C)",
+                              hint="run `tinyml compile`, or set [device] engine = \"tflm\"")
+        m = re.search(r"sha256 ([0-9a-f]{64})", header.read_text(encoding="utf-8"))
+        if not m or m.group(1) != settings["sha256"]:
+            raise BridgeError(f"{folder}: compiled from another model than firmware/model_data.cc",
+                              hint="firmware/compiled is stale: run `tinyml compile` again")
+        for path in sorted(folder.iterdir()):
+            if path.suffix in (".c", ".h"):
+                files[path.name] = path.read_text(encoding="utf-8")
+    files[ENGINE_HEADER] = (
+        "// Which engine runs the model: written by `tinyml flash` from [device] engine.\n"
+        "#ifndef TINYML_MODEL_ENGINE_H_\n#define TINYML_MODEL_ENGINE_H_\n"
+        f"#define TINYML_ENGINE_COMPILED {int(engine == 'compiled')}\n"
+        + (f'#include "{HEADER}"\n' if engine == "compiled" else "")
+        + "#endif  // TINYML_MODEL_ENGINE_H_\n")
+    return files
+
+
 # ---------------------------------------------------------------------------------------
 # The command table and the README
 # ---------------------------------------------------------------------------------------
@@ -162,14 +199,23 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_readme(settings: dict, commands: list[dict]) -> str:
+ENGINE_NOTES = {
+    "compiled": ("the model compiled to C (`model_compiled.c`, kernels `tm_*.c`): no TFLM library, one "
+                 "static buffer of `TINYML_MODEL_RAM_BYTES` instead of the arena, outputs byte-identical "
+                 "to TFLM's (tested on the host). `[device] engine = \"tflm\"` builds the TFLM sketch instead."),
+    "tflm": ("TensorFlow Lite Micro (the interpreter library below) with the arena above. "
+             "`[device] engine = \"compiled\"` builds the model as C instead, without the library."),
+}
+
+
+def render_readme(settings: dict, commands: list[dict], engine: str = "tflm") -> str:
     from firmware_bridge import arduino
     from pipeline.boards import BOARDS
 
     board = BOARDS.get(settings["board"])
     fqbn = board.fqbn if board is not None and board.fqbn else arduino.FQBN_PLACEHOLDER
     title = board.title if board is not None else settings["board"]
-    libraries = (*arduino.LIBRARIES, arduino.IMU_REV2_LIBRARY)
+    libraries = (*arduino.sketch_libraries(engine=engine), arduino.IMU_REV2_LIBRARY)
     rows = "\n".join(f"| `{lib.name}` | {lib.version} | {_cell(lib.why)} |" for lib in libraries)
     listing = []
     for c in commands:  # as AT+HELP prints them: the forms, then the help indented
@@ -194,7 +240,9 @@ def render_readme(settings: dict, commands: list[dict]) -> str:
         "core": fqbn.rsplit(":", 1)[0] if fqbn != arduino.FQBN_PLACEHOLDER else arduino.CORE,
         "fqbn": fqbn,
         "library_rows": rows,
-        "commands": arduino.format_commands(arduino.arduino_commands(".", fqbn, None), indent=""),
+        "commands": arduino.format_commands(arduino.arduino_commands(".", fqbn, None, engine=engine), indent=""),
+        "engine": engine,
+        "engine_note": ENGINE_NOTES[engine],
         "rev2_library": arduino.IMU_REV2_LIBRARY.spec,
         "command_list": "\n".join(listing),
     }

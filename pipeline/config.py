@@ -144,6 +144,12 @@ class DeviceConfig:
     chunk_size: int = 32
     throttle: bool = False
     timeout_s: float = 5.0
+    # What runs the model in the board's sketch: "compiled" (the model as C, byte-identical
+    # to TFLM by test, no library, less RAM) or "tflm" (the interpreter library).
+    engine: str = "compiled"
+
+
+ENGINES = ("compiled", "tflm")
 
 
 @dataclass
@@ -264,6 +270,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     for key in ("min_float_int8_agreement", "min_tflm_agreement"):
         if not 0.0 <= getattr(q, key) <= 1.0:
             raise PipelineError(f"{where} {key}: expected a share in [0, 1], got {getattr(q, key)}")
+    if cfg.device.engine not in ENGINES:
+        raise PipelineError(f"{source}: [device] engine: expected one of {', '.join(ENGINES)}, got {cfg.device.engine!r}")
     if cfg.device.chunk_size <= 0 or cfg.device.chunk_size % 16:
         raise PipelineError(
             f"{source}: [device] chunk_size: expected a positive multiple of 16, got {cfg.device.chunk_size}"

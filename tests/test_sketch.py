@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from firmware_bridge import arduino
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.sketch_gen import (
+    ENGINE_HEADER,
     MODEL_FILES,
     SKETCH_NAME,
     TEMPLATE_DIR,
@@ -145,7 +146,7 @@ def test_the_sketch_folder_is_complete(run_dir):
     folder = generate_sketch(run_dir)
     assert folder == run_dir / "firmware" / SKETCH_NAME == sketch_path(run_dir)
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted([*TEMPLATE_SOURCES, *MODEL_FILES.values(), "README.md"])
+    assert names == sorted([*TEMPLATE_SOURCES, *MODEL_FILES.values(), "README.md", ENGINE_HEADER])
     assert f"{folder.name}.ino" in names  # Arduino: the .ino is named after its folder
     assert not any(n.endswith(".cc") for n in names)  # older arduino-cli would skip it
 

@@ -123,18 +123,6 @@ typedef struct {
 
 void tm_softmax_s8(const tm_softmax_params *p, const int8_t *input, int8_t *output);
 
-/* ---------------------------------------------------------------- requantize */
-
-typedef struct {
-  int size;
-  int32_t input_zero_point, output_zero_point;
-  int32_t multiplier;
-  int shift;
-} tm_requantize_params;
-
-/* QUANTIZE int8 -> int8 (a rescale). */
-void tm_requantize_s8(const tm_requantize_params *p, const int8_t *input, int8_t *output);
-
 #ifdef __cplusplus
 }
 #endif
