@@ -48,8 +48,7 @@ NEWLIB_MARKER = "libc_nano.a"
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BOARD_DIR = PACKAGE_DIR / "firmware" / "boards" / "mps2_an386"
-CORE_DIR = PACKAGE_DIR / "sketch"  # one source with the Arduino sketch
-CORE_SOURCES = ("at_server.cpp", "base64_chunk.cpp", "device_commands.cpp", "device_io.cpp")
+CORE_DIR = PACKAGE_DIR / "sketch"  # one source with the Arduino sketch: its every .cpp
 LINKER_SCRIPT = BOARD_DIR / "mps2_an386.ld"
 BUILD_DIR = Path("device") / "qemu"  # in the run directory
 ELF_NAME = "fw.elf"
@@ -165,7 +164,7 @@ def _sources(run_dir: Path, with_model: bool) -> tuple[list[Path], list[Path], l
     if not settings.is_file():
         raise BridgeError(f"{settings}: not found", hint="run `tinyml quantize` (make quantize) first")
     sources = sorted(BOARD_DIR.glob("*.c")) + sorted(BOARD_DIR.glob("*.cpp"))
-    sources += [CORE_DIR / name for name in CORE_SOURCES]
+    sources += sorted(CORE_DIR.glob("*.cpp"))  # the .ino is the Arduino board's binding
     includes = [BOARD_DIR, CORE_DIR, settings.parent]
     inputs = [settings, LINKER_SCRIPT, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h"))]
     if with_model:
