@@ -411,3 +411,38 @@ def test_ctrl_c_stops_qemu(qemu_run, tmp_path):
     while set(_qemu_processes_running(image.elf)) - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not set(_qemu_processes_running(image.elf)) - before
+
+
+@needs_qemu
+def test_ctrl_c_during_the_evaluation_stops_qemu_and_keeps_the_results(qemu_run, tmp_path):
+    import signal
+    import sys
+
+    from conftest import copy_run, sigint_default
+
+    run = copy_run(qemu_run[0], tmp_path / "run")
+    for stale in ("device_eval.jsonl", "device_report.json"):
+        (run / stale).unlink(missing_ok=True)
+    image = qemu_run[1]
+    before = set(_qemu_processes_running(image.elf))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "tinyml_cli", "flash", "--device", "qemu", "--run", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_default)
+    try:
+        for line in proc.stdout:
+            if line.startswith("eval: streaming"):
+                break
+        results = run / "device_eval.jsonl"
+        deadline = time.monotonic() + 60
+        while (not results.exists() or results.stat().st_size == 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not set(_qemu_processes_running(image.elf)) - before
+    kept = [json.loads(line)["window_id"] for line in results.read_text().splitlines()]
+    assert kept and len(kept) == len(set(kept))  # what came back is kept, once
