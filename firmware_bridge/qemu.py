@@ -514,7 +514,8 @@ def measured_figures(image: FirmwareImage, profile: dict, macs: int | None) -> d
         "instructions_per_inference_min_max": [per_inference["min"], per_inference["max"]],
         "inferences_counted": profile["inferences"],
         "instructions_note": (
-            f"instructions executed by tinyml_model_invoke, counted by SysTick around it under -icount shift=0 "
+            f"instructions executed by tinyml_model_invoke (the most over this boot's inferences; min and max "
+            f"listed), counted by SysTick around it under -icount shift=0 "
             f"(1 tick = {INSTRUCTIONS_PER_TICK} instructions, checked at boot: {profile['calibration']['instructions']} "
             f"instructions in {profile['calibration']['ticks']} ticks); resolution {INSTRUCTIONS_PER_TICK} instructions. "
             "Instructions, not cycles: QEMU does not model the pipeline or memory wait states"),

@@ -272,6 +272,13 @@ def test_the_largest_size_and_a_transfer_abandoned_half_way_time_out(device):
         data, _ = device._expect(end_re(), "TIMEOUT", timeout=10.0)
         assert data.endswith(b"TIMEOUT\r\nEND OUTPUT\r\n")
         _prompt_after(device, b"")
+    # A chunk that is not base64 ends the transfer with an ERR line, not a wrong result.
+    device.send(f"AT+RUNIMPULSESTATIC=n,{n}")
+    device._expect(qemu_chunk_re(), "OK CHUNK=")
+    device.write(b"!" * CHUNK)
+    data, _ = device._expect(re.compile(rb"END OUTPUT\r\n"), "END OUTPUT")
+    assert b"ERR: chunk 1 is not base64\r\nEND OUTPUT\r\n" in data
+    _prompt_after(device, b"")
     x = np.linspace(-3, 3, n).astype(np.float32)
     assert device.classify(x).label  # and it classifies again
 
