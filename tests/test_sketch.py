@@ -400,7 +400,8 @@ def test_an_unknown_port_is_a_placeholder_in_the_printed_commands():
 # ---------------------------------------------------------------------------------------
 
 HARNESS_CPP = r"""
-// Host harness: the sketch's protocol code on stdin/stdout, with the real clock.
+// Host harness: the sketch's protocol code on stdin/stdout, with the real clock (sped up
+// TINYML_CLOCK_SCALE times when set, so device-side waits pass quickly in tests).
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,8 +433,9 @@ class StdioIo : public tinyml::DeviceIo {
   uint32_t micros() override {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint32_t>(ts.tv_sec * 1000000ull + ts.tv_nsec / 1000);
+    return static_cast<uint32_t>((ts.tv_sec * 1000000ull + ts.tv_nsec / 1000) * scale_);
   }
+  unsigned long long scale_ = 1;
   void idle() override {
     struct pollfd p = {0, POLLIN, 0};
     poll(&p, 1, 1);
@@ -456,7 +458,10 @@ class RoundTripClassifier : public tinyml::Classifier {
 // Stands in for the IMU: reading i is (0.5 i, -0.25 i, 9.80665) m/s^2.
 class RampSensor : public tinyml::MotionSensor {
  public:
-  const char* name() const override { return "Ramp accelerometer"; }
+  const char* name() const override {
+    const char* name = getenv("TINYML_SENSOR_NAME");
+    return name ? name : "Ramp accelerometer";
+  }
   int axes() const override { return 3; }
   bool read(float* values) override {
     values[0] = 0.5f * static_cast<float>(count_);
@@ -478,7 +483,10 @@ int main(int argc, char** argv) {
   static StdioIo io;
   static RoundTripClassifier classifier;
   static RampSensor sensor;
-  tinyml::DeviceInfo info = {"C0:FF:EE:00:00:01", "TINYML_HOST_HARNESS"};
+  const char* scale = getenv("TINYML_CLOCK_SCALE");
+  if (scale) io.scale_ = strtoull(scale, nullptr, 10);
+  const char* type = getenv("TINYML_DEVICE_TYPE");
+  tinyml::DeviceInfo info = {"C0:FF:EE:00:00:01", type ? type : "TINYML_HOST_HARNESS"};
   tinyml::begin_commands(&classifier, &sensor, info);
   tinyml::AtServer server(io, tinyml::kDeviceCommands, tinyml::kDeviceCommandCount);
   tinyml::print_banner(io);
@@ -497,17 +505,12 @@ def _op_recorder_h(ops: list[str]) -> str:
     return f"#include <stdio.h>\nstruct OpRecorder {{\n{methods}}};\n"
 
 
-@pytest.fixture(scope="module")
-def harness_exe(tmp_path_factory):
-    """The generated sketch's protocol code + the harness, built with g++ and sanitizers."""
-    if shutil.which("g++") is None:
-        pytest.skip("g++ is not installed: the protocol code cannot be compiled here")
-    run = tmp_path_factory.mktemp("sketch_run")
-    write_quantize_outputs(run)
+def build_harness(run: Path, build: Path, ops: list[str]) -> Path:
+    """The sketch generated from ``run``'s quantize outputs + the harness, built with g++ and
+    sanitizers into ``build``."""
     folder = generate_sketch(run)
-    build = tmp_path_factory.mktemp("harness")
     (build / "harness.cpp").write_text(HARNESS_CPP)
-    (build / "op_recorder.h").write_text(_op_recorder_h(OPS))
+    (build / "op_recorder.h").write_text(_op_recorder_h(ops))
     sources = sorted(str(p) for p in folder.glob("*.cpp"))  # model_data.cpp included
     exe = build / "harness"
     cmd = ["g++", "-std=c++14", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
@@ -518,13 +521,23 @@ def harness_exe(tmp_path_factory):
     return exe
 
 
+@pytest.fixture(scope="module")
+def harness_exe(tmp_path_factory):
+    """The generated sketch's protocol code + the harness, built with g++ and sanitizers."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the protocol code cannot be compiled here")
+    run = tmp_path_factory.mktemp("sketch_run")
+    write_quantize_outputs(run)
+    return build_harness(run, tmp_path_factory.mktemp("harness"), OPS)
+
+
 class Harness:
     """One harness process: bytes in on stdin, bytes out on stdout."""
 
-    def __init__(self, exe: Path):
+    def __init__(self, exe: Path, env: dict | None = None):
         # No leak check: the code under test has no heap, and LeakSanitizer cannot run in
         # every container (ptrace); any other sanitizer report fails close().
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", **(env or {}))
         self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
         self.buf = b""
