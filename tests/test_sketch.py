@@ -211,8 +211,17 @@ def test_every_protocol_command_is_in_the_table_and_its_help(run_dir):
         "HELP": ["AT+HELP"],
         "CONFIG": ["AT+CONFIG?"],
         "DEVICEINFO": ["AT+DEVICEINFO?"],
-        "SAMPLESETTINGS": ["AT+SAMPLESETTINGS?", "AT+SAMPLESETTINGS=[LABEL],[INTERVAL_MS],[LENGTH_MS],[HMAC_KEY]"],
+        "SAMPLESETTINGS": ["AT+SAMPLESETTINGS?", "AT+SAMPLESETTINGS=LABEL,INTERVAL_MS,LENGTH_MS,[HMAC_KEY]"],
+        "SAMPLESTART": ["AT+SAMPLESTART=SENSOR_NAME"],
+        "READBUFFER": ["AT+READBUFFER=START,LENGTH,[USEMAXRATE]"],
+        "CLEARCONFIG": ["AT+CLEARCONFIG"],
+        "DEVICEID": ["AT+DEVICEID?", "AT+DEVICEID=DEVICEID"],
+        "UPLOADSETTINGS": ["AT+UPLOADSETTINGS?", "AT+UPLOADSETTINGS=APIKEY,PATH"],
+        "UPLOADHOST": ["AT+UPLOADHOST?", "AT+UPLOADHOST=HOST"],
+        "MGMTSETTINGS": ["AT+MGMTSETTINGS?", "AT+MGMTSETTINGS=URL"],
         "RUNIMPULSE": ["AT+RUNIMPULSE"],
+        "RUNIMPULSEDEBUG": ["AT+RUNIMPULSEDEBUG=USEMAXRATE"],
+        "RUNIMPULSECONT": ["AT+RUNIMPULSECONT"],
         "RUNIMPULSESTATIC": ["AT+RUNIMPULSESTATIC=DEBUG,N"],
         "MODELINFO": ["AT+MODELINFO?"],
     }
@@ -244,8 +253,12 @@ PROTOCOL_STRINGS = [
     "===== Device info =====\n", "\n===== Sensors ======\n", "\n===== Snapshot ======\n",
     "\n===== Inference ======\n", "\n===== WIFI =====\n", "\n===== Sampling parameters =====\n",
     "\n===== Upload settings =====\n", "\n===== Remote management =====\n",
-    "Color depth:          RGB\n", "AT Version: %s\n", "Data Transfer Baudrate: %ld\n",
-    "Name: %s, Max sample length: %lds, Frequencies: [",
+    "AT Version: %s\n", "Data Transfer Baudrate: %ld\n", ", Max sample length: %lds, Frequencies: [",
+    "Starting in %lu ms... (or until all flash was erased)\n", "Sampling...\n",
+    "Done sampling, total bytes collected: %lu\n",
+    "Not uploading file, not connected to WiFi. Used buffer, from=0, to=%lu.\n",
+    "Missing argument! Required: START,LENGTH,[USEMAXRATE]\n", "Failed to read from buffer\n",
+    "Clearing config...\n", "Missing sensor name!\n", "' in the sensor list\n",
 ]
 
 
@@ -635,7 +648,8 @@ def test_config_has_every_section_in_order(device):
     sensor_line = out.split("===== Sensors ======\n")[1].split("\n")[0]
     assert re.match(r"^Name\:\s?([^,]+),\s?Max sample length\:\s?([^,]+)s\s?,\s?Frequencies\:\s?\[(.*)\]\s?$",
                     sensor_line)
-    assert "Color depth:          RGB\n" in out
+    # No camera: neither "Color depth" nor an empty "Resolutions" (the CLI warns on it).
+    assert "Color depth" not in out and "Resolutions" not in out
     assert re.search(r"\nInterval:  \d+\.\d\d ms\.\nLength:    \d+ ms\.\n", out)
 
     from firmware_bridge.protocol import parse_config  # the host's parser reads it
@@ -652,8 +666,10 @@ def test_sample_settings_can_be_set_and_read(device):
     out = device.command("AT+SAMPLESETTINGS?")
     assert out == (b"AT+SAMPLESETTINGS?\r\nLabel:     wave\nInterval:  10.00 ms.\n"
                    b"Length:    2000 ms.\nHMAC key:  \n> ")
-    out = device.command("AT+SAMPLESETTINGS=,-1")
-    assert b"Invalid interval or length (-1,): expected positive numbers of ms\n" in out
+    out = device.command("AT+SAMPLESETTINGS=x,-1,5")
+    assert b"Invalid interval or length (-1,5): expected positive numbers of ms\n" in out
+    assert device.command("AT+SAMPLESETTINGS=x,16") == (
+        b"AT+SAMPLESETTINGS=x,16\r\nMissing argument! Required: LABEL,INTERVAL_MS,LENGTH_MS,[HMAC_KEY]\n> ")
     assert b"Label:     wave\n" in device.command("AT+SAMPLESETTINGS?")
 
 
