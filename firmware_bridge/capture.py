@@ -46,6 +46,7 @@ class CaptureResult:
     files: list[Path] = field(default_factory=list)
     bytes_read: int = 0
     seconds: float = 0.0
+    read_seconds: float = 0.0  # spent in AT+READBUFFER alone
 
     @property
     def samples_per_minute(self) -> float:
@@ -53,7 +54,8 @@ class CaptureResult:
 
     @property
     def bytes_per_second(self) -> float:
-        return self.bytes_read / self.seconds if self.seconds else 0.0
+        """Read-back rate: sample bytes per second of AT+READBUFFER (base64 on the wire)."""
+        return self.bytes_read / self.read_seconds if self.read_seconds else 0.0
 
 
 def _load_info(path: Path) -> dict:
@@ -186,7 +188,9 @@ def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms
             for k in progress(range(count), "capture", total=count, unit="sample"):
                 _countdown(countdown_s, f"recording {label!r} {k + 1}/{count}", out)
                 reply = device.sample_start(chosen.name, timeout=sample_timeout)
+                t0 = time.monotonic()
                 data = device.read_buffer(reply.start, reply.end, timeout=sample_timeout)
+                result.read_seconds += time.monotonic() - t0
                 result.bytes_read += len(data)
                 where = f"sample {k + 1} of {count} ({port})"
                 if len(data) != reply.end - reply.start:
@@ -212,7 +216,7 @@ def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms
                               hint=exc.hint) from None
         result.seconds = time.monotonic() - start
     print(f"capture: {len(result.files)} sample(s) in {result.seconds:.1f} s "
-          f"({result.samples_per_minute:.1f} samples/min, {result.bytes_read} bytes read back, "
-          f"{result.bytes_per_second:.0f} bytes/s); {info_path} lists {len(info['files'])}", file=out, flush=True)
+          f"({result.samples_per_minute:.1f} samples/min, {result.bytes_read} bytes read back "
+          f"at {result.bytes_per_second:.0f} bytes/s); {info_path} lists {len(info['files'])}", file=out, flush=True)
     return result
 

@@ -227,7 +227,7 @@ def test_capture_then_train_reads_the_export(virtual, tmp_path, capsys):
                      "--out", str(out), "--countdown", "0", "--hmac-key", KEY])
         assert code == 0
     printed = capsys.readouterr().out
-    assert re.search(r"capture: 2 sample\(s\) in [\d.]+ s \([\d.]+ samples/min, 1\d{3} bytes read back", printed)
+    assert re.search(r"capture: 2 sample\(s\) in [\d.]+ s \([\d.]+ samples/min, 1\d{3} bytes read back at \d+ bytes/s", printed)
     ds = load_dataset(str(out))  # what `tinyml train --dataset DIR` loads
     assert sorted(ds.label_names) == ["idle", "wave"] and len(ds) == 5
     assert ds.rate_hz == 62.5 and all(s.shape == (40, 3) for s in ds.samples)  # 640 ms / 16 ms

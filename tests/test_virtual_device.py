@@ -429,3 +429,25 @@ def test_emulate_cli_prints_the_port_first_and_stops_on_ctrl_c(tiny_int8):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- Edge Impulse's own client ------------------------------------------------------------
+
+EI_TEST_INFERENCE = os.environ.get("TINYML_EI_TEST_INFERENCE")
+
+
+@pytest.mark.skipif(not EI_TEST_INFERENCE or not Path(EI_TEST_INFERENCE).is_file(),
+                    reason="set TINYML_EI_TEST_INFERENCE to Edge Impulse's firmware-sdk/tools/test_inference.py")
+def test_edge_impulses_test_inference_script_runs_against_the_device(device, tmp_path, labels):
+    """Edge Impulse's firmware-sdk/tools/test_inference.py (pyserial): AT, then
+    AT+RUNIMPULSESTATIC with base64 chunks, to END OUTPUT. Not vendored (its licence is not
+    stated beside it): point the variable at a checkout of edgeimpulse/firmware-sdk."""
+    features = tmp_path / "features.txt"
+    values = np.linspace(-2.0, 2.0, device.firmware.facts.input_size)
+    features.write_text(",".join(f"{v:.6f}" for v in values))
+    proc = subprocess.run([sys.executable, EI_TEST_INFERENCE, str(features), device.port],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "b'RESULT 0\\r\\n'" in proc.stdout and "b'END OUTPUT\\r\\n'" in proc.stdout
+    for label in labels:
+        assert f"b'  {label}: " in proc.stdout
