@@ -16,7 +16,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import math
 import re
 import struct
 from collections.abc import Callable, Iterable, Sequence

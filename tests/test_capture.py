@@ -264,8 +264,9 @@ def test_ctrl_c_keeps_every_sample_captured(virtual, tmp_path):
 
 
 def test_emulate_has_the_runs_test_recordings_as_its_sensor(fast_run):
-    from firmware_bridge.cli import add_emulate_arguments, _device_from_args
     import argparse
+
+    from firmware_bridge.cli import _device_from_args, add_emulate_arguments
 
     parser = argparse.ArgumentParser()
     add_emulate_arguments(parser)
