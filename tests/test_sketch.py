@@ -860,3 +860,31 @@ def test_the_host_client_talks_to_the_firmware_code_over_a_pty(harness_exe):
         proc.wait(timeout=10)
         errors = proc.stderr.read().decode(errors="replace")
     assert not errors
+
+
+EI_TEST_INFERENCE = os.environ.get("TINYML_EI_TEST_INFERENCE")
+
+
+@pytest.mark.skipif(not EI_TEST_INFERENCE or not Path(EI_TEST_INFERENCE).is_file(),
+                    reason="set TINYML_EI_TEST_INFERENCE to Edge Impulse's firmware-sdk/tools/test_inference.py")
+def test_edge_impulses_test_inference_script_runs_against_the_firmware_code(harness_exe, tmp_path):
+    """Edge Impulse's own static-inference client (pyserial) against the C++ core over a pty."""
+    import sys
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    proc = subprocess.Popen([str(harness_exe)], stdin=master, stdout=master, stderr=subprocess.PIPE)
+    os.close(master)
+    features = tmp_path / "features.txt"
+    features.write_text(",".join(f"{v:.6f}" for v in np.linspace(-2.0, 2.0, INPUT_SIZE)))
+    try:
+        run = subprocess.run([sys.executable, EI_TEST_INFERENCE, str(features), os.ttyname(slave)],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(slave)
+        proc.wait(timeout=10)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "b'RESULT 0\\r\\n'" in run.stdout and "b'END OUTPUT\\r\\n'" in run.stdout
+    for label in LABELS:
+        assert f"b'  {label}: " in run.stdout
+    assert not proc.stderr.read()
