@@ -23,6 +23,7 @@ STAGES = {
     "emulate": "run the virtual device on a pseudo-terminal (or a socket://) until stopped",
     "monitor": "live predictions from any Edge Impulse firmware (AT+RUNIMPULSE)",
     "ports": "list serial ports with a board guess from their USB VID:PID",
+    "capture": "record labelled samples from any Edge Impulse firmware into an export folder",
 }
 
 FAST_CONFIG = Path(__file__).resolve().parent / "pipeline" / "configs" / "fast.toml"
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with PORT emu: boot the virtual device flashed to DIR/device/flash, its sensor playing the test recordings")
 
     sub.add_parser("ports", help=STAGES["ports"], description=STAGES["ports"])
+
+    p = sub.add_parser("capture", help=STAGES["capture"], description=STAGES["capture"])
+    _firmware_cli().add_capture_arguments(p)
     return parser
 
 
@@ -591,6 +595,10 @@ def cmd_monitor(args) -> int:
         return _firmware_cli().run_monitor(args)
     finally:
         device.stop()
+
+
+def cmd_capture(args) -> int:
+    return _firmware_cli().run_capture(args)
 
 
 def cmd_ports(args) -> int:

@@ -32,7 +32,9 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baud", type=int, default=115200, help="baud rate reported, and used by --throttle")
     parser.add_argument("--throttle", action="store_true", help="carry serial traffic at the baud rate, as a UART would")
     parser.add_argument("--chunk-size", type=int, default=protocol.DEFAULT_CHUNK_SIZE, help="AT+RUNIMPULSESTATIC chunk size (multiple of 16)")
-    parser.add_argument("--sensor", metavar="FILE", help=".npz sensor recordings (X (n, T, C), rate_hz) for AT+RUNIMPULSE")
+    parser.add_argument("--sensor", metavar="FILE",
+                        help=".npz sensor recordings (X (n, T, C), rate_hz) for AT+RUNIMPULSE and AT+SAMPLESTART "
+                             "(default: the run's test recordings, DIR/device/flash/sensor.npz)")
     parser.add_argument("--socket", type=int, metavar="PORT", default=None,
                         help="also serve on socket://127.0.0.1:PORT (0: any free port)")
     parser.add_argument("--time-scale", type=float, default=1.0,
@@ -49,6 +51,9 @@ def _device_from_args(args):
         if not flash.is_dir():
             raise BridgeError(f"{flash}: no flash image in run directory {args.run}",
                               hint="run `make flash` first, or boot a model with --model FILE")
+        if options["sensor"] is None and (flash / "sensor.npz").is_file():
+            # The sensor plays the run's test recordings, as `tinyml monitor emu` does.
+            options["sensor"] = flash / "sensor.npz"
         return VirtualDevice.from_flash_dir(flash, board=args.board, **options)
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     return VirtualDevice.from_model(args.model, labels=labels, board=args.board or DEFAULT_BOARD, **options)
@@ -67,6 +72,9 @@ def run_emulate(args: argparse.Namespace) -> int:
           f"input {list(fw.facts.input_shape)}, labels {', '.join(fw.labels)}")
     print(f"arena: cap {fw.arena_cap} bytes ({fw.arena_cap_source}), model needs {fw.facts.min_arena_bytes} "
           f"bytes on this 64-bit host; timing: {fw.timing_note()}")
+    sensor = fw.sensor
+    print(f"sensor: {sensor.name} ({sensor.recordings} recordings, {sensor.rate_hz:g} Hz, {sensor.channels} axes)"
+          if sensor else "sensor: none (AT+RUNIMPULSE and AT+SAMPLESTART answer with an error; --sensor FILE.npz)")
     if device.boot_error:
         print(f"warning: the model does not boot: {device.boot_error}", file=sys.stderr)
     print("serving the Edge Impulse AT protocol; Ctrl-C to stop", flush=True)
@@ -123,6 +131,42 @@ def run_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
+    from firmware_bridge.capture import DEFAULT_COUNTDOWN_S, DEFAULT_LENGTH_MS
+
+    parser.add_argument("port", metavar="PORT", help="serial port or pyserial URL (auto: the one board found)")
+    parser.add_argument("--label", required=True, help="the class you perform while recording, e.g. wave")
+    parser.add_argument("--count", type=int, required=True, metavar="N", help="samples to record")
+    parser.add_argument("--length-ms", type=int, default=DEFAULT_LENGTH_MS, metavar="MS",
+                        help=f"length of each sample (default {DEFAULT_LENGTH_MS})")
+    parser.add_argument("--sensor", metavar="NAME", default=None,
+                        help="sensor name as AT+CONFIG? lists it (default: the first)")
+    parser.add_argument("--out", metavar="DIR", required=True,
+                        help="export folder: DIR/info.labels and DIR/training/ (appended to when it exists)")
+    parser.add_argument("--cbor", action="store_true",
+                        help="keep the device's signed CBOR files as they are (default: JSON)")
+    parser.add_argument("--hmac-key", default="", metavar="KEY",
+                        help="sign samples with this key (your Edge Impulse project's) and verify each signature")
+    parser.add_argument("--category", default="training", choices=("training", "testing"),
+                        help="Edge Impulse category of the samples (default training)")
+    parser.add_argument("--countdown", type=int, default=DEFAULT_COUNTDOWN_S, metavar="S",
+                        help=f"seconds counted down before each sample (default {DEFAULT_COUNTDOWN_S})")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    """Record --count samples of --label into --out (an Edge Impulse export)."""
+    from firmware_bridge.capture import capture
+    from firmware_bridge.ports import detect_port
+
+    port = detect_port() if args.port == "auto" else args.port
+    capture(port, args.label, args.count, args.out, length_ms=args.length_ms, sensor=args.sensor,
+            cbor=args.cbor, hmac_key=args.hmac_key, category=args.category, countdown_s=args.countdown,
+            baud=args.baud, timeout=args.timeout)
+    return 0
+
+
 def add_ports_arguments(parser: argparse.ArgumentParser) -> None:
     """``tinyml ports`` takes no arguments; here for symmetry with the others."""
 
@@ -140,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, add, run in (("emulate", add_emulate_arguments, run_emulate),
                            ("monitor", add_monitor_arguments, run_monitor),
+                           ("capture", add_capture_arguments, run_capture),
                            ("ports", add_ports_arguments, run_ports)):
         p = sub.add_parser(name)
         add(p)

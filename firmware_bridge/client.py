@@ -293,6 +293,40 @@ class Device:
         r = t.result
         return Classification(dict(r.predictions), r.label or "", dict(r.timing), raw, r.anomaly)
 
+    # -- sampling (edge-impulse-cli, shared/daemon/ei-serial-protocol.ts) ------------------
+
+    def sample_settings(self) -> protocol.SampleSettings:
+        """AT+SAMPLESETTINGS?: label, interval, length and HMAC key the device will sample with."""
+        try:
+            return protocol.parse_sample_settings(self.command("AT+SAMPLESETTINGS?"))
+        except ProtocolParseError as exc:
+            raise ProtocolParseError(f"{self.port}: {exc.message}") from None
+
+    def set_sample_settings(self, label: str, interval_ms: float, length_ms: int, hmac_key: str = "") -> None:
+        """AT+SAMPLESETTINGS=label,interval,length,key, as the daemon sends it (an empty key: none)."""
+        line = f"AT+SAMPLESETTINGS={label},{float(interval_ms)!r},{int(length_ms)},{hmac_key}"
+        reply = self.command(line)
+        if "OK" not in reply:  # the daemon's check
+            raise BridgeError(f"{self.port}: the device refused {line}: {reply.strip()[:120]}")
+
+    def sample_start(self, sensor: str, timeout: float) -> protocol.SampleReply:
+        """AT+SAMPLESTART=sensor: the device records one sample into its buffer."""
+        reply = self.command(f"AT+SAMPLESTART={sensor}", timeout=timeout)
+        try:
+            return protocol.parse_sample_reply(reply)
+        except ProtocolParseError as exc:
+            raise BridgeError(f"{self.port}: {exc.message}") from None
+
+    def read_buffer(self, start: int, end: int, timeout: float | None = None) -> bytes:
+        """AT+READBUFFER: the sample's bytes. Like the daemon, ",n" asks for no baud switch."""
+        reply = self.command(f"AT+READBUFFER={int(start)},{int(end)},n", timeout=timeout)
+        if "Failed to read" in reply or "Missing argument" in reply:
+            raise BridgeError(f"{self.port}: AT+READBUFFER={start},{end}: {reply.strip()[:120]}")
+        try:
+            return protocol.decode_read_buffer(reply)
+        except ProtocolParseError as exc:
+            raise BridgeError(f"{self.port}: {exc.message}") from None
+
     def close(self) -> None:
         serial_port = getattr(self, "_serial", None)
         if serial_port is not None:

@@ -25,6 +25,7 @@ TEMPLATE_SOURCES = (
     f"{SKETCH_NAME}.ino",
     "at_server.h", "at_server.cpp",
     "base64_chunk.h", "base64_chunk.cpp",
+    "acquisition.h", "acquisition.cpp",
     "device_commands.h", "device_commands.cpp",
     "device_io.h", "device_io.cpp",
     "model_ops.h",

@@ -9,10 +9,12 @@ for AT+RUNIMPULSE. Hosts open ``device.port`` (``/dev/pts/N``) with pyserial, or
 
 from __future__ import annotations
 
+import base64
 import errno
 import functools
 import hashlib
 import json
+import math
 import os
 import select
 import socket
@@ -27,6 +29,7 @@ import numpy as np
 from firmware_bridge import protocol
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.protocol import ATServer, Command
+from firmware_bridge.sketch_gen import TEMPLATE_DIR, command_table
 from firmware_bridge.tflm import BootProbe, TflmModel, probe_model
 from pipeline.boards import CYCLES_PER_MAC_REFERENCE, DEFAULT_BOARD, get_board
 from pipeline.errors import PipelineError
@@ -60,7 +63,8 @@ class SerialLink:
     def __init__(self, fileno: int, read, write, stop: threading.Event, baud: int | None = None):
         self._fileno, self._read, self._write, self._stop = fileno, read, write, stop
         self._period = 10.0 / baud if baud else 0.0  # 8N1: 10 bits per byte
-        self._rx = bytearray()
+        self._rx = b""
+        self._rx_pos = 0  # bytes of _rx already handed out: a read is O(1), not O(len(_rx))
         self._rx_arrival = 0.0
         self._rx_next = 0.0
         self._tx_next = 0.0
@@ -76,7 +80,7 @@ class SerialLink:
     def read_byte(self, timeout: float | None) -> int | None:
         """The next byte received, or None after ``timeout`` seconds (None: wait for ever)."""
         deadline = None if timeout is None else time.perf_counter() + timeout
-        while not self._rx:
+        while self._rx_pos >= len(self._rx):
             if self._stop.is_set():
                 raise _Stopped
             remaining = POLL_S if deadline is None else min(POLL_S, deadline - time.perf_counter())
@@ -89,13 +93,19 @@ class SerialLink:
                     continue
                 if not data:
                     raise _Disconnected
-                self._rx += data
+                self._rx, self._rx_pos = data, 0
                 self._rx_arrival = time.perf_counter()
-        byte = self._rx.pop(0)
+        byte = self._rx[self._rx_pos]
+        self._rx_pos += 1
         if self._period:
             self._rx_next = max(self._rx_arrival, self._rx_next) + self._period
-            self._pace(self._rx_next, exact=not self._rx)
+            self._pace(self._rx_next, exact=self._rx_pos >= len(self._rx))
         return byte
+
+    def idle(self, seconds: float) -> None:
+        """Wait ``seconds`` without reading: what arrives meanwhile waits for the AT server."""
+        if self._stop.wait(max(0.0, seconds)):
+            raise _Stopped
 
     def write(self, data: str | bytes) -> None:
         if isinstance(data, str):
@@ -187,6 +197,7 @@ class SensorPlayback:
         self.stream = X.astype(np.float32).reshape(-1, X.shape[2])
         self.recordings, self.rate_hz = X.shape[0], float(rate)
         self.channels = X.shape[2]
+        self.name = "Playback of " + self.path.name.replace(",", "_")  # a comma would end the name field
         self._pos = 0
         self._lock = threading.Lock()
 
@@ -208,11 +219,36 @@ class SensorPlayback:
 
 
 @dataclass
-class SampleSettings:
+class Settings:
+    """What hosts store on the device (AT+DEVICEID, AT+SAMPLESETTINGS, AT+UPLOADSETTINGS,
+    AT+UPLOADHOST, AT+MGMTSETTINGS), as the C++ core's Settings; AT+CLEARCONFIG resets them."""
+
+    device_id: str
+    interval_ms: float
     label: str = "test"
-    interval_ms: float = 16.0
     length_ms: int = 10000
     hmac_key: str = ""
+    api_key: str = ""
+    upload_host: str = ""
+    upload_path: str = ""
+    mgmt_url: str = ""
+
+
+def _setting(text: str) -> str:
+    return text[:protocol.SETTING_CHARS]  # the C++ core keeps as many characters
+
+
+@functools.lru_cache(maxsize=1)
+def device_command_table() -> tuple[tuple[str, str, str | None, bool, bool, bool], ...]:
+    """(name, help, write_args, run, read, write) of each entry of the C++ core's
+    kDeviceCommands (sketch/device_commands.cpp): the one command table of every device."""
+    table = []
+    for c in command_table((TEMPLATE_DIR / "device_commands.cpp").read_text(encoding="utf-8"))[1:]:
+        forms = c["forms"]
+        write = next((f.split("=", 1)[1] for f in forms if "=" in f), None)
+        table.append((c["name"], c["help"].replace('\\"', '"'), write, f"AT+{c['name']}" in forms,
+                      f"AT+{c['name']}?" in forms, write is not None))
+    return tuple(table)
 
 
 class Firmware:
@@ -243,10 +279,20 @@ class Firmware:
                 raise BridgeError(f"{sensor.path}: the sensor has {sensor.channels} channels, "
                                   f"the model's input {list(facts.input_shape)} expects {facts.input_shape[-1]}")
             self.samples_per_window = facts.input_size // sensor.channels
-        rate = sensor.rate_hz if sensor else None
-        self.settings = SampleSettings(interval_ms=round(1000.0 / rate, 2) if rate else 16.0)
         digest = hashlib.sha256(f"{facts.sha256}:{board.name}".encode()).digest()
-        self.device_id = ":".join(f"{b:02X}" for b in bytes([(digest[0] | 0x02) & 0xFE]) + digest[1:6])
+        self.default_device_id = ":".join(f"{b:02X}" for b in bytes([(digest[0] | 0x02) & 0xFE]) + digest[1:6])
+        self.device_type = (f"Virtual {board.title} (emulated; timing "
+                            f"{'estimated' if macs else 'measured on the host'})")
+        self.settings = self._default_settings()
+        self.sample = b""  # the last sample AT+SAMPLESTART recorded, for AT+READBUFFER
+
+    def _default_settings(self) -> Settings:
+        interval = 1000.0 / self.sensor.rate_hz if self.sensor else 16.0
+        return Settings(device_id=self.default_device_id, interval_ms=interval)
+
+    @property
+    def device_id(self) -> str:
+        return self.settings.device_id
 
     @property
     def facts(self):
@@ -290,23 +336,39 @@ class Firmware:
     # -- the command table ------------------------------------------------------------
 
     def commands(self) -> list[Command]:
-        return [
-            Command("CONFIG", "Lists complete config", read=self.read_config),
-            Command("DEVICEINFO", "Lists device information", read=self.read_deviceinfo),
-            Command("SAMPLESETTINGS", "Lists or sets current sampling settings",
-                    read=self.read_samplesettings, write=self.write_samplesettings,
-                    write_args="[LABEL],[INTERVAL_MS],[LENGTH_MS],[HMAC_KEY]"),
-            Command("RUNIMPULSE", "Run the impulse", run=self.run_impulse),
-            Command("RUNIMPULSESTATIC", "Run the impulse on features sent over serial (base64 float32)",
-                    write=self.run_impulse_static, write_args="DEBUG,N"),
-            Command("MODELINFO", "Model facts: SHA-256, input, quantization, labels, arena (tinyml-pipeline)",
-                    read=self.read_modelinfo),
-        ]
+        """The C++ core's table (names, help, forms), bound to this device's handlers."""
+        handlers = {
+            "CONFIG": {"read": self.read_config},
+            "DEVICEINFO": {"read": self.read_deviceinfo},
+            "SAMPLESETTINGS": {"read": self.read_samplesettings, "write": self.write_samplesettings},
+            "SAMPLESTART": {"write": self.write_samplestart},
+            "READBUFFER": {"write": self.write_readbuffer},
+            "CLEARCONFIG": {"run": self.run_clearconfig},
+            "DEVICEID": {"read": self.read_deviceid, "write": self.write_deviceid},
+            "UPLOADSETTINGS": {"read": self.read_uploadsettings, "write": self.write_uploadsettings},
+            "UPLOADHOST": {"read": self.read_uploadhost, "write": self.write_uploadhost},
+            "MGMTSETTINGS": {"read": self.read_mgmtsettings, "write": self.write_mgmtsettings},
+            "RUNIMPULSE": {"run": self.run_impulse},
+            "RUNIMPULSEDEBUG": {"write": self.write_runimpulsedebug},
+            "RUNIMPULSECONT": {"run": self.run_impulsecont},
+            "RUNIMPULSESTATIC": {"write": self.run_impulse_static},
+            "MODELINFO": {"read": self.read_modelinfo},
+        }
+        commands = []
+        for name, help_text, write_args, run, read, write in device_command_table():
+            bound = handlers.pop(name, None)
+            forms = {"run": run, "read": read, "write": write}
+            if bound is None or {f for f, on in forms.items() if on} != set(bound):
+                raise RuntimeError(f"AT+{name}: the virtual device's handlers {sorted(bound or {})} "
+                                   f"do not match the forms of device_commands.cpp {forms}")
+            commands.append(Command(name, help_text, write_args=write_args or "", **bound))
+        if handlers:
+            raise RuntimeError(f"commands missing from device_commands.cpp: {sorted(handlers)}")
+        return commands
 
     def _device_info(self) -> str:
         return (f"ID:         {self.device_id}\n"
-                f"Type:       Virtual {self.board.title} (emulated; timing "
-                f"{'estimated' if self.macs else 'measured on the host'})\n"
+                f"Type:       {self.device_type}\n"
                 f"AT Version: {protocol.AT_VERSION}\n"
                 f"Data Transfer Baudrate: {self.baud}\n")
 
@@ -321,24 +383,27 @@ class Firmware:
                 f"Length:    {s.length_ms} ms.\n"
                 f"HMAC key:  {s.hmac_key}\n")
 
+    def _upload(self) -> str:
+        s = self.settings
+        return f"Api Key:   {s.api_key}\nHost:      {s.upload_host}\nPath:      {s.upload_path}\n"
+
     def read_config(self, term) -> None:
+        # The bytes of the C++ core's read_config (Edge Impulse's at_get_config, without the
+        # camera lines a board without a camera leaves out).
         sensor_lines = ""
         if self.sensor is not None:
-            name = self.sensor.path.name.replace(",", "_")  # a comma would end the name field
-            sensor_lines = (f"Name: Playback of {name}, Max sample length: "
-                            f"{int(self.sensor.seconds)}s, Frequencies: [{self.sensor.rate_hz:.6f}Hz]\n")
+            seconds = protocol.max_sample_seconds(self.sensor.channels, self.sensor.rate_hz)
+            sensor_lines = (f"Name: {self.sensor.name}, Max sample length: {seconds}s, "
+                            f"Frequencies: [{self.sensor.rate_hz:.2f}Hz]\n")
         text = ((self.boot_error + "\n" if self.boot_error else "")
                 + "===== Device info =====\n" + self._device_info() + "\n"
                 + "===== Sensors ======\n" + sensor_lines + "\n"
                 + "===== Snapshot ======\n"
                 "Has snapshot:         0\n"
-                "Supports stream:      0\n"
-                "Color depth:          RGB\n"
-                "Resolutions:          [ ]\n\n"
+                "Supports stream:      0\n\n"
                 "===== Inference ======\n"
                 f"Sensor:           {self._sensor_kind()}\n"
-                "Model type:       classification\n"
-                f"Timing:           {self.timing_note()}\n\n"
+                "Model type:       classification\n\n"
                 "===== WIFI =====\n"
                 "SSID:      \n"
                 "Password:  \n"
@@ -347,12 +412,9 @@ class Firmware:
                 "Connected: 0\n"
                 "Present:   0\n\n"
                 "===== Sampling parameters =====\n" + self._sampling() + "\n"
-                "===== Upload settings =====\n"
-                "Api Key:   \n"
-                "Host:      \n"
-                "Path:      \n\n"
+                "===== Upload settings =====\n" + self._upload() + "\n"
                 "===== Remote management =====\n"
-                "URL:        \n"
+                f"URL:        {self.settings.mgmt_url}\n"
                 "Connected:  0\n"
                 "Last error: \n")
         term.write(text)
@@ -364,21 +426,122 @@ class Firmware:
         term.write(self._sampling())
 
     def write_samplesettings(self, term, args: list[str]) -> None:
+        if len(args) < 3:
+            term.write("Missing argument! Required: LABEL,INTERVAL_MS,LENGTH_MS,[HMAC_KEY]\n")
+            return
+        interval = float(args[1]) if protocol.is_decimal(args[1], True) else -1.0
+        length = int(args[2]) if protocol.is_decimal(args[2], False) and len(args[2]) <= 9 else -1
+        if not (interval > 0 and math.isfinite(interval)) or not 0 < length <= protocol.MAX_SAMPLE_LENGTH_MS:
+            term.write(f"Invalid interval or length ({args[1]},{args[2]}): expected positive numbers of ms\n")
+            return
         s = self.settings
-        label, interval, length, key = (args + ["", "", "", ""])[:4]
-        try:
-            new_interval = float(interval) if interval else s.interval_ms
-            new_length = int(length) if length else s.length_ms
-        except ValueError:
-            term.write(f"Invalid interval or length ({interval},{length}): expected numbers of ms\n")
-            return
-        if new_interval <= 0 or new_length <= 0:
-            term.write(f"Invalid interval or length ({interval},{length}): expected positive numbers of ms\n")
-            return
-        s.label = label or s.label
-        s.interval_ms, s.length_ms = new_interval, new_length
-        s.hmac_key = key or s.hmac_key
+        s.label, s.interval_ms, s.length_ms = _setting(args[0]), interval, length
+        if len(args) > 3:
+            s.hmac_key = _setting(args[3])
         term.write("OK\n")
+
+    def run_clearconfig(self, term) -> None:
+        term.write("Clearing config...\n")
+        self.settings = self._default_settings()
+        term.write("OK\r\n")
+
+    def read_deviceid(self, term) -> None:
+        term.write(self.settings.device_id + "\n")
+
+    def write_deviceid(self, term, args: list[str]) -> None:
+        self.settings.device_id = _setting(args[0])
+        term.write("OK\n")
+
+    def read_uploadsettings(self, term) -> None:
+        term.write(self._upload())
+
+    def write_uploadsettings(self, term, args: list[str]) -> None:
+        if len(args) < 2:
+            term.write("Missing argument! Required: APIKEY,PATH\n")
+            return
+        self.settings.api_key, self.settings.upload_path = _setting(args[0]), _setting(args[1])
+        term.write("OK\n")
+
+    def read_uploadhost(self, term) -> None:
+        term.write(self.settings.upload_host + "\n")
+
+    def write_uploadhost(self, term, args: list[str]) -> None:
+        self.settings.upload_host = _setting(args[0])
+        term.write("OK\n")
+
+    def read_mgmtsettings(self, term) -> None:
+        term.write(self.settings.mgmt_url + "\n")
+
+    def write_mgmtsettings(self, term, args: list[str]) -> None:
+        self.settings.mgmt_url = _setting(args[0])
+        term.write("OK\n")
+
+    # -- sampling (the C++ core's write_sample_start and write_read_buffer) -------------
+
+    def write_samplestart(self, term, args: list[str]) -> None:
+        name = args[0] if args else ""
+        if not name:
+            term.write("Missing sensor name!\n")
+            return
+        if self.sensor is None or name != self.sensor.name:
+            term.write(f"ERR: Failed to find sensor '{name}' in the sensor list\n")
+            return
+        self.sample = b""
+        s, axes = self.settings, self.sensor.channels
+        interval, sensor_interval = s.interval_ms, 1000.0 / self.sensor.rate_hz
+        if not 1 <= axes <= protocol.MAX_SAMPLE_AXES:
+            term.write(f"ERR: Failed to start sampling: {axes} axes, at most {protocol.MAX_SAMPLE_AXES} fit a sample\n")
+            return
+        if abs(interval - sensor_interval) > protocol.INTERVAL_TOLERANCE_MS:
+            term.write(f"ERR: Failed to start sampling: the sensor reads every {sensor_interval:.2f} ms, "
+                       f"not every {interval:.2f} ms (set INTERVAL_MS with AT+SAMPLESETTINGS)\n")
+            return
+        readings = math.floor(s.length_ms / interval)
+        if readings < 1:
+            term.write(f"ERR: Failed to start sampling: {s.length_ms} ms hold no reading\n")
+            return
+        header = protocol.acquisition_header(s.device_id, self.device_type, interval, axes, bool(s.hmac_key))
+        if len(header) + readings * protocol.reading_bytes(axes) + 1 > protocol.SAMPLE_BUFFER_BYTES:
+            term.write(f"ERR: Failed to start sampling: {readings} readings do not fit the "
+                       f"{protocol.SAMPLE_BUFFER_BYTES}-byte sample buffer (at most "
+                       f"{protocol.max_sample_seconds(axes, self.sensor.rate_hz)} s)\n")
+            return
+        term.write("Sampling settings:\n"
+                   f"\tInterval: {interval:.5f} ms.\n"
+                   f"\tLength: {s.length_ms} ms.\n"
+                   f"\tName: {s.label}\n"
+                   f"\tHMAC Key: {s.hmac_key}\n"
+                   f"\tFile name: /fs/{s.label}\n"
+                   f"Starting in {round(protocol.SAMPLE_START_DELAY_S * 1000)} ms... (or until all flash was erased)\n")
+        term.idle(protocol.SAMPLE_START_DELAY_S * self.time_scale)
+        term.write("Sampling...\n")
+        values = self.sensor.next_window(readings)
+        term.idle(readings * interval / 1000.0 * self.time_scale)  # the sensor fills it in real time
+        self.sample = protocol.encode_acquisition(s.device_id, self.device_type, interval, values, s.hmac_key)
+        n = len(self.sample)
+        term.write(f"Done sampling, total bytes collected: {n}\n"
+                   f"Not uploading file, not connected to WiFi. Used buffer, from=0, to={n}.\n"
+                   "OK\n")
+
+    def write_readbuffer(self, term, args: list[str]) -> None:
+        if len(args) < 2:
+            term.write("Missing argument! Required: START,LENGTH,[USEMAXRATE]\n")
+            return
+
+        def offset(text: str) -> int | None:
+            ok = protocol.is_decimal(text, False) and not text.startswith("-") and len(text) <= 9
+            return int(text) if ok else None
+
+        start, length = offset(args[0]), offset(args[1])
+        ok = start is not None and length is not None and start <= len(self.sample)
+        max_rate = len(args) >= 3 and args[2].startswith("y")
+        if max_rate:
+            term.write("OK\r\n")
+        if ok:
+            term.write(base64.b64encode(self.sample[start:start + length]))
+        if max_rate:
+            term.write("\r\nOK\r\n")
+        term.write("\n" if ok else "Failed to read from buffer\n")
 
     def read_modelinfo(self, term) -> None:
         f = self.facts
@@ -415,15 +578,11 @@ class Firmware:
             term.write(self.boot_error + "\r\n")
             return True
         debug = args[0].strip().lower() == "y"
-        try:
-            n = int(args[1])
-        except ValueError:
-            term.write(f"ERR: N must be a whole number of float32 values, got '{args[1]}'\r\n")
-            return False
-        free = max(0, self.board.ram_bytes - self.facts.min_arena_bytes)
-        if n <= 0 or 4 * n > free:
-            term.write(f"ERR: Cannot hold {n} values ({4 * n} bytes): {free} bytes of RAM free "
-                       f"beside the tensor arena\r\n")
+        # As the C++ core's parse_count: a whole number from 1 to STATIC_MAX_VALUES.
+        n = int(args[1]) if protocol.is_decimal(args[1], False) and len(args[1]) <= 9 else 0
+        if not 0 < n <= protocol.STATIC_MAX_VALUES:
+            term.write(f"ERR: N must be a whole number of float32 values from 1 to "
+                       f"{protocol.STATIC_MAX_VALUES}, got '{args[1]}'\r\n")
             return False
         term.write(f"OK CHUNK={self.chunk_size}\r\n")
         received = bytearray()
@@ -469,6 +628,25 @@ class Firmware:
         return bytes(chunk)
 
     def run_impulse(self, term) -> bool:
+        return self._run_inference(term, "normal")
+
+    def run_impulsecont(self, term) -> bool:
+        return self._run_inference(term, "continuous")
+
+    def write_runimpulsedebug(self, term, args: list[str]) -> bool:
+        # 'y' asks for the faster data baud rate; this device has only the one it reports.
+        return self._run_inference(term, "debug")
+
+    def _print_result(self, term, window: np.ndarray, debug: bool) -> None:
+        _, probabilities, ms = self._classify(window.reshape(-1))
+        if debug:  # as run_classifier(..., debug = true) prints the features
+            term.write("Features (0 ms.): " + "".join(f"{float(v):.6f} " for v in window.reshape(-1)) + "\n")
+        term.write(protocol.render_current_result(self.labels, probabilities, (0.0, ms, 0.0)))
+
+    def _run_inference(self, term, mode: str) -> bool:
+        """AT+RUNIMPULSE, AT+RUNIMPULSEDEBUG and AT+RUNIMPULSECONT, as the C++ core's
+        run_inference: normal and debug sample a window, print a result and pause 2 s;
+        continuous prints a result every slice of the window, with no pause."""
         if self.boot_error:
             term.write(self.boot_error + "\n")
             return True
@@ -476,23 +654,31 @@ class Firmware:
             term.write("ERR: No sensor data: this virtual device has no sensor recording "
                        "(start it with --sensor FILE.npz)\n")
             return True
-        window_s = self.samples_per_window / self.sensor.rate_hz
+        frames, rate = self.samples_per_window, self.sensor.rate_hz
         term.write("Inferencing settings:\n"
-                   f"\tInterval: {1000.0 / self.sensor.rate_hz:.2f} ms.\n"
+                   f"\tInterval: {1000.0 / rate:.2f} ms.\n"
                    f"\tFrame size: {self.facts.input_size}\n"
-                   f"\tSample length: {window_s * 1000:.0f} ms.\n"
+                   f"\tSample length: {int(frames * 1000.0 / rate + 0.5)} ms.\n"  # as the C++ window_ms()
                    f"\tNo. of classes: {len(self.labels)}\n"
-                   "Starting inferencing, press 'b' to break\n"
-                   "Starting inferencing in 2 seconds...\n")
-        stopped = self.sleep(term, BOOT_WAIT_S)
-        while not stopped:
-            term.write("Sampling...\n")
-            window = self.sensor.next_window(self.samples_per_window)
-            if self.sleep(term, window_s):  # the sensor fills the window in real time
-                break
-            _, probabilities, ms = self._classify(window.reshape(-1))
-            term.write(protocol.render_current_result(self.labels, probabilities, (0.0, ms, 0.0)))
+                   "Starting inferencing, press 'b' to break\n")
+        if mode == "continuous":
+            slice_frames = max(1, frames // protocol.SLICES_PER_WINDOW)
+            window = self.sensor.next_window(frames)
+            stopped = self.sleep(term, frames / rate)
+            while not stopped:
+                self._print_result(term, window, debug=False)
+                window = np.concatenate([window[slice_frames:], self.sensor.next_window(slice_frames)])
+                stopped = self.sleep(term, slice_frames / rate)
+        else:
+            term.write("Starting inferencing in 2 seconds...\n")
             stopped = self.sleep(term, BOOT_WAIT_S)
+            while not stopped:
+                term.write("Sampling...\n")
+                window = self.sensor.next_window(frames)
+                if self.sleep(term, frames / rate):  # the sensor fills the window in real time
+                    break
+                self._print_result(term, window, debug=mode == "debug")
+                stopped = self.sleep(term, BOOT_WAIT_S)
         term.write("Inferencing stopped by user\r\n")
         return True
 

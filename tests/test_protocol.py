@@ -318,3 +318,51 @@ def test_server_survives_any_bytes(data):
     server, term = make_server(), Recorder()
     feed(server, term, data)
     assert term.out.count(b"> ") >= data.count(b"\r")
+
+
+# -- Sampling: replies and the signed acquisition file -------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), st.binary()))
+def test_sampling_parsers_take_anything_or_raise_their_error(text):
+    for parse in (protocol.parse_sample_reply, protocol.decode_read_buffer, protocol.parse_sample_settings):
+        try:
+            parse(text)
+        except ProtocolParseError:
+            pass
+
+
+def test_the_sample_reply_is_read_as_the_daemon_reads_it():
+    reply = ("Sampling settings:\r\n\tFile name: /fs/wave\r\nSampling...\r\nDone sampling\r\n"
+             "Not uploading file, not connected to WiFi. Used buffer, from=0, to=1234.\r\n")
+    assert protocol.parse_sample_reply(reply) == protocol.SampleReply("/fs/wave", 0, 1234)
+    with pytest.raises(ProtocolParseError, match="could not sample: ERR: Failed to find sensor 'x'"):
+        protocol.parse_sample_reply("ERR: Failed to find sensor 'x' in the sensor list\n")
+    assert protocol.decode_read_buffer("OK\r\nAAEC\r\nAw==\r\n\r\nOK\r\n") == b"\x00\x01\x02\x03"
+
+
+finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 9).flatmap(lambda axes: st.lists(st.lists(finite32, min_size=axes, max_size=axes),
+                                                        min_size=1, max_size=40)),
+       st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40),
+       st.floats(0.01, 1000.0))
+def test_a_signed_acquisition_round_trips_and_verifies(values, key, interval):
+    import cbor2
+
+    from pipeline.datasets import parse_acquisition
+
+    data = protocol.encode_acquisition("AA:BB", "board", interval, values, key)
+    doc = cbor2.loads(data)
+    assert doc["protected"] == {"ver": "v1", "alg": "HS256" if key else "none"}
+    assert doc["payload"]["interval_ms"] == interval
+    assert doc["payload"]["values"] == [[float(struct.unpack("<f", struct.pack("<f", v))[0]) for v in row]
+                                        for row in values]
+    assert doc["signature"] == (protocol.acquisition_hmac(data, key) if key else protocol.SIGNATURE_ZEROS)
+    assert parse_acquisition(data, "sample").values.shape == (len(values), len(values[0]))
+    if key:  # one bit flipped anywhere in the values: the signature no longer matches
+        tampered = data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
+        assert cbor2.loads(tampered)["signature"] != protocol.acquisition_hmac(tampered, key)

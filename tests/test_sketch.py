@@ -212,8 +212,17 @@ def test_every_protocol_command_is_in_the_table_and_its_help(run_dir):
         "HELP": ["AT+HELP"],
         "CONFIG": ["AT+CONFIG?"],
         "DEVICEINFO": ["AT+DEVICEINFO?"],
-        "SAMPLESETTINGS": ["AT+SAMPLESETTINGS?", "AT+SAMPLESETTINGS=[LABEL],[INTERVAL_MS],[LENGTH_MS],[HMAC_KEY]"],
+        "SAMPLESETTINGS": ["AT+SAMPLESETTINGS?", "AT+SAMPLESETTINGS=LABEL,INTERVAL_MS,LENGTH_MS,[HMAC_KEY]"],
+        "SAMPLESTART": ["AT+SAMPLESTART=SENSOR_NAME"],
+        "READBUFFER": ["AT+READBUFFER=START,LENGTH,[USEMAXRATE]"],
+        "CLEARCONFIG": ["AT+CLEARCONFIG"],
+        "DEVICEID": ["AT+DEVICEID?", "AT+DEVICEID=DEVICEID"],
+        "UPLOADSETTINGS": ["AT+UPLOADSETTINGS?", "AT+UPLOADSETTINGS=APIKEY,PATH"],
+        "UPLOADHOST": ["AT+UPLOADHOST?", "AT+UPLOADHOST=HOST"],
+        "MGMTSETTINGS": ["AT+MGMTSETTINGS?", "AT+MGMTSETTINGS=URL"],
         "RUNIMPULSE": ["AT+RUNIMPULSE"],
+        "RUNIMPULSEDEBUG": ["AT+RUNIMPULSEDEBUG=USEMAXRATE"],
+        "RUNIMPULSECONT": ["AT+RUNIMPULSECONT"],
         "RUNIMPULSESTATIC": ["AT+RUNIMPULSESTATIC=DEBUG,N"],
         "MODELINFO": ["AT+MODELINFO?"],
     }
@@ -245,8 +254,12 @@ PROTOCOL_STRINGS = [
     "===== Device info =====\n", "\n===== Sensors ======\n", "\n===== Snapshot ======\n",
     "\n===== Inference ======\n", "\n===== WIFI =====\n", "\n===== Sampling parameters =====\n",
     "\n===== Upload settings =====\n", "\n===== Remote management =====\n",
-    "Color depth:          RGB\n", "AT Version: %s\n", "Data Transfer Baudrate: %ld\n",
-    "Name: %s, Max sample length: %lds, Frequencies: [",
+    "AT Version: %s\n", "Data Transfer Baudrate: %ld\n", ", Max sample length: %lds, Frequencies: [",
+    "Starting in %lu ms... (or until all flash was erased)\n", "Sampling...\n",
+    "Done sampling, total bytes collected: %lu\n",
+    "Not uploading file, not connected to WiFi. Used buffer, from=0, to=%lu.\n",
+    "Missing argument! Required: START,LENGTH,[USEMAXRATE]\n", "Failed to read from buffer\n",
+    "Clearing config...\n", "Missing sensor name!\n", "' in the sensor list\n",
 ]
 
 
@@ -401,7 +414,8 @@ def test_an_unknown_port_is_a_placeholder_in_the_printed_commands():
 # ---------------------------------------------------------------------------------------
 
 HARNESS_CPP = r"""
-// Host harness: the sketch's protocol code on stdin/stdout, with the real clock.
+// Host harness: the sketch's protocol code on stdin/stdout, with the real clock (sped up
+// TINYML_CLOCK_SCALE times when set, so device-side waits pass quickly in tests).
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,8 +447,9 @@ class StdioIo : public tinyml::DeviceIo {
   uint32_t micros() override {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint32_t>(ts.tv_sec * 1000000ull + ts.tv_nsec / 1000);
+    return static_cast<uint32_t>((ts.tv_sec * 1000000ull + ts.tv_nsec / 1000) * scale_);
   }
+  unsigned long long scale_ = 1;
   void idle() override {
     struct pollfd p = {0, POLLIN, 0};
     poll(&p, 1, 1);
@@ -457,7 +472,10 @@ class RoundTripClassifier : public tinyml::Classifier {
 // Stands in for the IMU: reading i is (0.5 i, -0.25 i, 9.80665) m/s^2.
 class RampSensor : public tinyml::MotionSensor {
  public:
-  const char* name() const override { return "Ramp accelerometer"; }
+  const char* name() const override {
+    const char* name = getenv("TINYML_SENSOR_NAME");
+    return name ? name : "Ramp accelerometer";
+  }
   int axes() const override { return 3; }
   bool read(float* values) override {
     values[0] = 0.5f * static_cast<float>(count_);
@@ -479,7 +497,10 @@ int main(int argc, char** argv) {
   static StdioIo io;
   static RoundTripClassifier classifier;
   static RampSensor sensor;
-  tinyml::DeviceInfo info = {"C0:FF:EE:00:00:01", "TINYML_HOST_HARNESS"};
+  const char* scale = getenv("TINYML_CLOCK_SCALE");
+  if (scale) io.scale_ = strtoull(scale, nullptr, 10);
+  const char* type = getenv("TINYML_DEVICE_TYPE");
+  tinyml::DeviceInfo info = {"C0:FF:EE:00:00:01", type ? type : "TINYML_HOST_HARNESS"};
   tinyml::begin_commands(&classifier, &sensor, info);
   tinyml::AtServer server(io, tinyml::kDeviceCommands, tinyml::kDeviceCommandCount);
   tinyml::print_banner(io);
@@ -498,17 +519,12 @@ def _op_recorder_h(ops: list[str]) -> str:
     return f"#include <stdio.h>\nstruct OpRecorder {{\n{methods}}};\n"
 
 
-@pytest.fixture(scope="module")
-def harness_exe(tmp_path_factory):
-    """The generated sketch's protocol code + the harness, built with g++ and sanitizers."""
-    if shutil.which("g++") is None:
-        pytest.skip("g++ is not installed: the protocol code cannot be compiled here")
-    run = tmp_path_factory.mktemp("sketch_run")
-    write_quantize_outputs(run)
+def build_harness(run: Path, build: Path, ops: list[str]) -> Path:
+    """The sketch generated from ``run``'s quantize outputs + the harness, built with g++ and
+    sanitizers into ``build``."""
     folder = generate_sketch(run)
-    build = tmp_path_factory.mktemp("harness")
     (build / "harness.cpp").write_text(HARNESS_CPP)
-    (build / "op_recorder.h").write_text(_op_recorder_h(OPS))
+    (build / "op_recorder.h").write_text(_op_recorder_h(ops))
     sources = sorted(str(p) for p in folder.glob("*.cpp"))  # model_data.cpp included
     exe = build / "harness"
     cmd = ["g++", "-std=c++14", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
@@ -519,13 +535,23 @@ def harness_exe(tmp_path_factory):
     return exe
 
 
+@pytest.fixture(scope="module")
+def harness_exe(tmp_path_factory):
+    """The generated sketch's protocol code + the harness, built with g++ and sanitizers."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed: the protocol code cannot be compiled here")
+    run = tmp_path_factory.mktemp("sketch_run")
+    write_quantize_outputs(run)
+    return build_harness(run, tmp_path_factory.mktemp("harness"), OPS)
+
+
 class Harness:
     """One harness process: bytes in on stdin, bytes out on stdout."""
 
-    def __init__(self, exe: Path):
+    def __init__(self, exe: Path, env: dict | None = None):
         # No leak check: the code under test has no heap, and LeakSanitizer cannot run in
         # every container (ptrace); any other sanitizer report fails close().
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", **(env or {}))
         self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
         self.buf = b""
@@ -623,7 +649,8 @@ def test_config_has_every_section_in_order(device):
     sensor_line = out.split("===== Sensors ======\n")[1].split("\n")[0]
     assert re.match(r"^Name\:\s?([^,]+),\s?Max sample length\:\s?([^,]+)s\s?,\s?Frequencies\:\s?\[(.*)\]\s?$",
                     sensor_line)
-    assert "Color depth:          RGB\n" in out
+    # No camera: neither "Color depth" nor an empty "Resolutions" (the CLI warns on it).
+    assert "Color depth" not in out and "Resolutions" not in out
     assert re.search(r"\nInterval:  \d+\.\d\d ms\.\nLength:    \d+ ms\.\n", out)
 
     from firmware_bridge.protocol import parse_config  # the host's parser reads it
@@ -640,8 +667,10 @@ def test_sample_settings_can_be_set_and_read(device):
     out = device.command("AT+SAMPLESETTINGS?")
     assert out == (b"AT+SAMPLESETTINGS?\r\nLabel:     wave\nInterval:  10.00 ms.\n"
                    b"Length:    2000 ms.\nHMAC key:  \n> ")
-    out = device.command("AT+SAMPLESETTINGS=,-1")
-    assert b"Invalid interval or length (-1,): expected positive numbers of ms\n" in out
+    out = device.command("AT+SAMPLESETTINGS=x,-1,5")
+    assert b"Invalid interval or length (-1,5): expected positive numbers of ms\n" in out
+    assert device.command("AT+SAMPLESETTINGS=x,16") == (
+        b"AT+SAMPLESETTINGS=x,16\r\nMissing argument! Required: LABEL,INTERVAL_MS,LENGTH_MS,[HMAC_KEY]\n> ")
     assert b"Label:     wave\n" in device.command("AT+SAMPLESETTINGS?")
 
 
@@ -832,3 +861,31 @@ def test_the_host_client_talks_to_the_firmware_code_over_a_pty(harness_exe):
         proc.wait(timeout=10)
         errors = proc.stderr.read().decode(errors="replace")
     assert not errors
+
+
+EI_TEST_INFERENCE = os.environ.get("TINYML_EI_TEST_INFERENCE")
+
+
+@pytest.mark.skipif(not EI_TEST_INFERENCE or not Path(EI_TEST_INFERENCE).is_file(),
+                    reason="set TINYML_EI_TEST_INFERENCE to Edge Impulse's firmware-sdk/tools/test_inference.py")
+def test_edge_impulses_test_inference_script_runs_against_the_firmware_code(harness_exe, tmp_path):
+    """Edge Impulse's own static-inference client (pyserial) against the C++ core over a pty."""
+    import sys
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    proc = subprocess.Popen([str(harness_exe)], stdin=master, stdout=master, stderr=subprocess.PIPE)
+    os.close(master)
+    features = tmp_path / "features.txt"
+    features.write_text(",".join(f"{v:.6f}" for v in np.linspace(-2.0, 2.0, INPUT_SIZE)))
+    try:
+        run = subprocess.run([sys.executable, EI_TEST_INFERENCE, str(features), os.ttyname(slave)],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(slave)
+        proc.wait(timeout=10)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "b'RESULT 0\\r\\n'" in run.stdout and "b'END OUTPUT\\r\\n'" in run.stdout
+    for label in LABELS:
+        assert f"b'  {label}: " in run.stdout
+    assert not proc.stderr.read()

@@ -21,7 +21,7 @@ bool same_name(const char* a, const char* b) {
 }  // namespace
 
 AtServer::AtServer(DeviceIo& io, const AtCommand* commands, size_t count)
-    : io_(io), commands_(commands), count_(count), length_(0) {
+    : io_(io), commands_(commands), count_(count), length_(0), overflow_(false) {
   line_[0] = '\0';
   work_[0] = '\0';
 }
@@ -44,13 +44,19 @@ void AtServer::redraw() {
 void AtServer::handle(int byte) {
   if (byte == '\r') {
     io_.print("\r\n");
-    bool prompt = execute();
+    bool prompt = true;
+    if (overflow_) {
+      io_.print(kAtLineTooLong);
+    } else {
+      prompt = execute();
+    }
     length_ = 0;
+    overflow_ = false;
     line_[0] = '\0';
     if (prompt) print_prompt();
   } else if (byte == 0x08 || byte == 0x7f) {
     // Edge Impulse's server redraws only when there was a character to remove.
-    if (length_ > 0) {
+    if (length_ > 0 && !overflow_) {
       line_[--length_] = '\0';
       redraw();
     }
@@ -60,6 +66,8 @@ void AtServer::handle(int byte) {
       line_[length_] = '\0';
       char c = static_cast<char>(byte);
       io_.write(&c, 1);
+    } else {
+      overflow_ = true;
     }
   }
   // LF is ignored (some ports turn LF into CR, so hosts send CR alone); so is every other

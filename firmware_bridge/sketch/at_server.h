@@ -14,7 +14,11 @@
 namespace tinyml {
 
 constexpr const char* kAtCommandSetVersion = "1.8.0";
-constexpr size_t kAtMaxLineLength = 256;  // longer input is dropped, not echoed
+// A line longer than this is discarded whole: its excess is neither stored nor echoed, and
+// the CR that ends it prints kAtLineTooLong and a prompt instead of running it. Work per
+// byte is constant, whatever the line's length (issue 13: a 1 MB line, garbage bytes).
+constexpr size_t kAtMaxLineLength = 256;
+constexpr const char* kAtLineTooLong = "ERR: line too long (more than 256 characters), discarded\n";
 constexpr int kAtMaxArgs = 16;            // AT+X=a,b,...: arguments past this are dropped
 
 // One entry of the command table: AT+<name> (run), AT+<name>? (read) and
@@ -52,6 +56,7 @@ class AtServer {
   size_t count_;
   char line_[kAtMaxLineLength + 1];
   size_t length_;
+  bool overflow_;  // the line went past kAtMaxLineLength: discard it at CR
   char work_[kAtMaxLineLength + 1];  // the line cut into name and arguments
 };
 

@@ -31,7 +31,21 @@ constexpr uint32_t kStaticChunkTimeoutUs = 100000;
 constexpr long kStaticMaxValues = 1L << 20;
 constexpr uint32_t kRunImpulsePauseUs = 2000000;  // "Starting inferencing in 2 seconds..."
 constexpr long kTransferBaudrate = 115200;
-
+// AT+RUNIMPULSECONT classifies the last window once per slice of it (Edge Impulse's
+// EI_CLASSIFIER_SLICES_PER_MODEL_WINDOW, 4 in its motion firmwares).
+constexpr int kSlicesPerWindow = 4;
+// AT+SAMPLESTART records one sample, as a signed CBOR acquisition file, into this buffer
+// (static: no heap). 16 KB hold 10 s of a 3-axis accelerometer at 62.5 Hz (16 bytes a
+// reading); AT+CONFIG? reports the longest sample that fits as "Max sample length".
+constexpr size_t kSampleBufferBytes = 16384;
+// Room kept for the file's header when computing that maximum (the header of a 9-axis
+// sample with 127-character names is under 1 KB).
+constexpr size_t kSampleHeaderReserve = 1024;
+// Characters a stored setting keeps (label, HMAC key, device ID, API key, host, path,
+// URL); longer values are cut. Edge Impulse API keys are 67 characters.
+constexpr size_t kSettingChars = 127;
+// "Starting in 2000 ms..." before AT+SAMPLESTART samples (the daemon's minimum delay).
+constexpr uint32_t kSampleStartDelayUs = 2000000;
 // The model: kInputSize float32 values in, kNumClasses probabilities out.
 class Classifier {
  public:
@@ -51,6 +65,10 @@ class MotionSensor {
   virtual const char* name() const = 0;
   virtual int axes() const = 0;
   virtual bool read(float* values) = 0;
+  // Axis names and units as the acquisition file lists them (Edge Impulse's: accX, accY,
+  // accZ in m/s2, then gyrX.. in dps and magX.. in uT for a 9DoF IMU).
+  virtual const char* axis_name(int axis) const;
+  virtual const char* axis_units(int axis) const;
 };
 
 struct DeviceInfo {

@@ -9,8 +9,9 @@
 // a scale, an op or the arena size.
 //
 // This file only binds the board: Serial, the IMU and the engine. The AT server, the command
-// handlers and the base64 transfer are plain C++ (at_server.cpp, device_commands.cpp,
-// base64_chunk.cpp) that the test suite also compiles and runs on the host.
+// handlers, the base64 transfer and the signed sample files of AT+SAMPLESTART are plain
+// C++ (at_server.cpp, device_commands.cpp, base64_chunk.cpp, acquisition.cpp) that the
+// test suite also compiles and runs on the host, byte for byte against the virtual device.
 
 // The Nano 33 BLE Sense Rev2 has a BMI270 IMU instead of the LSM9DS1: set this to 1 (or
 // compile with -DTINYML_SENSE_REV2=1) and install Arduino_BMI270_BMM150. Both libraries
