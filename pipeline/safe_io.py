@@ -229,3 +229,44 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, 
         raise PipelineError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
     arr = np.frombuffer(data, dtype=dtype)
     return arr.reshape(shape, order="F" if fortran else "C")
+
+
+# --------------------------------------------------------------------------- artifact structure
+
+NUMBER = (int, float)
+
+
+def check_structure(value: Any, schema: Any, where: str, field: str = "") -> None:
+    """Refuse a decoded artifact whose structure is not ``schema``: a type (or tuple of
+    types) to match, a dict of keys to schemas (a key ending in ``?`` may be absent), or a
+    one-element list meaning "a list of these". The error names the field and what was
+    expected; ``bool`` never passes for a number."""
+    label = f"field '{field}'" if field else "the top level"
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise PipelineError(f"{where}: {label}: expected an object, got {_type_name(value)}")
+        for key, sub in schema.items():
+            optional = key.endswith("?")
+            key = key.rstrip("?")
+            if key not in value:
+                if optional:
+                    continue
+                raise PipelineError(f"{where}: {label}: missing key {key!r}")
+            check_structure(value[key], sub, where, f"{field}.{key}" if field else key)
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            raise PipelineError(f"{where}: {label}: expected a list, got {_type_name(value)}")
+        for k, item in enumerate(value):
+            check_structure(item, schema[0], where, f"{field}[{k}]")
+    else:
+        types = schema if isinstance(schema, tuple) else (schema,)
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise PipelineError(f"{where}: {label}: expected {names}, got {_type_name(value)} {_short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PipelineError(f"{where}: {label}: expected a finite number, got {value}")
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", type(None): "null", bool: "a boolean"}.get(
+        type(value), type(value).__name__)
