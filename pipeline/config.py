@@ -400,7 +400,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        # TOML basic strings escape the backslash, the quote and every control character.
+        escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+                          for c in value.replace("\\", "\\\\").replace('"', '\\"'))
         return f'"{escaped}"'
     raise TypeError(type(value))
 
