@@ -8,6 +8,7 @@ only talks to the device and writes what it said.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -38,6 +39,18 @@ class StreamStats:
             "windows_per_s": round(self.windows_per_s, 2),
             "feature_bytes_per_s": round(self.payload_bytes / self.seconds, 1) if self.seconds > 0 else 0.0,
         }
+
+
+class _QuietClose:
+    """Close a results file without raising: every whole line is already fsynced, and after
+    a full disk the rest of a torn line must not replace the error that says so."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.f.close()
 
 
 def finished_ids(path: Path) -> set[str]:
@@ -88,7 +101,7 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
         from pipeline.artifacts import write_error
 
         raise write_error(out_path, exc, f"the {len(done)} results in it are kept") from None
-    with f:
+    with contextlib.closing(_QuietClose(f)):
         for i in iterator:
             features = np.asarray(X[i], dtype=np.float32).ravel()
             try:

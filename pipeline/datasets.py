@@ -27,6 +27,8 @@ from pipeline.safe_io import (
     load_npz_arrays,
     loads_json,
     path_inside,
+    read_file_bytes,
+    resolved,
 )
 
 Kind = Literal["timeseries", "image"]
@@ -351,7 +353,7 @@ def load_edge_impulse_export(folder: str | Path) -> Dataset:
     """An Edge Impulse export: ``info.labels`` with ``training/`` and ``testing/`` folders."""
     folder = Path(folder)
     info_path = folder / "info.labels"
-    info = loads_json(info_path.read_bytes(), str(info_path))
+    info = loads_json(read_file_bytes(info_path), str(info_path))
     files = info.get("files") if isinstance(info, dict) else None
     if not isinstance(files, list):
         raise PipelineError(f"{info_path}: field 'files': expected a list")
@@ -381,11 +383,9 @@ def load_edge_impulse_export(folder: str | Path) -> Dataset:
             skipped[f"category {category}"] += 1
             continue
         path = path_inside(folder, entry["path"], where)
-        if not path.is_file():
-            raise PipelineError(f"{where}: file {path} listed in info.labels does not exist")
-        acq = parse_acquisition(path.read_bytes(), str(path))
+        acq = parse_acquisition(read_file_bytes(path, f"{where}: file {path} listed in info.labels"), str(path))
         items.append((acq, label["label"], "test" if category == "testing" else "train"))
-    listed = {(folder / e["path"]).resolve() for e in files if isinstance(e, dict) and isinstance(e.get("path"), str)}
+    listed = {resolved(folder / e["path"]) for e in files if isinstance(e, dict) and isinstance(e.get("path"), str)}
     for sub in ("training", "testing"):
         for p in sorted((folder / sub).glob("*")):
             if p.suffix in (".json", ".cbor") and p.resolve() not in listed:
@@ -412,7 +412,7 @@ def load_acquisition_folder(folder: str | Path) -> Dataset:
             raise PipelineError(f"{p}: file name does not start with '<label>.'", hint="name files <label>.<id>.json")
         rel = p.relative_to(folder).parts
         split = {"training": "train", "testing": "test"}.get(rel[0]) if len(rel) > 1 else None
-        items.append((parse_acquisition(p.read_bytes(), str(p)), label, split))
+        items.append((parse_acquisition(read_file_bytes(p), str(p)), label, split))
     if any(sp is not None for _, _, sp in items) and not all(sp is not None for _, _, sp in items):
         items = [(a, lab, sp or "train") for a, lab, sp in items]
     return _dataset_from_acquisitions(folder.name, str(folder), items, dict(skipped))
@@ -526,7 +526,7 @@ def load_csv(path: str | Path) -> Dataset:
     path = Path(path)
     src = str(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's "CSV UTF-8" starts with a BOM
+        text = read_file_bytes(path).decode("utf-8-sig")  # -sig: Excel's "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError as exc:
         raise PipelineError(f"{src}: not UTF-8 text ({exc})") from exc
     reader = csv_rows(text, src)

@@ -68,16 +68,34 @@ def loads_json(data: bytes | str, source: str, max_depth: int = MAX_JSON_DEPTH) 
         raise PipelineError(f"{source}: not valid JSON ({exc})") from None
 
 
+def read_file_bytes(path: str | Path, where: str | None = None) -> bytes:
+    """The bytes of a regular file; a missing file, a folder, a name too long or a file
+    that cannot be read is a PipelineError naming it (``where``, else the path)."""
+    where = where or str(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise PipelineError(f"{where}: does not exist") from None
+    except (OSError, ValueError) as exc:  # a folder, EACCES, ENAMETOOLONG, an embedded NUL
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PipelineError(f"{where}: cannot be read ({reason})") from None
+
+
+def resolved(path: Path) -> Path | None:
+    """``path.resolve()``, or None for a path no file can have (an embedded NUL, a loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
 def read_json_file(path: str | Path, what: str | None = None) -> Any:
     """Read and decode a JSON file; a missing, unreadable or malformed file is a PipelineError."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found{f' ({what})' if what else ''}") from None
-    except OSError as exc:
-        raise PipelineError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return loads_json(data, str(path))
+    if not path.exists():
+        raise PipelineError(f"{path}: not found{f' ({what})' if what else ''}")
+    return loads_json(read_file_bytes(path), str(path))
 
 
 def finite_number(value: Any, where: str, *, positive: bool = False) -> float:
@@ -172,7 +190,7 @@ def load_npz_arrays(path: str | Path, known: Iterable[str] | None = None) -> dic
     try:
         size = path.stat().st_size
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError):
         with open(path, "rb") as f:
             magic = f.read(6)
         if magic == b"\x93NUMPY":
@@ -225,7 +243,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int, 
                 raise PipelineError(f"{where}: truncated: {len(data)} of {nbytes} bytes")
     except PipelineError:
         raise
-    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, SyntaxError, TypeError,
+            NotImplementedError, RuntimeError) as exc:  # RuntimeError: an encrypted member
         raise PipelineError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
     arr = np.frombuffer(data, dtype=dtype)
     return arr.reshape(shape, order="F" if fortran else "C")

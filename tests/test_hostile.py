@@ -482,9 +482,9 @@ def acquisition_docs(draw):
                               max_size=2)):
         node, *rest = path.split(".")
         target, key = doc, node
-        for part in rest:
-            target, key = target[key], int(part) if part.isdigit() else part
-        with contextlib.suppress(KeyError, IndexError, TypeError):
+        with contextlib.suppress(KeyError, IndexError, TypeError):  # an earlier draw replaced a parent
+            for part in rest:
+                target, key = target[key], int(part) if part.isdigit() else part
             target[key] = draw(json_values)
     return doc
 
@@ -510,6 +510,27 @@ def test_fuzz_acquisition_raw_bytes(data):
         parse_acquisition(data, "x.json")
 
 
+info_entries = st.fixed_dictionaries(
+    {"path": st.sampled_from(["training/idle.0.json", "training/wave.0.json", "../x.json", "/etc/passwd",
+                              "a\x00b", "x" * 5000, "training", "missing.json"]) | json_values},
+    optional={"category": st.sampled_from(["training", "testing", "anomaly"]) | json_values,
+              "label": st.fixed_dictionaries({"type": st.sampled_from(["label", "unlabeled", "multi-label"])
+                                              | json_values},
+                                             optional={"label": st.sampled_from(["idle", "wave", ""]) | json_values})
+              | json_values},
+)
+
+
+@FUZZ
+@given(files=st.lists(info_entries, max_size=4) | json_values)
+def test_fuzz_info_labels(tmp_path_factory, files):
+    root = export(tmp_path_factory.mktemp("ei") / "e", good_docs(1))
+    (root / "info.labels").write_text(json.dumps({"version": 1, "files": files}))
+    with contextlib.suppress(PipelineError):
+        ds = load_dataset(str(root))
+        assert set(ds.label_names) <= {"idle", "wave"}
+
+
 @FUZZ
 @given(body=st.text(alphabet='abr01,.-e"\r\n\tx\x00\ufeffnaif', max_size=200),
        header=st.sampled_from(["", "recording,label,t,ax\n", "\ufeffrecording,label,t,ax,group\n"]))
@@ -531,11 +552,11 @@ npz_arrays = st.sampled_from([
 @FUZZ
 @given(arrays=st.dictionaries(st.sampled_from(["X", "y", "groups", "recordings", "times", "label_names",
                                                "kind", "rate_hz", "extra"]), npz_arrays, max_size=5),
-       flips=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 255)), max_size=3))
+       flips=st.lists(st.tuples(st.integers(-300, 300), st.integers(1, 255)), max_size=3))
 def test_fuzz_npz_metadata(tmp_path_factory, arrays, flips):
     data = bytearray(npz_bytes(**arrays))
-    for at, bits in flips:  # corrupt the headers: zip directory, .npy magic, shape and dtype text
-        data[at % len(data)] ^= bits
+    for at, bits in flips:  # corrupt the headers: .npy magic, shape and dtype text (from the start),
+        data[at % len(data)] ^= bits  # the zip's central directory and its sizes (from the end)
     path = tmp_path_factory.mktemp("npz") / "d.npz"
     path.write_bytes(bytes(data))
     with contextlib.suppress(PipelineError):
