@@ -291,10 +291,14 @@ MANIFEST_SCHEMA = {
 
 def check_manifest(man, path: str | Path = MANIFEST) -> dict:
     """``man`` if it has the structure of a ``splits.json``, else a PipelineError naming the field."""
-    check_structure(man, MANIFEST_SCHEMA, str(path))
+    hint = "the file was edited or damaged: restore it, or remove it to make a new split (tinyml train)"
+    try:
+        check_structure(man, MANIFEST_SCHEMA, str(path))
+    except PipelineError as exc:
+        raise PipelineError(exc.message, hint=hint) from None
     for key in ("length", "stride"):
         if man["window"][key] < 1:
-            raise PipelineError(f"{path}: field 'window.{key}': expected at least 1, got {man['window'][key]}")
+            raise PipelineError(f"{path}: field 'window.{key}': expected at least 1, got {man['window'][key]}", hint=hint)
     return man
 
 
