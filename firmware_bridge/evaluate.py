@@ -146,7 +146,7 @@ def checked_probabilities(probabilities: dict[str, float], label_names: list[str
                           where: str, have: int, total: int, out_path: Path) -> dict[str, float]:
     """A device's probabilities, in ``label_names`` order (mapped by name), each a number
     in [0, 1]; anything else is a BridgeError naming the window (``where``)."""
-    kept = f" (nothing written for it; the {have} of {total} windows before it are kept in {out_path})"
+    kept = f" (nothing written for it; {have} of {total} windows are done and kept in {out_path})"
     names = list(probabilities)
     if label_names is not None:
         if sorted(names) != sorted(label_names) or len(set(names)) != len(names):

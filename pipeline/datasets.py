@@ -493,7 +493,8 @@ def load_npz(path: str | Path) -> Dataset:
     if "rate_hz" in opt:
         r = opt["rate_hz"]
         if r.size != 1 or r.dtype.kind not in "fiu":
-            raise PipelineError(f"{src}: rate_hz: expected one number, got {r.dtype} of shape {r.shape}")
+            got = f"text {str(r.item())[:40]!r}" if r.size == 1 and r.dtype.kind in "US" else f"{r.dtype} of shape {r.shape}"
+            raise PipelineError(f"{src}: rate_hz: expected one number, got {got}")
         rate = finite_number(r.item(), f"{src}: rate_hz", positive=True)
     return Dataset(
         name=path.stem,

@@ -61,7 +61,7 @@ def loads_json(data: bytes | str, source: str, max_depth: int = MAX_JSON_DEPTH) 
             raise PipelineError(f"{source}: not valid JSON (not UTF-8: {exc})") from None
     depth = json_depth(raw)
     if depth > max_depth:
-        raise PipelineError(f"{source}: not valid JSON here: nested {depth} deep, more than the {max_depth} allowed")
+        raise PipelineError(f"{source}: refused: JSON nested {depth} deep, more than the {max_depth} allowed")
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an over-long integer
