@@ -383,7 +383,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
     """Stream the test split to the device, resumably; score it; compare with host int8."""
     from firmware_bridge.evaluate import stream_windows
     from pipeline import device_eval
-    from pipeline.artifacts import sha256_file
+    from pipeline.artifacts import read_json, sha256_file
     from pipeline.ledger import record_test_look
     from pipeline.progress import progress
     from pipeline.splits import cv_groups, load_run_split
@@ -423,6 +423,11 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
                                     else "as measured and reported by the device"},
         throughput={**stats.as_dict(), "torn_lines_dropped": torn_before + torn}, require_exact=info["virtual"],
     )
+    override = (read_json(run / "quantize_report.json", "the quantize report") or {}).get("override")
+    if override:  # first in the device report too: the model on the device missed a gate
+        report = {"override": override, **report}
+        print("eval: OVERRIDE: this model was exported with --accept-drop although it missed "
+              + ", ".join(override.get("failed_gates", [])))
     entry = record_test_look(run, "flash", "on-device evaluation", model_sha,
                              report["metrics"], manifest.get("test_sha256"))
     report["ledger"] = {"look": entry["look"], "warning": entry.get("warning")}

@@ -22,7 +22,6 @@ often where the information goes. For each point:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import numpy as np
 
@@ -36,6 +35,9 @@ PRESERVE_ARENA_BYTES = 16 * 1024 * 1024
 # point before it. Seen here: a healthy int8 model's points stay above cosine 0.995; a
 # crushed input or a layer with a clipped activation range drops to 0.9 or lower.
 JUMP_MIN = 0.01
+# A channel whose int8 error reaches half its own RMS has lost its signal: it fell below a
+# few LSB of a scale set by larger channels (healthy layers here stay below 0.1).
+CHANNEL_LOST = 0.5
 INPUT_POINT = "(input)"
 
 
@@ -127,18 +129,33 @@ def _float_tensors(model, x: np.ndarray, layers: list[str]) -> dict[str, np.ndar
     return {n: np.asarray(o, np.float64).reshape(len(x), -1) for n, o in zip(layers, outs, strict=True)}
 
 
-def float_vs_int8(ref: np.ndarray, q: np.ndarray, scale: float, zero_point: int) -> dict:
+def float_vs_int8(ref: np.ndarray, q: np.ndarray, scale: float, zero_point: int, channels: int = 1) -> dict:
+    """Error of the dequantized int8 tensor against the float one, over all windows; also per
+    channel (the last axis), since one tensor scale serves every channel and a channel far
+    smaller than the largest can fall below one LSB while the whole-tensor cosine stays ~1."""
     r = ref.astype(np.float64).ravel()
     a = (q.astype(np.float64).ravel() - zero_point) * scale
     d = a - r
     rmse = float(np.sqrt(np.mean(d**2))) if d.size else 0.0
     spread = float(np.std(r))
     nr, na = np.linalg.norm(r), np.linalg.norm(a)
+    worst, worst_c = None, None
+    if channels >= 1 and r.size % channels == 0:
+        rc, dc = r.reshape(-1, channels), d.reshape(-1, channels)
+        rms = np.sqrt(np.mean(rc**2, axis=0))
+        err = np.sqrt(np.mean(dc**2, axis=0))
+        live = rms > 0  # a dead channel (all exact zeros) has no signal to lose
+        if live.any():
+            ratio = np.where(live, err / np.where(live, rms, 1.0), -1.0)
+            worst_c = int(np.argmax(ratio))
+            worst = float(ratio[worst_c])
     return {
         "rmse": rmse,
         "relative_rmse": rmse / spread if spread else None,
         "max_error_lsb": float(np.max(np.abs(d)) / scale) if d.size and scale else None,
         "cosine": float(r @ a / (nr * na)) if nr and na else (1.0 if not nr and not na else 0.0),
+        "worst_channel": worst_c,
+        "worst_channel_error": worst,
     }
 
 
@@ -167,7 +184,7 @@ def compare_layers(model, data: bytes, info: ModelInfo, x_float_input: np.ndarra
         "layer": INPUT_POINT, "ops": ["input"], "float_layer": input_float_layer,
         "shape": list(inp.shape), "scale": inp.scales[0], "zero_point": inp.zero_points[0],
         "float_vs_int8": float_vs_int8(input_reference.reshape(len(x_q), -1), x_q.reshape(len(x_q), -1),
-                                       inp.scales[0], inp.zero_points[0]),
+                                       inp.scales[0], inp.zero_points[0], int(inp.shape[-1])),
         "litert_vs_tflm": {"max_lsb": 0, "differing_share": 0.0},
     }]
     for k, p in enumerate(points):
@@ -176,7 +193,8 @@ def compare_layers(model, data: bytes, info: ModelInfo, x_float_input: np.ndarra
                "scale": t.scales[0] if t.scales else None,
                "zero_point": t.zero_points[0] if t.zero_points else None}
         if p["float_layer"] and t.scales and t.dtype == "int8":
-            row["float_vs_int8"] = float_vs_int8(floats[p["float_layer"]], litert[k], t.scales[0], t.zero_points[0])
+            row["float_vs_int8"] = float_vs_int8(floats[p["float_layer"]], litert[k], t.scales[0], t.zero_points[0],
+                                                 int(t.shape[-1]) if t.shape else 1)
         row["litert_vs_tflm"] = runtime_vs_runtime(litert[k], tflm[k]) if tflm is not None else None
         rows.append(row)
     return {
@@ -197,24 +215,25 @@ def compare_layers(model, data: bytes, info: ModelInfo, x_float_input: np.ndarra
 
 
 def error_jump(rows: list[dict]) -> dict | None:
-    """The first point where 1 - cosine grows by at least JUMP_MIN over the point before it
-    (else the point where it grows most): where int8 loses the signal."""
-    prev, best = 1.0, None
-    steps = []
+    """Where int8 loses the signal: the first point (in graph order) where 1 - cosine grows by
+    at least JUMP_MIN over the point before it, or where a channel's error reaches
+    CHANNEL_LOST of its own RMS; else the point where 1 - cosine grows most (not significant)."""
+    prev, steps = 1.0, []
     for row in rows:
         fi = row.get("float_vs_int8")
         if not fi or fi["cosine"] is None:
             continue
-        step = (1 - fi["cosine"]) - (1 - prev)
-        steps.append((step, row, prev))
+        steps.append(((1 - fi["cosine"]) - (1 - prev), row, prev))
         prev = fi["cosine"]
     if not steps:
         return None
-    first = next((s for s in steps if s[0] >= JUMP_MIN), None)
-    step, row, before = first or max(steps, key=lambda s: s[0])
+    first = next((st for st in steps if st[0] >= JUMP_MIN
+                  or (st[1]["float_vs_int8"].get("worst_channel_error") or 0) >= CHANNEL_LOST), None)
+    step, row, before = first or max(steps, key=lambda st: st[0])
     fi = row["float_vs_int8"]
     return {"layer": row["layer"], "ops": row["ops"], "cosine": fi["cosine"], "cosine_before": before,
             "relative_rmse": fi["relative_rmse"], "max_error_lsb": fi["max_error_lsb"],
+            "worst_channel": fi.get("worst_channel"), "worst_channel_error": fi.get("worst_channel_error"),
             "significant": first is not None}
 
 
@@ -222,25 +241,27 @@ def jump_message(jump: dict | None) -> str | None:
     if not jump:
         return None
     rel = jump["relative_rmse"]
+    chan = jump.get("worst_channel_error")
     return (f"int8 loses it at {jump['layer']} ({'+'.join(jump['ops'])}): cosine {jump['cosine']:.3f} "
             f"(was {jump['cosine_before']:.3f} before it), RMSE {'n/a' if rel is None else format(rel, '.2f')} "
-            f"of the float tensor's spread, max error {jump['max_error_lsb']:.0f} LSB")
+            f"of the float tensor's spread, max error {jump['max_error_lsb']:.0f} LSB"
+            + ("" if chan is None else f", worst channel {jump['worst_channel']} error {chan:.2f} of its RMS"))
 
 
 def summary_lines(table: dict) -> list[str]:
-    lines = [f"  {'layer':<14}{'ops':<28}{'cosine':>9}{'rel RMSE':>10}{'max LSB':>9}{'LiteRT/TFLM LSB':>17}"]
+    lines = [f"  {'layer':<14}{'ops':<28}{'cosine':>9}{'rel RMSE':>10}{'max LSB':>9}{'worst ch':>10}"
+             f"{'LiteRT/TFLM LSB':>17}"]
     for r in table["layers"]:
         fi = r.get("float_vs_int8") or {}
         rt = r.get("litert_vs_tflm") or {}
         lines.append(
             f"  {r['layer']:<14}{'+'.join(r['ops'])[:27]:<28}"
             f"{_f(fi.get('cosine'), '.4f'):>9}{_f(fi.get('relative_rmse'), '.3f'):>10}"
-            f"{_f(fi.get('max_error_lsb'), '.0f'):>9}{_f(rt.get('max_lsb'), 'd'):>17}")
+            f"{_f(fi.get('max_error_lsb'), '.0f'):>9}{_f(fi.get('worst_channel_error'), '.2f'):>10}"
+            f"{_f(rt.get('max_lsb'), 'd'):>17}")
     return lines
 
 
 def _f(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
-
-Printer = Callable[[str], None]

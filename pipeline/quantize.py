@@ -29,11 +29,11 @@ from pipeline.artifacts import sha256_bytes, write_bytes, write_json, write_text
 from pipeline.audit import outlier_scores
 from pipeline.boards import BOARDS, get_board
 from pipeline.errors import GateFailed, PipelineError
+from pipeline.layer_compare import compare_layers, jump_message, summary_lines
 from pipeline.ledger import record_test_look
 from pipeline.progress import progress, quiet_native_stderr
 from pipeline.splits import Prepared, cv_groups, load_run_split
 from pipeline.tflite_model import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
-from pipeline.layer_compare import compare_layers, jump_message, summary_lines
 from pipeline.tflm import (
     HOST_FIGURE,
     NORMALIZATION_METADATA,
@@ -825,7 +825,7 @@ def _summary(report: dict, out: Callable[[str], None]) -> None:
             out("  " + msg)
     rem = report.get("remedies")
     if rem and len(rem["tried"]) > 1:
-        out(f"remedies tried in order: " + ", ".join(
+        out("remedies tried in order: " + ", ".join(
             f"{r['remedy']} ({'skipped' if 'skipped' in r else format(r['float_int8_agreement'], '.3f') + ' agreement'})"
             for r in rem["tried"]) + f"; kept {rem['kept']!r}")
     board = report.get("board")
