@@ -25,8 +25,14 @@ def _gravity(rng) -> np.ndarray:
     return 9.81 * v / np.linalg.norm(v)
 
 
-def saturating_windows(subjects: int = 8, per_class: int = 24, seed: int = 3):
-    """(X, y, groups, recordings): ``per_class`` windows per class and subject, 4 recordings each."""
+PER_CLASS = {"idle": 32, "walk": 32, "shake": 8, "fall": 8}
+"""Windows per subject: idle and walking dominate, shakes and falls are rare (as in a real
+export, where the saturating classes are a minority, so their peaks look like outliers)."""
+
+
+def saturating_windows(subjects: int = 8, per_class: dict | None = None, seed: int = 3):
+    """(X, y, groups, recordings): ``per_class[label]`` windows per class and subject, 4 recordings each."""
+    per_class = per_class or PER_CLASS
     rng = np.random.default_rng(seed)
     t = np.arange(STEPS) / RATE_HZ
     X, y, groups, recs = [], [], [], []
@@ -34,12 +40,12 @@ def saturating_windows(subjects: int = 8, per_class: int = 24, seed: int = 3):
         gain = rng.uniform(0.6, 1.4)
         tempo = rng.uniform(0.8, 1.2)
         for c, label in enumerate(LABELS):
-            for i in range(per_class):
+            for i in range(per_class[label]):
                 g = _gravity(rng)
                 w = np.tile(g, (STEPS, 1)) + rng.normal(0, rng.uniform(0.02, 0.1), size=(STEPS, 3))
                 phase = rng.uniform(0, 2 * np.pi)
                 if label == "walk":  # a slow, weak walker is barely above idle
-                    amp = gain * rng.uniform(0.4, 2.0)
+                    amp = gain * rng.uniform(0.5, 3.0)
                     axis = rng.normal(size=3)
                     w += amp * np.outer(np.sin(2 * np.pi * 1.8 * tempo * t + phase), axis / np.linalg.norm(axis))
                 elif label == "shake":
@@ -52,7 +58,7 @@ def saturating_windows(subjects: int = 8, per_class: int = 24, seed: int = 3):
                 X.append(np.clip(w, -SATURATION, SATURATION))
                 y.append(c)
                 groups.append(f"subject{s:02d}")
-                recs.append(f"subject{s:02d}-{label}-{i // (per_class // 4)}")
+                recs.append(f"subject{s:02d}-{label}-{i * 4 // per_class[label]}")
     return np.asarray(X, np.float32), np.asarray(y), np.asarray(groups), np.asarray(recs)
 
 
