@@ -1,11 +1,16 @@
 """Generators of sensor datasets with the traits of real exports, for the quantize tests.
 
-``write_saturating_dataset`` imitates a phone-accelerometer export (issue 12): 3 axes in
-m/s² at 62.5 Hz, 1 s windows, several subjects with their own orientation and gain; an
-``idle`` class that is almost constant next to ``shake`` and ``fall`` windows that
-saturate the sensor at ±78.4 m/s² (±8 g), and a ``walk`` class whose weakest walkers are
-barely above idle. One int8 input scale must then cover ±78 m/s² while idle and slow walks
-differ by a fraction of a m/s².
+``write_saturating_dataset`` imitates a wrist/phone IMU export (issue 12 and the Edge
+Impulse Nano 33 BLE Sense export in ../shared/data): an accelerometer in m/s² saturating
+at ±78.4 (±8 g) and a gyroscope in deg/s saturating at ±2000, at 62.5 Hz, 1 s windows,
+several subjects with their own orientation, gain and gyro bias. An ``idle`` class that is
+almost constant sits next to ``shake`` and ``fall`` windows that saturate both sensors, and
+a slow ``walk`` that moves the accelerometer by 3-8 m/s² and barely turns the gyroscope
+(phone in a pocket).
+
+What makes int8 hard: one input scale must cover ±2000 deg/s, so the accelerometer (and
+with it the walk/idle difference) falls below one LSB unless each channel is normalized
+before quantization.
 """
 
 from __future__ import annotations
@@ -16,49 +21,47 @@ import numpy as np
 
 RATE_HZ = 62.5
 STEPS = 64
-SATURATION = 78.4
+ACC_MAX = 78.4  # m/s², ±8 g
+GYRO_MAX = 2000.0  # deg/s
 LABELS = ["idle", "walk", "shake", "fall"]
+CHANNELS = ["accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ"]
 
 
-def _gravity(rng) -> np.ndarray:
-    v = rng.normal(size=3)  # the phone lies, stands or hangs in any pose
-    return 9.81 * v / np.linalg.norm(v)
+def _unit(rng) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
 
 
-PER_CLASS = {"idle": 32, "walk": 32, "shake": 8, "fall": 8}
-"""Windows per subject: idle and walking dominate, shakes and falls are rare (as in a real
-export, where the saturating classes are a minority, so their peaks look like outliers)."""
-
-
-def saturating_windows(subjects: int = 8, per_class: dict | None = None, seed: int = 3):
-    """(X, y, groups, recordings): ``per_class[label]`` windows per class and subject, 4 recordings each."""
-    per_class = per_class or PER_CLASS
+def saturating_windows(subjects: int = 8, per_class: int = 24, seed: int = 3):
+    """(X, y, groups, recordings): ``per_class`` windows per class and subject, 4 recordings each."""
     rng = np.random.default_rng(seed)
     t = np.arange(STEPS) / RATE_HZ
     X, y, groups, recs = [], [], [], []
     for s in range(subjects):
-        gain = rng.uniform(0.6, 1.4)
+        gain = rng.uniform(0.7, 1.3)
         tempo = rng.uniform(0.8, 1.2)
+        bias = rng.normal(0, 1.0, size=3)  # gyro zero-rate offset, deg/s
         for c, label in enumerate(LABELS):
-            for i in range(per_class[label]):
-                g = _gravity(rng)
-                w = np.tile(g, (STEPS, 1)) + rng.normal(0, rng.uniform(0.02, 0.1), size=(STEPS, 3))
-                phase = rng.uniform(0, 2 * np.pi)
-                if label == "walk":  # a slow, weak walker is barely above idle
-                    amp = gain * rng.uniform(0.5, 3.0)
-                    axis = rng.normal(size=3)
-                    w += amp * np.outer(np.sin(2 * np.pi * 1.8 * tempo * t + phase), axis / np.linalg.norm(axis))
+            for i in range(per_class):
+                acc = np.tile(9.81 * _unit(rng), (STEPS, 1)) + rng.normal(0, rng.uniform(0.02, 0.1), (STEPS, 3))
+                gyr = np.tile(bias, (STEPS, 1)) + rng.normal(0, 0.3, (STEPS, 3))
+                wave = np.sin(2 * np.pi * 1.8 * tempo * t + rng.uniform(0, 2 * np.pi))
+                if label == "walk":
+                    acc += gain * rng.uniform(3.0, 8.0) * np.outer(wave, _unit(rng))
+                    gyr += gain * rng.uniform(2.0, 8.0) * np.outer(wave, _unit(rng))
                 elif label == "shake":
-                    amp = gain * rng.uniform(50, 120)
-                    w += amp * np.outer(np.sin(2 * np.pi * 5.0 * tempo * t + phase), rng.normal(size=3))
+                    fast = np.sin(2 * np.pi * 5.0 * tempo * t + rng.uniform(0, 2 * np.pi))
+                    acc += gain * rng.uniform(50, 120) * np.outer(fast, _unit(rng))
+                    gyr += gain * rng.uniform(1000, 3000) * np.outer(fast, _unit(rng))
                 elif label == "fall":
                     at = rng.integers(8, STEPS - 8)
-                    w[at:] = np.tile(_gravity(rng), (STEPS - at, 1)) + rng.normal(0, 0.05, size=(STEPS - at, 3))
-                    w[at - 2 : at + 2] += gain * rng.uniform(60, 150) * rng.normal(size=(1, 3))
-                X.append(np.clip(w, -SATURATION, SATURATION))
+                    acc[at:] = np.tile(9.81 * _unit(rng), (STEPS - at, 1)) + rng.normal(0, 0.05, (STEPS - at, 3))
+                    acc[at - 2 : at + 2] += gain * rng.uniform(60, 150) * _unit(rng)
+                    gyr[at - 3 : at + 3] += gain * rng.uniform(800, 2500) * _unit(rng)
+                X.append(np.concatenate([np.clip(acc, -ACC_MAX, ACC_MAX), np.clip(gyr, -GYRO_MAX, GYRO_MAX)], 1))
                 y.append(c)
                 groups.append(f"subject{s:02d}")
-                recs.append(f"subject{s:02d}-{label}-{i * 4 // per_class[label]}")
+                recs.append(f"subject{s:02d}-{label}-{i * 4 // per_class}")
     return np.asarray(X, np.float32), np.asarray(y), np.asarray(groups), np.asarray(recs)
 
 
