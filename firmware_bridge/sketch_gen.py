@@ -148,11 +148,13 @@ def _check_input_normalization(settings: dict, data: bytes) -> None:
     if "input_mean" not in settings:  # a header from before the float step: identity only
         settings["input_mean"] = settings["input_inv_std"] = None
     channels = settings["input_shape"][-1] if len(settings["input_shape"]) > 1 else 1
+    have = (settings["input_mean"] or [0.0] * channels, settings["input_inv_std"] or [1.0] * channels)
     try:
         want = read_input_normalization(data, "model_data.cc") or InputNormalization.identity(channels)
     except PipelineError as exc:
+        if InputNormalization(tuple(have[0]), tuple(have[1])).is_identity:
+            return  # bytes that are not a flatbuffer cannot hold a float step; TFLM refuses them at boot
         raise BridgeError(exc.message) from None
-    have = (settings["input_mean"] or [0.0] * channels, settings["input_inv_std"] or [1.0] * channels)
     if settings["input_mean"] is None and not want.is_identity:
         raise BridgeError("model_settings.h: no kInputMean/kInputInvStd, but the model normalizes its input "
                           "on the device", hint="run `tinyml quantize` again")
