@@ -122,10 +122,11 @@ class QuantizeConfig:
     scores outliers) are left out of calibration; 0 (the default) keeps them all. Off by
     default: on sensor data the "outliers" are the peaks of whole classes (falls, shakes),
     and leaving them out clamps those classes on the device."""
-    input_handling: Literal["auto", "graph", "device"] = "auto"
+    input_handling: Literal["auto", "graph", "device", "device_trim"] = "auto"
     """Where the input normalization runs. "graph": inside the int8 model; "device": a
-    float step on the device before the int8 model (constants in int8.tflite's metadata).
-    "auto" tries them in that order and keeps the first that meets every gate."""
+    float step on the device before the int8 model (constants in int8.tflite's metadata);
+    "device_trim": that, with activation ranges calibrated without the 10% of training windows
+    whose float logits are the most extreme. "auto" tries them in that order and keeps the first that meets every gate."""
     accept_drop: bool = False
     """Export a model that missed an accuracy gate (balanced-accuracy drop or float/int8
     agreement) anyway; recorded as an override in every report (`tinyml quantize --accept-drop`)."""

@@ -5,7 +5,7 @@ Impulse Nano 33 BLE Sense export in ../shared/data): an accelerometer in m/s² s
 at ±78.4 (±8 g) and a gyroscope in deg/s saturating at ±2000, at 62.5 Hz, 1 s windows,
 several subjects with their own orientation, gain and gyro bias. An ``idle`` class that is
 almost constant sits next to ``shake`` and ``fall`` windows that saturate both sensors, and
-a slow ``walk`` that moves the accelerometer by 3-8 m/s² and barely turns the gyroscope
+a slow ``walk`` that moves the accelerometer by 5-12 m/s² and barely turns the gyroscope
 (phone in a pocket).
 
 What makes int8 hard: one input scale must cover ±2000 deg/s, so the accelerometer (and
@@ -32,7 +32,7 @@ def _unit(rng) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def saturating_windows(subjects: int = 8, per_class: int = 24, seed: int = 3):
+def saturating_windows(subjects: int = 8, per_class: int = 32, seed: int = 3):
     """(X, y, groups, recordings): ``per_class`` windows per class and subject, 4 recordings each."""
     rng = np.random.default_rng(seed)
     t = np.arange(STEPS) / RATE_HZ
@@ -47,7 +47,7 @@ def saturating_windows(subjects: int = 8, per_class: int = 24, seed: int = 3):
                 gyr = np.tile(bias, (STEPS, 1)) + rng.normal(0, 0.3, (STEPS, 3))
                 wave = np.sin(2 * np.pi * 1.8 * tempo * t + rng.uniform(0, 2 * np.pi))
                 if label == "walk":
-                    acc += gain * rng.uniform(3.0, 8.0) * np.outer(wave, _unit(rng))
+                    acc += gain * rng.uniform(5.0, 12.0) * np.outer(wave, _unit(rng))
                     gyr += gain * rng.uniform(2.0, 8.0) * np.outer(wave, _unit(rng))
                 elif label == "shake":
                     fast = np.sin(2 * np.pi * 5.0 * tempo * t + rng.uniform(0, 2 * np.pi))
