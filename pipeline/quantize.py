@@ -598,7 +598,7 @@ def quantize(cfg, run_dir: str | Path, out: Callable[[str], None] = print) -> di
             _reject(run_dir, data, report)
             raise
         tried.append(cand)
-        if len(tried) > 1 or cand.passed or remedy != ladder[-1]:
+        if len(ladder) > 1:
             out(f"quantize: remedy {remedy!r}: float/int8 agreement {cand.val['agreement']['float_int8']:.3f}, "
                 f"balanced accuracy {cand.val['delta_int8_minus_float']['balanced_accuracy']['delta']:+.3f}"
                 f" -> {'meets the gates' if cand.passed else 'misses a gate'}")
