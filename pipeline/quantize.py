@@ -1,12 +1,19 @@
 """The quantize stage: ``float.keras`` -> full-int8 TFLite, checked, budgeted, exported as C.
 
-1. Calibrate on training windows only (stratified by class), convert to full int8.
+1. Calibrate on the training windows only (all of them by default), convert to full int8,
+   with headroom above the calibrated maximum of the logits.
 2. Check every op is one TFLM can run, naming the Keras layer of any that is not.
 3. Measure the TFLM arena (recorded and true minimum), count MACs, budget against the board.
 4. Run the float model, the int8 model in LiteRT (default and reference kernels) and in
-   TFLM on the same validation windows; compare them and apply the gates.
-5. Only a model that passed every gate is scored on the test split (once, in the ledger)
-   and exported: ``int8.tflite``, ``firmware/model_data.{h,cc}``, ``firmware/model_settings.h``.
+   TFLM on the same validation windows; compare them and apply the gates. When a gate is
+   missed, try the input-handling remedies in order (REMEDIES) and keep the first that
+   meets every gate.
+5. Compare every layer (pipeline.layer_compare): where int8 loses the signal is printed
+   with a failed gate and written to the report.
+6. Only a model that passed every gate (or was accepted with --accept-drop, recorded as
+   an override) is scored on the test split (once, in the ledger) and exported:
+   ``quantize_report.json`` first (naming the model's SHA-256), then
+   ``firmware/model_data.{h,cc}``, ``firmware/model_settings.h`` and ``int8.tflite``.
 
 ``quantize_report.json`` is written either way, so a failed gate's numbers are on disk.
 """
