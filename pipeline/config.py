@@ -202,6 +202,13 @@ def _check_value(where: str, tp: Any, value: Any) -> Any:
     return value
 
 
+# Keys earlier versions wrote into a run's config.toml, ignored when read back so an old run
+# directory still loads: (section, key) -> why it went.
+RETIRED_KEYS = {
+    ("quantize", "max_lsb_difference"): "LiteRT vs TFLM LSB differences are reported per layer, not gated",
+}
+
+
 def _section_from_table(name: str, cls: type, table: Any, source: str):
     where = f"{source}: [{name}]"
     if not isinstance(table, dict):
@@ -210,6 +217,8 @@ def _section_from_table(name: str, cls: type, table: Any, source: str):
     known = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in table.items():
+        if (name, key) in RETIRED_KEYS:
+            continue
         if key not in known:
             raise PipelineError(
                 f"{where} unknown key {key!r}", hint=f"known keys: {', '.join(sorted(known))}"
