@@ -97,6 +97,14 @@ def test_a_non_finite_quantize_threshold_is_refused_at_load(key):
         load_config(None, {f"quantize.{key}": float("nan")})
 
 
+def test_an_old_run_config_with_the_retired_lsb_gate_still_loads(tmp_path):
+    from pipeline.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text("[quantize]\nmax_lsb_difference = 1\naccept_drop = true\n")
+    assert load_config(path).quantize.accept_drop is True
+
+
 def _cli(*args) -> tuple[int, str]:
     from tinyml_cli import main
 
