@@ -732,14 +732,17 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
 
     val_w = inputs.windows["val"]
     x_q = model_input(val_w.X, info.input.scales[0], info.input.zero_points[0], norm)
-    layers = compare_layers(inputs.model, data, info, val_w.X, x_q, normalize_input(val_w.X, norm),
-                            "normalize" if norm is not None else inputs.model.layers[0].name)
+    try:
+        layers = compare_layers(inputs.model, data, info, val_w.X, x_q, normalize_input(val_w.X, norm),
+                                "normalize" if norm is not None else inputs.model.layers[0].name)
+    except Exception as exc:  # a diagnostic: a model it cannot take apart must not stop the stage
+        layers = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}", "jump": None}
     report["per_layer"] = layers
 
     gate_failures = {name: _gate_message(name, g) for name, g in val["gates"].items() if not g["passed"]}
     failures = list(gate_failures.values())
     if failures:
-        where = jump_message(layers["jump"])
+        where = jump_message(layers.get("jump"))
         if where:
             failures.append(where)
         failures.append("worst classes: " + ", ".join(worst_classes(val)))
@@ -907,7 +910,9 @@ def _summary(report: dict, out: Callable[[str], None]) -> None:
             ci = f" (95% CI [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}])" if g.get("ci95") else ""
             out(f"  gate {name}: {value}{ci} {g['rule']} {g['threshold']}  {'ok' if g['passed'] else 'FAILED'}")
     layers = report.get("per_layer")
-    if layers:
+    if layers and layers.get("error"):
+        out(f"per layer: not compared ({layers['error']})")
+    elif layers:
         out(f"per layer on {layers['windows']} val windows: float vs int8 (dequantized), and LiteRT vs TFLM "
             "in LSB (reported, not gated)")
         for line in summary_lines(layers):
