@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         "int8_balanced_accuracy_delta": delta["delta"],
         "int8_balanced_accuracy_delta_ci95": delta["ci95"],
         "float_int8_agreement": val["agreement"]["float_int8"],
+        "input_handling_kept": report["conversion"].get("remedy"),
+        "remedies_tried": [{k: r.get(k) for k in ("remedy", "float_int8_agreement", "balanced_accuracy_delta",
+                                                  "gates_passed", "skipped")}
+                           for r in report.get("remedies", {}).get("tried", [])],
+        "per_layer_jump": (report.get("per_layer") or {}).get("jump"),
+        "override": report.get("override"),
         "model_bytes": mem["model_bytes"],
         "arena_recorded_bytes": mem["arena_recorded_bytes"],
         "arena_min_bytes": mem["arena_min_bytes"],

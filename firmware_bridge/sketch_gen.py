@@ -126,6 +126,8 @@ def check_model_files(texts: dict[str, str], run_dir: str | os.PathLike | None =
             raise BridgeError(f"{tflite}: not the model of firmware/model_data.cc (SHA-256 differs)",
                               hint="firmware/ is stale: run `tinyml quantize` again")
 
+    _check_input_normalization(settings, data)
+
     shape = settings["input_shape"]
     if not shape or shape[0] != 1 or any(d <= 0 for d in shape):
         raise BridgeError(f"model_settings.h: kInputShape {shape}: expected a batch of 1 and positive dimensions")
@@ -173,6 +175,30 @@ def engine_files(firmware: Path, engine: str, settings: dict) -> dict[str, str]:
         + (f'#include "{HEADER}"\n' if engine == "compiled" else "")
         + "#endif  // TINYML_MODEL_ENGINE_H_\n")
     return files
+
+
+def _check_input_normalization(settings: dict, data: bytes) -> None:
+    """kInputMean/kInputInvStd must be the float step int8.tflite's metadata holds (the
+    identity when it holds none): the model, whose SHA-256 is checked, is their source."""
+    from pipeline.errors import PipelineError
+    from pipeline.tflm import InputNormalization, read_input_normalization
+
+    if "input_mean" not in settings:  # a header from before the float step: identity only
+        settings["input_mean"] = settings["input_inv_std"] = None
+    channels = settings["input_shape"][-1] if len(settings["input_shape"]) > 1 else 1
+    have = (settings["input_mean"] or [0.0] * channels, settings["input_inv_std"] or [1.0] * channels)
+    try:
+        want = read_input_normalization(data, "model_data.cc") or InputNormalization.identity(channels)
+    except PipelineError as exc:
+        if InputNormalization(tuple(have[0]), tuple(have[1])).is_identity:
+            return  # bytes that are not a flatbuffer cannot hold a float step; TFLM refuses them at boot
+        raise BridgeError(exc.message) from None
+    if settings["input_mean"] is None and not want.is_identity:
+        raise BridgeError("model_settings.h: no kInputMean/kInputInvStd, but the model normalizes its input "
+                          "on the device", hint="run `tinyml quantize` again")
+    if (list(want.mean), list(want.inv_std)) != (list(have[0]), list(have[1])):
+        raise BridgeError("model_settings.h: kInputMean/kInputInvStd differ from the model's metadata "
+                          "tinyml.input_normalization", hint="run `tinyml quantize` again")
 
 
 # ---------------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class ModelFacts:
     """The smallest arena TFLM loads and runs the model in, on this (64-bit) host, by bisection."""
     recorded_arena_bytes: int | None
     """TFLM's RecordingMicroAllocator total: below the true minimum (see the module docstring)."""
+    input_normalization: tflm.InputNormalization | None = None
+    """The float step before int8 quantization, from the model's own metadata (None: none)."""
 
     @property
     def input_size(self) -> int:
@@ -85,10 +87,14 @@ def probe_model(data: bytes, arena_cap_bytes: int, source: str = "model") -> Boo
         raise BridgeError(f"{source}: not a model TFLM can run ({found.error})",
                           hint="expected an int8 .tflite file (models/int8.tflite)")
     i, o = found.input, found.output
+    try:
+        norm = tflm.read_input_normalization(data, source)
+    except PipelineError as exc:
+        raise BridgeError(exc.message) from None
     facts = ModelFacts(
         sha256=sha, input_shape=i.shape, input_dtype=i.dtype, input_scale=i.scale, input_zero_point=i.zero_point,
         output_shape=o.shape, output_dtype=o.dtype, output_scale=o.scale, output_zero_point=o.zero_point,
-        min_arena_bytes=found.min_bytes, recorded_arena_bytes=found.recorded_bytes,
+        min_arena_bytes=found.min_bytes, recorded_arena_bytes=found.recorded_bytes, input_normalization=norm,
     )
     probe = BootProbe(boots=found.ok, arena_cap_bytes=int(arena_cap_bytes), facts=facts)
     with _probe_lock:
@@ -119,7 +125,7 @@ class TflmModel:
         f = self.facts
         x = np.asarray(features, dtype=np.float32).reshape(f.input_shape)
         if f.input_dtype == "int8":
-            x = tflm.quantize_int8(x, f.input_scale, f.input_zero_point)
+            x = tflm.model_input(x, f.input_scale, f.input_zero_point, f.input_normalization)
         with self._lock:
             start = time.perf_counter()
             raw = self._runner.invoke(x)

@@ -113,19 +113,31 @@ class TrainConfig:
 @dataclass
 class QuantizeConfig:
     board: str = DEFAULT_BOARD
-    calibration_windows: int = 300
-    """Training windows (stratified by class) the int8 ranges are calibrated on."""
-    calibration_outlier_z: float = 8.0
+    calibration_windows: int = 0
+    """Training windows the int8 ranges are calibrated on; 0: all of them. A smaller number
+    draws that many stratified by class and adds the windows holding each class's extremes
+    of each channel. All by default: on a phone-accelerometer export, 300 windows left
+    12% of validation windows outside the int8 input range (issue 12)."""
+    calibration_outlier_z: float = 0.0
     """Training windows holding a value beyond this robust z-score (scored as the audit
-    scores outliers; [audit] outlier_z is the audit's own threshold) are left out of calibration: one spike would stretch the int8 input range
-    and coarsen every other input. 0 keeps them all."""
+    scores outliers) are left out of calibration; 0 (the default) keeps them all. Off by
+    default: on sensor data the "outliers" are the peaks of whole classes (falls, shakes),
+    and leaving them out clamps those classes on the device."""
+    input_handling: Literal["auto", "graph", "device", "device_trim"] = "auto"
+    """Where the input normalization runs. "graph": inside the int8 model; "device": a
+    float step on the device before the int8 model (constants in int8.tflite's metadata);
+    "device_trim": that, with activation ranges calibrated without the 10% of training windows
+    whose float logits are the most extreme. "auto" tries them in that order and keeps the first that meets every gate."""
+    accept_drop: bool = False
+    """Export a model that missed an accuracy gate (balanced-accuracy drop or float/int8
+    agreement) anyway; recorded as an override in every report (`tinyml quantize --accept-drop`)."""
     per_channel: bool = True
     max_balanced_accuracy_drop: float = 0.01
     min_float_int8_agreement: float = 0.98
     min_tflm_agreement: float = 0.995
-    """Top-1 agreement of TFLM with LiteRT's reference kernels (the arithmetic TFLM implements)."""
-    max_lsb_difference: int = 1
-    """Largest output difference, in LSB, between TFLM and LiteRT's reference kernels."""
+    """Top-1 agreement of TFLM with LiteRT's reference kernels (the arithmetic TFLM implements).
+    Their difference in LSB is reported per layer, not gated: the two are not bit-identical
+    in places (tensorflow/tflite-micro issues 3130 and 2629)."""
     arena_margin: float = 0.2
     """Margin added to the arena measured on the host before budgeting and exporting."""
     ram_reserve: float = 0.25
@@ -197,6 +209,13 @@ def _check_value(where: str, tp: Any, value: Any) -> Any:
     return value
 
 
+# Keys earlier versions wrote into a run's config.toml, ignored when read back so an old run
+# directory still loads: (section, key) -> why it went.
+RETIRED_KEYS = {
+    ("quantize", "max_lsb_difference"): "LiteRT vs TFLM LSB differences are reported per layer, not gated",
+}
+
+
 def _section_from_table(name: str, cls: type, table: Any, source: str):
     where = f"{source}: [{name}]"
     if not isinstance(table, dict):
@@ -205,6 +224,8 @@ def _section_from_table(name: str, cls: type, table: Any, source: str):
     known = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in table.items():
+        if (name, key) in RETIRED_KEYS:
+            continue
         if key not in known:
             raise PipelineError(
                 f"{where} unknown key {key!r}", hint=f"known keys: {', '.join(sorted(known))}"
@@ -261,12 +282,18 @@ def validate(cfg: Config, source: str = "config") -> None:
     q, where = cfg.quantize, f"{source}: [quantize]"
     if q.calibration_outlier_z < 0:
         raise PipelineError(f"{where} calibration_outlier_z: expected >= 0 (0: keep every window), got {q.calibration_outlier_z}")
-    if q.calibration_windows < 1:
-        raise PipelineError(f"{where} calibration_windows: expected at least 1, got {q.calibration_windows}")
+    if q.calibration_windows < 0:
+        raise PipelineError(f"{where} calibration_windows: expected >= 0 (0: every training window), got {q.calibration_windows}")
+    import math
+
+    for f in dataclasses.fields(q):
+        value = getattr(q, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PipelineError(f"{where} {f.name}: expected a finite number, got {value}")
     for key in ("ram_reserve", "flash_reserve"):
         if not 0.0 <= getattr(q, key) < 1.0:
             raise PipelineError(f"{where} {key}: expected a share in [0, 1), got {getattr(q, key)}")
-    for key in ("arena_margin", "max_balanced_accuracy_drop", "max_lsb_difference", "flash_budget_bytes", "ram_budget_bytes"):
+    for key in ("arena_margin", "max_balanced_accuracy_drop", "flash_budget_bytes", "ram_budget_bytes"):
         if getattr(q, key) < 0:
             raise PipelineError(f"{where} {key}: expected >= 0, got {getattr(q, key)}")
     for key in ("min_float_int8_agreement", "min_tflm_agreement"):

@@ -267,3 +267,35 @@ def describe(model) -> list[dict]:
                     "output_shape": list(shape.shape[1:]) if shape is not None else None,
                     "params": int(layer.count_params())})
     return out
+
+
+def input_normalization(model):
+    """The model's ``normalize`` layer as the float step a device can run before the int8
+    graph (``pipeline.tflm.InputNormalization``), or None when the model has no such layer.
+    Keras computes ``(x - mean) / max(sqrt(variance), epsilon)``; the device multiplies by
+    the float32 reciprocal, which differs from the division by at most 1 ulp."""
+    import keras
+
+    from pipeline.tflm import InputNormalization
+
+    try:
+        layer = model.get_layer("normalize")
+    except ValueError:
+        return None
+    mean = np.asarray(layer.mean, np.float64).reshape(-1)
+    std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64).reshape(-1)), keras.backend.epsilon())
+    return InputNormalization(tuple(float(np.float32(m)) for m in mean),
+                              tuple(float(np.float32(1.0 / s)) for s in std))
+
+
+def without_normalization(model):
+    """The same model with its ``normalize`` layer replaced by the identity (weights shared):
+    the graph that takes normalized inputs, for a device that normalizes in float."""
+    import keras
+
+    def clone(layer):
+        if layer.name == "normalize":
+            return keras.layers.Identity(name="normalize")
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone)

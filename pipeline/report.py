@@ -744,8 +744,13 @@ def section_quantization(run: Run) -> list:
     labels = [str(x) for x in gl(q, "labels")] or run.labels
     val = gd(q, "validation")
     out: list = []
-    if g(q, "gates_passed") is True:
-        out.append(para(Mark("Every gate passed: ", "good"), "the int8 model was scored on the test split once and exported."))
+    override = gd(q, "override")
+    if override:
+        out.append(para(Mark("OVERRIDE (--accept-drop): ", "bad"), text(g(override, "note")), ": ",
+                        "; ".join(map(str, gl(override, "failures")))))
+    if g(q, "gates_passed") is True or override:
+        out.append(para(Mark("Every gate passed: ", "good") if not override else Mark("Exported anyway: ", "warn"),
+                        "the int8 model was scored on the test split once and exported."))
     else:
         out.append(para(Mark("The int8 model failed its gates: ", "bad"),
                         "; ".join(map(str, gl(q, "failures"))) or "see quantize_report.json",
@@ -786,6 +791,7 @@ def section_quantization(run: Run) -> list:
         ], text(g(dflt, "why", default=""))))
     else:
         out.append(para("No validation comparison recorded (the stage stopped before it)."))
+    out += _per_layer(q)
 
     # Test split: float (train stage) vs int8 (this stage).
     test = gd(q, "test")
@@ -841,6 +847,45 @@ def section_quantization(run: Run) -> list:
                         f"{num(g(cal, 'outlier_windows_left_out'))} outlier windows (z > {num(gn(cal, 'outlier_z'), 1)}) left out. "
                         f"Weights {text(g(q, 'conversion', 'weights'))}, activations {text(g(q, 'conversion', 'activations'))}."))
     out.extend(_memory(q))
+    return out
+
+
+def _per_layer(q: dict) -> list:
+    """Where int8 loses accuracy, layer by layer, and what the remedies gave."""
+    from pipeline import report_plots as plots
+
+    out: list = []
+    rem = gd(q, "remedies")
+    if gl(rem, "tried"):
+        out.append(H("Input handling: the remedies tried, in order (the first that meets every gate is kept)"))
+        out.append(Table(["remedy", "what", "float/int8 agreement", "balanced accuracy int8 − float", "gates"], [
+            [text(g(r, "remedy")), text(g(r, "what")), "skipped" if g(r, "skipped") else pct(gn(r, "float_int8_agreement")),
+             text(g(r, "skipped")) if g(r, "skipped") else
+             f"{num(gn(r, 'balanced_accuracy_delta'))} [{num(gn(r, 'balanced_accuracy_delta_ci95', 0))}, "
+             f"{num(gn(r, 'balanced_accuracy_delta_ci95', 1))}]",
+             "" if g(r, "skipped") else verdict(g(r, "passed") if "passed" in r else g(r, "gates_passed"), "met", "missed")]
+            for r in gl(rem, "tried") if isinstance(r, dict)],
+            f"kept: {text(g(rem, 'kept'))}; {text(g(rem, 'qat'))}"))
+    layers = gd(q, "per_layer")
+    rows = [r for r in gl(layers, "layers") if isinstance(r, dict)]
+    if not rows:
+        return out
+    jump = gd(layers, "jump")
+    out.append(H(f"Layer by layer on {num(g(layers, 'windows'))} validation windows"))
+    if jump and g(jump, "significant"):
+        out.append(para(Mark(f"int8 loses the signal at {text(g(jump, 'layer'))}: ", "bad"),
+                        f"cosine {num(gn(jump, 'cosine'), 4)} (was {num(gn(jump, 'cosine_before'), 4)} before it)"))
+    out.append(figure(plots.per_layer, [text(g(r, "layer")) for r in rows],
+                      [gn(r, "float_vs_int8", "cosine") for r in rows],
+                      [g(r, "litert_vs_tflm", "max_lsb") for r in rows], text(g(jump, "layer")),
+                      alt="float vs int8 cosine and LiteRT vs TFLM LSB per layer"))
+    out.append(Table(["layer", "ops", "float layer", "cosine", "RMSE / spread", "max error (LSB)",
+                      "LiteRT vs TFLM max LSB", "values differing"],
+                     [[text(g(r, "layer")), "+".join(map(str, gl(r, "ops"))), text(g(r, "float_layer")),
+                       num(gn(r, "float_vs_int8", "cosine"), 4), num(gn(r, "float_vs_int8", "relative_rmse"), 3),
+                       num(gn(r, "float_vs_int8", "max_error_lsb"), 0), num(g(r, "litert_vs_tflm", "max_lsb")),
+                       pct(gn(r, "litert_vs_tflm", "differing_share"))] for r in rows],
+                     text(g(layers, "litert_vs_tflm_note"))))
     return out
 
 
@@ -1050,6 +1095,9 @@ def _normalization(run: Run) -> tuple:
 
 def section_info_sheet(run: Run) -> list:
     s, t, q = run.splits, run.train, run.quantize
+    override = [para(Mark("OVERRIDE: ", "bad"), "the deployed int8 model missed its accuracy gate(s) "
+                     f"({', '.join(map(str, gl(q, 'override', 'failed_gates')))}) and was exported with --accept-drop")] \
+        if gd(q, "override") else []
     unit = text(g(s, "unit"))
     summ = gd(run.audit, "summary")
     test_groups = len(gl(summ, "groups", "test")) if gd(summ, "groups") else None
@@ -1120,7 +1168,7 @@ def section_info_sheet(run: Run) -> list:
         [kind("L3.2", "Non-independence between train and test", "do they share subjects, recordings or overlapping windows?"), nonind],
         [kind("L3.3", "Sampling bias in the test distribution", "is the test set drawn like the deployment data?"), bias],
     ]
-    out: list = [para("After Kapoor & Narayanan (2023), “Leakage and the reproducibility crisis in machine-learning-based "
+    out: list = [*override, para("After Kapoor & Narayanan (2023), “Leakage and the reproducibility crisis in machine-learning-based "
                       "science”: each row is answered from this run's own records; where they do not answer, it says "
                       "“not recorded”.")]
     override = g(run.audit, "override")
@@ -1185,7 +1233,8 @@ def glance(run: Run) -> Table:
     if q is None:
         rows.append(["quantize", Mark("not run", "muted"), "make quantize"])
     else:
-        rows.append(["quantize", verdict(g(q, "gates_passed") is True, "passed", "FAILED"),
+        rows.append(["quantize", Mark("OVERRIDE --accept-drop", "bad") if gd(q, "override")
+                     else verdict(g(q, "gates_passed") is True, "passed", "FAILED"),
                      f"int8 test balanced accuracy {with_ci(gd(q, 'test'), 'balanced_accuracy')}" if gd(q, "test")
                      else "gates failed: no test look" if g(q, "gates_passed") is not True else "n/a"])
     if d is None:

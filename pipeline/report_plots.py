@@ -260,3 +260,26 @@ def memory_bars(rows: list[tuple[str, int, int, int | None]], board: str) -> byt
     axes[0].legend(frameon=False, fontsize=7, ncols=3, loc="lower right", bbox_to_anchor=(1, 1))
     axes[0].set_title(f"Memory against the {board} budget (KiB)", fontsize=10, loc="left")
     return _png(fig)
+
+
+def per_layer(layers: list[str], cosines: list[float | None], lsb: list[int | None], jump: str | None) -> bytes:
+    """Float vs int8 cosine per layer (left axis) and LiteRT vs TFLM max LSB (right), in graph order."""
+    fig = _figure(3.0)
+    ax = fig.add_subplot()
+    x = np.arange(len(layers))
+    cos = np.array([np.nan if c is None else c for c in cosines], dtype=float)
+    ax.plot(x, cos, marker="o", color=LINE_COLORS[0], label="float vs int8 cosine")
+    if jump in layers:
+        i = layers.index(jump)
+        ax.plot([i], [cos[i]], marker="o", markersize=12, fillstyle="none", color=LINE_COLORS[1],
+                label=f"error jumps: {_short(jump)}")
+    ax.set_xticks(x, [_short(n, 12) for n in layers], rotation=30, ha="right")
+    ax.set_ylabel("cosine similarity")
+    ax.set_ylim(min(0.9, np.nanmin(cos) - 0.01) if np.isfinite(cos).any() else 0.9, 1.002)
+    ax2 = ax.twinx()
+    ax2.bar(x, [0 if v is None else v for v in lsb], alpha=0.3, color=LINE_COLORS[2], label="LiteRT vs TFLM max LSB")
+    ax2.set_ylabel("LiteRT vs TFLM, max LSB")
+    lines = ax.get_legend_handles_labels()
+    bars = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + bars[0], lines[1] + bars[1], loc="lower left", fontsize=8)
+    return _png(fig)

@@ -253,6 +253,60 @@ def inspect_model(data: bytes, layer_names: Iterable[str] = ()) -> ModelInfo:
                      outputs=[int(x) for x in graph.outputs])
 
 
+def read_metadata(data: bytes) -> dict[str, bytes]:
+    """The model's metadata entries (name -> bytes of their buffer)."""
+    schema = _schema()
+    try:
+        model = schema.Model.GetRootAsModel(bytearray(data), 0)
+        out = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            buf = model.Buffers(entry.Buffer())
+            out[(entry.Name() or b"").decode("utf-8", "replace")] = bytes(buf.DataAsNumpy()) \
+                if buf is not None and buf.DataLength() else b""
+        return out
+    except Exception as exc:  # a truncated or foreign flatbuffer raises many types
+        raise GateFailed(f"not a readable .tflite flatbuffer ({type(exc).__name__}: {exc})") from None
+
+
+def add_metadata(data: bytes, name: str, value: bytes) -> bytes:
+    """``data`` with metadata entry ``name`` set to ``value`` (any old entry of that name
+    replaced). Buffers are written 16-byte aligned, as the converter writes them (the schema's
+    ``force_align: 16`` on Buffer.data, which the generated Python packer ignores)."""
+    schema = _schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(value, dtype=np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = name.encode("utf-8")
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != entry.name] + [entry]
+    builder = _AlignedBuilder(len(data) + len(value) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _aligned_builder_class():
+    import flatbuffers
+
+    class Builder(flatbuffers.Builder):
+        def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' name
+            if x.dtype != np.uint8:
+                return super().CreateNumpyVector(x)
+            payload = x.tobytes()
+            self.StartVector(1, len(payload), 16)
+            self.head = self.head - len(payload)
+            self.Bytes[self.head:self.head + len(payload)] = payload
+            return self.EndVector()
+
+    return Builder
+
+
+def _AlignedBuilder(size: int):  # noqa: N802 - reads as the class it builds
+    return _aligned_builder_class()(size)
+
+
 def require_tflm_ops(info: ModelInfo, layer_types: dict[str, str] | None = None) -> None:
     """GateFailed naming each op TFLM cannot run and the Keras layer it came from."""
     bad = info.unsupported_ops()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import GateFailed
+from pipeline.errors import GateFailed, PipelineError
 from pipeline.progress import progress
 
 ARENA_ALIGN = 16
@@ -61,6 +61,91 @@ def dequantize_int8(values: np.ndarray, scale: float, zero_point: int,
                     dtype: type[np.floating] = np.float32) -> np.ndarray:
     """int8 -> real values, ``(q - zero_point) * scale`` computed in ``dtype``."""
     return (np.asarray(values, dtype=dtype) - zero_point) * dtype(scale)
+
+
+# --------------------------------------------------------------------------- the model's input
+
+
+NORMALIZATION_METADATA = "tinyml.input_normalization"
+"""Name of the TFLite metadata entry that holds the float step before the int8 graph."""
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """The float step a device runs on each raw value before quantizing it to the int8
+    input: ``(x - mean[c]) * inv_std[c]`` in float32, ``c = flat index % channels`` (the
+    last axis of the input). Edge Impulse's DSP blocks run in float the same way. Stored
+    in int8.tflite itself (metadata ``tinyml.input_normalization``), so the model's SHA-256
+    covers it; a model without it has the identity (mean 0, inv_std 1)."""
+
+    mean: tuple[float, ...]
+    inv_std: tuple[float, ...]
+
+    @classmethod
+    def identity(cls, channels: int) -> InputNormalization:
+        return cls((0.0,) * channels, (1.0,) * channels)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    @property
+    def is_identity(self) -> bool:
+        return all(m == 0.0 for m in self.mean) and all(s == 1.0 for s in self.inv_std)
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "version": 1,
+            "formula": "q = quantize_int8((x - mean[c]) * inv_std[c]), c = flat index % channels, float32",
+            "mean": [float(np.float32(v)) for v in self.mean],
+            "inv_std": [float(np.float32(v)) for v in self.inv_std],
+        }).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str = "int8.tflite") -> InputNormalization:
+        try:
+            doc = json.loads(bytes(raw).rstrip(b"\0").decode("utf-8"))
+            mean = tuple(float(np.float32(v)) for v in doc["mean"])
+            inv_std = tuple(float(np.float32(v)) for v in doc["inv_std"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PipelineError(f"{where}: metadata {NORMALIZATION_METADATA} is not valid ({exc})") from None
+        if not mean or len(mean) != len(inv_std) or not all(np.isfinite(mean + inv_std)):
+            raise PipelineError(f"{where}: metadata {NORMALIZATION_METADATA}: expected finite mean and "
+                             "inv_std lists of one length")
+        return cls(mean, inv_std)
+
+
+def normalize_input(values: np.ndarray, norm: InputNormalization | None) -> np.ndarray:
+    """The float step before quantization, in float32 as on the device (C: ``(x - m) * s``)."""
+    x = np.asarray(values, dtype=np.float32)
+    if norm is None:
+        return x
+    flat = x.reshape(-1, norm.channels)
+    return ((flat - np.asarray(norm.mean, np.float32)) * np.asarray(norm.inv_std, np.float32)).reshape(x.shape)
+
+
+def model_input(values: np.ndarray, scale: float, zero_point: int,
+                norm: InputNormalization | None = None) -> np.ndarray:
+    """Raw float32 sensor values -> the int8 graph's input, exactly as firmware does it:
+    the float normalization step (if the model has one), then ``quantize_int8``. The one
+    Python place for it: the quantize stage and the virtual device both call it, and the C++
+    core's ``tinyml::model_input_int8`` (firmware_bridge/sketch/model_ops.h) mirrors it."""
+    return quantize_int8(normalize_input(values, norm), scale, zero_point)
+
+
+def read_input_normalization(data: bytes, where: str = "int8.tflite") -> InputNormalization | None:
+    """The model's float input step from its metadata, or None when it has none."""
+    from pipeline.tflite_model import read_metadata
+
+    raw = read_metadata(data).get(NORMALIZATION_METADATA)
+    return None if raw is None else InputNormalization.from_json(raw, where)
+
+
+def with_input_normalization(data: bytes, norm: InputNormalization) -> bytes:
+    """``data`` with the float input step written into its metadata."""
+    from pipeline.tflite_model import add_metadata
+
+    return add_metadata(data, NORMALIZATION_METADATA, norm.to_json())
 
 
 # --------------------------------------------------------------------------- inference

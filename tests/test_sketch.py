@@ -74,6 +74,10 @@ constexpr int kInputShape[] = {1, 32, 3};
 // float32 values per inference (one window); AT+RUNIMPULSESTATIC takes this many.
 constexpr int kInputSize = 96;
 
+constexpr int kInputChannels = 3;
+constexpr float kInputMean[kInputChannels] = {0.0f, 0.0f, 0.0f};
+constexpr float kInputInvStd[kInputChannels] = {1.0f, 1.0f, 1.0f};
+
 constexpr float kInputScale = 0.0235294122f;
 constexpr int kInputZeroPoint = -3;
 constexpr float kOutputScale = 0.00390625f;

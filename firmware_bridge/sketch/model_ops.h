@@ -44,6 +44,16 @@ inline int8_t quantize_int8(float value, float scale, int zero_point) {
   return static_cast<int8_t>(q);
 }
 
+// Raw sensor value number `index` of a window -> the int8 model's input: the float step
+// before the graph, (x - kInputMean[c]) * kInputInvStd[c] with c = index % kInputChannels
+// (mean 0 and inv_std 1 leave x unchanged, bit for bit), then quantize_int8. Must match
+// pipeline/tflm.py model_input() exactly: the host checks the device byte for byte.
+inline int8_t model_input_int8(float value, int index) {
+  const int c = index % kInputChannels;
+  const float normalized = (value - kInputMean[c]) * kInputInvStd[c];
+  return quantize_int8(normalized, kInputScale, kInputZeroPoint);
+}
+
 inline float dequantize_int8(int8_t q, float scale, int zero_point) {
   return static_cast<float>(static_cast<int>(q) - zero_point) * scale;
 }

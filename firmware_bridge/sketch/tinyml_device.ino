@@ -150,7 +150,7 @@ class TflmClassifier : public tinyml::Classifier {
   int classify(const float* input, float* probabilities) override {
     if (interpreter_ == nullptr || error_ != nullptr) return -2;
     for (int i = 0; i < kInputSize; i++) {
-      input_->data.int8[i] = tinyml::quantize_int8(input[i], kInputScale, kInputZeroPoint);
+      input_->data.int8[i] = tinyml::model_input_int8(input[i], i);
     }
     if (interpreter_->Invoke() != kTfLiteOk) return -3;  // TFLM printed why
     for (int i = 0; i < kNumClasses; i++) {
