@@ -22,7 +22,7 @@ from pipeline.artifacts import atomic_path, sha256_file, write_json
 from pipeline.config import as_dict, save_config
 from pipeline.errors import GateFailed
 from pipeline.metrics import METRICS, evaluate, paired_delta
-from pipeline.splits import SPLITS, cv_groups
+from pipeline.splits import SPLITS, chosen_comments, cv_groups
 
 REPORT = "train_report.json"
 MODEL = "float.keras"
@@ -72,13 +72,13 @@ def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
         (run_dir / MODEL).unlink(missing_ok=True)
         report.update(status="failed", failure=exc.message, timing=clock.total())
         write_json(run_dir / REPORT, report)
-        save_config(cfg, run_dir)
+        save_config(cfg, run_dir, chosen_comments(prepared))
         out(f"train: a check failed; {run_dir / REPORT} says which and why (no {MODEL} written)")
         raise
     report["status"] = "passed"
     report["timing"] = clock.total()
     write_json(run_dir / REPORT, report)
-    save_config(cfg, run_dir)
+    save_config(cfg, run_dir, chosen_comments(prepared))
     for line in summary_lines(report):
         out(line)
     out(f"train: wrote {run_dir / MODEL} and {run_dir / REPORT} in {report['timing']['total']:.0f} s")
