@@ -435,16 +435,20 @@ def check_shared_segments(prepared: Prepared) -> dict:
     pairs = {ab: n for ab, n in shared_stretches(ds, np.flatnonzero(split_of >= 0)).items()
              if split_of[ab[0]] != split_of[ab[1]]}
     listed = [{"samples": [ds.sample_ids[a], ds.sample_ids[b]], "splits": [SPLITS[split_of[a]], SPLITS[split_of[b]]],
-               "shared_stretches": n} for (a, b), n in sorted(pairs.items(), key=lambda kv: -kv[1])]
+               "shared_share": round(float(n), 4)} for (a, b), n in sorted(pairs.items(), key=lambda kv: -kv[1])]
     detail = {"run_steps": RUN_STEPS, "pairs": len(listed), "examples": listed[:20],
               "recordings": _ids([x for p in listed for x in p["samples"]])}
     if listed:
         shown = ", ".join(" = ".join(p["samples"]) for p in listed[:3])
         return _check("shared_segments", "error", False,
                       f"{len(listed)} pair(s) of samples in different splits share stretches of identical time "
-                      f"steps ({shown}{', ...' if len(listed) > 3 else ''}): overlapping cuts of one recording", **detail)
+                      f"steps ({shown}{', ...' if len(listed) > 3 else ''}): overlapping cuts of one recording, or copies "
+                      "of one file", **detail)
     return _check("shared_segments", "error", True,
                   f"no two samples of different splits share {RUN_STEPS} identical time steps", **detail)
+
+
+MIN_CONFOUND = 10
 
 
 def check_acquisition_confounding(pool: _Pool, ds, acfg, seed: int) -> dict:
@@ -456,22 +460,25 @@ def check_acquisition_confounding(pool: _Pool, ds, acfg, seed: int) -> dict:
         facts["zero-padded"] = np.where(padded > 0, "padded", "not padded")
     k = ds.num_classes
     found, detail = [], {}
-    rng = np.random.default_rng(seed)
-    samples, s_inv = np.unique(pool.sample_index, return_inverse=True)
-    s_label = np.zeros(samples.size, dtype=np.int64)
-    s_label[s_inv] = pool.y
+    share = np.bincount(pool.y, minlength=k) / max(pool.y.size, 1)
     for key, values in facts.items():
         uniq, inv = np.unique(values.astype(str), return_inverse=True)
         if uniq.size < 2:
             continue
-        purity = _purity(pool.y, inv, uniq.size, k)
-        chance = float(np.mean([_purity(rng.permutation(s_label)[s_inv], inv, uniq.size, k) for _ in range(20)]))
-        score = (purity - chance) / (1.0 - chance) if chance < 1 else 0.0
         table = np.bincount(inv * k + pool.y, minlength=uniq.size * k).reshape(uniq.size, k)
-        detail[key] = {"score": round(score, 4), "windows": {str(u): dict(zip(ds.label_names, row.tolist(), strict=True))
-                                                             for u, row in zip(uniq, table, strict=True)}}
-        if score >= acfg.confounding_warn:
-            found.append((key, score, uniq, table))
+        # Per value: how much purer in its main class than the data as a whole (0: no
+        # purer, 1: that class only). One value of three classes' worth of data that holds
+        # only waves is a confound even though the other value mixes the rest.
+        main = table.argmax(axis=1)
+        purity = table.max(axis=1) / np.maximum(table.sum(axis=1), 1)
+        score = (purity - share[main]) / np.maximum(1 - share[main], 1e-9)
+        # Fewer than MIN_CONFOUND windows with a value (three short samples padded) say nothing.
+        hit = (score >= acfg.confounding_warn) & (table.sum(axis=1) >= MIN_CONFOUND)
+        detail[key] = {"windows": {str(u): dict(zip(ds.label_names, row.tolist(), strict=True))
+                                   for u, row in zip(uniq, table, strict=True)},
+                       "score": {str(u): round(float(sc), 4) for u, sc in zip(uniq, score, strict=True)}}
+        if hit.any():
+            found.append((key, float(score[hit].max()), uniq, table))
     detail["warn_at"] = acfg.confounding_warn
     if found:
         parts = []
@@ -728,7 +735,12 @@ def check_identifier_label(pool: _Pool, ds, acfg, folds: int, seed: int) -> dict
         return _check("identifier_label", "info", True, "too few groups to cross-validate: not measured")
     y = pool.y[tv]
     k = np.unique(y).size
-    id_rank = np.argsort(np.argsort(ds.sample_ids))  # position of each sample id in sorted order
+    # Edge Impulse names every file "<label>.<id>": the label in the name is not an id that
+    # happens to predict it, so it is left out before ranking.
+    names = np.asarray(ds.label_names)[ds.labels]
+    bare = np.asarray([sid[len(n) + 1:] if sid.startswith(f"{n}.") else sid
+                       for sid, n in zip(ds.sample_ids.tolist(), names.tolist(), strict=True)])
+    id_rank = np.argsort(np.argsort(bare))  # position of each sample id in sorted order
     features = {
         "order": pool.sample_index[tv].astype(float),
         "time": pool.start_times[tv],

@@ -117,6 +117,10 @@ class TrainConfig:
     overfit_max_loss: float = 0.05
     init_loss_tolerance: float = 0.25
     """Allowed gap (nats) between the loss at init and the entropy of the class prior."""
+    logo_folds: int = 5
+    """Leave-one-group-out of the chosen configuration on the training side (train +
+    validation), when it has 3 or more subjects/devices: one fit per group up to this many
+    groups, else this many folds of whole groups. 0: off. Each fold costs one refit."""
     reproducibility_check: bool = True
     """Train the best configuration twice from one seed; the metrics must be identical."""
 

@@ -166,7 +166,7 @@ def load_motion(seed: int = 0, subjects: int = 12, sessions: int = 3) -> Dataset
         channel_names=motion.CHANNELS,
         has_groups=True,
         has_recordings=True,
-        notes=raw["notes"],
+        notes={**raw["notes"], "group_word": "subject"},
     )
 
 
@@ -379,7 +379,7 @@ def _dataset_from_acquisitions(
     starts = []
     for k, (acq, _, _) in enumerate(items):
         starts.append(acq.created if acq.created is not None else float(k))
-    notes: dict = {"loader": []}
+    notes: dict = {"loader": [], "group_word": "device"}
     devices = [acq.device_name for acq, _, _ in items]
     has_groups = any(d is not None for d in devices)
     if not has_groups:
@@ -458,7 +458,7 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
         raise PipelineError(f"{folder}: no info.labels at the root or in training/ or testing/")
     by_name: dict[str, list[Path]] | None = None
     skipped: Counter = Counter()
-    items, missing, found = [], [], set()
+    items, missing, found, moved = [], [], set(), []
     for info_path in infos:
         files = _read_info(info_path)
         # A per-folder info.labels implies its folder's category.
@@ -502,7 +502,7 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
                                         f"{len(hits)} files under {folder} have its name ({hits[0]}, {hits[1]})",
                                         hint="keep one copy, or restore the export's layout")
                 path = hits[0]
-                skipped["found by name, not at the path in info.labels (counted, loaded)"] += 1
+                moved.append(entry["path"])
             found.add(path.resolve())
             acq = parse_acquisition(path.read_bytes(), str(path))
             items.append((acq, label["label"], "test" if category == "testing" else "train"))
@@ -516,8 +516,12 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
         for p in sorted((folder / sub).glob("*")):
             if p.suffix in ACQ_SUFFIXES and p.resolve() not in found:
                 skipped["not listed in info.labels"] += 1
-    return _dataset_from_acquisitions(Path(source).stem if source.endswith(".zip") else folder.name,
-                                      source, items, dict(skipped), rate_hz)
+    ds = _dataset_from_acquisitions(Path(source).stem if source.endswith(".zip") else folder.name,
+                                    source, items, dict(skipped), rate_hz)
+    if moved:
+        ds.notes["loader"].insert(0, f"{len(moved)} file(s) listed in info.labels were not at their path and were "
+                                     f"found by name under the export (moved), e.g. {moved[0]}")
+    return ds
 
 
 def _listed_path(folder: Path, info_dir: Path, rel: str) -> Path | None:

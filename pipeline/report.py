@@ -108,6 +108,10 @@ def with_ci(m, key: str, digits: int = 3) -> str:
     value = gn(m, key)
     if value is None:
         return "n/a"
+    note = g(m, "uncertainty", "text", key)
+    if isinstance(note, str):
+        # Few groups (no interval) or no errors (an exact binomial bound), as the metrics say.
+        return f"{value:.{digits}f} {note}"
     ci = gl(m, "ci95", key)
     if len(ci) == 2 and all(isnum(c) for c in ci):
         return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
