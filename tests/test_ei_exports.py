@@ -251,11 +251,14 @@ def test_audio_model_downsamples_first_and_fits_the_board(tmp_path):
 
 
 def test_ei_export_trains_with_the_defaults_end_to_end(tmp_path):
-    """The fast config (same code paths) on a generated export: auto window, resampling from
-    two rates, leave-one-group-out over the training side's boards, honest tables."""
+    """The default data settings, a small search (same code paths) on a generated export: auto
+    window, resampling from two rates, leave-one-group-out over the training side's boards."""
     path = fx.export_two_rates(tmp_path / "export")
     run = tmp_path / "run"
-    r = tinyml("train", "--fast", "--dataset", path, "--run", run)
+    config = tmp_path / "small.toml"
+    config.write_text("[train]\nlearning_rate = 0.003\ntrials = 1\nsearch_epochs = 8\nepochs = 12\n"
+                      "overfit_steps = 100\nreproducibility_check = false\nlogo_folds = 3\n")
+    r = tinyml("train", "--config", config, "--dataset", path, "--run", run)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads((run / "train_report.json").read_text())
     assert report["split"]["window_length"] == 62
