@@ -265,20 +265,60 @@ def _boot_virtual_device(cfg, run: Path):
     return device.start()
 
 
-def _verify_model(client, want: str) -> dict:
-    """The device must run exactly int8.tflite (SHA-256 ``want``): compare what it reports."""
+def _verify_model(client, want: str, labels: list[str] | None = None, input_size: int | None = None) -> dict:
+    """The device must run exactly int8.tflite (SHA-256 ``want``), with the model's labels in
+    its order and its input size: compare what the device reports, before any scoring."""
     from pipeline.errors import GateFailed
 
     info = client.model_info()
     if info is None:
-        return {"sha256_verified": False, "note": "the device does not answer AT+MODELINFO? (a stock firmware?)"}
+        return {"sha256_verified": False, "note": "the device does not answer AT+MODELINFO? (a stock firmware?); "
+                "its labels are checked, in order, on every reply"}
     if info.sha256 != want:
         raise GateFailed(
             f"the device runs model {info.sha256[:12]}, int8.tflite is {want[:12]}",
             hint="flash the device again (tinyml flash)",
         )
+    if labels is not None and list(info.labels) != list(labels):
+        raise GateFailed(
+            f"the device's labels are {info.labels}, the model's are {list(labels)} (order included: "
+            "a device scores by output position)",
+            hint="flash the device again (tinyml flash) with this run's model_settings.h",
+        )
+    if input_size is not None and info.input_size != input_size:
+        raise GateFailed(
+            f"the device's model takes {info.input_size} values (input shape {list(info.input_shape)}), "
+            f"the test windows have {input_size}",
+            hint="flash the device again (tinyml flash)",
+        )
     return {"sha256_verified": True, "sha256": want, "input_shape": list(info.input_shape),
-            "labels": info.labels}
+            "labels": info.labels, "labels_verified": labels is not None,
+            "input_size_verified": input_size is not None}
+
+
+def _device_identity(client, info: dict) -> dict:
+    """What resumed results are keyed by, beside the model: the kind of port and the device."""
+    port = str(info["port"])
+    port_type = "virtual" if info["virtual"] else (port.split("://", 1)[0] if "://" in port else "serial")
+    return {"port_type": port_type, "device_id": client.config.device_id, "device_type": client.config.device_type}
+
+
+def _model_sha256(run: Path) -> str:
+    """SHA-256 of int8.tflite, which must be the model quantize_report.json describes."""
+    from pipeline.artifacts import read_json, sha256_file
+    from pipeline.errors import PipelineError
+
+    model = _require(run, "int8.tflite", "quantize")
+    sha = sha256_file(model)
+    report = read_json(_require(run, "quantize_report.json", "quantize"), "the quantize report")
+    want = report.get("model_sha256") if isinstance(report, dict) else None
+    if sha != want:
+        raise PipelineError(
+            f"{model}: SHA-256 {sha[:12]} is not the model quantize_report.json describes "
+            f"({want[:12] if isinstance(want, str) else want!r})",
+            hint="the model was replaced or the quantize stage was cut short: run `tinyml quantize` again",
+        )
+    return sha
 
 
 def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
@@ -303,6 +343,7 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
         if evaluate:
             print("would stream the test split to the device (tinyml eval)")
         return 0
+    _model_sha256(run)
     sketch = generate_sketch(run)
     print(f"flash: Arduino sketch in {sketch}")
     from pipeline.splits import load_run_split
@@ -314,15 +355,15 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
     else:
         flash_real_board(sketch, cfg.quantize.board, target, dry_run=False)
     if not evaluate:
-        return _check_flashed(cfg, run)
+        return _check_flashed(cfg, run, prepared)
     return evaluate_on_device(cfg, run, prepared=prepared)
 
 
-def _check_flashed(cfg, run: Path) -> int:
-    from pipeline.artifacts import sha256_file
-
+def _check_flashed(cfg, run: Path, prepared) -> int:
+    test = prepared.windows["test"]
     with _connected(cfg, run) as (client, _):
-        info = _verify_model(client, sha256_file(run / "int8.tflite"))
+        info = _verify_model(client, _model_sha256(run), prepared.manifest["dataset"]["label_names"],
+                             int(test.X[0].size) if len(test) else None)
     print(f"flash: the device reports model {info.get('sha256', '?')[:12]}: "
           + ("matches int8.tflite" if info.get("sha256_verified") else info.get("note", "")))
     return 0
@@ -370,6 +411,11 @@ def host_int8_probabilities(run: Path, X):
     memory = read_json(run / "quantize_report.json", "the quantize report").get("memory", {})
     runner = TFLMRunner(data, max(int(memory.get("arena_bytes_exported") or 0), 1 << 20))
     qi, qo = runner.input_details["quantization_parameters"], runner.output_details["quantization_parameters"]
+    if not len(qi["scales"]) or not len(qo["scales"]):
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(f"{run / 'int8.tflite'}: not an int8 model (its input or output has no quantization)",
+                            hint="run `tinyml quantize`: flash and eval take its full-integer model")
     x_q = quantize_int8(X, float(qi["scales"][0]), int(qi["zero_points"][0]))
     out = runner.predict(x_q, desc="host TFLM")
     return dequantize_int8(out, float(qo["scales"][0]), int(qo["zero_points"][0]))
@@ -379,7 +425,6 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
     """Stream the test split to the device, resumably; score it; compare with host int8."""
     from firmware_bridge.evaluate import stream_windows
     from pipeline import device_eval
-    from pipeline.artifacts import sha256_file
     from pipeline.ledger import record_test_look
     from pipeline.progress import progress
     from pipeline.splits import cv_groups, load_run_split
@@ -389,22 +434,27 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
     manifest, test = prepared.manifest, prepared.windows["test"]
     labels = manifest["dataset"]["label_names"]
     results = run / device_eval.RESULTS
-    model_sha = sha256_file(run / "int8.tflite")
-    earlier, torn_before = device_eval.read_results(results)
-    stale = [r for r in earlier if r.get("model_sha256") != model_sha]
-    if stale and not restart:
-        other = (stale[0].get("model_sha256") or "unknown")[:12]
-        print(f"eval: {results.name} holds results of another model ({other}); starting over")
-    if (restart or stale) and results.exists():
-        results.unlink()
+    model_sha = _model_sha256(run)
+    earlier, torn_before = device_eval.read_results(results)  # an edited line stops here, named
     with _connected(cfg, run) as (client, info):
-        model = _verify_model(client, model_sha)
+        model = _verify_model(client, model_sha, labels, int(test.X[0].size) if len(test) else None)
+        identity = _device_identity(client, info)
+        # Results are resumed only from this model on this device (port type, id and type).
+        stale = [r for r in earlier if r.get("model_sha256") != model_sha or r.get("device") != identity]
+        if stale and not restart:
+            other = stale[0]
+            what = (f"another model ({(other.get('model_sha256') or 'unknown')[:12]})"
+                    if other.get("model_sha256") != model_sha else f"another device ({other.get('device')})")
+            print(f"eval: {results.name} holds results of {what}; starting over")
+        if (restart or stale) and results.exists():
+            results.unlink()
         print(f"eval: streaming {len(test)} test windows to {info['port']} "
               f"({'virtual device' if info['virtual'] else 'device'}), resuming from {results.name}")
         stats = stream_windows(
             client, test.X, test.window_ids, [labels[i] for i in test.y], results,
             progress=lambda it, total: progress(it, "device", total=total, unit="window"),
-            model_sha256=model_sha,
+            model_sha256=model_sha, label_names=list(labels), device_identity=identity,
+            strict_order=not model.get("sha256_verified", False),
         )
         device_type = client.config.device_type
     records, torn = device_eval.read_results(results)
@@ -413,7 +463,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
     report = device_eval.build_device_report(
         records, test.window_ids, test.y, clusters, labels, host,
         device_info={**info, **model,
-                     "device_type": device_type,
+                     "device_type": device_type, "identity": identity,
                      "timing_note": "the virtual device reports the board profile's estimate "
                                     "(MACs x cycles/MAC / clock), not a measurement" if info["virtual"]
                                     else "as measured and reported by the device"},

@@ -65,6 +65,29 @@ class ModelInfo:
         return int(np.prod(self.input_shape))
 
 
+def parse_model_info(fields: dict[str, str], port: str = "device") -> ModelInfo:
+    """The AT+MODELINFO? fields as a ModelInfo; anything missing or garbled (a label list
+    that is not a list of text, a shape that is not whole numbers) is a ProtocolParseError."""
+    try:
+        shape = json.loads(fields["input shape"])
+        labels = json.loads(fields["labels"])
+        if (not isinstance(shape, list) or not shape
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape)):
+            raise ValueError(f"input shape {fields['input shape'][:60]!r}")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise ValueError(f"labels {fields['labels'][:60]!r}")
+        return ModelInfo(
+            sha256=fields["sha-256"],
+            input_shape=tuple(shape),
+            input_scale=float(fields["input scale"]),
+            input_zero_point=int(fields["input zero point"]),
+            labels=labels,
+            fields=fields,
+        )
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise ProtocolParseError(f"{port}: AT+MODELINFO? reply lacks or garbles {exc}") from None
+
+
 def _preview(data: bytes, limit: int = 60) -> str:
     text = data[:limit].decode("utf-8", "replace")
     return repr(text) + ("..." if len(data) > limit else "")
@@ -225,18 +248,7 @@ class Device:
         for line in protocol.text_lines(reply):
             if line.startswith("ERR"):
                 self._raise_device_error(line.strip())
-        fields = protocol.parse_fields(reply)
-        try:
-            info = ModelInfo(
-                sha256=fields["sha-256"],
-                input_shape=tuple(int(d) for d in json.loads(fields["input shape"])),
-                input_scale=float(fields["input scale"]),
-                input_zero_point=int(fields["input zero point"]),
-                labels=[str(x) for x in json.loads(fields["labels"])],
-                fields=fields,
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ProtocolParseError(f"{self.port}: AT+MODELINFO? reply lacks or garbles {exc}") from None
+        info = parse_model_info(protocol.parse_fields(reply), self.port)
         self._model_info = info
         return info
 

@@ -8,6 +8,7 @@ only talks to the device and writes what it said.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -40,6 +41,18 @@ class StreamStats:
         }
 
 
+class _QuietClose:
+    """Close a results file without raising: every whole line is already fsynced, and after
+    a full disk the rest of a torn line must not replace the error that says so."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.f.close()
+
+
 def finished_ids(path: Path) -> set[str]:
     """Window ids with a whole line in ``path``; a torn last line is cut off the file."""
     if not path.exists():
@@ -60,11 +73,17 @@ def finished_ids(path: Path) -> set[str]:
 
 
 def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os.PathLike,
-                   progress=None, model_sha256: str | None = None) -> StreamStats:
+                   progress=None, model_sha256: str | None = None, *,
+                   label_names: list[str] | None = None, device_identity: dict | None = None,
+                   strict_order: bool = False) -> StreamStats:
     """Classify every window not yet in ``out_path`` on ``device`` and append its line.
 
     ``device`` is a connected ``firmware_bridge.Device``; ``model_sha256``, the model it
-    runs, goes on every line so results of another model are never resumed. On a device
+    runs, and ``device_identity`` go on every line so results of another model or another
+    device are never resumed. With ``label_names`` the device's probabilities are mapped
+    by label name into that order, and a reply naming other labels (or, with
+    ``strict_order``, the same labels in another order), or holding a probability that is
+    not a number in [0, 1], is an error naming the window: its line is not written. On any
     error the lines already written stay; the error says how many are in and that a rerun
     resumes.
     """
@@ -76,7 +95,13 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
     payload = 0
     streamed = 0
     iterator = progress(todo, total=len(todo)) if progress else todo
-    with open(out_path, "a", encoding="utf-8") as f:
+    try:
+        f = open(out_path, "a", encoding="utf-8")
+    except OSError as exc:
+        from pipeline.artifacts import write_error
+
+        raise write_error(out_path, exc, f"the {len(done)} results in it are kept") from None
+    with contextlib.closing(_QuietClose(f)):
         for i in iterator:
             features = np.asarray(X[i], dtype=np.float32).ravel()
             try:
@@ -87,19 +112,57 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
                     f"{exc.message} (after {have} of {len(window_ids)} windows; they are kept in {out_path})",
                     hint="reconnect the device and run `tinyml eval` again: it resumes where it stopped",
                 ) from exc
+            have = len(done) + streamed
+            probabilities = checked_probabilities(result.probabilities, label_names, strict_order,
+                                                  f"{device.port}: window {str(window_ids[i])!r}", have,
+                                                  len(window_ids), out_path)
             line = {
                 "window_id": str(window_ids[i]),
                 "label": str(labels[i]),
-                "probabilities": [float(p) for p in result.probabilities.values()],
-                "device_labels": list(result.probabilities),
+                "probabilities": list(probabilities.values()),
+                "device_labels": list(probabilities),
                 "prediction": result.label,
                 "timing": result.timing,
                 "model_sha256": model_sha256,
+                "device": device_identity,
                 "time": time.time(),
             }
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                f.write(json.dumps(line, allow_nan=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                # A line cut by a full disk is torn: the next run drops it and redoes its window.
+                from pipeline.artifacts import write_error
+
+                raise write_error(out_path, exc, f"the {have} results before window {str(window_ids[i])!r} are kept; "
+                                  "`tinyml eval` resumes from them") from None
             streamed += 1
             payload += features.size * 4
     return StreamStats(len(done), streamed, len(window_ids), time.perf_counter() - start, payload)
+
+
+def checked_probabilities(probabilities: dict[str, float], label_names: list[str] | None, strict_order: bool,
+                          where: str, have: int, total: int, out_path: Path) -> dict[str, float]:
+    """A device's probabilities, in ``label_names`` order (mapped by name), each a number
+    in [0, 1]; anything else is a BridgeError naming the window (``where``)."""
+    kept = f" (nothing written for it; {have} of {total} windows are done and kept in {out_path})"
+    names = list(probabilities)
+    if label_names is not None:
+        if sorted(names) != sorted(label_names) or len(set(names)) != len(names):
+            raise BridgeError(f"{where}: the device reports labels {names}, the model has {list(label_names)}{kept}",
+                              hint="the device runs another model or another label list: flash it again")
+        if strict_order and names != list(label_names):
+            raise BridgeError(f"{where}: the device lists labels in the order {names}, the model's order is "
+                              f"{list(label_names)}{kept}",
+                              hint="a device that does not answer AT+MODELINFO? is read in its printed order")
+        names = list(label_names)
+    out = {}
+    for name in names:
+        p = probabilities[name]
+        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):  # False for NaN too
+            raise BridgeError(f"{where}: the device reports probability {p!r} for {name!r}, "
+                              f"expected a number in [0, 1]{kept}",
+                              hint="the device's model or output dequantization is broken")
+        out[name] = float(p)
+    return out

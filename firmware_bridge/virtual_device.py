@@ -171,18 +171,22 @@ class SensorPlayback:
         self.path = Path(path)
         if not self.path.is_file():
             raise BridgeError(f"{self.path}: sensor file not found", hint="expected an .npz with X (n, T, C) and rate_hz")
-        try:
-            with np.load(self.path, allow_pickle=False) as npz:
-                X = npz["X"]
-                rate = npz["rate_hz"]
-        except KeyError as exc:
-            raise BridgeError(f"{self.path}: sensor file has no {exc} array",
-                              hint="expected X float32 (n, T, C) recordings and a scalar rate_hz") from None
-        except (OSError, ValueError) as exc:
-            raise BridgeError(f"{self.path}: not a readable .npz file ({exc})") from None
-        if X.ndim != 3 or X.shape[0] == 0 or X.shape[1] == 0:
-            raise BridgeError(f"{self.path}: X has shape {X.shape}, expected (recordings, samples, channels)")
-        if np.ndim(rate) != 0 or not float(rate) > 0:
+        from pipeline.errors import PipelineError
+        from pipeline.safe_io import load_npz_arrays
+
+        try:  # a truncated or tampered file is one error line, and no header is trusted
+            arrays = load_npz_arrays(self.path)
+        except PipelineError as exc:
+            raise BridgeError(exc.message, hint=exc.hint) from None
+        for key in ("X", "rate_hz"):
+            if key not in arrays:
+                raise BridgeError(f"{self.path}: sensor file has no {key!r} array",
+                                  hint="expected X float32 (n, T, C) recordings and a scalar rate_hz")
+        X, rate = arrays["X"], arrays["rate_hz"]
+        if X.ndim != 3 or 0 in X.shape or X.dtype.kind not in "fiu":
+            raise BridgeError(f"{self.path}: X has shape {X.shape} of {X.dtype}, expected numbers "
+                              "(recordings, samples, channels)")
+        if np.ndim(rate) != 0 or rate.dtype.kind not in "fiu" or not 0 < float(rate) < float("inf"):
             raise BridgeError(f"{self.path}: rate_hz must be a positive scalar, got {rate!r}")
         self.stream = X.astype(np.float32).reshape(-1, X.shape[2])
         self.recordings, self.rate_hz = X.shape[0], float(rate)

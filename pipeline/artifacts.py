@@ -7,9 +7,12 @@ target, so a reader sees the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,19 +25,76 @@ def _umask() -> int:
     return mask
 
 
+def write_error(path: str | os.PathLike, exc: OSError, kept: str = ""):
+    """An OSError while writing ``path`` as the one-line PipelineError: a full disk, a
+    read-only or missing folder, a quota; ``kept`` says what is safe."""
+    from pipeline.errors import PipelineError
+
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    hint = "free some space and run the stage again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    return PipelineError(f"{path}: cannot write ({reason}){'; ' + kept if kept else ''}", hint=hint)
+
+
+_TMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp|\.(?P<old>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> list[Path]:
+    """Delete the temporary files a killed writer of ``folder/name`` left behind.
+
+    A temporary carries its writer's process id; one whose process is gone is stale (a
+    live writer's file, another process's or this one's, is left alone).
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        m = _TMP_RE.fullmatch(p.name)
+        if not m or (m["name"] or m["old"]) != name:
+            continue
+        if m["pid"] is not None and _alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**22  # another user's live process (or a pid no kernel hands out)
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` if the block succeeds.
+
+    Temporaries a killed writer left beside ``path`` go first; a write that fails for the
+    disk (full, read-only) is a PipelineError naming ``path``, and the old file stays.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp makes the file private (0600); an artifact gets the usual mode, as open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        # mkstemp makes the file private (0600); an artifact gets the usual mode, as open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
+    except OSError as exc:
+        raise write_error(path, exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise write_error(path, exc, "the previous version, if any, is unchanged" if path.exists() else "") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -79,10 +139,9 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
             f"{path}: not found{f' ({what})' if what else ''}",
             hint="run the stage that writes it first (make train, make quantize)",
         )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc})") from exc
+    from pipeline.safe_io import read_json_file
+
+    return read_json_file(path, what)  # bounded depth: a tampered artifact is one error line
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -8,6 +8,7 @@ Unknown keys and wrong types are errors that name the key. The effective configu
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -251,6 +252,7 @@ def config_from_dict(raw: dict, source: str = "config") -> Config:
 
 def validate(cfg: Config, source: str = "config") -> None:
     """Checks that span a value's range, not just its type."""
+    check_numbers(cfg, source)
     s = cfg.split
     for key in ("test_size", "val_size"):
         v = getattr(s, key)
@@ -258,13 +260,6 @@ def validate(cfg: Config, source: str = "config") -> None:
             raise PipelineError(f"{source}: [split] {key}: expected a share between 0 and 1, got {v}")
     if s.test_size + s.val_size >= 0.9:
         raise PipelineError(f"{source}: [split] test_size + val_size = {s.test_size + s.val_size}: leaves too little to train on")
-    for key in ("window_ms", "stride_ms"):
-        v = getattr(s, key)
-        if v != "auto" and not 0 < v < 1e9:
-            raise PipelineError(f"{source}: [split] {key}: expected \"auto\" or a positive number of ms, got {v}")
-    r = cfg.data.rate_hz
-    if r != "auto" and not 0 < r <= 1e7:
-        raise PipelineError(f"{source}: [data] rate_hz: expected \"auto\" or a positive rate in Hz, got {r}")
     if s.folds < 2:
         raise PipelineError(f"{source}: [split] folds: expected at least 2, got {s.folds}")
     t = cfg.train
@@ -301,6 +296,105 @@ def validate(cfg: Config, source: str = "config") -> None:
         )
 
 
+# --------------------------------------------------------------------------- number ranges
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval a number must lie in; ``*_open`` excludes that end."""
+
+    lo: float | None = 0
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    what: str = ""
+    """How the message names the interval, when words say it better than bounds."""
+
+    def __contains__(self, v: float) -> bool:
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return not (self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)))
+
+    def __str__(self) -> str:
+        if self.what:
+            return self.what
+        if self.hi is None:
+            return f"a number {'>' if self.lo_open else '>='} {self.lo}"
+        lo = "" if self.lo is None else f"{self.lo} {'<' if self.lo_open else '<='} "
+        return f"{lo}value {'<' if self.hi_open else '<='} {self.hi}"
+
+
+INT_MAX = 2**31 - 1
+"""Largest int any field takes: TensorFlow and the device hold counts, sizes and seeds
+in 32 bits, and a larger number is a typo, not a setting."""
+DEFAULT_RANGE = Range(0)
+"""Every number of this configuration is a count, size, share, rate, duration or
+threshold: none is negative. A field that may be negative, or needs a tighter interval,
+gets an entry in FIELD_RANGES."""
+POSITIVE, AT_LEAST_1 = Range(0, lo_open=True), Range(1)
+SHARE, SHARE_BELOW_1, SHARE_OPEN = Range(0, 1), Range(0, 1, hi_open=True), Range(0, 1, True, True, "a share between 0 and 1")
+
+FIELD_RANGES: dict[str, Range] = {
+    "data.motion_subjects": AT_LEAST_1,
+    "data.motion_sessions": AT_LEAST_1,
+    "split.test_size": SHARE_OPEN,
+    "split.val_size": SHARE_OPEN,
+    "split.folds": Range(2),
+    "split.window_ms": POSITIVE,
+    "split.stride_ms": POSITIVE,
+    "data.rate_hz": POSITIVE,
+    "audit.near_duplicate_ratio": SHARE,
+    "audit.low_information_rms": SHARE,
+    "audit.permutation_max_above_chance": SHARE,
+    "audit.identifier_max_above_chance": SHARE,
+    "audit.confounding_warn": SHARE,
+    "audit.permutations": AT_LEAST_1,
+    "audit.max_distance_queries": Range(2),
+    **{f"train.{k}": AT_LEAST_1 for k in ("epochs", "batch_size", "width", "depth", "kernel_size", "trials",
+                                          "search_epochs", "search_width_min", "search_depth_min",
+                                          "search_kernel_min", "max_params", "overfit_batch")},
+    **{f"train.{k}": POSITIVE for k in ("learning_rate", "search_lr_min", "search_lr_max", "overfit_learning_rate")},
+    "train.dropout": SHARE_BELOW_1,
+    "train.search_dropout_max": SHARE_BELOW_1,
+    "quantize.calibration_windows": AT_LEAST_1,
+    "quantize.max_balanced_accuracy_drop": SHARE,
+    "quantize.min_float_int8_agreement": SHARE,
+    "quantize.min_tflm_agreement": SHARE,
+    "quantize.ram_reserve": SHARE_BELOW_1,
+    "quantize.flash_reserve": SHARE_BELOW_1,
+    "device.baud": AT_LEAST_1,
+    "device.chunk_size": AT_LEAST_1,
+    "device.timeout_s": POSITIVE,
+}
+"""Intervals beyond DEFAULT_RANGE, by "section.key" (a key absent here gets the default)."""
+
+
+def check_numbers(cfg: Config, source: str = "config") -> None:
+    """Every int and float field, whatever section declares it: finite, within its Range
+    (FIELD_RANGES, else DEFAULT_RANGE), ints within INT_MAX, and ``x_min <= x_max`` for
+    each such pair. Generic over the dataclasses, so a new field is checked as it lands."""
+    fields = [("seed", "seed", cfg.seed)]
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        fields += [(f"{name}.{f.name}", f"[{name}] {f.name}", getattr(section, f.name)) for f in dataclasses.fields(section)]
+    for dotted, label, v in fields:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue  # strings, booleans, and the non-numeric choices of a union ("auto")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise PipelineError(f"{source}: {label}: expected a finite number, got {v}")
+        rng = FIELD_RANGES.get(dotted, DEFAULT_RANGE)
+        if v not in rng or (isinstance(v, int) and abs(v) > INT_MAX):
+            limit = f" and at most {INT_MAX}" if isinstance(v, int) and abs(v) > INT_MAX else ""
+            raise PipelineError(f"{source}: {label}: expected {rng}{limit}, got {v}")
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        for f in dataclasses.fields(section):
+            if f.name.endswith("_min") and hasattr(section, f.name[:-4] + "_max"):
+                lo, hi = getattr(section, f.name), getattr(section, f.name[:-4] + "_max")
+                if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lo, hi)) and lo > hi:
+                    raise PipelineError(f"{source}: [{name}] {f.name} = {lo} is above {f.name[:-4]}_max = {hi}")
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
     """Defaults, then the TOML file at ``path``, then ``overrides`` ({"seed": 1, "data.dataset": "x"})."""
     raw: dict = {}
@@ -331,7 +425,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        # TOML basic strings escape the backslash, the quote and every control character.
+        escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+                          for c in value.replace("\\", "\\\\").replace('"', '\\"'))
         return f'"{escaped}"'
     raise TypeError(type(value))
 

@@ -11,8 +11,6 @@ was expected, and counts anything it skips in ``Dataset.skipped``.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +20,16 @@ from typing import Literal
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.safe_io import (
+    csv_rows,
+    finite_number,
+    finite_rows,
+    load_npz_arrays,
+    loads_json,
+    path_inside,
+    read_file_bytes,
+    resolved,
+)
 
 Kind = Literal["timeseries", "image"]
 EMBEDDED = ("motion", "digits")
@@ -98,6 +106,11 @@ class Dataset:
                 "expected one channel layout for every sample"
             )
         for i, s in enumerate(self.samples):
+            if 0 in s.shape:
+                raise PipelineError(
+                    f"{self.source}: sample {str(self.sample_ids[i])!r} is empty (shape {s.shape}); "
+                    "expected at least one time step and one channel"
+                )
             if not np.all(np.isfinite(s)):
                 raise PipelineError(
                     f"{self.source}: sample {self.sample_ids[i]!r} has NaN or infinite values"
@@ -240,10 +253,7 @@ def parse_acquisition(data: bytes, source: str) -> Acquisition:
     """Parse one Edge Impulse data acquisition file (JSON or CBOR) from its bytes."""
     payload_doc = None
     if data[:1] in (b"{", b" ", b"\n", b"\r", b"\t"):
-        try:
-            payload_doc = json.loads(data.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PipelineError(f"{source}: not valid JSON ({exc})") from exc
+        payload_doc = loads_json(data, source)
     else:
         import cbor2
 
@@ -259,10 +269,8 @@ def parse_acquisition(data: bytes, source: str) -> Acquisition:
     protected = payload_doc.get("protected")
     created = None
     if isinstance(protected, dict) and isinstance(protected.get("iat"), (int, float)):
-        created = float(protected["iat"])
-    interval = payload.get("interval_ms")
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0 or not math.isfinite(interval):
-        raise PipelineError(f"{source}: field 'payload.interval_ms': expected a positive number, got {interval!r}")
+        created = finite_number(protected["iat"], f"{source}: field 'protected.iat'")
+    interval = finite_number(payload.get("interval_ms"), f"{source}: field 'payload.interval_ms'", positive=True)
     sensors = payload.get("sensors")
     if not isinstance(sensors, list) or not sensors:
         raise PipelineError(f"{source}: field 'payload.sensors': expected a non-empty list")
@@ -288,8 +296,7 @@ def parse_acquisition(data: bytes, source: str) -> Acquisition:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise PipelineError(f"{source}: field 'payload.values[{k}]': expected numbers, got {v!r}")
         rows.append(row)
-    arr = np.asarray(rows, dtype=np.float64)
-    _finite(arr, source, "field 'payload.values'")
+    arr = finite_rows(rows, f"{source}: field 'payload.values'")
     device = payload.get("device_name")
     device = str(device).strip() if device is not None and str(device).strip() else None
     return Acquisition(
@@ -433,10 +440,7 @@ def info_labels_files(folder: Path) -> list[Path]:
 
 
 def _read_info(info_path: Path) -> list:
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{info_path}: not valid JSON ({exc})") from exc
+    info = loads_json(read_file_bytes(info_path), str(info_path))
     files = info.get("files") if isinstance(info, dict) else None
     if not isinstance(files, list):
         raise PipelineError(f"{info_path}: field 'files': expected a list")
@@ -480,12 +484,14 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
                     f"{where}: label type 'multi-label' is not supported",
                     hint="this pipeline trains single-label classifiers; split multi-label samples in Edge Impulse first",
                 )
-            if label["type"] != "label" or not isinstance(label.get("label"), str) or not label["label"]:
+            if label["type"] != "label":
                 raise PipelineError(f"{where}: field 'label': unknown label type {label.get('type')!r}, expected 'label' or 'unlabeled'")
+            if not isinstance(label.get("label"), str) or not label["label"]:
+                raise PipelineError(f"{where}: field 'label.label': expected a non-empty string, got {label.get('label')!r}")
             if category not in ("training", "testing"):
                 skipped[f"category {category}"] += 1
                 continue
-            path = _listed_path(folder, info_path.parent, entry["path"])
+            path = _listed_path(folder, info_path.parent, entry["path"], where)
             if path is None:
                 # Not at its path: look for it by name anywhere under the export.
                 if by_name is None:
@@ -503,8 +509,8 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
                                         hint="keep one copy, or restore the export's layout")
                 path = hits[0]
                 moved.append(entry["path"])
-            found.add(path.resolve())
-            acq = parse_acquisition(path.read_bytes(), str(path))
+            found.add(resolved(path))
+            acq = parse_acquisition(read_file_bytes(path, f"{where}: file {path} listed in info.labels"), str(path))
             items.append((acq, label["label"], "test" if category == "testing" else "train"))
     if missing:
         raise PipelineError(
@@ -514,7 +520,7 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
         )
     for sub in SPLIT_FOLDERS:
         for p in sorted((folder / sub).glob("*")):
-            if p.suffix in ACQ_SUFFIXES and p.resolve() not in found:
+            if p.suffix in ACQ_SUFFIXES and resolved(p) not in found:
                 skipped["not listed in info.labels"] += 1
     ds = _dataset_from_acquisitions(Path(source).stem if source.endswith(".zip") else folder.name,
                                     source, items, dict(skipped), rate_hz)
@@ -524,10 +530,11 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
     return ds
 
 
-def _listed_path(folder: Path, info_dir: Path, rel: str) -> Path | None:
-    """The file an info.labels entry names, relative to the export or to its info.labels."""
+def _listed_path(folder: Path, info_dir: Path, rel: str, where: str) -> Path | None:
+    """The file an info.labels entry names, relative to the export or to its info.labels;
+    a path that leads out of the export is refused (``safe_io.path_inside``)."""
     for base in dict.fromkeys((folder, info_dir)):
-        p = base / rel
+        p = path_inside(folder, str(Path(base.relative_to(folder)) / rel) if base != folder else rel, where)
         if p.is_file():
             return p
     return None
@@ -553,7 +560,7 @@ def load_acquisition_folder(folder: str | Path, rate_hz="auto", source: str | No
             raise PipelineError(f"{p}: file name does not start with '<label>.'", hint="name files <label>.<id>.json")
         rel = p.relative_to(folder).parts
         split = SPLIT_FOLDERS.get(rel[0]) if len(rel) > 1 else None
-        items.append((parse_acquisition(p.read_bytes(), str(p)), label, split))
+        items.append((parse_acquisition(read_file_bytes(p), str(p)), label, split))
     if any(sp is not None for _, _, sp in items) and not all(sp is not None for _, _, sp in items):
         items = [(a, lab, sp or "train") for a, lab, sp in items]
     return _dataset_from_acquisitions(Path(source).stem if source.endswith(".zip") else folder.name,
@@ -614,22 +621,14 @@ def load_npz(path: str | Path) -> Dataset:
     """
     path = Path(path)
     src = str(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise PipelineError(f"{src}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
-    with npz:
-        keys = set(npz.files)
-        for required in ("X", "y"):
-            if required not in keys:
-                raise PipelineError(f"{src}: missing array {required!r}", hint="an NPZ dataset needs arrays X and y")
-        known = {"X", "y", "groups", "recordings", "times", "label_names", "kind", "rate_hz"}
-        unknown = keys - known
-        if unknown:
-            raise PipelineError(f"{src}: unknown arrays {sorted(unknown)}", hint=f"known: {sorted(known)}")
-        X = npz["X"]
-        y = npz["y"]
-        opt = {k: npz[k] for k in keys - {"X", "y"}}
+    known = {"X", "y", "groups", "recordings", "times", "label_names", "kind", "rate_hz"}
+    arrays = load_npz_arrays(path, known)
+    for required in ("X", "y"):
+        if required not in arrays:
+            raise PipelineError(f"{src}: missing array {required!r}", hint="an NPZ dataset needs arrays X and y")
+    X = arrays.pop("X")
+    y = arrays.pop("y")
+    opt = arrays
     if X.dtype.kind not in "fiu":
         raise PipelineError(f"{src}: X: expected numbers, got dtype {X.dtype}")
     kind = str(opt["kind"]) if "kind" in opt else None
@@ -681,7 +680,13 @@ def load_npz(path: str | Path) -> Dataset:
     if times.dtype.kind not in "fiu":
         raise PipelineError(f"{src}: times: expected numbers, got dtype {times.dtype}")
     _finite(times.astype(np.float64), src, "times")
-    rate = float(opt["rate_hz"]) if "rate_hz" in opt else None
+    rate = None
+    if "rate_hz" in opt:
+        r = opt["rate_hz"]
+        if r.size != 1 or r.dtype.kind not in "fiu":
+            got = f"text {str(r.item())[:40]!r}" if r.size == 1 and r.dtype.kind in "US" else f"{r.dtype} of shape {r.shape}"
+            raise PipelineError(f"{src}: rate_hz: expected one number, got {got}")
+        rate = finite_number(r.item(), f"{src}: rate_hz", positive=True)
     return Dataset(
         name=path.stem,
         source=src,
@@ -713,10 +718,10 @@ def load_csv(path: str | Path) -> Dataset:
     path = Path(path)
     src = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_file_bytes(path).decode("utf-8-sig")  # -sig: Excel's "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError as exc:
         raise PipelineError(f"{src}: not UTF-8 text ({exc})") from exc
-    reader = csv.reader(text.splitlines())
+    reader = csv_rows(text, src)
     header = next(reader, None)
     if not header:
         raise PipelineError(f"{src}: empty file", hint="expected a header: recording,label,t,<channels>")

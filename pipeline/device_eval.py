@@ -8,7 +8,6 @@ from the device), compares them with the host int8 model on the same windows, an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from pipeline.artifacts import read_json, write_json
 from pipeline.errors import GateFailed, PipelineError
 from pipeline.metrics import METRICS, evaluate, metric_text
+from pipeline.safe_io import NUMBER, check_structure, loads_json
 
 RESULTS = "device_eval.jsonl"
 REPORT = "device_report.json"
@@ -26,24 +26,55 @@ def read_results(path: str | Path) -> tuple[list[dict], int]:
 
     A line cut by a crash or an unplugged device is the only thing that can be torn (lines
     are appended and flushed one at a time); it is dropped so its window runs again.
+    A whole line that says something else (a null or NaN probability, a window id that is
+    not text: an edited file) is a PipelineError naming the line, never scored.
     """
     path = Path(path)
     if not path.exists():
         return [], 0
     records, torn = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+            rec = loads_json(line, f"{path}: line {lineno}", max_depth=RESULT_DEPTH)
+        except PipelineError as exc:
+            if "nested" in exc.message:
+                raise
             torn += 1
             continue
         if not isinstance(rec, dict) or "window_id" not in rec or "probabilities" not in rec:
             torn += 1
             continue
+        check_result(rec, f"{path}: line {lineno}")
         records.append(rec)
     return records, torn
+
+
+RESULT_SCHEMA = {"window_id": str, "probabilities": [NUMBER], "device_labels?": [str],
+                 "model_sha256?": (str, type(None)), "device?": (dict, type(None))}
+"""What scoring relies on in a device_eval.jsonl line (firmware_bridge.evaluate writes it)."""
+RESULT_DEPTH = 4
+
+
+def check_result(rec: dict, where: str) -> dict:
+    """One device_eval.jsonl record with the structure scoring needs, probabilities in [0, 1]."""
+    try:
+        check_structure(rec, RESULT_SCHEMA, where)
+        bad = [p for p in rec["probabilities"] if not 0.0 <= p <= 1.0]
+        if bad:
+            raise PipelineError(f"{where}: field 'probabilities': expected numbers in [0, 1], got {bad[0]}")
+        if "device_labels" in rec and len(rec["device_labels"]) != len(rec["probabilities"]):
+            raise PipelineError(f"{where}: {len(rec['device_labels'])} device_labels for {len(rec['probabilities'])} probabilities")
+    except PipelineError as exc:
+        raise PipelineError(f"{exc.message} (window {str(rec.get('window_id'))[:60]!r})",
+                            hint="the file was edited or damaged: delete that line (its window runs again) "
+                                 "or run `tinyml eval --restart`") from None
+    return rec
 
 
 def timing_stats(values: list[float]) -> dict | None:
@@ -86,6 +117,14 @@ def build_device_report(
         probs = by_id[wid]["probabilities"]
         if len(probs) != k:
             raise PipelineError(f"{RESULTS}: window {wid!r} has {len(probs)} probabilities, the model has {k} classes")
+        names = by_id[wid].get("device_labels")
+        if names is not None:  # mapped by label name, whatever order the device printed them in
+            if sorted(names) != sorted(label_names):
+                raise PipelineError(f"{RESULTS}: window {wid!r} has probabilities of labels {names}, "
+                                    f"the model's are {list(label_names)}",
+                                    hint="run `tinyml eval --restart` against the device flashed with this model")
+            by_name = dict(zip(names, probs, strict=True))
+            probs = [by_name[n] for n in label_names]
         dev_probs[i] = probs
     dev_pred = dev_probs.argmax(1)
     host_pred = np.asarray(host_int8_probs).argmax(1)

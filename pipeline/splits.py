@@ -31,6 +31,7 @@ from sklearn.model_selection import (
 from pipeline.artifacts import read_json, write_json
 from pipeline.datasets import Dataset
 from pipeline.errors import PipelineError
+from pipeline.safe_io import NUMBER, check_structure
 from pipeline.windows import PAD_MIN_SHARE, Windows, choose_window, cut_windows
 
 SPLITS = ("train", "val", "test")
@@ -417,8 +418,33 @@ def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], ski
     }
 
 
+MANIFEST_SCHEMA = {
+    "dataset": {"source": str, "label_names": [str]},
+    "strategy": str, "unit": str, "seed": int, "predefined_test?": bool,
+    "window": {"length": int, "stride": int, "window_ms": NUMBER, "stride_ms": NUMBER,
+               "pad?": str, "requested?": dict, "why?": str},
+    "splits": {name: [str] for name in SPLITS},
+    "test_sha256": str, "notes?": list, "excluded?": dict, "sizes?": dict,
+}
+"""What readers of ``splits.json`` rely on; anything else in it is for people."""
+
+
+def check_manifest(man, path: str | Path = MANIFEST) -> dict:
+    """``man`` if it has the structure of a ``splits.json``, else a PipelineError naming the field."""
+    hint = "the file was edited or damaged: restore it, or remove it to make a new split (tinyml train)"
+    try:
+        check_structure(man, MANIFEST_SCHEMA, str(path))
+    except PipelineError as exc:
+        raise PipelineError(exc.message, hint=hint) from None
+    for key in ("length", "stride"):
+        if man["window"][key] < 1:
+            raise PipelineError(f"{path}: field 'window.{key}': expected at least 1, got {man['window'][key]}", hint=hint)
+    return man
+
+
 def plan_from_manifest(dataset: Dataset, man: dict, path: str = MANIFEST) -> SplitPlan:
     """Rebuild a plan from ``splits.json``; every id must exist in the dataset."""
+    check_manifest(man, path)
     pos = {sid: i for i, sid in enumerate(dataset.sample_ids.tolist())}
     idx = {}
     for name in SPLITS:
@@ -492,7 +518,7 @@ def prepare(cfg, run_dir: str | Path, dataset: Dataset | None = None, write: boo
     path = run_dir / MANIFEST
     skipped = dict(dataset.skipped)
     if path.exists():
-        man = read_json(path, "the split manifest")
+        man = check_manifest(read_json(path, "the split manifest"), path)
         if _manifest_matches(man, dataset, cfg):
             plan, windows = split_from_manifest(dataset, man, path)
             return Prepared(dataset, plan, windows, man, reused=True)
