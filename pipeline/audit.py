@@ -923,6 +923,8 @@ def _summary(prepared: Prepared, pool: _Pool, checks: dict, z: np.ndarray) -> di
         "label_issues": checks["label_issues"]["detail"].get("recordings", []),
         "excluded": plan.excluded,
         "notes": list(plan.notes),
+        "padded": {s: int(np.count_nonzero(pool.padded[pool.split == k])) for k, s in enumerate(SPLITS)}
+        if pool.padded is not None else {},
     }
 
 
@@ -1001,6 +1003,9 @@ def format_report(doc: dict) -> list[str]:
             lines.append(f"  {sp} groups: {', '.join(s['groups'][sp][:12])}{' ...' if len(s['groups'][sp]) > 12 else ''}")
     for note in s.get("notes", []):
         lines.append(f"  note: {note}")
+    if any((s.get("padded") or {}).values()):
+        lines.append("  zero-padded windows ([split] pad = \"zero\"): "
+                     + ", ".join(f"{sp} {n}" for sp, n in s["padded"].items()))
     rl = s["recording_lengths"]["all"]
     secs = f" ({rl['seconds']['min']:g}..{rl['seconds']['max']:g} s)" if "seconds" in rl else ""
     lines.append(f"  sample lengths: {rl['min']}..{rl['max']} steps{secs}, median {rl['median']:g}")

@@ -384,7 +384,7 @@ def summary_lines(report: dict) -> list[str]:
             lines.append("  " + name.ljust(width) + "".join(c.ljust(max(20, len(c) + 2)) for c in cells))
     for s in SPLITS:
         per = (report["metrics"][s].get("uncertainty") or {}).get("per_cluster")
-        if per:
+        if per and not (unit == "group" and report.get("by_group")):  # else the table below says it
             lines.append(f"convnet {s} per {unit}: " + ", ".join(
                 f"{c} {v['balanced_accuracy']:.3f} ({v['n']} windows)" for c, v in per.items()))
     by_group = report.get("by_group")
@@ -396,8 +396,8 @@ def summary_lines(report: dict) -> list[str]:
                                                for g, v in by_group[s].items()))
     logo = report.get("leave_one_group_out")
     if logo and logo.get("scores"):
-        lines.append(f"leave-one-{logo['unit']}-out ({len(logo['scores'])} folds, the chosen configuration, new-"
-                     f"{logo['unit']} estimate): balanced accuracy mean {logo['mean']:.3f}, sd {logo['sd']:.3f}, "
+        lines.append(f"leave-one-group-out ({len(logo['scores'])} folds, the chosen configuration, the new-subject/"
+                     f"device estimate): balanced accuracy mean {logo['mean']:.3f}, sd {logo['sd']:.3f}, "
                      f"range {logo['min']:.3f}..{logo['max']:.3f}")
     cv = report["baselines"].get("linear", {}).get("cv")
     if cv:
