@@ -27,12 +27,12 @@ import numpy as np
 from pipeline.artifacts import write_json
 from pipeline.errors import GateFailed
 from pipeline.splits import (
+    RUN_STEPS,
     SPLITS,
     GroupAwareKFold,
     Prepared,
     cross_validate_pipeline,
     cv_groups,
-    RUN_STEPS,
     prepare,
     shared_stretches,
 )
