@@ -47,7 +47,7 @@ class SplitConfig:
     val_size: float = 0.2
     folds: int = 4
     window_ms: float | Literal["auto"] = "auto"
-    """Window length. "auto": chosen from the recordings (see ``pipeline.windows.auto_window``);
+    """Window length. "auto": chosen from the recordings (see ``pipeline.windows.choose_window``);
     what it chose is in the audit, the report and the run's config.toml. A number wins."""
     stride_ms: float | Literal["auto"] = "auto"
     pad: Literal["zero", "drop"] = "zero"
