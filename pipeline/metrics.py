@@ -118,7 +118,7 @@ def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, see
     means something:
     - ``bootstrap``: clusters (``unit``s: groups or recordings) resampled whole;
     - ``few_clusters``: fewer than MIN_CLUSTERS_FOR_INTERVAL: no interval, the score of each;
-    - ``exact``: no error (or no correct answer) at all: a bootstrap interval has zero width
+    - ``exact``: otherwise, no error (or no correct answer) at all: a bootstrap interval has zero width
       whatever the sample size, so the Clopper-Pearson bound on the share of clusters right,
       with the count, e.g. ``1.000 (12/12 recordings; 95% lower bound 0.74)``.
     """
@@ -138,17 +138,21 @@ def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, see
     ci = bootstrap_intervals(y_true, y_pred, k, clusters, n_boot=n_boot, seed=seed)
     uncertainty: dict = {"kind": "bootstrap", "clusters": n_c, "unit": unit, "text": {}}
     plural = unit if n_c == 1 else f"{unit}s"
-    if right.all() or not right.any():
+    if n_c < MIN_CLUSTERS_FOR_INTERVAL:
+        # Too few to resample, and too few for a bound on clusters to say anything (one
+        # device right bounds the share of devices right at 0.03): the count, and each score.
+        every = (f"; all {y_true.size} windows right" if right.all()
+                 else f"; all {y_true.size} windows wrong" if not right.any() else "")
+        uncertainty.update(kind="few_clusters")
+        uncertainty["text"] = {m: f"({n_c} {plural}: no interval{every})" for m in METRICS}
+        ci = {m: None for m in METRICS}
+    elif right.all() or not right.any():
         # Every window right (or every one wrong): count clusters, all of whose windows agree.
         lo, hi = clopper_pearson(n_c if right.all() else 0, n_c)
         bound = (f"95% lower bound {lo:.2f}" if right.all() else f"95% upper bound {hi:.2f}")
         uncertainty.update(kind="exact", successes=n_c if right.all() else 0, bound=[lo, hi],
                            method="Clopper-Pearson, two-sided 95%, on clusters")
         uncertainty["text"] = {m: f"({n_c if right.all() else 0}/{n_c} {plural}; {bound})" for m in METRICS}
-        ci = {m: None for m in METRICS}
-    elif n_c < MIN_CLUSTERS_FOR_INTERVAL:
-        uncertainty.update(kind="few_clusters")
-        uncertainty["text"] = {m: f"({n_c} {plural}: no interval)" for m in METRICS}
         ci = {m: None for m in METRICS}
     if n_c < MIN_CLUSTERS_FOR_INTERVAL:
         uncertainty["per_cluster"] = per_cluster_scores(y_true, y_pred, k, ids)
