@@ -718,7 +718,7 @@ def load_npz(path: str | Path) -> Dataset:
 CSV_REQUIRED = ("recording", "label", "t")
 
 
-def load_csv(path: str | Path) -> Dataset:
+def load_csv(path: str | Path, rate_hz="auto") -> Dataset:
     """Long format: one row per time step, columns ``recording``, ``label``, ``t`` (seconds)
     and one column per channel; optional ``group``. The pipeline windows the recordings."""
     path = Path(path)
@@ -783,16 +783,22 @@ def load_csv(path: str | Path) -> Dataset:
         t = t[order]
         if t.size > 1 and np.any(np.diff(t) <= 0):
             raise PipelineError(f"{src}: recording {rec!r}: repeated time stamps in column 't'")
-        if t.size > 1:
-            rates.append(1.0 / float(np.median(np.diff(t))))
+        rates.append(1.0 / float(np.median(np.diff(t))) if t.size > 1 else None)
         samples.append(np.asarray(e["v"], dtype=np.float32)[order])
         starts.append(float(t[0]))
-    rate = float(np.median(rates)) if rates else None
-    if rates and (max(rates) - min(rates)) > 0.02 * rate:
-        raise PipelineError(
-            f"{src}: column 't': recordings have different sampling rates ({min(rates):.3g} to {max(rates):.3g} Hz)",
-            hint="resample to one rate before loading",
-        )
+    known = [r for r in rates if r is not None]
+    rate = float(np.median(known)) if known else None
+    notes: dict = {"loader": []}
+    originals = None
+    if known and (rate_hz != "auto" or (max(known) - min(known)) > 0.02 * rate):
+        # Time stamps jitter: rates within 2% are one rate (3 significant digits), and a
+        # one-row recording has none of its own. Then resampled like acquisition files.
+        r3 = [float(f"{(r if r is not None else rate):.3g}") for r in rates]
+        rate, samples, originals, resampled = _one_rate(src, r3, samples, rate_hz)
+        if resampled:
+            notes["resampled"] = resampled
+            notes["loader"].append(f"{resampled['samples_resampled']} of {len(samples)} recordings resampled to "
+                                   f"{rate:g} Hz ({resampled['chosen']})")
     names = list(recs)
     labels, label_names = _labels_to_ints([recs[r]["label"] for r in names], src)
     has_groups = "group" in col
@@ -811,6 +817,8 @@ def load_csv(path: str | Path) -> Dataset:
         channel_names=tuple(channels),
         has_groups=has_groups,
         has_recordings=False,
+        notes=notes,
+        originals=originals,
     )
 
 
@@ -853,7 +861,7 @@ def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, mot
     if suffix == ".npz":
         return load_npz(path)
     if suffix == ".csv":
-        return load_csv(path)
+        return load_csv(path, rate_hz)
     if suffix in (".json", ".cbor"):
         raise PipelineError(f"{path}: a single acquisition file is not a dataset", hint="point --dataset at the folder that holds the files")
     raise PipelineError(f"{path}: unknown dataset format {suffix!r}", hint="expected a folder, .zip, .npz or .csv")

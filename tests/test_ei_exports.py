@@ -269,3 +269,14 @@ def test_ei_export_trains_with_the_defaults_end_to_end(tmp_path):
     assert 'window_ms = "auto"  # chose 992 ms (62 steps)' in config
     assert 'rate_hz = "auto"  # 62.5 Hz (most common rate); 36 samples resampled' in config
     assert "leave-one-group-out" in r.stdout
+
+
+def test_csv_recordings_at_two_rates_are_resampled(tmp_path):
+    lines = ["recording,label,t,ax"]
+    for r, (label, rate) in enumerate([("a", 50.0), ("b", 100.0), ("a", 50.0), ("b", 50.0)]):
+        lines += [f"rec{r},{label},{k / rate:.5f},{np.sin(k / rate * 6.28):.5f}" for k in range(int(2 * rate))]
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    d = load_dataset(str(path))
+    assert d.rate_hz == 50.0 and [s.shape[0] for s in d.samples] == [100, 100, 100, 100]
+    assert d.notes["resampled"]["samples_resampled"] == 1
