@@ -346,7 +346,7 @@ def low_information(pool: _Pool, acfg, Z: np.ndarray | None = None) -> np.ndarra
     return norm / np.sqrt(Z.shape[1]) < acfg.low_information_rms
 
 
-def check_near_duplicates(pool: _Pool, acfg, seed: int) -> dict:
+def check_near_duplicates(pool: _Pool, acfg, seed: int, label_names=None) -> dict:
     """Validation/test windows that copy a window of another split, other than exactly.
 
     The rule, decided from data: a copy reproduces the *variation* of a window, not just its
@@ -408,7 +408,10 @@ def check_near_duplicates(pool: _Pool, acfg, seed: int) -> dict:
                                   "by_split_and_class": low_by},
               "examples": examples}
     lows = int(low[queries].sum())
-    aside = (f"; {lows} near-constant validation/test window(s) set apart (look-alikes, not judged)" if lows else "")
+    per = Counter(pool.y[queries][low[queries]].tolist())
+    by_class = ", ".join(f"{label_names[c] if label_names else c} {n}" for c, n in sorted(per.items()))
+    aside = (f"; {lows} near-constant validation/test window(s) set apart ({by_class}: look-alikes, not judged)"
+             if lows else "")
     if not flagged.any():
         return _check("near_duplicates", "error", True,
                       f"no validation/test window reproduces the variation of a window of another split "
@@ -958,7 +961,7 @@ def _run_audit(prepared: Prepared, cfg) -> dict:
     checks = [
         check_group_overlap(prepared),
         check_cross_split_duplicates(pool, dup_sets),
-        check_near_duplicates(pool, acfg, seed),
+        check_near_duplicates(pool, acfg, seed, names),
         check_shared_segments(prepared),
         check_window_overlap(pool, ds.rate_hz),
         check_temporal_order(pool, prepared.plan),
