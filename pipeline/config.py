@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,10 @@ class DataConfig:
     """Seed of the embedded motion dataset itself (fixed, unlike the run's `seed`)."""
     motion_subjects: int = 12
     motion_sessions: int = 3
+    rate_hz: float | Literal["auto"] = "auto"
+    """Sampling rate every time series is brought to, in Hz. "auto": the most common rate
+    among the samples; samples at another rate are resampled (``scipy.signal.resample_poly``,
+    anti-aliased), counted and reported."""
 
 
 @dataclass
@@ -41,17 +46,24 @@ class SplitConfig:
     test_size: float = 0.2
     val_size: float = 0.2
     folds: int = 4
-    window_ms: float = 2000.0
-    stride_ms: float = 500.0
+    window_ms: float | Literal["auto"] = "auto"
+    """Window length. "auto": chosen from the recordings (see ``pipeline.windows.choose_window``);
+    what it chose is in the audit, the report and the run's config.toml. A number wins."""
+    stride_ms: float | Literal["auto"] = "auto"
+    pad: Literal["zero", "drop"] = "zero"
+    """Samples shorter than a window (but at least half of it): "zero" pads them at the end
+    (Edge Impulse's "zero-pad data"), "drop" skips them; both are counted and reported."""
     gap_s: float = 0.0
 
 
 @dataclass
 class AuditConfig:
-    near_duplicate_fraction: float = 0.05
-    """A cross-split pair closer than this fraction of the median nearest-neighbour
-    distance is a near-duplicate."""
-    near_duplicate_error_share: float = 0.05
+    near_duplicate_ratio: float = 0.1
+    """A validation/test window is a near-copy when its nearest window of another split
+    reproduces its own variation to within this share (see ``pipeline.audit.check_near_duplicates``)."""
+    low_information_rms: float = 0.1
+    """A window whose variation (RMS about its own mean, in units of the training data's
+    spread) is below this is near-constant: set apart from the near-copy rule, reported per class."""
     outlier_z: float = 8.0
     permutation_max_above_chance: float = 0.15
     split_optimism_warn: float = 0.05
@@ -106,6 +118,10 @@ class TrainConfig:
     overfit_max_loss: float = 0.05
     init_loss_tolerance: float = 0.25
     """Allowed gap (nats) between the loss at init and the entropy of the class prior."""
+    logo_folds: int = 5
+    """Leave-one-group-out of the chosen configuration on the training side (train +
+    validation), when it has 3 or more subjects/devices: one fit per group up to this many
+    groups, else this many folds of whole groups. 0: off. Each fold costs one refit."""
     reproducibility_check: bool = True
     """Train the best configuration twice from one seed; the metrics must be identical."""
 
@@ -180,6 +196,8 @@ SECTIONS = {name: tp for name, tp in typing.get_type_hints(Config).items() if na
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
@@ -187,6 +205,14 @@ def _type_name(tp: Any) -> str:
 
 def _check_value(where: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        # A number or a keyword ("auto"): the first alternative that accepts the value.
+        for alt in typing.get_args(tp):
+            try:
+                return _check_value(where, alt, value)
+            except PipelineError:
+                continue
+        raise PipelineError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise PipelineError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -261,8 +287,6 @@ def validate(cfg: Config, source: str = "config") -> None:
             raise PipelineError(f"{source}: [split] {key}: expected a share between 0 and 1, got {v}")
     if s.test_size + s.val_size >= 0.9:
         raise PipelineError(f"{source}: [split] test_size + val_size = {s.test_size + s.val_size}: leaves too little to train on")
-    if s.window_ms <= 0 or s.stride_ms <= 0:
-        raise PipelineError(f"{source}: [split] window_ms and stride_ms must be positive")
     if s.folds < 2:
         raise PipelineError(f"{source}: [split] folds: expected at least 2, got {s.folds}")
     t = cfg.train
@@ -353,8 +377,9 @@ FIELD_RANGES: dict[str, Range] = {
     "split.folds": Range(2),
     "split.window_ms": POSITIVE,
     "split.stride_ms": POSITIVE,
-    "audit.near_duplicate_fraction": SHARE,
-    "audit.near_duplicate_error_share": SHARE,
+    "data.rate_hz": POSITIVE,
+    "audit.near_duplicate_ratio": SHARE,
+    "audit.low_information_rms": SHARE,
     "audit.permutation_max_above_chance": SHARE,
     "audit.identifier_max_above_chance": SHARE,
     "audit.confounding_warn": SHARE,
@@ -442,21 +467,26 @@ def _toml_value(value: Any) -> str:
     raise TypeError(type(value))
 
 
-def to_toml(cfg: Config) -> str:
+def to_toml(cfg: Config, comments: dict[str, str] | None = None) -> str:
+    """The config as TOML; ``comments`` ({"split.window_ms": "..."}) go after their key, so
+    a run's config.toml says what an "auto" value chose."""
+    comments = comments or {}
     lines = [f"seed = {cfg.seed}", ""]
     for name in SECTIONS:
         section = getattr(cfg, name)
         lines.append(f"[{name}]")
         for f in dataclasses.fields(section):
-            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+            line = f"{f.name} = {_toml_value(getattr(section, f.name))}"
+            note = comments.get(f"{name}.{f.name}")
+            lines.append(f"{line}  # {' '.join(note.split())}" if note else line)
         lines.append("")
     return "\n".join(lines)
 
 
-def save_config(cfg: Config, run_dir: str | Path) -> Path:
+def save_config(cfg: Config, run_dir: str | Path, comments: dict[str, str] | None = None) -> Path:
     from pipeline.artifacts import write_text
 
-    return write_text(Path(run_dir) / "config.toml", to_toml(cfg))
+    return write_text(Path(run_dir) / "config.toml", to_toml(cfg, comments))
 
 
 def as_dict(cfg: Config) -> dict:

@@ -12,7 +12,7 @@ was expected, and counts anything it skips in ``Dataset.skipped``.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -64,6 +64,12 @@ class Dataset:
     predefined_split: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-sample acquisition facts a model could learn instead of the task (``rate_hz``,
+    ``device_type``): the audit checks whether one of them goes with one class."""
+    originals: list[np.ndarray | None] | None = None
+    """Resampled samples' values as recorded (None where not resampled): the audit looks for
+    stretches shared between splits in what was recorded, not in an interpolation of it."""
 
     def __post_init__(self) -> None:
         n = len(self.samples)
@@ -145,6 +151,8 @@ class Dataset:
             "windowed": self.windowed,
             "predefined_split": self.predefined_split is not None,
             "skipped": dict(self.skipped),
+            "resampled": self.notes.get("resampled"),
+            "loader_notes": list(self.notes.get("loader", [])),
         }
 
 
@@ -171,7 +179,7 @@ def load_motion(seed: int = 0, subjects: int = 12, sessions: int = 3) -> Dataset
         channel_names=motion.CHANNELS,
         has_groups=True,
         has_recordings=True,
-        notes=raw["notes"],
+        notes={**raw["notes"], "group_word": "subject"},
     )
 
 
@@ -233,11 +241,12 @@ def _finite(arr: np.ndarray, source: str, what: str) -> np.ndarray:
 @dataclass
 class Acquisition:
     path: Path
-    device_name: str
+    device_name: str | None  # None when the file names none
     interval_ms: float
     sensors: tuple[str, ...]
     values: np.ndarray  # (T, C) float32
     created: float | None
+    device_type: str = ""
 
 
 def parse_acquisition(data: bytes, source: str) -> Acquisition:
@@ -269,12 +278,18 @@ def parse_acquisition(data: bytes, source: str) -> Acquisition:
     for k, s in enumerate(sensors):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
             raise PipelineError(f"{source}: field 'payload.sensors[{k}]': expected an object with a 'name'")
-        names.append(s["name"])
+        # Real exports carry padded strings ("uT   "): names are compared stripped.
+        names.append(s["name"].strip())
     values = payload.get("values")
     if not isinstance(values, list) or not values:
         raise PipelineError(f"{source}: field 'payload.values': expected a non-empty list")
     rows = []
     width = len(names)
+    if width == 1 and set(map(type, values)) <= {int, float}:
+        # Audio exports: one flat list of 16,000 numbers a second; checked at C speed
+        # (type() is never bool here, so True/False cannot pass as numbers).
+        arr = finite_rows(values, f"{source}: field 'payload.values'").reshape(-1, 1)
+        values = []
     for k, row in enumerate(values):
         if not isinstance(row, list):
             row = [row]
@@ -286,14 +301,18 @@ def parse_acquisition(data: bytes, source: str) -> Acquisition:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise PipelineError(f"{source}: field 'payload.values[{k}]': expected numbers, got {v!r}")
         rows.append(row)
-    arr = finite_rows(rows, f"{source}: field 'payload.values'")
+    if rows:
+        arr = finite_rows(rows, f"{source}: field 'payload.values'")
+    device = payload.get("device_name")
+    device = str(device).strip() if device is not None and str(device).strip() else None
     return Acquisition(
         path=Path(source),
-        device_name=str(payload.get("device_name") or "unknown-device"),
+        device_name=device,
         interval_ms=float(interval),
         sensors=tuple(names),
         values=arr.astype(np.float32),
         created=created,
+        device_type=str(payload.get("device_type") or "").strip(),
     )
 
 
@@ -301,8 +320,55 @@ def _label_from_filename(path: Path) -> str:
     return path.name.split(".")[0]
 
 
+def most_common_rate(rates: list[float]) -> float:
+    """The rate most samples have (ties: the higher, which loses no information)."""
+    counts = Counter(round(r, 6) for r in rates)
+    return max(counts, key=lambda r: (counts[r], r))
+
+
+def resample(values: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
+    """Anti-aliased polyphase resampling along time (``scipy.signal.resample_poly``).
+
+    The ratio is approximated by a fraction with a denominator up to 1000 (62.5 -> 100 Hz is
+    exactly 8/5). ``padtype="line"`` extends each end along its trend instead of with zeros,
+    so a channel that carries gravity (9.8 m/s2) does not ring at the sample's edges.
+    """
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(to_hz / from_hz).limit_denominator(1000)
+    out = resample_poly(values.astype(np.float64), ratio.numerator, ratio.denominator, axis=0, padtype="line")
+    return out.astype(np.float32)
+
+
+def _one_rate(source: str, rates: list[float], values: list[np.ndarray], rate_hz) -> tuple:
+    """Bring every sample to one rate: ``rate_hz``, or "auto" (the most common rate).
+
+    Returns (rate, samples, originals or None, note or None).
+    """
+    target = most_common_rate(rates) if rate_hz in (None, "auto") else float(rate_hz)
+    off = [i for i, r in enumerate(rates) if abs(r - target) > 1e-6 * target]
+    if not off:
+        return target, values, None, None
+    samples, originals = list(values), [None] * len(values)
+    for i in off:
+        # Shorter than the filter's reach the result is all edge effect; the window rule
+        # counts such a sample as too short anyway.
+        samples[i] = resample(values[i], rates[i], target)
+        originals[i] = values[i]
+        if samples[i].shape[0] == 0:
+            raise PipelineError(f"{source}: a sample of {values[i].shape[0]} steps at {rates[i]:g} Hz "
+                                f"is empty after resampling to {target:g} Hz")
+    from_counts = Counter(f"{r:g}" for r in rates)
+    note = {"to_hz": target, "chosen": "most common rate" if rate_hz in (None, "auto") else "[data] rate_hz",
+            "samples_resampled": len(off), "from_hz": dict(sorted(from_counts.items())),
+            "method": "scipy.signal.resample_poly (anti-aliasing FIR), padtype line"}
+    return target, samples, originals, note
+
+
 def _dataset_from_acquisitions(
-    name: str, source: str, items: list[tuple[Acquisition, str, str | None]], skipped: dict
+    name: str, source: str, items: list[tuple[Acquisition, str, str | None]], skipped: dict, rate_hz="auto"
 ) -> Dataset:
     """items: (acquisition, label, split or None)."""
     if not items:
@@ -313,11 +379,8 @@ def _dataset_from_acquisitions(
             raise PipelineError(
                 f"{acq.path}: sensors {list(acq.sensors)} differ from {list(first.sensors)} in {first.path.name}"
             )
-        if abs(acq.interval_ms - first.interval_ms) > 1e-6 * first.interval_ms + 1e-9:
-            raise PipelineError(
-                f"{acq.path}: interval_ms {acq.interval_ms} differs from {first.interval_ms} in {first.path.name}",
-                hint="resample the data to one rate before loading",
-            )
+    rates = [1000.0 / acq.interval_ms for acq, _, _ in items]
+    rate, samples, originals, resampled = _one_rate(source, rates, [acq.values for acq, _, _ in items], rate_hz)
     labels, label_names = _labels_to_ints([lab for _, lab, _ in items], source)
     sample_ids = [acq.path.name.rsplit(".", 1)[0] for acq, _, _ in items]
     if len(set(sample_ids)) != len(sample_ids):
@@ -329,80 +392,171 @@ def _dataset_from_acquisitions(
     starts = []
     for k, (acq, _, _) in enumerate(items):
         starts.append(acq.created if acq.created is not None else float(k))
+    notes: dict = {"loader": [], "group_word": "device"}
+    devices = [acq.device_name for acq, _, _ in items]
+    has_groups = any(d is not None for d in devices)
+    if not has_groups:
+        notes["loader"].append("the acquisition files name no device_name: the split keeps recordings whole, and "
+                               "the scores estimate new recordings, not new devices or subjects")
+    elif None in devices:
+        n = devices.count(None)
+        notes["loader"].append(f"{n} acquisition file(s) name no device_name: they form the group 'no-device-name'")
+    if resampled:
+        notes["resampled"] = resampled
+        notes["loader"].append(
+            f"{resampled['samples_resampled']} of {len(items)} samples resampled to {rate:g} Hz "
+            f"({resampled['chosen']}; rates found: "
+            + ", ".join(f"{n} at {r} Hz" for r, n in resampled["from_hz"].items()) + ")")
     return Dataset(
         name=name,
         source=source,
         kind="timeseries",
-        samples=[acq.values for acq, _, _ in items],
+        samples=samples,
         labels=labels,
         label_names=label_names,
         recording_ids=np.asarray(sample_ids),
-        group_ids=np.asarray([acq.device_name for acq, _, _ in items]),
+        group_ids=np.asarray([d if d is not None else ("no-device-name" if has_groups else sid)
+                              for d, sid in zip(devices, sample_ids, strict=True)]),
         start_times=np.asarray(starts),
         sample_ids=np.asarray(sample_ids),
-        rate_hz=1000.0 / first.interval_ms,
+        rate_hz=rate,
         channel_names=first.sensors,
-        has_groups=True,
+        has_groups=has_groups,
         has_recordings=False,
         predefined_split=predefined,
         skipped=skipped,
+        notes=notes,
+        meta={"rate_hz": np.asarray([f"{r:g}" for r in rates]),
+              "device_type": np.asarray([acq.device_type or "-" for acq, _, _ in items])},
+        originals=originals,
     )
 
 
-def load_edge_impulse_export(folder: str | Path) -> Dataset:
-    """An Edge Impulse export: ``info.labels`` with ``training/`` and ``testing/`` folders."""
-    folder = Path(folder)
-    info_path = folder / "info.labels"
+TEST_FOLDERS = ("testing", "test")  # Edge Impulse writes testing/; some exports are renamed test/
+SPLIT_FOLDERS = {"training": "train", "testing": "test", "test": "test"}
+ACQ_SUFFIXES = (".json", ".cbor")
+
+
+def info_labels_files(folder: Path) -> list[Path]:
+    """``info.labels`` at the export's root, else one per split folder (``training/info.labels``)."""
+    root = folder / "info.labels"
+    if root.is_file():
+        return [root]
+    return [folder / sub / "info.labels" for sub in SPLIT_FOLDERS if (folder / sub / "info.labels").is_file()]
+
+
+def _read_info(info_path: Path) -> list:
     info = loads_json(read_file_bytes(info_path), str(info_path))
     files = info.get("files") if isinstance(info, dict) else None
     if not isinstance(files, list):
         raise PipelineError(f"{info_path}: field 'files': expected a list")
-    skipped: Counter = Counter()
-    items = []
-    for k, entry in enumerate(files):
-        where = f"{info_path}: files[{k}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise PipelineError(f"{where}: expected an object with a 'path'")
-        category = entry.get("category", "training")
-        label = entry.get("label")
-        if not isinstance(label, dict) or "type" not in label:
-            raise PipelineError(f"{where}: field 'label': expected an object with a 'type'")
-        if label["type"] == "unlabeled":
-            skipped["unlabeled"] += 1
-            continue
-        if label["type"] == "multi-label":
-            raise PipelineError(
-                f"{where}: label type 'multi-label' is not supported",
-                hint="this pipeline trains single-label classifiers; split multi-label samples in Edge Impulse first",
-            )
-        if label["type"] != "label":
-            raise PipelineError(f"{where}: field 'label': unknown label type {label.get('type')!r}, expected 'label' or 'unlabeled'")
-        if not isinstance(label.get("label"), str) or not label["label"]:
-            raise PipelineError(f"{where}: field 'label.label': expected a non-empty string, got {label.get('label')!r}")
-        if category not in ("training", "testing"):
-            skipped[f"category {category}"] += 1
-            continue
-        path = path_inside(folder, entry["path"], where)
-        acq = parse_acquisition(read_file_bytes(path, f"{where}: file {path} listed in info.labels"), str(path))
-        items.append((acq, label["label"], "test" if category == "testing" else "train"))
-    listed = {resolved(folder / e["path"]) for e in files if isinstance(e, dict) and isinstance(e.get("path"), str)}
-    for sub in ("training", "testing"):
-        for p in sorted((folder / sub).glob("*")):
-            if p.suffix in (".json", ".cbor") and p.resolve() not in listed:
-                skipped["not listed in info.labels"] += 1
-    return _dataset_from_acquisitions(folder.name, str(folder), items, dict(skipped))
+    return files
 
 
-def load_acquisition_folder(folder: str | Path) -> Dataset:
-    """A bare folder of acquisition files named ``<label>.<id>[.<more>].json`` (or .cbor).
+def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | None = None) -> Dataset:
+    """An Edge Impulse export: ``info.labels`` with ``training/`` and ``testing/`` (or ``test/``).
 
-    Files in ``training/`` or ``testing/`` subfolders keep that category as their split.
+    Reads what real exports hold: ``info.labels`` at the root or one per split folder, entries
+    with the older or newer keys (``name``, ``metadata``; ``boundingBoxes`` is not needed), and
+    a listed file that is not at its path but is under the export by its name (an author who
+    moved the files into one folder per label). Only files missing everywhere are an error.
     """
     folder = Path(folder)
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    paths = sorted(p for p in files if p.suffix in (".json", ".cbor"))
+    source = source or str(folder)
+    infos = info_labels_files(folder)
+    if not infos:
+        raise PipelineError(f"{folder}: no info.labels at the root or in training/ or testing/")
+    by_name: dict[str, list[Path]] | None = None
     skipped: Counter = Counter()
-    other = [p for p in files if p.suffix not in (".json", ".cbor")]
+    items, missing, found, moved = [], [], set(), []
+    for info_path in infos:
+        files = _read_info(info_path)
+        # A per-folder info.labels implies its folder's category.
+        default_category = "training" if info_path.parent == folder else {
+            "training": "training", "testing": "testing", "test": "testing"}[info_path.parent.name]
+        for k, entry in enumerate(files):
+            where = f"{info_path}: files[{k}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise PipelineError(f"{where}: expected an object with a 'path'")
+            category = entry.get("category", default_category)
+            label = entry.get("label")
+            if not isinstance(label, dict) or "type" not in label:
+                raise PipelineError(f"{where}: field 'label': expected an object with a 'type'")
+            if label["type"] == "unlabeled":
+                skipped["unlabeled"] += 1
+                continue
+            if label["type"] == "multi-label":
+                raise PipelineError(
+                    f"{where}: label type 'multi-label' is not supported",
+                    hint="this pipeline trains single-label classifiers; split multi-label samples in Edge Impulse first",
+                )
+            if label["type"] != "label":
+                raise PipelineError(f"{where}: field 'label': unknown label type {label.get('type')!r}, expected 'label' or 'unlabeled'")
+            if not isinstance(label.get("label"), str) or not label["label"]:
+                raise PipelineError(f"{where}: field 'label.label': expected a non-empty string, got {label.get('label')!r}")
+            if category not in ("training", "testing"):
+                skipped[f"category {category}"] += 1
+                continue
+            path = _listed_path(folder, info_path.parent, entry["path"], where)
+            if path is None:
+                # Not at its path: look for it by name anywhere under the export.
+                if by_name is None:
+                    by_name = defaultdict(list)
+                    for p in sorted(folder.rglob("*")):
+                        if p.suffix in ACQ_SUFFIXES and p.is_file():
+                            by_name[p.name].append(p)
+                hits = by_name.get(Path(entry["path"]).name, [])
+                if not hits:
+                    missing.append(entry["path"])
+                    continue
+                if len(hits) > 1:
+                    raise PipelineError(f"{where}: file {entry['path']!r} is not at its path, and "
+                                        f"{len(hits)} files under {folder} have its name ({hits[0]}, {hits[1]})",
+                                        hint="keep one copy, or restore the export's layout")
+                path = hits[0]
+                moved.append(entry["path"])
+            found.add(resolved(path))
+            acq = parse_acquisition(read_file_bytes(path, f"{where}: file {path} listed in info.labels"), str(path))
+            items.append((acq, label["label"], "test" if category == "testing" else "train"))
+    if missing:
+        raise PipelineError(
+            f"{source}: {len(missing)} file(s) listed in info.labels are missing, neither at their path nor "
+            f"anywhere under the export by name: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}",
+            hint="restore the files, or remove their entries from info.labels",
+        )
+    for sub in SPLIT_FOLDERS:
+        for p in sorted((folder / sub).glob("*")):
+            if p.suffix in ACQ_SUFFIXES and resolved(p) not in found:
+                skipped["not listed in info.labels"] += 1
+    ds = _dataset_from_acquisitions(Path(source).stem if source.endswith(".zip") else folder.name,
+                                    source, items, dict(skipped), rate_hz)
+    if moved:
+        ds.notes["loader"].insert(0, f"{len(moved)} file(s) listed in info.labels were not at their path and were "
+                                     f"found by name under the export (moved), e.g. {moved[0]}")
+    return ds
+
+
+def _listed_path(folder: Path, info_dir: Path, rel: str, where: str) -> Path | None:
+    """The file an info.labels entry names, relative to the export or to its info.labels;
+    a path that leads out of the export is refused (``safe_io.path_inside``)."""
+    for base in dict.fromkeys((folder, info_dir)):
+        p = path_inside(folder, str(Path(base.relative_to(folder)) / rel) if base != folder else rel, where)
+        if p.is_file():
+            return p
+    return None
+
+
+def load_acquisition_folder(folder: str | Path, rate_hz="auto", source: str | None = None) -> Dataset:
+    """A bare folder of acquisition files named ``<label>.<id>[.<more>].json`` (or .cbor).
+
+    Files in ``training/`` or ``testing/`` (or ``test/``) subfolders keep that category as their split.
+    """
+    folder = Path(folder)
+    source = source or str(folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    paths = sorted(p for p in files if p.suffix in ACQ_SUFFIXES)
+    skipped: Counter = Counter()
+    other = [p for p in files if p.suffix not in ACQ_SUFFIXES]
     if other:
         skipped["not .json or .cbor"] = len(other)
     items = []
@@ -411,11 +565,54 @@ def load_acquisition_folder(folder: str | Path) -> Dataset:
         if not label or "." not in p.name[len(label):]:
             raise PipelineError(f"{p}: file name does not start with '<label>.'", hint="name files <label>.<id>.json")
         rel = p.relative_to(folder).parts
-        split = {"training": "train", "testing": "test"}.get(rel[0]) if len(rel) > 1 else None
+        split = SPLIT_FOLDERS.get(rel[0]) if len(rel) > 1 else None
         items.append((parse_acquisition(read_file_bytes(p), str(p)), label, split))
     if any(sp is not None for _, _, sp in items) and not all(sp is not None for _, _, sp in items):
         items = [(a, lab, sp or "train") for a, lab, sp in items]
-    return _dataset_from_acquisitions(folder.name, str(folder), items, dict(skipped))
+    return _dataset_from_acquisitions(Path(source).stem if source.endswith(".zip") else folder.name,
+                                      source, items, dict(skipped), rate_hz)
+
+
+def _export_root(folder: Path) -> Path:
+    """The folder of an unpacked archive that holds the export (archives often wrap it in one)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    if info_labels_files(folder) or any((folder / s).is_dir() for s in SPLIT_FOLDERS):
+        return folder
+    if len(entries) == 1 and entries[0].is_dir():
+        return _export_root(entries[0])
+    return folder
+
+
+def load_zip(path: Path, rate_hz="auto") -> Dataset:
+    """A zipped export (``--dataset export.zip``), unpacked to a temporary folder and read there.
+
+    Member names that are absolute or climb out with ``..`` are refused, and the unpacked size
+    is capped, before anything is written.
+    """
+    import tempfile
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PipelineError(f"{path}: not a readable zip file ({exc})") from exc
+    with zf, tempfile.TemporaryDirectory(prefix="tinyml-zip-") as tmp:
+        total = 0
+        for info in zf.infolist():
+            parts = Path(info.filename).parts
+            if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise PipelineError(f"{path}: member {info.filename!r} points outside the archive")
+            total += info.file_size
+        if total > MAX_ZIP_BYTES:
+            raise PipelineError(f"{path}: unpacks to {total} bytes, more than the {MAX_ZIP_BYTES} this loader reads")
+        zf.extractall(tmp)
+        root = _export_root(Path(tmp))
+        if info_labels_files(root):
+            return load_edge_impulse_export(root, rate_hz, source=str(path))
+        return load_acquisition_folder(root, rate_hz, source=str(path))
+
+
+MAX_ZIP_BYTES = 4 * 1024**3
 
 
 # --------------------------------------------------------------------------- NPZ
@@ -521,7 +718,7 @@ def load_npz(path: str | Path) -> Dataset:
 CSV_REQUIRED = ("recording", "label", "t")
 
 
-def load_csv(path: str | Path) -> Dataset:
+def load_csv(path: str | Path, rate_hz="auto") -> Dataset:
     """Long format: one row per time step, columns ``recording``, ``label``, ``t`` (seconds)
     and one column per channel; optional ``group``. The pipeline windows the recordings."""
     path = Path(path)
@@ -586,16 +783,22 @@ def load_csv(path: str | Path) -> Dataset:
         t = t[order]
         if t.size > 1 and np.any(np.diff(t) <= 0):
             raise PipelineError(f"{src}: recording {rec!r}: repeated time stamps in column 't'")
-        if t.size > 1:
-            rates.append(1.0 / float(np.median(np.diff(t))))
+        rates.append(1.0 / float(np.median(np.diff(t))) if t.size > 1 else None)
         samples.append(np.asarray(e["v"], dtype=np.float32)[order])
         starts.append(float(t[0]))
-    rate = float(np.median(rates)) if rates else None
-    if rates and (max(rates) - min(rates)) > 0.02 * rate:
-        raise PipelineError(
-            f"{src}: column 't': recordings have different sampling rates ({min(rates):.3g} to {max(rates):.3g} Hz)",
-            hint="resample to one rate before loading",
-        )
+    known = [r for r in rates if r is not None]
+    rate = float(np.median(known)) if known else None
+    notes: dict = {"loader": []}
+    originals = None
+    if known and (rate_hz != "auto" or (max(known) - min(known)) > 0.02 * rate):
+        # Time stamps jitter: rates within 2% are one rate (3 significant digits), and a
+        # one-row recording has none of its own. Then resampled like acquisition files.
+        r3 = [float(f"{(r if r is not None else rate):.3g}") for r in rates]
+        rate, samples, originals, resampled = _one_rate(src, r3, samples, rate_hz)
+        if resampled:
+            notes["resampled"] = resampled
+            notes["loader"].append(f"{resampled['samples_resampled']} of {len(samples)} recordings resampled to "
+                                   f"{rate:g} Hz ({resampled['chosen']})")
     names = list(recs)
     labels, label_names = _labels_to_ints([recs[r]["label"] for r in names], src)
     has_groups = "group" in col
@@ -614,6 +817,8 @@ def load_csv(path: str | Path) -> Dataset:
         channel_names=tuple(channels),
         has_groups=has_groups,
         has_recordings=False,
+        notes=notes,
+        originals=originals,
     )
 
 
@@ -628,8 +833,12 @@ def _is_float(s: str) -> bool:
 # --------------------------------------------------------------------------- dispatch
 
 
-def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, motion_sessions: int = 3) -> Dataset:
-    """Load a dataset by name (`motion`, `digits`) or path (folder, .npz, .csv)."""
+def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, motion_sessions: int = 3,
+                 rate_hz="auto") -> Dataset:
+    """Load a dataset by name (`motion`, `digits`) or path (folder, .zip, .npz, .csv).
+
+    ``rate_hz`` ("auto": the most common rate) is the one rate acquisition files are brought to.
+    """
     if spec == "motion":
         return load_motion(seed=motion_seed, subjects=motion_subjects, sessions=motion_sessions)
     if spec == "digits":
@@ -641,19 +850,21 @@ def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, mot
             hint=f"use one of {', '.join(EMBEDDED)}, an Edge Impulse export folder, a .npz or a .csv",
         )
     if path.is_dir():
-        if (path / "info.labels").is_file():
-            return load_edge_impulse_export(path)
-        return load_acquisition_folder(path)
+        if info_labels_files(path):
+            return load_edge_impulse_export(path, rate_hz)
+        return load_acquisition_folder(path, rate_hz)
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise PipelineError(f"{path}: empty file")
+    if suffix == ".zip":
+        return load_zip(path, rate_hz)
     if suffix == ".npz":
         return load_npz(path)
     if suffix == ".csv":
-        return load_csv(path)
+        return load_csv(path, rate_hz)
     if suffix in (".json", ".cbor"):
         raise PipelineError(f"{path}: a single acquisition file is not a dataset", hint="point --dataset at the folder that holds the files")
-    raise PipelineError(f"{path}: unknown dataset format {suffix!r}", hint="expected a folder, .npz or .csv")
+    raise PipelineError(f"{path}: unknown dataset format {suffix!r}", hint="expected a folder, .zip, .npz or .csv")
 
 
 def dataset_from_config(cfg) -> Dataset:
@@ -662,4 +873,5 @@ def dataset_from_config(cfg) -> Dataset:
         motion_seed=cfg.data.motion_seed,
         motion_subjects=cfg.data.motion_subjects,
         motion_sessions=cfg.data.motion_sessions,
+        rate_hz=cfg.data.rate_hz,
     )

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.artifacts import read_json, write_json
 from pipeline.errors import GateFailed, PipelineError
-from pipeline.metrics import METRICS, evaluate, format_metric
+from pipeline.metrics import METRICS, evaluate, metric_text
 from pipeline.safe_io import NUMBER, check_structure, loads_json
 
 RESULTS = "device_eval.jsonl"
@@ -204,7 +204,8 @@ def comparison_table(run_dir: str | Path, device_report: dict) -> str:
             if not metrics or m not in metrics:
                 cells.append("n/a".ljust(width))
             else:
-                cells.append(format_metric(metrics[m], metrics.get("ci95", {}).get(m)).ljust(width))
+                cell = metric_text(metrics, m)  # interval, or group count, or exact bound
+                cells.append(cell.ljust(max(width, len(cell) + 2)))
         out.append(m.ljust(20) + "".join(cells))
     a = device_report["agreement_with_host_int8"]
     out.append(f"device vs host int8 top-1 agreement: {a['top1']:.2%} ({a['differing']} differ of {device_report['windows']})")

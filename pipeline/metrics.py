@@ -94,8 +94,34 @@ def bootstrap_intervals(y_true, y_pred, k: int, clusters=None, n_boot: int = 200
     return out
 
 
-def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, seed: int = 0) -> dict:
-    """The full set for one split: headline metrics with 95% intervals, per class, confusion."""
+# A bootstrap over fewer clusters than this is no interval: with one group every resample is
+# that group (an interval of zero width), with two to four the resamples take a handful of
+# values. Then the scores per group are printed instead, and no interval.
+MIN_CLUSTERS_FOR_INTERVAL = 5
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial (Clopper-Pearson) interval of a proportion: two-sided, ``level``."""
+    from scipy.stats import beta
+
+    alpha = 1.0 - level
+    lo = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return lo, hi
+
+
+def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, seed: int = 0,
+             unit: str = "cluster") -> dict:
+    """The full set for one split: headline metrics with honest 95% uncertainty, per class, confusion.
+
+    ``uncertainty`` says which kind applies and ``ci95`` holds an interval only where one
+    means something:
+    - ``bootstrap``: clusters (``unit``s: groups or recordings) resampled whole;
+    - ``few_clusters``: fewer than MIN_CLUSTERS_FOR_INTERVAL: no interval, the score of each;
+    - ``exact``: otherwise, no error (or no correct answer) at all: a bootstrap interval has zero width
+      whatever the sample size, so the Clopper-Pearson bound on the share of clusters right,
+      with the count, e.g. ``1.000 (12/12 recordings; 95% lower bound 0.74)``.
+    """
     k = len(label_names)
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
@@ -106,14 +132,58 @@ def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, see
                "support": int(support[i])}
         for i, name in enumerate(label_names)
     }
+    ids = np.asarray(clusters).astype(str) if clusters is not None else np.arange(y_true.size).astype(str)
+    n_c = int(np.unique(ids).size)
+    right = y_true == y_pred
+    ci = bootstrap_intervals(y_true, y_pred, k, clusters, n_boot=n_boot, seed=seed)
+    uncertainty: dict = {"kind": "bootstrap", "clusters": n_c, "unit": unit, "text": {}}
+    plural = unit if n_c == 1 else f"{unit}s"
+    if n_c < MIN_CLUSTERS_FOR_INTERVAL:
+        # Too few to resample, and too few for a bound on clusters to say anything (one
+        # device right bounds the share of devices right at 0.03): the count, and each score.
+        every = (f"; all {y_true.size} windows right" if right.all()
+                 else f"; all {y_true.size} windows wrong" if not right.any() else "")
+        uncertainty.update(kind="few_clusters")
+        uncertainty["text"] = {m: f"({n_c} {plural}: no interval{every})" for m in METRICS}
+        ci = {m: None for m in METRICS}
+    elif right.all() or not right.any():
+        # Every window right (or every one wrong): count clusters, all of whose windows agree.
+        lo, hi = clopper_pearson(n_c if right.all() else 0, n_c)
+        bound = (f"95% lower bound {lo:.2f}" if right.all() else f"95% upper bound {hi:.2f}")
+        uncertainty.update(kind="exact", successes=n_c if right.all() else 0, bound=[lo, hi],
+                           method="Clopper-Pearson, two-sided 95%, on clusters")
+        uncertainty["text"] = {m: f"({n_c if right.all() else 0}/{n_c} {plural}; {bound})" for m in METRICS}
+        ci = {m: None for m in METRICS}
+    if n_c < MIN_CLUSTERS_FOR_INTERVAL:
+        uncertainty["per_cluster"] = per_cluster_scores(y_true, y_pred, k, ids)
     return {
         "n": int(y_true.size),
-        "clusters": int(np.unique(clusters).size) if clusters is not None else int(y_true.size),
+        "clusters": n_c,
         **scores(y_true, y_pred, k),
-        "ci95": bootstrap_intervals(y_true, y_pred, k, clusters, n_boot=n_boot, seed=seed),
+        "ci95": ci,
+        "uncertainty": uncertainty,
         "per_class": per_class,
         "confusion": cm.tolist(),
     }
+
+
+def per_cluster_scores(y_true, y_pred, k: int, clusters) -> dict[str, dict]:
+    """Windows, accuracy and balanced accuracy (over the classes present) per cluster/group."""
+    clusters = np.asarray(clusters).astype(str)
+    out = {}
+    for c in sorted(set(clusters.tolist())):
+        m = clusters == c
+        s = scores(np.asarray(y_true)[m], np.asarray(y_pred)[m], k)
+        out[c] = {"n": int(m.sum()), "accuracy": round(s["accuracy"], 4),
+                  "balanced_accuracy": round(s["balanced_accuracy"], 4)}
+    return out
+
+
+def metric_text(m: dict, key: str) -> str:
+    """One metric of an ``evaluate`` result as printed: value with its interval, or with the
+    group count, or with the exact bound."""
+    note = (m.get("uncertainty") or {}).get("text", {}).get(key)
+    return format_metric(m[key], (m.get("ci95") or {}).get(key), note)
 
 
 def paired_delta(y_true, pred_a, pred_b, k: int, metric: str, clusters=None,
@@ -150,7 +220,9 @@ def mcnemar(correct_a, correct_b) -> dict:
             "test": "exact binomial McNemar, two-sided"}
 
 
-def format_metric(value: float, ci: list[float] | None = None) -> str:
+def format_metric(value: float, ci: list[float] | None = None, note: str | None = None) -> str:
+    if note:
+        return f"{value:.3f} {note}"
     if ci is None:
         return f"{value:.3f}"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"

@@ -19,6 +19,19 @@ import numpy as np
 
 from pipeline.errors import GateFailed, PipelineError
 
+# A 1-D input longer than this many steps (1 s of 16 kHz audio is 16,000) is downsampled by the
+# first convolution itself: a stride that brings it to at most this many steps and a kernel of
+# twice the stride, so every input sample is seen (a learned, anti-aliased filter bank).
+# Unstrided, the first block's activations alone (16,000 x 6 int8) and its MACs would dwarf
+# everything else; 512 steps keep the 2 s motion windows (125 steps) untouched.
+FRONT_END_MAX_STEPS = 512
+
+
+def front_end_stride(length: int) -> int:
+    """Stride of the first convolution for a 1-D input of ``length`` steps (1: none)."""
+    return max(1, math.ceil(length / FRONT_END_MAX_STEPS))
+
+
 # Probabilities are clipped here before a log: a class missing from the training split
 # must not make the bias or a loss infinite.
 MIN_PROB = 1e-6
@@ -108,9 +121,14 @@ def build_model(input_shape: tuple, n_classes: int, params: ModelParams,
         k = max(1, min(params.kernel_size, *spatial))
         # The first block sees the raw channels: a depthwise-separable conv there saves
         # little and loses capacity, so it is always a full convolution.
+        stride = front_end_stride(spatial[0]) if block == 0 and len(input_shape) == 2 else 1
         if params.separable and block > 0:
             conv = separable(filters, k, padding="same", name=f"conv{block + 1}",
                              depthwise_regularizer=reg, pointwise_regularizer=reg)
+        elif stride > 1:
+            conv = full(filters, 2 * stride, strides=stride, padding="same", name=f"conv{block + 1}",
+                        kernel_regularizer=reg)
+            spatial = [math.ceil(spatial[0] / stride)]
         else:
             conv = full(filters, k, padding="same", name=f"conv{block + 1}", kernel_regularizer=reg)
         x = layers.ReLU(name=f"relu{block + 1}")(conv(x))

@@ -46,7 +46,10 @@ SOURCES = {  # artifact -> the command that writes it
 CHECK_MEANING = {
     "group_overlap": "Is any sample, recording or subject/device in two splits? Then the model is scored on what it was trained on.",
     "cross_split_duplicates": "Is an identical window in two splits? A copy in test is not unseen data.",
-    "near_duplicates": "Are validation/test windows almost identical to a window of another split (re-uploads, resampled copies)?",
+    "near_duplicates": "Does a validation/test window reproduce the variation of a window of another split (a rescaled or "
+                       "re-recorded copy)? Near-constant windows are look-alikes, set apart and counted.",
+    "shared_segments": "Do samples of different splits share stretches of identical time steps (overlapping cuts of one recording)?",
+    "acquisition_confounding": "Does a sampling rate, device type or zero-padding go with one class (a setup a model can learn)?",
     "window_overlap": "Do windows of different splits share time steps of one recording?",
     "temporal_order": "In a time split, does every test window come after every training window, with the gap?",
     "missing_classes": "Does every class appear in every split? A class missing from test is never scored.",
@@ -108,6 +111,10 @@ def with_ci(m, key: str, digits: int = 3) -> str:
     value = gn(m, key)
     if value is None:
         return "n/a"
+    note = g(m, "uncertainty", "text", key)
+    if isinstance(note, str):
+        # Few groups (no interval) or no errors (an exact binomial bound), as the metrics say.
+        return f"{value:.{digits}f} {note}"
     ci = gl(m, "ci95", key)
     if len(ci) == 2 and all(isnum(c) for c in ci):
         return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
@@ -617,7 +624,27 @@ def section_baselines(run: Run) -> list:
             if few:
                 out.append(para(Mark("Few groups: ", "warn"),
                                 f"{', '.join(f'{sp} has {clusters[sp]}' for sp in few)} {unit}(s); an interval "
-                                f"over so few {unit}s is too narrow to trust (over one it is a point)."))
+                                f"over so few {unit}s is too narrow to trust (over one it is a point), so none "
+                                "is printed: the score of each instead."))
+    by_group = gd(t, "by_group")
+    if by_group:
+        names = sorted({str(k) for sp in SPLITS for k in gd(by_group, sp)})
+        rows = [[name, *[(f"{num(gn(by_group, sp, name, 'balanced_accuracy'))} ({num(g(by_group, sp, name, 'n'))})"
+                          if g(by_group, sp, name) else "-") for sp in SPLITS]] for name in names[:40]]
+        out.append(H("Convnet per subject/device"))
+        out.append(Table(["subject/device", "train", "validation", "test"], rows,
+                         "balanced accuracy over the classes each holds (windows)"))
+    logo = gd(t, "leave_one_group_out")
+    if gl(logo, "scores"):
+        out.append(H("New-subject estimate: leave one group out (training side)"))
+        out.append(Table(["held out", "windows", "balanced accuracy"],
+                         [[", ".join(map(str, gl(r, "held_out"))), num(g(r, "windows")), num(gn(r, "balanced_accuracy"))]
+                          for r in gl(logo, "scores")],
+                         f"{text(g(logo, 'how'))}; the chosen configuration, {num(g(logo, 'epochs'))} epochs each"))
+        out.append(para(f"mean {num(gn(logo, 'mean'))}, sd {num(gn(logo, 'sd'))}, range "
+                        f"{num(gn(logo, 'min'))}..{num(gn(logo, 'max'))}"))
+    elif g(logo, "skipped"):
+        out.append(para(Mark("No new-subject estimate: ", "muted"), text(g(logo, "skipped"))))
     deltas = gd(t, "sanity", "baseline_deltas")
     if deltas:
         beats = gd(t, "sanity", "beats_baselines")

@@ -32,7 +32,7 @@ from pipeline.artifacts import read_json, write_json
 from pipeline.datasets import Dataset
 from pipeline.errors import PipelineError
 from pipeline.safe_io import NUMBER, check_structure
-from pipeline.windows import Windows, cut_windows, window_steps
+from pipeline.windows import PAD_MIN_SHARE, Windows, choose_window, cut_windows
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "splits.json"
@@ -54,6 +54,9 @@ class SplitPlan:
     notes: list[str] = field(default_factory=list)
     excluded: dict[str, list[str]] = field(default_factory=dict)  # reason -> sample ids
     sizes: dict[str, float] = field(default_factory=dict)  # test_size, val_size, gap_s asked for
+    pad: str = "drop"  # samples shorter than a window: "zero" (padded) or "drop"
+    requested: dict = field(default_factory=dict)  # window_ms/stride_ms as configured ("auto" or ms)
+    window_why: str = ""  # how the window was chosen
 
 
 def split_units(dataset: Dataset, strategy: str = "group") -> tuple[np.ndarray, str]:
@@ -174,11 +177,110 @@ def _time_split(dataset: Dataset, cfg, units: np.ndarray) -> tuple[dict, dict, l
     return idx, excl_ids, notes
 
 
+# Overlapping cuts of one recording share stretches of identical time steps. RUN_STEPS in a
+# row, at least half of them distinct rows (so no constant, clipped or silent stretch), do
+# not repeat by chance across different recordings of real sensors: a match is a shared cut.
+# (ei-nano33-fall: two of its 294 samples, cut by Edge Impulse's "split sample" from one
+# recording, share 18 and 19 identical 9-axis rows; no other pair shares even one run.)
+RUN_STEPS = 16
+# Sharing less than this share of the shorter sample's stretches, two samples are cuts of one
+# recording (kept in one split); sharing more, one is a copy of the other (the audit's error).
+CUT_MAX_SHARED = 0.5
+
+
+def _run_hashes(values: np.ndarray) -> np.ndarray:
+    """Hashes of every informative RUN_STEPS-step stretch of a (T, C) sample (uint64)."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    if v.shape[0] < RUN_STEPS:
+        return np.zeros(0, np.uint64)
+    u = (v + np.float32(0.0)).view(np.uint32).astype(np.uint64)  # + 0.0: -0.0 equals 0.0
+    with np.errstate(over="ignore"):
+        primes = np.uint64(0x9E3779B97F4A7C15) ** np.arange(1, u.shape[1] + 1, dtype=np.uint64)
+        row = (u * primes).sum(axis=1) * np.uint64(0xBF58476D1CE4E5B9)
+        row ^= row >> np.uint64(31)
+        n = row.size - RUN_STEPS + 1
+        h = np.zeros(n, np.uint64)
+        for j in range(RUN_STEPS):
+            h = h * np.uint64(1099511628211) + row[j:j + n]
+    srt = np.sort(np.lib.stride_tricks.sliding_window_view(row, RUN_STEPS)[:n], axis=1)
+    distinct = 1 + np.count_nonzero(np.diff(srt, axis=1), axis=1)
+    return np.unique(h[distinct >= RUN_STEPS // 2])
+
+
+def shared_stretches(dataset: Dataset, indices=None) -> dict[tuple[int, int], float]:
+    """Pairs of samples (i < j) that share identical RUN_STEPS-step stretches, with the share
+    of the shorter one's stretches they share. Looked for in the values as recorded (before
+    any resampling, ``Dataset.originals``)."""
+    if dataset.windowed:
+        return {}
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    hashes, owners, counts = [], [], {}
+    for i in indices:
+        raw = dataset.originals[i] if dataset.originals is not None and dataset.originals[i] is not None else dataset.samples[i]
+        h = _run_hashes(raw)
+        hashes.append(h)
+        owners.append(np.full(h.size, i))
+        counts[int(i)] = max(h.size, 1)
+    if not hashes:
+        return {}
+    h, o = np.concatenate(hashes), np.concatenate(owners)
+    order = np.argsort(h, kind="stable")
+    h, o = h[order], o[order]
+    same = np.flatnonzero(h[1:] == h[:-1])
+    pairs: dict = {}
+    for j in same:
+        a, b = sorted((int(o[j]), int(o[j + 1])))
+        if a != b:
+            pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    return {ab: n / min(counts[ab[0]], counts[ab[1]]) for ab, n in pairs.items()}
+
+
+def linked_cuts(dataset: Dataset, units: np.ndarray) -> tuple[np.ndarray, int]:
+    """Units with overlapping cuts of one recording merged, so a split keeps them together.
+
+    Copies (sharing more than CUT_MAX_SHARED) are not merged: they are the audit's finding.
+    """
+    pairs = [ab for ab, share in shared_stretches(dataset).items() if share <= CUT_MAX_SHARED]
+    if not pairs:
+        return units, 0
+    parent = {u: u for u in np.unique(units).tolist()}
+
+    def find(u):
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for a, b in pairs:
+        ra, rb = find(str(units[a])), find(str(units[b]))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    merged = np.asarray([find(str(u)) for u in units])
+    return merged, len(pairs)
+
+
+def check_enough_samples(dataset: Dataset, predefined: bool) -> None:
+    """Refuse, in one line, data too small for three splits with every class in each."""
+    per_class = np.bincount(dataset.labels, minlength=dataset.num_classes)
+    if predefined:
+        per_class = np.bincount(dataset.labels[dataset.predefined_split != "test"], minlength=dataset.num_classes)
+    need = 2 if predefined else 3  # one sample of each class per split it must fill
+    short = {n: int(c) for n, c in zip(dataset.label_names, per_class, strict=True) if c < need}
+    if short:
+        have = ", ".join(f"{n} {c}" for n, c in short.items())
+        where = "outside the predefined test split" if predefined else "in all"
+        raise PipelineError(
+            f"{dataset.source}: too few samples to split: have {have} {where}; need at least {need} of every "
+            f"class ({need * dataset.num_classes} samples) for {'training and validation' if predefined else 'training, validation and test'}",
+            hint="add samples, or drop the classes with too few")
+
+
 def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
     """Decide which samples go to train, validation and test. ``cfg`` is a SplitConfig."""
     strategy = resolve_strategy(dataset, cfg.strategy)
     units, unit = split_units(dataset, strategy)
-    notes: list[str] = []
+    notes: list[str] = list(dataset.notes.get("loader", []))
+    check_enough_samples(dataset, dataset.predefined_split is not None and bool(np.any(dataset.predefined_split == "test")))
     pool = units if dataset.predefined_split is None else units[dataset.predefined_split != "test"]
     if unit == "group" and np.unique(pool).size < 2:
         # One subject/device (a common Edge Impulse project): nothing to hold out by group.
@@ -187,7 +289,13 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
             "one subject/device only: split by recording; the scores estimate performance on "
             "new recordings of that subject/device, not on new ones"
         )
-    length, stride = window_steps(dataset, cfg.window_ms, cfg.stride_ms)
+    choice = choose_window(dataset, cfg.window_ms, cfg.stride_ms)
+    length, stride = choice.length, choice.stride
+    pad = getattr(cfg, "pad", "drop")
+    if not dataset.windowed:
+        notes.append(f"windows of {length} steps ({choice.window_ms:g} ms) every {stride} steps: {choice.why}"
+                     + (f"; samples shorter than a window but at least {PAD_MIN_SHARE:.0%} of it are zero-padded "
+                        "at the end ([split] pad = \"zero\")" if pad == "zero" else ""))
     k = dataset.num_classes
     all_idx = np.arange(len(dataset))
     excluded: dict[str, list[str]] = {}
@@ -197,14 +305,20 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
             "random split: the data has no recordings or groups, so samples are split independently; "
             "the test score estimates performance on new samples from the same sources"
         )
-    if predefined:
-        test = all_idx[dataset.predefined_split == "test"]
-        rest = all_idx[dataset.predefined_split != "test"]
+    def assign(units, unit):
+        if predefined:
+            test = all_idx[dataset.predefined_split == "test"]
+            rest = all_idx[dataset.predefined_split != "test"]
+            share = cfg.val_size / (1.0 - cfg.test_size)
+            train, val = _hold_out(rest, dataset.labels, units, share, k, seed, strategy != "random", unit)
+            return {"train": train, "val": val, "test": test}
+        grouped = strategy == "group"
+        rest, test = _hold_out(all_idx, dataset.labels, units, cfg.test_size, k, seed, grouped, unit)
         share = cfg.val_size / (1.0 - cfg.test_size)
-        train, val = _hold_out(rest, dataset.labels, units, share, k, seed, strategy != "random", unit)
-        notes.append(f"predefined test split kept ({test.size} samples from the source's testing category)")
-        idx = {"train": train, "val": val, "test": test}
-    elif strategy == "time":
+        train, val = _hold_out(rest, dataset.labels, units, share, k, seed + 1, grouped, unit)
+        return {"train": train, "val": val, "test": test}
+
+    if strategy == "time":
         idx, excluded, time_notes = _time_split(dataset, cfg, units)
         notes.extend(time_notes)
         if dataset.has_groups:
@@ -213,11 +327,27 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
                 "so the test score estimates performance on known subjects at a later time"
             )
     else:
-        grouped = strategy == "group"
-        rest, test = _hold_out(all_idx, dataset.labels, units, cfg.test_size, k, seed, grouped, unit)
-        share = cfg.val_size / (1.0 - cfg.test_size)
-        train, val = _hold_out(rest, dataset.labels, units, share, k, seed + 1, grouped, unit)
-        idx = {"train": train, "val": val, "test": test}
+        if unit == "recording":
+            units, n_linked = linked_cuts(dataset, units)
+            if n_linked:
+                notes.append(f"{n_linked} pair(s) of samples share stretches of identical time steps (overlapping "
+                             "cuts of one recording): each such family is kept in one split")
+        idx = assign(units, unit)
+        lacking = [s for s in SPLITS if np.unique(dataset.labels[idx[s]]).size < k]
+        if unit == "group" and lacking:
+            # Few subjects/devices, some holding one class only (two boards, one of which
+            # recorded only falls): no split by group gives every split every class. A split
+            # by recording does; a new-device estimate is then not possible, and it says so.
+            n_groups = np.unique(pool).size
+            units, unit = dataset.recording_ids, "recording"
+            units, n_linked = linked_cuts(dataset, units)
+            idx = assign(units, unit)
+            notes.append(
+                f"{n_groups} subjects/devices, too few to split by group with every class in every split "
+                f"({', '.join(lacking)} would lack a class): split by recording instead; the scores estimate "
+                "performance on new recordings of these subjects/devices, not on new ones")
+        if predefined:
+            notes.append(f"predefined test split kept ({idx['test'].size} samples from the source's testing category)")
     for name in SPLITS:
         idx[name] = np.sort(np.asarray(idx[name], dtype=np.int64))
         if idx[name].size == 0:
@@ -227,9 +357,10 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
             )
     return SplitPlan(
         strategy=strategy, unit=unit, seed=seed, indices=idx, window_length=length,
-        window_stride=stride, window_ms=cfg.window_ms, stride_ms=cfg.stride_ms,
+        window_stride=stride, window_ms=choice.window_ms, stride_ms=choice.stride_ms,
         predefined_test=bool(predefined), notes=notes, excluded=excluded,
         sizes={"test_size": cfg.test_size, "val_size": cfg.val_size, "gap_s": cfg.gap_s},
+        pad=pad, requested={"window_ms": cfg.window_ms, "stride_ms": cfg.stride_ms}, window_why=choice.why,
     )
 
 
@@ -237,14 +368,19 @@ def make_windows(dataset: Dataset, plan: SplitPlan, skipped: dict | None = None)
     """Cut the windows of each split, from that split's samples only."""
     out = {}
     for name in SPLITS:
-        w = cut_windows(dataset, plan.indices[name], plan.window_length, plan.window_stride, skipped)
+        w = cut_windows(dataset, plan.indices[name], plan.window_length, plan.window_stride, skipped, plan.pad)
         if len(w) == 0:
             raise PipelineError(
                 f"split {name!r} has no windows: its samples are all shorter than {plan.window_length} steps",
-                hint="lower [split] window_ms",
+                hint="lower [split] window_ms, or set it to \"auto\"",
             )
         out[name] = w
     return out
+
+
+def padded_counts(windows: dict[str, Windows]) -> dict[str, int]:
+    """Zero-padded windows per split."""
+    return {name: int(np.count_nonzero(w.padded)) if w.padded is not None else 0 for name, w in windows.items()}
 
 
 def content_sha256(w: Windows) -> str:
@@ -268,7 +404,10 @@ def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], ski
         "predefined_test": plan.predefined_test,
         "window": {"length": plan.window_length, "stride": plan.window_stride,
                    "window_ms": plan.window_ms, "stride_ms": plan.stride_ms,
+                   "requested": plan.requested, "why": plan.window_why, "pad": plan.pad,
+                   "padded": padded_counts(windows),
                    "input_shape": list(windows["train"].X.shape[1:])},
+        "resampled": dataset.notes.get("resampled"),
         "splits": {name: dataset.sample_ids[plan.indices[name]].tolist() for name in SPLITS},
         "windows": {name: len(windows[name]) for name in SPLITS},
         "test_sha256": content_sha256(windows["test"]),
@@ -282,7 +421,8 @@ def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], ski
 MANIFEST_SCHEMA = {
     "dataset": {"source": str, "label_names": [str]},
     "strategy": str, "unit": str, "seed": int, "predefined_test?": bool,
-    "window": {"length": int, "stride": int, "window_ms": NUMBER, "stride_ms": NUMBER},
+    "window": {"length": int, "stride": int, "window_ms": NUMBER, "stride_ms": NUMBER,
+               "pad?": str, "requested?": dict, "why?": str},
     "splits": {name: [str] for name in SPLITS},
     "test_sha256": str, "notes?": list, "excluded?": dict, "sizes?": dict,
 }
@@ -322,6 +462,7 @@ def plan_from_manifest(dataset: Dataset, man: dict, path: str = MANIFEST) -> Spl
         window_length=w["length"], window_stride=w["stride"], window_ms=w["window_ms"],
         stride_ms=w["stride_ms"], predefined_test=man.get("predefined_test", False),
         notes=man.get("notes", []), excluded=man.get("excluded", {}), sizes=man.get("sizes", {}),
+        pad=w.get("pad", "drop"), requested=w.get("requested", {}), window_why=w.get("why", ""),
     )
 
 
@@ -353,13 +494,17 @@ def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
     sizes = man.get("sizes") or {}
     same_sizes = all(sizes.get(k, getattr(cfg.split, k)) == getattr(cfg.split, k)
                      for k in ("test_size", "val_size", "gap_s"))
+    # Manifests from before "auto" windows recorded the configured ms as window_ms.
+    requested = w.get("requested") or {"window_ms": w.get("window_ms"), "stride_ms": w.get("stride_ms")}
     return (
         same_sizes
         and man.get("dataset", {}).get("source") == dataset.source
+        and man.get("dataset", {}).get("rate_hz") == dataset.rate_hz
         and man.get("seed") == cfg.seed
         and resolve_strategy(dataset, cfg.split.strategy) == man.get("strategy")
-        and w.get("window_ms") == cfg.split.window_ms
-        and w.get("stride_ms") == cfg.split.stride_ms
+        and requested.get("window_ms") == cfg.split.window_ms
+        and requested.get("stride_ms") == cfg.split.stride_ms
+        and w.get("pad", "drop") == cfg.split.pad
     )
 
 
@@ -455,3 +600,21 @@ def cross_validate_pipeline(estimator, X, y, groups, n_splits: int = 4, seed: in
     cv = GroupAwareKFold(n_splits, groups=groups, seed=seed)
     return cross_validate(estimator, X2, y, cv=cv, scoring=list(scoring),
                           return_train_score=True, n_jobs=n_jobs, error_score="raise")
+
+
+def chosen_comments(prepared: Prepared) -> dict[str, str]:
+    """What "auto" chose, for the run's config.toml (``pipeline.config.to_toml``)."""
+    plan, ds = prepared.plan, prepared.dataset
+    out = {}
+    if plan.requested.get("window_ms") == "auto" or plan.requested.get("stride_ms") == "auto":
+        out["split.window_ms"] = f"chose {plan.window_ms:g} ms ({plan.window_length} steps): {plan.window_why}"
+        out["split.stride_ms"] = f"chose {plan.stride_ms:g} ms ({plan.window_stride} steps)"
+    padded = prepared.manifest.get("window", {}).get("padded") or {}
+    if any(padded.values()):
+        out["split.pad"] = "zero-padded windows: " + ", ".join(f"{s} {n}" for s, n in padded.items())
+    res = ds.notes.get("resampled")
+    if res:
+        out["data.rate_hz"] = f"{res['to_hz']:g} Hz ({res['chosen']}); {res['samples_resampled']} samples resampled"
+    elif ds.rate_hz:
+        out["data.rate_hz"] = f"{ds.rate_hz:g} Hz, every sample already at it"
+    return out

@@ -21,8 +21,8 @@ import numpy as np
 from pipeline.artifacts import atomic_path, sha256_file, write_json
 from pipeline.config import as_dict, save_config
 from pipeline.errors import GateFailed
-from pipeline.metrics import METRICS, evaluate, paired_delta
-from pipeline.splits import SPLITS, cv_groups
+from pipeline.metrics import METRICS, evaluate, paired_delta, per_cluster_scores, scores
+from pipeline.splits import SPLITS, chosen_comments, cv_groups
 
 REPORT = "train_report.json"
 MODEL = "float.keras"
@@ -72,13 +72,13 @@ def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
         (run_dir / MODEL).unlink(missing_ok=True)
         report.update(status="failed", failure=exc.message, timing=clock.total())
         write_json(run_dir / REPORT, report)
-        save_config(cfg, run_dir)
+        save_config(cfg, run_dir, chosen_comments(prepared))
         out(f"train: a check failed; {run_dir / REPORT} says which and why (no {MODEL} written)")
         raise
     report["status"] = "passed"
     report["timing"] = clock.total()
     write_json(run_dir / REPORT, report)
-    save_config(cfg, run_dir)
+    save_config(cfg, run_dir, chosen_comments(prepared))
     for line in summary_lines(report):
         out(line)
     out(f"train: wrote {run_dir / MODEL} and {run_dir / REPORT} in {report['timing']['total']:.0f} s")
@@ -101,8 +101,11 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
     train_w, val_w = w["train"], w["val"]
     input_shape = tuple(train_w.X.shape[1:])
     clusters = {s: cv_groups(w[s], plan) for s in SPLITS}
+    word = {"group": prepared.dataset.notes.get("group_word", "group")}.get(plan.unit, plan.unit)
     priors = M.class_priors(train_w.y, k)
     base = M.ModelParams.from_config(tc)
+
+    check_input_budget(input_shape, cfg, prepared.dataset.rate_hz)
 
     # 1. Sanity at init: loss at init, then one batch overfitted. Cheap, so first.
     out(f"train: {len(train_w)} training windows {input_shape}, {k} classes; sanity checks at init")
@@ -168,12 +171,12 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
     metrics = report["metrics"] = {}
     base_report = report["baselines"] = {}
     for s in ("train", "val"):
-        metrics[s] = _evaluate(w[s].y, proba[s], names, clusters[s], seed)
+        metrics[s] = _evaluate(w[s].y, proba[s], names, clusters[s], seed, word)
     for b in baselines:
         base_report[b.name] = {"description": b.description, "input_independent": b.input_independent,
                                **b.extra}
         for s in ("train", "val"):
-            base_report[b.name][s] = _evaluate(w[s].y, b.proba[s], names, clusters[s], seed)
+            base_report[b.name][s] = _evaluate(w[s].y, b.proba[s], names, clusters[s], seed, word)
     _check_beats_baselines(sanity, baselines, val_w.y, proba["val"].argmax(1), k, clusters["val"], seed)
 
     # 7. The model, then the one look at the test split (convnet and baselines together).
@@ -181,28 +184,109 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
     save_model(net, path)
     sha = sha256_file(path)
     proba["test"] = M.predict_proba(net, w["test"].X)
-    metrics["test"] = _evaluate(w["test"].y, proba["test"], names, clusters["test"], seed)
+    metrics["test"] = _evaluate(w["test"].y, proba["test"], names, clusters["test"], seed, word)
     look = {key: metrics["test"][key] for key in ("n", *METRICS)}
     for b in baselines:
-        base_report[b.name]["test"] = _evaluate(w["test"].y, b.proba["test"], names, clusters["test"], seed)
+        base_report[b.name]["test"] = _evaluate(w["test"].y, b.proba["test"], names, clusters["test"], seed, word)
         for key in HEADLINE:
             look[f"baseline.{b.name}.{key}"] = base_report[b.name]["test"][key]
     from pipeline.ledger import record_test_look
 
     entry = record_test_look(run_dir, "train", PURPOSE, sha, look, prepared.manifest["test_sha256"])
     report["test_look"] = {"purpose": PURPOSE, "look": entry["look"], "warning": entry.get("warning")}
+    if prepared.dataset.has_groups:
+        report["by_group"] = {s: per_cluster_scores(w[s].y, (proba[s]).argmax(1), k, w[s].group_ids)
+                              for s in SPLITS}
     report["model"] = {
         "file": MODEL, "sha256": sha, "params": int(net.count_params()),
         "input_shape": list(input_shape), "labels": list(names), "hyperparameters": best.as_dict(),
         "normalization": M.normalization_stats(net), "layers": M.describe(net),
     }
     clock.lap("evaluate")
+    # 8. The new-subject estimate: the chosen configuration without each training-side group.
+    report["leave_one_group_out"] = leave_one_group_out(prepared, best, k, tc, final["best_epoch"], seed, out)
+    clock.lap("leave_one_group_out")
 
 
-def _evaluate(y, proba, names, clusters, seed) -> dict:
+def check_input_budget(input_shape: tuple, cfg, rate_hz) -> None:
+    """Stop before training when one window cannot fit the board: the TFLM arena holds at
+    least the int8 input and its normalized copy (2 bytes per input value), before any layer.
+    The first convolution downsamples long inputs (``model.front_end_stride``), so what is
+    left to set is the window or the rate."""
+    from pipeline.boards import get_board
+    from pipeline.errors import PipelineError
+
+    q = cfg.quantize
+    board = get_board(q.board)
+    budget = q.ram_budget_bytes or int(board.ram_bytes * (1 - q.ram_reserve))
+    values = int(np.prod(input_shape))
+    if 2 * values > budget:
+        steps = input_shape[0]
+        fit = budget // (2 * int(np.prod(input_shape[1:])))
+        what = (f"[split] window_ms at most {fit / rate_hz * 1000:.0f} (now {steps / rate_hz * 1000:.0f} ms) or "
+                f"[data] rate_hz lower (now {rate_hz:g} Hz)") if rate_hz else "smaller inputs"
+        raise PipelineError(
+            f"input {tuple(input_shape)} is {values:,} values: as int8 with its normalized copy it needs "
+            f"{2 * values:,} B of RAM, more than the {board.name} budget of {budget:,} B; set {what}",
+            hint="or [quantize] board / ram_budget_bytes for a board with more RAM")
+
+
+def leave_one_group_out(prepared, best, k: int, tc, epochs: int, seed: int, out=print) -> dict | None:
+    """The chosen configuration trained without each subject/device of the training side
+    (train + validation) and scored on it: the new-subject estimate, with its spread.
+
+    Trained for the refit's best epoch count, with no early stopping: stopping on the held-out
+    group would choose by it. With more groups than ``[train] logo_folds`` the groups are dealt
+    into that many folds (GroupKFold). Not run with fewer than 3 groups, or when
+    ``logo_folds`` is 0.
+    """
+    import keras
+
+    from pipeline import model as M
+
+    ds, w = prepared.dataset, prepared.windows
+    if not ds.has_groups or tc.logo_folds == 0:
+        return None
+    X = np.concatenate([w["train"].X, w["val"].X])
+    y = np.concatenate([w["train"].y, w["val"].y])
+    groups = np.concatenate([w["train"].group_ids, w["val"].group_ids]).astype(str)
+    uniq = np.unique(groups)
+    if uniq.size < 3:
+        return {"skipped": f"{uniq.size} subject(s)/device(s) on the training side; needs 3 or more"}
+    if uniq.size <= tc.logo_folds:
+        folds = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in uniq]
+        how = "leave one group out"
+    else:
+        from sklearn.model_selection import GroupKFold
+
+        folds = list(GroupKFold(n_splits=tc.logo_folds).split(X, y, groups))
+        how = f"{tc.logo_folds} folds of whole groups (GroupKFold), more groups than [train] logo_folds"
+    out(f"train: leave-one-group-out, {len(folds)} fits of the chosen configuration ({epochs} epochs each)")
+    results = []
+    for fit_idx, held in folds:
+        M.seed_everything(seed)
+        priors = M.class_priors(y[fit_idx], k)
+        net = M.build_model(X.shape[1:], k, best, X[fit_idx], priors)
+        net.compile(optimizer=keras.optimizers.Adam(best.learning_rate), loss="sparse_categorical_crossentropy")
+        net.fit(X[fit_idx], y[fit_idx], epochs=max(1, epochs), batch_size=tc.batch_size, verbose=0, shuffle=True)
+        pred = M.predict_proba(net, X[held]).argmax(1)
+        sc = scores(y[held], pred, k)
+        results.append({"held_out": sorted(set(groups[held].tolist())), "windows": int(held.size),
+                        "classes": int(np.unique(y[held]).size), "balanced_accuracy": round(sc["balanced_accuracy"], 4),
+                        "accuracy": round(sc["accuracy"], 4)})
+        del net
+        keras.backend.clear_session(free_memory=False)
+    ba = np.array([r["balanced_accuracy"] for r in results])
+    return {"unit": "group", "how": how, "epochs": int(epochs), "scores": results,
+            "mean": float(ba.mean()), "sd": float(ba.std(ddof=1)) if ba.size > 1 else 0.0,
+            "min": float(ba.min()), "max": float(ba.max()),
+            "note": "balanced accuracy over the classes each held-out group holds"}
+
+
+def _evaluate(y, proba, names, clusters, seed, unit: str = "cluster") -> dict:
     from pipeline.model import cross_entropy
 
-    result = evaluate(y, proba.argmax(1), names, clusters=clusters, seed=seed)
+    result = evaluate(y, proba.argmax(1), names, clusters=clusters, seed=seed, unit=unit)
     result["log_loss"] = cross_entropy(proba, y)
     return result
 
@@ -278,6 +362,9 @@ def _quiet_tensorflow() -> None:
 
 
 def _cell(m: dict, key: str) -> str:
+    note = (m.get("uncertainty") or {}).get("text", {}).get(key)
+    if note:
+        return f"{m[key]:.3f} {note}"
     lo, hi = m["ci95"][key]
     return f"{m[key]:.3f} [{lo:.2f},{hi:.2f}]"
 
@@ -293,7 +380,25 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"{key.replace('_', ' ')}, 95% CI ({unit}s resampled)")
         lines.append("  " + "model".ljust(width) + "".join(s.ljust(20) for s in SPLITS))
         for name, m in rows:
-            lines.append("  " + name.ljust(width) + "".join(_cell(m[s], key).ljust(20) for s in SPLITS))
+            cells = [_cell(m[s], key) for s in SPLITS]
+            lines.append("  " + name.ljust(width) + "".join(c.ljust(max(20, len(c) + 2)) for c in cells))
+    for s in SPLITS:
+        per = (report["metrics"][s].get("uncertainty") or {}).get("per_cluster")
+        if per and not (unit == "group" and report.get("by_group")):  # else the table below says it
+            lines.append(f"convnet {s} per {unit}: " + ", ".join(
+                f"{c} {v['balanced_accuracy']:.3f} ({v['n']} windows)" for c, v in per.items()))
+    by_group = report.get("by_group")
+    if by_group:
+        lines.append("")
+        lines.append("convnet balanced accuracy per subject/device (windows):")
+        for s in SPLITS:
+            lines.append(f"  {s:<6}" + "; ".join(f"{g} {v['balanced_accuracy']:.3f} ({v['n']})"
+                                               for g, v in by_group[s].items()))
+    logo = report.get("leave_one_group_out")
+    if logo and logo.get("scores"):
+        lines.append(f"leave-one-group-out ({len(logo['scores'])} folds, the chosen configuration, the new-subject/"
+                     f"device estimate): balanced accuracy mean {logo['mean']:.3f}, sd {logo['sd']:.3f}, "
+                     f"range {logo['min']:.3f}..{logo['max']:.3f}")
     cv = report["baselines"].get("linear", {}).get("cv")
     if cv:
         lines.append(f"linear, {cv['folds']}-fold group-aware CV on train: balanced accuracy train "

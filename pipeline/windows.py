@@ -25,6 +25,7 @@ class Windows:
     recording_ids: np.ndarray
     group_ids: np.ndarray
     start_times: np.ndarray  # seconds
+    padded: np.ndarray | None = None  # int: zero steps appended at the end (0: none)
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -36,46 +37,122 @@ class Windows:
             sample_index=self.sample_index[idx], offsets=self.offsets[idx], length=self.length,
             recording_ids=self.recording_ids[idx], group_ids=self.group_ids[idx],
             start_times=self.start_times[idx],
+            padded=None if self.padded is None else self.padded[idx],
         )
 
 
-def window_steps(dataset: Dataset, window_ms: float, stride_ms: float) -> tuple[int, int]:
-    """Window length and stride in time steps for this dataset."""
+# Edge Impulse's defaults for continuous motion (window 2 s, a new window every 0.5 s): what
+# recordings much longer than one gesture get when the window is "auto".
+CONTINUOUS_WINDOW_MS = 2000.0
+CONTINUOUS_STRIDE_MS = 500.0
+# A typical sample longer than two such windows is a continuous recording to slide over;
+# shorter, it is one event (Edge Impulse projects mostly hold 1-2 s samples of one gesture,
+# keyword or fall each), and the window is the sample.
+CONTINUOUS_ABOVE_S = 2 * CONTINUOUS_WINDOW_MS / 1000.0
+# The window of short samples is the length a quarter of them fall short of (the lower
+# quartile): on fixed-length exports that is the sample length itself; where lengths vary it
+# zero-pads at most a quarter of the samples. The median padded half of the samples of
+# ei-nano33-fall (120-step samples of one board, 125 of the other), and the padding went
+# with the board, so with the class: a cue no sensor gives.
+EVENT_QUANTILE = 0.25
+# A sample is zero-padded only when at least half of its window is data: below that the
+# window would be mostly padding, and its length more than its content would tell the class.
+PAD_MIN_SHARE = 0.5
+
+
+@dataclass
+class WindowChoice:
+    """Window length and stride in steps, in ms, and why."""
+
+    length: int
+    stride: int
+    window_ms: float
+    stride_ms: float
+    auto: bool
+    why: str
+
+
+def choose_window(dataset: Dataset, window_ms="auto", stride_ms="auto") -> WindowChoice:
+    """The window for this dataset: the configured ms, or chosen from the sample lengths.
+
+    "auto" looks only at how long the samples are (no label, no value): when the median
+    sample is at most ``CONTINUOUS_ABOVE_S`` long, every sample is one event and one window
+    of the typical length (``EVENT_QUANTILE``; shorter ones zero-padded, see ``cut_windows``); longer recordings
+    get a 2 s window every 0.5 s. An explicit stride wins; with an explicit window, the
+    stride is a quarter of it.
+    """
     if dataset.windowed:
         length = int(dataset.samples[0].shape[0])
-        return length, length
-    if not dataset.rate_hz:
-        raise PipelineError(f"{dataset.source}: no sampling rate known, cannot cut {window_ms} ms windows")
-    length = int(round(window_ms / 1000.0 * dataset.rate_hz))
-    stride = max(1, int(round(stride_ms / 1000.0 * dataset.rate_hz)))
+        return WindowChoice(length, length, 0.0, 0.0, False, "every sample is one window (the data is windowed)")
+    rate = dataset.rate_hz
+    if not rate:
+        raise PipelineError(f"{dataset.source}: no sampling rate known, cannot cut windows")
+    lengths = dataset.lengths
+    median = float(np.median(lengths))
+    typical = int(np.floor(np.quantile(lengths, EVENT_QUANTILE)))
+    auto = window_ms == "auto"
+    if auto:
+        if median / rate > CONTINUOUS_ABOVE_S:
+            window_ms, event = CONTINUOUS_WINDOW_MS, False
+            why = (f"auto: recordings are long (median {median / rate:.3g} s), so a sliding window of "
+                   f"{CONTINUOUS_WINDOW_MS:g} ms")
+        else:
+            window_ms, event = typical * 1000.0 / rate, True
+            why = (f"auto: samples are short (median {median / rate:.3g} s; {lengths.min()}..{lengths.max()} "
+                   f"steps), so one window per sample, {typical} steps long: the length three quarters "
+                   "of the samples reach")
+    else:
+        event = False
+        why = f"[split] window_ms = {float(window_ms):g}"
+    length = int(round(float(window_ms) / 1000.0 * rate))
     if length < 2:
-        raise PipelineError(f"[split] window_ms {window_ms} is under two samples at {dataset.rate_hz} Hz")
-    return length, stride
+        raise PipelineError(f"[split] window_ms {window_ms} is under two samples at {rate} Hz")
+    if stride_ms == "auto":
+        stride_ms = float(window_ms) if event else (CONTINUOUS_STRIDE_MS if auto else float(window_ms) / 4)
+        why += f", stride {stride_ms:g} ms" + (" (one window per window length)" if event else "")
+    else:
+        why += f", [split] stride_ms = {float(stride_ms):g}"
+    stride = max(1, int(round(float(stride_ms) / 1000.0 * rate)))
+    return WindowChoice(length, stride, length * 1000.0 / rate, stride * 1000.0 / rate, auto, why)
+
+
+def window_steps(dataset: Dataset, window_ms, stride_ms) -> tuple[int, int]:
+    """Window length and stride in time steps for this dataset."""
+    c = choose_window(dataset, window_ms, stride_ms)
+    return c.length, c.stride
 
 
 def cut_windows(dataset: Dataset, indices: np.ndarray, length: int, stride: int,
-                skipped: dict | None = None) -> Windows:
+                skipped: dict | None = None, pad: str = "drop") -> Windows:
     """Windows of ``length`` steps every ``stride`` steps from the samples at ``indices``.
 
     Already-windowed datasets (NPZ rows, images) give one window per sample. A recording
-    shorter than one window gives none; it is counted in ``skipped`` ("shorter than a
-    window"), never dropped silently.
+    shorter than one window gives none with ``pad="drop"``; with ``pad="zero"`` one at least
+    ``PAD_MIN_SHARE`` of a window long gives one window with zeros appended (Edge Impulse's
+    "zero-pad data"), marked in ``Windows.padded``. What gives no window is counted in
+    ``skipped`` ("shorter than a window"), never dropped silently.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    xs, ys, ids, src, offs = [], [], [], [], []
+    xs, ys, ids, src, offs, pads = [], [], [], [], [], []
     short = 0
     for i in indices:
         sample = dataset.samples[i]
+        fill = 0
         if dataset.windowed:
             starts = [0]
         else:
             n = sample.shape[0]
             if n < length:
-                short += 1
-                continue
+                if pad != "zero" or n < PAD_MIN_SHARE * length:
+                    short += 1
+                    continue
+                fill = length - n
+                sample = np.concatenate([sample, np.zeros((fill, sample.shape[1]), sample.dtype)])
+                n = length
             starts = range(0, n - length + 1, stride)
         for s in starts:
             xs.append(sample[s:s + length] if not dataset.windowed else sample)
+            pads.append(fill)
             ys.append(dataset.labels[i])
             ids.append(f"{dataset.sample_ids[i]}@{s}")
             src.append(i)
@@ -96,4 +173,5 @@ def cut_windows(dataset: Dataset, indices: np.ndarray, length: int, stride: int,
         recording_ids=dataset.recording_ids[src_arr] if src else np.asarray([], dtype=str),
         group_ids=dataset.group_ids[src_arr] if src else np.asarray([], dtype=str),
         start_times=(dataset.start_times[src_arr] + offs_arr / rate) if src else np.asarray([], dtype=np.float64),
+        padded=np.asarray(pads, dtype=np.int64),
     )

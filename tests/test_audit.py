@@ -95,7 +95,8 @@ def test_report_shape_and_clean_data_passes():
     ds = gestures()
     report = run_audit(prepared_by_hand(ds, SPLIT_OF_GROUP), CFG)
     checks = by_id(report)
-    expected = {"group_overlap", "cross_split_duplicates", "near_duplicates", "window_overlap", "temporal_order",
+    expected = {"group_overlap", "cross_split_duplicates", "near_duplicates", "shared_segments", "window_overlap",
+                "temporal_order", "acquisition_confounding",
                 "missing_classes", "class_imbalance", "group_label_confounding", "identifier_label", "non_finite",
                 "constant_channels", "outliers", "within_split_duplicates", "label_issues", "permutation_test",
                 "split_optimism"}
@@ -319,9 +320,10 @@ def test_pipeline_splits_pass_the_leakage_checks(dataset, strategy, seed):
     prepared = Prepared(dataset, plan, windows, manifest(dataset, plan, windows, {}), reused=False)
     report = run_audit(prepared, CFG)
     checks = by_id(report)
-    for cid in ("group_overlap", "window_overlap", "cross_split_duplicates", "temporal_order", "non_finite"):
+    for cid in ("group_overlap", "window_overlap", "cross_split_duplicates", "temporal_order", "non_finite",
+                "shared_segments", "near_duplicates"):
         assert checks[cid]["passed"] or checks[cid]["severity"] == "warning", checks[cid]["message"]
-    if strategy == "group":
+    if strategy == "group" and plan.unit == "group":
         assert checks["group_overlap"]["passed"]
     json.loads(to_json(report))
 

@@ -213,13 +213,16 @@ def test_bare_acquisition_folder_labels_from_file_names(tmp_path):
     assert d.predefined_split is None and d.skipped == {"not .json or .cbor": 1}
 
 
-def test_mixed_sampling_rates_are_rejected(tmp_path):
+def test_mixed_sampling_rates_are_resampled_to_one(tmp_path):
     files = [
         ("training", "a", "a.1", acquisition(rows(60), interval=16.0), "json"),
-        ("training", "b", "b.1", acquisition(rows(60), interval=10.0), "json"),
+        ("training", "a", "a.2", acquisition(rows(60), interval=16.0), "json"),
+        ("training", "b", "b.1", acquisition(rows(100), interval=10.0), "json"),
     ]
-    with pytest.raises(PipelineError, match="interval_ms 10.0 differs"):
-        load_dataset(str(write_export(tmp_path / "e", files)))
+    d = load_dataset(str(write_export(tmp_path / "e", files)))
+    assert d.rate_hz == 62.5 and [s.shape[0] for s in d.samples] == [60, 60, 63]  # 1 s at 100 Hz -> 62.5
+    assert d.notes["resampled"]["from_hz"] == {"100": 1, "62.5": 2}
+    assert d.originals[2].shape[0] == 100 and d.originals[0] is None
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
