@@ -385,9 +385,9 @@ class Engine:
             os.environ.setdefault(key, value)
         import ray
 
+        if self.address is not None:
+            _check_reachable(self.address)
         if not ray.is_initialized():
-            if self.address is not None:
-                _check_reachable(self.address)
             root = Path(__file__).resolve().parent
             env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
             if self.address is None:  # same machine: the workers import this very package
@@ -430,7 +430,10 @@ class Engine:
         records: list[dict] = []
         try:
             for task in tasks:
-                records.append(trial(task, data))
+                try:
+                    records.append(trial(task, data))
+                except Exception as exc:  # noqa: BLE001 - as Tune records a trial that raised
+                    records.append({**_stopped(task), "status": "failed", "error": _one_line(exc)})
                 bar.done(records[-1])
         except KeyboardInterrupt:
             return records + [_stopped(t) for t in tasks[len(records):]], True
@@ -465,9 +468,15 @@ class Engine:
             if result.metrics and "record" in result.metrics:
                 records[i] = json.loads(result.metrics["record"])
             elif result.error is not None:  # the worker died (out of memory, killed) or Ray failed
-                records[i] = {**_stopped(tasks[i]), "status": "failed", "error": _one_line(result.error)}
+                records[i] = {**_stopped(tasks[i]), "status": "failed", "error": _ray_error(result.error)}
         interrupted = any(r is None for r in records)
         return [r if r is not None else _stopped(t) for r, t in zip(records, tasks, strict=True)], interrupted
+
+
+def _ray_error(err: BaseException) -> str:
+    """The trial's own exception rather than Ray's wrapper (RayTaskError, its traceback)."""
+    cause = getattr(err, "cause", None)
+    return _one_line(cause if isinstance(cause, BaseException) else err)
 
 
 def _stopped(task: TrialTask) -> dict:
