@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_quantize.py --run bench/results/run
 	$(PY) bench/bench_device.py --model bench/results/run/int8.tflite
+	$(PY) bench/bench_search.py
 	@echo "figures: bench/results/*.json"
 
 test: $(STAMP)

@@ -395,13 +395,20 @@ class Engine:
                 runtime_env = {"env_vars": env}
             else:  # a cluster: ship the package (its nodes need the same Python packages)
                 runtime_env = {"env_vars": env, "py_modules": [str(root)]}
+            # Connecting to a cluster, Ray's C++ client logs each retry on stderr (a wrong
+            # token, a version mismatch): kept off the terminal, the error says it in one line.
+            # (Not for a local start: the processes it starts would inherit the muted stderr.)
+            quiet = quiet_native_stderr() if self.address else contextlib.nullcontext()
             try:
-                ray.init(address=self.address or "local", num_cpus=None if self.address else os.cpu_count(),
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                         runtime_env=runtime_env)
+                with quiet:
+                    ray.init(address=self.address or "local", num_cpus=None if self.address else os.cpu_count(),
+                             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                             runtime_env=runtime_env)
             except Exception as exc:  # ConnectionError, RuntimeError, ValueError: all one line
-                raise PipelineError(f"Ray cluster at {self.address or 'local'}: could not connect ({_one_line(exc)})",
-                                    hint="check RAY_ADDRESS / [train] ray_address") from None
+                raise PipelineError(
+                    f"Ray cluster at {self.address or 'local'}: could not connect ({_one_line(exc)})",
+                    hint="check RAY_ADDRESS / [train] ray_address; a cluster with token authentication "
+                    "needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
             self._owned = True
         self.cpus = int(ray.cluster_resources().get("CPU", 0))
 

@@ -8,11 +8,14 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -187,13 +190,17 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(local_
 def test_tinyml_train_runs_its_trials_on_a_ray_head_on_loopback(tmp_path):
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    # --block keeps the head in one process of ours: terminating it stops exactly the Ray
-    # processes it started (`ray stop` would stop every Ray on the machine).
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    # Ray >= 2.5x authenticates clients with a token: this cluster's own, given to both ends.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    # --block keeps the head and everything it starts in one process group of ours, stopped
+    # as a group at the end (`ray stop` would stop every Ray on the machine). SIGKILL: on
+    # SIGTERM an idle head drains for 30 s first.
     head = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={tmp_path / 'ray'}"],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+         f"--temp-dir={temp}"],
+        env=_env(**auth), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -204,7 +211,7 @@ def test_tinyml_train_runs_its_trials_on_a_ray_head_on_loopback(tmp_path):
             time.sleep(0.5)
         run = tmp_path / "run"
         proc = subprocess.run([sys.executable, "-m", "tinyml_cli", "train", "--fast", "--run", str(run)],
-                              env=_env(RAY_ADDRESS=address), cwd=ROOT, capture_output=True, text=True,
+                              env=_env(RAY_ADDRESS=address, **auth), cwd=ROOT, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         search = json.loads((run / "train_report.json").read_text())["search"]
@@ -213,9 +220,7 @@ def test_tinyml_train_runs_its_trials_on_a_ray_head_on_loopback(tmp_path):
         assert search["pareto"]["ram"] and search["pareto"]["latency"]
         assert f"search ran on ray ({address})" in proc.stdout
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
