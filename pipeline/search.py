@@ -471,6 +471,8 @@ class Engine:
             shutil.rmtree(storage, ignore_errors=True)
         records: list[dict | None] = [None] * len(tasks)
         for result in grid:
+            if not result.config:  # Ctrl-C came before this trial started
+                continue
             i = result.config["task"]
             if result.metrics and "record" in result.metrics:
                 records[i] = json.loads(result.metrics["record"])
