@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.search import Engine, device_budget, random_search
     from pipeline.splits import prepare
 
-    import_tensorflow()
+    import_tensorflow().get_logger().setLevel("ERROR")  # retracing notices, as `tinyml train` does
     cfg = load_config(FAST, {"train.trials": args.trials})
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         w = prepare(cfg, tmp).windows

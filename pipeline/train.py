@@ -105,7 +105,6 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
 
 
 def _train_steps(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out, engine) -> None:
-
     from pipeline import baselines as B
     from pipeline import model as M
     from pipeline.progress import progress
