@@ -124,6 +124,21 @@ class TrainConfig:
     groups, else this many folds of whole groups. 0: off. Each fold costs one refit."""
     reproducibility_check: bool = True
     """Train the best configuration twice from one seed; the metrics must be identical."""
+    search_engine: Literal["ray", "sequential"] = "ray"
+    """Where the search's trials run: Ray Tune (embedded, or the cluster of ray_address), or
+    one after another in this process."""
+    ray_address: str = ""
+    """Ray cluster for the search ("host:port", "ray://host:port", "auto"); empty: the
+    RAY_ADDRESS environment variable if set, else an embedded local Ray on this machine's cores."""
+    max_ram_kb: float = 0.0
+    """Chosen model: the most accurate trial whose TFLM arena (as exported) is within this
+    many KB; 0: no target (EON Tuner's RAM target)."""
+    max_latency_ms: float = 0.0
+    """Chosen model: the most accurate trial whose estimated latency on [quantize] board is
+    within this; 0: no target."""
+    seeds: int = 3
+    """Refits of the chosen configuration (seed, seed + 1, ...): the spread of its validation
+    score is reported beside the search's figure."""
 
 
 @dataclass
@@ -290,13 +305,16 @@ def validate(cfg: Config, source: str = "config") -> None:
     if s.folds < 2:
         raise PipelineError(f"{source}: [split] folds: expected at least 2, got {s.folds}")
     t = cfg.train
-    for key in ("epochs", "batch_size", "width", "depth", "kernel_size", "trials", "search_epochs"):
+    for key in ("epochs", "batch_size", "width", "depth", "kernel_size", "trials", "search_epochs", "seeds"):
         if getattr(t, key) < 1:
             raise PipelineError(f"{source}: [train] {key}: expected at least 1, got {getattr(t, key)}")
     if not 0.0 <= t.dropout < 1.0:
         raise PipelineError(f"{source}: [train] dropout: expected 0 <= dropout < 1, got {t.dropout}")
     if t.learning_rate <= 0:
         raise PipelineError(f"{source}: [train] learning_rate: expected > 0, got {t.learning_rate}")
+    for key in ("max_ram_kb", "max_latency_ms"):
+        if getattr(t, key) < 0:
+            raise PipelineError(f"{source}: [train] {key}: expected >= 0 (0: no target), got {getattr(t, key)}")
     from pipeline.boards import get_board
 
     try:

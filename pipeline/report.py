@@ -751,11 +751,48 @@ def section_training(run: Run) -> list:
                  num(gn(x, "train_score")), num(gn(x, "val_score")), num(g(x, "epochs"))] for x in trials]
         out.append(Table(["trial", "source", "lr", "width", "depth", "kernel", "dropout", "l2", "params",
                           "train score", "val score", "epochs"], rows, fold="every trial" if len(trials) > 12 else ""))
+        out.extend(_search_device(t, search, trials, best_trial))
     else:
         out.append(para("no search trials recorded"))
     timing = gd(t, "timing")
     if timing:
         out.append(para("Time per phase: " + ", ".join(f"{k} {num(gn(timing, k), 1)} s" for k in timing)))
+    return out
+
+
+def _search_device(t: dict, search: dict, trials: list[dict], best_trial) -> list:
+    """Where the search ran, each trial's device cost, the Pareto fronts and the seed spread."""
+    from pipeline import report_plots as plots
+
+    out: list = []
+    if not gd(search, "pareto"):
+        return out
+    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in gd(search, "counts").items() if n)
+    out.append(para(f"Ran on {text(g(search, 'engine'))} ({text(g(search, 'address'))}, {num(g(search, 'cpus'))} CPUs): "
+                    f"{counts}; {num(gn(search, 'trials_per_min'), 2)} trials per minute. Chosen: trial "
+                    f"{text(best_trial)}, {text(g(search, 'chosen_by'))}. Each trial's model converted to int8 "
+                    "(calibrated on training windows); RAM is the TFLM arena as exported (64-bit host figure), "
+                    "latency is estimated (MACs x cycles/MAC / clock, TFLM reference kernels). A trial over "
+                    "the board's budget stops before training."))
+    on_ram = {g(p, "trial") for p in gl(search, "pareto", "ram")}
+    on_lat = {g(p, "trial") for p in gl(search, "pareto", "latency")}
+    pts = [(gn(x, "val_score"), gn(x, "device", "ram_bytes") / 1024, gn(x, "device", "latency_ms"),
+            x.get("trial") in on_ram, x.get("trial") in on_lat, x.get("trial") == best_trial)
+           for x in trials if x.get("status") == "ok" and isnum(gn(x, "device", "ram_bytes"))]
+    if pts:
+        out.append(figure(plots.search_pareto, pts, "balanced accuracy",
+                          alt="search: validation score against RAM and against estimated latency"))
+    rows = [[text(x.get("trial")), text(x.get("status")), num(gn(x, "val_score")), nbytes(g(x, "device", "ram_bytes")),
+             nbytes(g(x, "device", "flash_bytes")), num(g(x, "device", "macs")), num(gn(x, "device", "latency_ms"), 2),
+             str(x.get("error") or "; ".join(map(str, gl(x, "over_budget"))))] for x in trials]
+    out.append(Table(["trial", "status", "val score", "RAM (arena)", "flash", "MACs", "latency ms (est.)", "note"],
+                     rows, fold="device cost per trial"))
+    s = gd(t, "refit_seeds")
+    if s:
+        out.append(para(f"The chosen configuration refit with seeds {', '.join(map(str, gl(s, 'seeds')))}: validation "
+                        f"{num(gn(s, 'mean'))} ± {num(gn(s, 'std'))} (min {num(gn(s, 'min'))}, max "
+                        f"{num(gn(s, 'max'))}), beside the search's figure {num(gn(s, 'search_val_score'))} "
+                        "(one seed, picked as the best of several trials: expect it to flatter)."))
     return out
 
 

@@ -283,3 +283,28 @@ def per_layer(layers: list[str], cosines: list[float | None], lsb: list[int | No
     bars = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + bars[0], lines[1] + bars[1], loc="lower left", fontsize=8)
     return _png(fig)
+
+
+def search_pareto(points: list[tuple[float, float, float, bool, bool, bool]], score: str) -> bytes:
+    """Validation score against RAM (KB) and against estimated latency (ms), one point per
+    finished trial: (score, ram_kb, latency_ms, on the RAM front, on the latency front, chosen).
+    Each front is drawn as a step line (the best score reachable at that cost)."""
+    fig = _figure(3.0)
+    axes = fig.subplots(1, 2, sharey=True)
+    score_v = np.array([p[0] for p in points])
+    chosen = np.array([p[5] for p in points])
+    for ax, col, front_col, label in ((axes[0], 1, 3, "RAM, TFLM arena (KB)"),
+                                      (axes[1], 2, 4, "estimated latency (ms)")):
+        cost = np.array([p[col] for p in points])
+        front = np.array([p[front_col] for p in points])
+        ax.scatter(cost[~front], score_v[~front], s=20, color="#999999", label="trial")
+        order = np.argsort(cost[front])
+        ax.step(cost[front][order], score_v[front][order], where="post", color="#0072B2", lw=1.2)
+        ax.scatter(cost[front], score_v[front], s=26, color="#0072B2", label="Pareto front")
+        ax.scatter(cost[chosen], score_v[chosen], s=90, marker="*", color="#D55E00", label="chosen", zorder=3)
+        ax.set_xlabel(label)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel(f"validation {score}")
+    axes[0].legend(frameon=False, fontsize=7, loc="lower right")
+    fig.suptitle("Search: accuracy against device cost", fontsize=10)
+    return _png(fig)

@@ -1,22 +1,50 @@
-"""Random search (Bergstra & Bengio 2012: random beats grid when few knobs matter).
+"""Random search (Bergstra & Bengio 2012: random beats grid when few knobs matter), device-aware,
+on Ray Tune.
 
 Learning rate, width, depth, kernel size, dropout and L2 are drawn at random within the
 bounds of ``[train] search_*``; trial 0 is the configured model itself, so the search can
 only improve on it. Each trial trains on the training split and is scored on the
 validation split, never on test. Every trial is kept with its training and validation
 scores, so overfitting is visible in the report.
+
+Every trial also learns what its model costs on the configured board, as Edge Impulse's
+EON Tuner does: converted to int8 (calibrated on training windows), its flash bytes, TFLM
+arena (the RAM it needs), MACs and estimated latency. A model over the board's budget is
+stopped before it trains. The result holds the Pareto front of validation balanced accuracy
+against RAM and against latency, and the chosen model is the most accurate one within
+``[train] max_ram_kb`` / ``max_latency_ms`` (when set).
+
+The trials run on Ray Tune: an embedded local Ray with the machine's cores by default, or
+an existing cluster when ``RAY_ADDRESS`` or ``[train] ray_address`` is set.
+``[train] search_engine = "sequential"`` runs them one after another in this process, as
+before. The candidates are drawn here, before any trial runs, and each trial seeds itself,
+so both engines give the same trials, the same scores and the same winner.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
 import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.boards import get_board
+from pipeline.errors import GateFailed, PipelineError
 from pipeline.metrics import scores
 from pipeline.model import ModelParams
-from pipeline.progress import progress
+from pipeline.progress import interactive, quiet_native_stderr
 from pipeline.windows import Windows
 
 SCORE = "balanced_accuracy"
@@ -109,20 +137,530 @@ def run_trial(params: ModelParams, train: Windows, val: Windows, n_classes: int,
     return trial, (net, fitted)
 
 
-def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base: ModelParams,
-                  seed: int) -> dict:
-    """All trials (training and validation scores), and the best by validation score."""
+
+# --------------------------------------------------------------------------- device cost
+
+# Training windows the search's int8 conversions are calibrated on. A trial's flash bytes,
+# arena and MACs depend on its tensor shapes, not on the calibration values, so a small
+# sample does; it is drawn from the training split only, like the quantize stage's.
+CALIBRATION_WINDOWS = 50
+
+
+def device_budget(q) -> dict:
+    """The board's flash and RAM budget for a model, from ``[quantize]`` (the same rule the
+    quantize stage gates on: the board's memory minus the reserve kept for the firmware,
+    unless a budget in bytes is configured)."""
+    board = get_board(q.board)
+    return {
+        "board": board.name,
+        "flash_bytes": q.flash_budget_bytes or int(board.flash_bytes * (1 - q.flash_reserve)),
+        "ram_bytes": q.ram_budget_bytes or int(board.ram_bytes * (1 - q.ram_reserve)),
+        "arena_margin": q.arena_margin,
+    }
+
+
+def _convert_int8(net, calibration_x: np.ndarray) -> bytes:
+    """Full-integer int8 TFLite, int8 input and output: the quantize stage's settings."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(net)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    xs = np.asarray(calibration_x, dtype=np.float32)
+    conv.representative_dataset = lambda: ([x[None]] for x in xs)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bytes(conv.convert())
+
+
+def device_cost(net, calibration_x: np.ndarray, budget: dict, arena=None) -> tuple[dict, object]:
+    """What ``net`` costs on the budget's board as int8: flash bytes, RAM (the TFLM arena
+    the firmware would ship: measured minimum x (1 + margin), a 64-bit host figure), MACs
+    and the estimated latency. Returns the figures and the arena measurement (pass it back
+    for the same architecture: the arena depends only on tensor shapes)."""
+    from pipeline.tflite_model import inspect_model
+    from pipeline.tflm import measure_arena
+
+    data = _convert_int8(net, calibration_x)
+    info = inspect_model(data)
+    arena = arena if arena is not None else measure_arena(data)
+    latency = get_board(budget["board"]).latency_estimate(info.total_macs)
+    return {
+        "board": budget["board"],
+        "flash_bytes": len(data),
+        "arena_min_bytes": arena.min_bytes,
+        "ram_bytes": arena.exported(budget["arena_margin"]),
+        "macs": info.total_macs,
+        # TFLM's reference kernels: what the interpreter runs without a vendor library.
+        "latency_ms": latency["reference_kernels_ms"],
+        "latency_optimized_ms": latency["optimized_kernels_ms"],
+    }, arena
+
+
+def over_budget(cost: dict, budget: dict) -> list[str]:
+    return [f"{what} {cost[key]} B > budget {budget[key]} B"
+            for what, key in (("flash", "flash_bytes"), ("RAM", "ram_bytes")) if cost[key] > budget[key]]
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    index: int
+    params: ModelParams
+    source: str  # "config", "random" or "seed"
+    epochs: int
+    seed: int
+    cost: bool = True  # convert to int8 and measure the device cost
+
+
+@dataclass
+class TrialData:
+    """Everything a trial needs: shipped once to each Ray worker (the object store)."""
+
+    train: Windows
+    val: Windows
+    n_classes: int
+    priors: np.ndarray
+    tc: object  # TrainConfig
+    budget: dict
+    calibration_x: np.ndarray
+
+
+STATUSES = ("ok", "over_budget", "failed", "stopped")
+
+
+def evaluate_trial(task: TrialTask, data: TrialData) -> dict:
+    """Cost, train and score one configuration. A trial's own error is recorded in the
+    result (status "failed"), never raised: the search goes on without it."""
     import keras
 
-    space = search_space(tc)
-    trials = []
-    for i, params in enumerate(progress(candidates(tc, base, train.X.shape[1:], n_classes, seed, space),
-                                        "search", total=tc.trials, unit="trial")):
-        trial, _ = run_trial(params, train, val, n_classes, priors, tc, tc.search_epochs, seed)
-        trial["trial"] = i
-        trial["source"] = "config" if i == 0 else "random"
-        trials.append(trial)
+    from pipeline import model as M
+
+    start = time.perf_counter()
+    record = {"trial": task.index, "source": task.source, "seed": task.seed, "status": "failed",
+              "params": task.params.as_dict(), "model_params": None, "train_score": None,
+              "val_score": None, "train_loss": None, "val_loss": None, "epochs": None,
+              "best_epoch": None}
+    try:
+        arena = None
+        if task.cost:
+            # Before training: arena and MACs depend only on tensor shapes, so the freshly
+            # built model's are the trained model's, and a model over budget never trains.
+            M.seed_everything(task.seed)
+            net = M.build_model(data.train.X.shape[1:], data.n_classes, task.params, data.train.X, data.priors)
+            record["device"], arena = device_cost(net, data.calibration_x, data.budget)
+            del net
+            keras.backend.clear_session(free_memory=False)
+            over = over_budget(record["device"], data.budget)
+            if over:
+                record.update(status="over_budget", over_budget=over)
+                return record
+        trial, (net, _) = run_trial(task.params, data.train, data.val, data.n_classes, data.priors,
+                                    data.tc, task.epochs, task.seed)
+        record.update(trial)
+        if task.cost:
+            # Flash bytes do change a little with the weights (the trained model's are
+            # recorded: 11,432 B before and 12,080 B after training for the default model).
+            record["device"], _ = device_cost(net, data.calibration_x, data.budget, arena)
+            over = over_budget(record["device"], data.budget)
+            if over:
+                record.update(status="over_budget", over_budget=over)
+                return record
+        record["status"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any error of one trial, MemoryError included
+        record["error"] = _one_line(exc)
+    finally:
         keras.backend.clear_session(free_memory=False)
-    # Highest validation score; a lower validation loss breaks ties.
-    best = max(trials, key=lambda t: (round(t["val_score"], 6), -t["val_loss"]))
-    return {"space": space, "epochs": tc.search_epochs, "trials": trials, "best": best}
+        record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+# --------------------------------------------------------------------------- engines
+
+
+# One CPU per trial and one TensorFlow thread in it. TensorFlow sizes its intra-op and
+# inter-op pools to every core of the machine, so two trials side by side on 2 cores would
+# each run 2+2 threads and take turns on the cores; these small convnets gain nothing from
+# intra-op threads, so one thread per trial and one trial per core keep the cores busy
+# without oversubscribing them. (Training is bit-identical with 1 or 2 threads under op
+# determinism: the same seed gives the same metrics, checked by the equality test.)
+TRIAL_CPUS = 1
+TF_THREADS = 1
+CONNECT_TIMEOUT_S = 5.0
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the search: carries the finished trials (``.search``)."""
+
+    def __init__(self, search: dict):
+        super().__init__("search interrupted")
+        self.search = search
+
+
+class TrialBar:
+    """One progress bar over trials, with the best validation score so far (on a terminal)."""
+
+    def __init__(self, total: int, desc: str):
+        self.best: dict | None = None
+        self.bar = None
+        if interactive():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="trial", leave=False, dynamic_ncols=True)
+
+    def done(self, record: dict) -> None:
+        if record.get("status") == "ok" and (self.best is None or record["val_score"] > self.best["val_score"]):
+            self.best = record
+        if self.bar is not None:
+            if self.best is not None:
+                self.bar.set_postfix_str(f"best {self.best['val_score']:.3f} (trial {self.best['trial']})")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def ray_address(tc) -> str | None:
+    """The cluster to run on: ``[train] ray_address``, else ``RAY_ADDRESS``; None: embedded."""
+    return (tc.ray_address or os.environ.get("RAY_ADDRESS", "")).strip() or None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a cluster that does not answer: ray.init retries for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise PipelineError(f"Ray cluster address {address!r}: expected host:port, ray://host:port or auto",
+                            hint="set RAY_ADDRESS or [train] ray_address, or unset both for an embedded Ray")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise PipelineError(f"Ray cluster at {address} cannot be reached ({exc.strerror or exc})",
+                            hint="start it (ray start --head) or unset RAY_ADDRESS / [train] ray_address "
+                            "for an embedded Ray") from None
+
+
+class Engine:
+    """Where the trials run: ``sequential`` (this process) or ``ray`` (Tune, local or a cluster)."""
+
+    def __init__(self, name: str, address: str | None = None):
+        self.name = name
+        self.address = address
+        self.cpus: int | None = None
+        self._owned = False  # this engine started Ray (and stops it)
+        self._depth = 0  # nested ``with``: Ray stays up for the outermost
+
+    def describe(self) -> dict:
+        where = (self.address or "local") if self.name == "ray" else "this process"
+        return {"engine": self.name, "address": where, "cpus": self.cpus}
+
+    # ---- Ray session
+
+    def __enter__(self) -> Engine:
+        self._depth += 1
+        if self.name != "ray" or self._depth > 1:
+            return self
+        try:
+            self._start_ray()
+        except BaseException:
+            self._depth -= 1
+            raise
+        return self
+
+    def _start_ray(self) -> None:
+        for key, value in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_AIR_NEW_OUTPUT", "0"),
+                           ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), ("RAY_DEDUP_LOGS", "0")):
+            os.environ.setdefault(key, value)
+        import ray
+
+        if self.address is not None:
+            _check_reachable(self.address)
+        if not ray.is_initialized():
+            root = Path(__file__).resolve().parent
+            env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+            if self.address is None:  # same machine: the workers import this very package
+                env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root.parent), os.environ.get("PYTHONPATH")) if p)
+                runtime_env = {"env_vars": env}
+            else:  # a cluster: ship the package (its nodes need the same Python packages)
+                runtime_env = {"env_vars": env, "py_modules": [str(root)]}
+            # Connecting to a cluster, Ray's C++ client logs each retry on stderr (a wrong
+            # token, a version mismatch): kept off the terminal, the error says it in one line.
+            # (Not for a local start: the processes it starts would inherit the muted stderr.)
+            quiet = quiet_native_stderr() if self.address else contextlib.nullcontext()
+            try:
+                with quiet:
+                    ray.init(address=self.address or "local", num_cpus=None if self.address else os.cpu_count(),
+                             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                             runtime_env=runtime_env)
+            except Exception as exc:  # ConnectionError, RuntimeError, ValueError: all one line
+                raise PipelineError(
+                    f"Ray cluster at {self.address or 'local'}: could not connect ({_one_line(exc)})",
+                    hint="check RAY_ADDRESS / [train] ray_address; a cluster with token authentication "
+                    "needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
+            self._owned = True
+        self.cpus = int(ray.cluster_resources().get("CPU", 0))
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._owned and self._depth == 0:
+            import ray
+
+            ray.shutdown()
+            self._owned = False
+
+    # ---- running trials
+
+    def run(self, tasks: list[TrialTask], data: TrialData, desc: str,
+            trial: Callable[[TrialTask, TrialData], dict] = evaluate_trial) -> tuple[list[dict], bool]:
+        """One record per task, in task order, and whether Ctrl-C stopped the run."""
+        bar = TrialBar(len(tasks), desc)
+        try:
+            if self.name == "sequential":
+                return self._run_here(tasks, data, trial, bar)
+            return self._run_ray(tasks, data, trial, bar)
+        finally:
+            bar.close()
+
+    def _run_here(self, tasks, data, trial, bar) -> tuple[list[dict], bool]:
+        records: list[dict] = []
+        try:
+            for task in tasks:
+                try:
+                    records.append(trial(task, data))
+                except Exception as exc:  # noqa: BLE001 - as Tune records a trial that raised
+                    records.append({**_stopped(task), "status": "failed", "error": _one_line(exc)})
+                bar.done(records[-1])
+        except KeyboardInterrupt:
+            return records + [_stopped(t) for t in tasks[len(records):]], True
+        return records, False
+
+    def _run_ray(self, tasks, data, trial, bar) -> tuple[list[dict], bool]:
+        from ray import tune
+
+        storage = tempfile.mkdtemp(prefix="tinyml-tune-")
+        trainable = tune.with_resources(
+            tune.with_parameters(_tune_trial, tasks=tasks, data=data, trial=trial), {"cpu": TRIAL_CPUS})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"task": tune.grid_search(list(range(len(tasks))))},
+            # Actors reused between trials: each worker imports TensorFlow once, not per trial.
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
+                                      callbacks=[_bar_callback(bar)],
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        tune_log = logging.getLogger("ray.tune")
+        level = tune_log.level
+        tune_log.setLevel(logging.CRITICAL)  # a failed trial is recorded, not printed as a traceback
+        try:
+            grid = tuner.fit()
+        finally:
+            tune_log.setLevel(level)
+            shutil.rmtree(storage, ignore_errors=True)
+        records: list[dict | None] = [None] * len(tasks)
+        for result in grid:
+            if not result.config:  # Ctrl-C came before this trial started
+                continue
+            i = result.config["task"]
+            if result.metrics and "record" in result.metrics:
+                records[i] = json.loads(result.metrics["record"])
+            elif result.error is not None:  # the worker died (out of memory, killed) or Ray failed
+                records[i] = {**_stopped(tasks[i]), "status": "failed", "error": _ray_error(result.error)}
+        interrupted = any(r is None for r in records)
+        return [r if r is not None else _stopped(t) for r, t in zip(records, tasks, strict=True)], interrupted
+
+
+def _ray_error(err: BaseException) -> str:
+    """The trial's own exception rather than Ray's wrapper (RayTaskError, its traceback)."""
+    cause = getattr(err, "cause", None)
+    return _one_line(cause if isinstance(cause, BaseException) else err)
+
+
+def _stopped(task: TrialTask) -> dict:
+    return {"trial": task.index, "source": task.source, "seed": task.seed, "status": "stopped",
+            "params": task.params.as_dict(), "model_params": None, "train_score": None, "val_score": None,
+            "train_loss": None, "val_loss": None, "epochs": None, "best_epoch": None}
+
+
+def _tune_trial(config: dict, tasks=None, data=None, trial=None) -> dict:  # runs in a Ray worker
+    _limit_tensorflow_threads(TF_THREADS)
+    return {"record": json.dumps(trial(tasks[config["task"]], data), default=_json_default)}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def _limit_tensorflow_threads(n: int) -> None:
+    from pipeline.progress import import_tensorflow
+
+    tf = import_tensorflow()
+    tf.get_logger().setLevel("ERROR")
+    with contextlib.suppress(RuntimeError):  # a reused worker has set them already
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+
+
+def _bar_callback(bar: TrialBar):
+    """A Tune callback (it runs in the driver) that moves the bar as trials end."""
+    from ray import tune
+
+    class BarCallback(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            bar.done(json.loads(result["record"]) if "record" in result else {"status": "stopped"})
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            bar.done({"status": "failed"})
+
+    return BarCallback()
+
+
+def open_engine(tc) -> Engine:
+    """The engine ``[train] search_engine`` names, at the address it resolves to."""
+    if tc.search_engine == "sequential":
+        return Engine("sequential")
+    return Engine("ray", ray_address(tc))
+
+
+# --------------------------------------------------------------------------- choice and front
+
+
+def pareto_front(trials: list[dict], cost: str) -> list[dict]:
+    """The finished trials no other beats on both validation score (higher) and ``cost``
+    (lower), by increasing cost."""
+    done = [t for t in trials if t.get("status") == "ok"]
+    front = [t for t in done
+             if not any(o["val_score"] >= t["val_score"] and o["device"][cost] <= t["device"][cost]
+                        and (o["val_score"] > t["val_score"] or o["device"][cost] < t["device"][cost])
+                        for o in done)]
+    front.sort(key=lambda t: (t["device"][cost], -t["val_score"]))
+    return [{"trial": t["trial"], "val_score": t["val_score"], cost: t["device"][cost]} for t in front]
+
+
+def choose(trials: list[dict], max_ram_kb: float, max_latency_ms: float) -> tuple[dict, str]:
+    """The most accurate finished trial within the targets (0: no target); a lower
+    validation loss breaks ties."""
+    done = [t for t in trials if t.get("status") == "ok"]
+    targets = []
+    if max_ram_kb > 0:
+        targets.append(f"RAM <= {max_ram_kb:g} KB")
+        done = [t for t in done if t["device"]["ram_bytes"] <= max_ram_kb * 1024]
+    if max_latency_ms > 0:
+        targets.append(f"estimated latency <= {max_latency_ms:g} ms")
+        done = [t for t in done if t["device"]["latency_ms"] <= max_latency_ms]
+    if not done:
+        finished = [t for t in trials if t.get("status") == "ok"]
+        if not finished:
+            counts = {s: sum(t.get("status") == s for t in trials) for s in STATUSES}
+            raise GateFailed(f"no search trial finished ({', '.join(f'{n} {s}' for s, n in counts.items() if n)})",
+                             hint="see search.trials in train_report.json for each trial's status and error")
+        least_ram = min(finished, key=lambda t: t["device"]["ram_bytes"])
+        fastest = min(finished, key=lambda t: t["device"]["latency_ms"])
+        raise GateFailed(
+            f"no search trial meets [train] {' and '.join(targets)}: the smallest needs "
+            f"{least_ram['device']['ram_bytes'] / 1024:.1f} KB of RAM, the fastest "
+            f"{fastest['device']['latency_ms']:.2f} ms (estimated)",
+            hint="raise [train] max_ram_kb / max_latency_ms, or lower search_width_max / search_depth_max")
+    best = max(done, key=lambda t: (round(t["val_score"], 6), -t["val_loss"]))
+    how = "highest validation score" + (f" within {' and '.join(targets)}" if targets else "")
+    return best, how
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def trial_data(train: Windows, val: Windows, n_classes: int, priors, tc, budget: dict, seed: int) -> TrialData:
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(train), size=min(CALIBRATION_WINDOWS, len(train)), replace=False))
+    return TrialData(train, val, n_classes, np.asarray(priors), tc, budget, train.X[pick])
+
+
+def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base: ModelParams,
+                  seed: int, budget: dict, engine: Engine | None = None,
+                  trial: Callable[[TrialTask, TrialData], dict] = evaluate_trial) -> dict:
+    """All trials (scores, device cost, status), the Pareto fronts, and the chosen trial
+    (``best``). Raises SearchInterrupted (with the finished trials) on Ctrl-C."""
+    space = search_space(tc)
+    params = candidates(tc, base, train.X.shape[1:], n_classes, seed, space)
+    tasks = [TrialTask(i, p, "config" if i == 0 else "random", tc.search_epochs, seed) for i, p in enumerate(params)]
+    data = trial_data(train, val, n_classes, priors, tc, budget, seed)
+    engine = engine or Engine("sequential")
+    start = time.perf_counter()
+    with engine:
+        trials, interrupted = engine.run(tasks, data, "search", trial)
+    seconds = time.perf_counter() - start
+    counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
+    result = {
+        "space": space, "epochs": tc.search_epochs, **engine.describe(),
+        "budget": budget, "targets": {"max_ram_kb": tc.max_ram_kb, "max_latency_ms": tc.max_latency_ms},
+        "trials": trials, "counts": counts, "seconds": round(seconds, 2),
+        "trials_per_min": round(60 * (len(trials) - counts["stopped"]) / seconds, 2) if seconds > 0 else None,
+        "interrupted": interrupted,
+    }
+    result["pareto"] = {"ram": pareto_front(trials, "ram_bytes"), "latency": pareto_front(trials, "latency_ms"),
+                        "note": "validation balanced accuracy against ram_bytes (the TFLM arena as exported: "
+                        "measured minimum x (1 + arena_margin), a 64-bit host figure) and against latency_ms "
+                        "(estimated, TFLM reference kernels on the configured board)"}
+    if interrupted:
+        raise SearchInterrupted(result)
+    result["best"], result["chosen_by"] = choose(trials, tc.max_ram_kb, tc.max_latency_ms)
+    return result
+
+
+def recheck_and_reseed(best: dict, train: Windows, val: Windows, n_classes: int, priors, tc, seed: int,
+                       budget: dict, engine: Engine | None = None) -> tuple[dict | None, list[dict]]:
+    """One round on the search's engine: the chosen trial again from its seed (the
+    reproducibility check, when configured) and the chosen configuration refit with the
+    seeds after ``seed`` (``[train] seeds`` - 1 of them; the refit itself is the first).
+
+    The recheck runs where the trials ran: TensorFlow's results depend on its thread count
+    even with deterministic ops (measured: 1 thread and 2 differ in the fourth decimal of
+    the validation score), and a Ray trial runs with ``TF_THREADS``."""
+    params = ModelParams(**best["params"])
+    tasks = [TrialTask(1 + i, params, "seed", tc.epochs, seed + 1 + i, cost=False) for i in range(tc.seeds - 1)]
+    if tc.reproducibility_check:
+        tasks.insert(0, TrialTask(0, params, "recheck", tc.search_epochs, seed, cost=False))
+    if not tasks:
+        return None, []
+    engine = engine or Engine("sequential")
+    with engine:
+        records, interrupted = engine.run(tasks, trial_data(train, val, n_classes, priors, tc, budget, seed),
+                                          "recheck and seeds")
+    if interrupted:
+        raise KeyboardInterrupt
+    again = records.pop(0) if tc.reproducibility_check else None
+    if again is not None and again["status"] != "ok":
+        raise GateFailed(f"the reproducibility check could not rerun the chosen trial ({again.get('error')})")
+    return again, records
+
+
+def seed_spread(first: dict, seed: int, more: list[dict], search_score: float, tc) -> dict:
+    """The spread of the chosen configuration's validation score over ``[train] seeds``
+    refits (Lones, "How to avoid ML pitfalls", 4.4), beside the search's own figure.
+    ``first`` is the refit kept as the model, ``more`` the refits with the seeds after it."""
+    runs = [{"seed": seed, "status": "ok", "val_score": first["val_score"], "epochs": first["epochs"]}]
+    runs += [{"seed": r["seed"], "status": r["status"], "val_score": r["val_score"], "epochs": r["epochs"],
+              **({"error": r["error"]} if "error" in r else {})} for r in more]
+    vals = np.array([r["val_score"] for r in runs if r["status"] == "ok"], dtype=float)
+    return {
+        "seeds": [r["seed"] for r in runs], "runs": runs, "epochs": tc.epochs,
+        "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+        "min": float(vals.min()), "max": float(vals.max()),
+        "search_val_score": search_score,
+        "score": f"{SCORE} on the validation split; std with ddof=1",
+    }

@@ -75,6 +75,16 @@ def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
         save_config(cfg, run_dir, chosen_comments(prepared))
         out(f"train: a check failed; {run_dir / REPORT} says which and why (no {MODEL} written)")
         raise
+    except KeyboardInterrupt:
+        # Ctrl-C: the trials that finished are kept in the report; no model is written.
+        (run_dir / MODEL).unlink(missing_ok=True)
+        report.update(status="interrupted", timing=clock.total())
+        write_json(run_dir / REPORT, report)
+        save_config(cfg, run_dir)
+        done = report.get("search", {}).get("counts", {})
+        out(f"train: interrupted; {run_dir / REPORT} keeps the {sum(done.values()) - done.get('stopped', 0)} "
+            f"finished search trial(s) (no {MODEL} written)")
+        raise
     report["status"] = "passed"
     report["timing"] = clock.total()
     write_json(run_dir / REPORT, report)
@@ -86,12 +96,26 @@ def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
 
 
 def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> None:
-    import keras
+    from pipeline.search import open_engine
 
+    # Ray (when the search runs on it) starts first: an unreachable cluster is an error in
+    # seconds, and one session serves the search and the seed refits.
+    with open_engine(cfg.train) as engine:
+        _train_steps(cfg, run_dir, prepared, report, clock, out, engine)
+
+
+def _train_steps(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out, engine) -> None:
     from pipeline import baselines as B
     from pipeline import model as M
     from pipeline.progress import progress
-    from pipeline.search import random_search, run_trial
+    from pipeline.search import (
+        SearchInterrupted,
+        device_budget,
+        random_search,
+        recheck_and_reseed,
+        run_trial,
+        seed_spread,
+    )
 
     _quiet_tensorflow()
     tc, seed = cfg.train, cfg.seed
@@ -126,22 +150,33 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
     baselines.append(B.linear_baseline(w, clusters["train"], k, cfg.split.folds, seed))
     clock.lap("baselines")
 
-    # 3. Random search, scored on validation.
-    out(f"train: random search, {tc.trials} trials of up to {tc.search_epochs} epochs")
-    search = report["search"] = random_search(train_w, val_w, k, priors, tc, base, seed)
+    # 3. Random search, scored on validation, each trial with its cost on the board.
+    where = engine.describe()
+    out(f"train: random search, {tc.trials} trials of up to {tc.search_epochs} epochs, costed on "
+        f"{cfg.quantize.board} ({where['engine']}, {where['address']}, {where['cpus'] or 1} CPUs)")
+    try:
+        search = report["search"] = random_search(train_w, val_w, k, priors, tc, base, seed,
+                                                   device_budget(cfg.quantize), engine)
+    except SearchInterrupted as exc:
+        report["search"] = exc.search
+        raise
     best = M.ModelParams(**search["best"]["params"])
     clock.lap("search")
 
-    # 4. Reproducibility: the best trial again, from the same seed, must match exactly.
+    # 4. Reproducibility: the best trial again, from the same seed, must match exactly. It
+    # runs on the search's engine, in one round with the refits of more seeds (step 5).
+    if tc.reproducibility_check or tc.seeds > 1:
+        out(f"train: reproducibility check (the best trial again, same seed) and {tc.seeds - 1} refit(s) "
+            "with more seeds, for the spread of the score")
+    again, more_seeds = recheck_and_reseed(search["best"], train_w, val_w, k, priors, tc, seed,
+                                           device_budget(cfg.quantize), engine)
     if tc.reproducibility_check:
-        out("train: reproducibility check (the best trial again, same seed)")
-        again, _ = run_trial(best, train_w, val_w, k, priors, tc, tc.search_epochs, seed)
-        keras.backend.clear_session(free_memory=False)
         keys = ("train_score", "val_score", "train_loss", "val_loss", "epochs")
         first = {key: search["best"][key] for key in keys}
         second = {key: again[key] for key in keys}
         sanity["reproducible"] = first == second
-        sanity["reproducibility"] = {"compared": "best search trial, trained twice from one seed",
+        sanity["reproducibility"] = {"compared": "best search trial, trained twice from one seed "
+                                     "(both on the search's engine)",
                                      "first": first, "second": second}
         if not sanity["reproducible"]:
             raise GateFailed(
@@ -165,6 +200,7 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
                          "best_epoch": fitted["best_epoch"]}
     report["refit"] = final
     clock.lap("refit")
+    report["refit_seeds"] = seed_spread(final, seed, more_seeds, search["best"]["val_score"], tc)
 
     # 6. Validation: the convnet against every baseline, before anyone looks at test.
     proba = dict(fitted["proba"])  # the refit's own train/val predictions
@@ -420,6 +456,28 @@ def summary_lines(report: dict) -> list[str]:
                  f"val {t['val_score']:.3f} (train {t['train_score']:.3f}); refit model "
                  f"{report['model']['params']} parameters, weights of epoch "
                  f"{report['refit']['best_epoch']} of {report['refit']['epochs']}")
+    lines.extend(search_lines(report))
     if report["test_look"]["look"] > 1:
         lines.append(f"warning: test split looked at {report['test_look']['look']} times for this purpose")
+    return lines
+
+
+def search_lines(report: dict) -> list[str]:
+    """Where the search ran, the chosen trial's device cost, the fronts and the seed spread."""
+    search, lines = report["search"], []
+    t, c = search["best"], search["best"].get("device") or {}
+    counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in search.get("counts", {}).items() if n)
+    lines.append(f"search ran on {search.get('engine')} ({search.get('address')}): {counts}; "
+                 f"{search.get('trials_per_min')} trials/min")
+    if c:
+        lines.append(f"chosen trial {t['trial']} ({search.get('chosen_by')}): {c['ram_bytes']:,} B RAM (TFLM arena), "
+                     f"{c['flash_bytes']:,} B flash, {c['macs']:,} MACs, {c['latency_ms']:.2f} ms estimated on {c['board']}")
+    for cost, unit in (("ram_bytes", "B"), ("latency_ms", "ms")):
+        front = search.get("pareto", {}).get(cost.split("_")[0], [])
+        lines.append(f"Pareto front, val score vs {cost}: " + ", ".join(
+            f"trial {p['trial']} {p['val_score']:.3f} @ {p[cost]:,} {unit}" for p in front))
+    s = report.get("refit_seeds")
+    if s:
+        lines.append(f"chosen configuration over seeds {s['seeds']}: val {s['mean']:.3f} ± {s['std']:.3f} "
+                     f"(min {s['min']:.3f}, max {s['max']:.3f}); the search's figure {s['search_val_score']:.3f}")
     return lines

@@ -76,7 +76,12 @@ def test_report_holds_baselines_sanity_search_history_and_metrics_per_split(trai
     assert all(s["beats_baselines"][b] for b in ("prior", "most_frequent", "zero_input_convnet"))
     trials = report["search"]["trials"]
     assert len(trials) == cfg.train.trials and report["search"]["best"] in trials
+    # The search ran on the embedded Ray, costed every trial and drew its fronts.
+    assert report["search"]["engine"] == "ray" and report["search"]["address"] == "local"
+    assert report["search"]["pareto"]["ram"] and report["search"]["pareto"]["latency"]
+    assert len(report["refit_seeds"]["runs"]) == cfg.train.seeds
     for t in trials:
+        assert t["status"] == "ok" and t["device"]["ram_bytes"] > 0 and t["device"]["latency_ms"] > 0
         assert {"params", "train_score", "val_score", "epochs"} <= set(t)
         assert {"learning_rate", "width", "depth", "kernel_size", "dropout", "l2"} <= set(t["params"])
     h = report["history"]

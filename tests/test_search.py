@@ -1,0 +1,226 @@
+"""The device-aware search on Ray Tune: embedded local Ray and a head on loopback, the same
+trials and winner as the sequential engine, device cost and budgets, failed trials, and an
+unreachable cluster. Ray starts once for the module (it costs seconds); the data is tiny."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import QuantizeConfig, TrainConfig
+from pipeline.errors import GateFailed
+from pipeline.model import ModelParams, class_priors
+from pipeline.windows import Windows
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _windows(n: int, seed: int) -> Windows:
+    """Noise plus a class-dependent offset on one channel: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    X = rng.normal(0, 1, size=(n, 32, 3)).astype(np.float32)
+    X[np.arange(n), :, y % 3] += np.where(y < 3, 2.0, -2.0)[:, None]
+    ids = np.array([f"w{seed}-{i}" for i in range(n)])
+    return Windows(X=X, y=y.astype(np.int64), window_ids=np.array([f"{i}@0" for i in ids]),
+                   sample_index=np.arange(n), offsets=np.zeros(n, dtype=np.int64), length=32,
+                   recording_ids=ids, group_ids=ids, start_times=np.zeros(n))
+
+
+TC = TrainConfig(trials=3, search_epochs=2, epochs=3, patience=2, batch_size=32, max_params=3000,
+                 width=4, depth=1, kernel_size=3, search_width_max=6, search_depth_max=2,
+                 learning_rate=3e-3, search_lr_min=1e-3, search_lr_max=5e-3)
+TRAIN, VAL = _windows(128, 1), _windows(64, 2)
+
+
+def _budget(**changes) -> dict:
+    from pipeline.search import device_budget
+
+    return {**device_budget(QuantizeConfig()), **changes}
+
+
+def _search(engine, trial=None, tc=TC):
+    from pipeline.search import evaluate_trial, random_search
+
+    return random_search(TRAIN, VAL, 4, class_priors(TRAIN.y, 4), tc, ModelParams.from_config(tc), 0,
+                         _budget(), engine, trial or evaluate_trial)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One embedded Ray for the module, as `tinyml train` starts it."""
+    from pipeline.search import Engine
+
+    with Engine("ray") as engine:
+        yield engine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+# --------------------------------------------------------------------------- no Ray needed
+
+
+def test_an_unreachable_cluster_is_a_one_line_error_naming_the_address(tmp_path, capsys, monkeypatch):
+    from tinyml_cli import main
+
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["train", "--fast", "--run", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[0].startswith(f"error: Ray cluster at {address} cannot be reached"), err
+    assert len(err) == 2 and err[1].startswith("hint: ")
+    assert time.perf_counter() - start < 120  # not Ray's minutes of retries
+    assert not (tmp_path / "run" / "float.keras").exists()
+
+
+def test_a_trial_over_the_board_budget_stops_before_training():
+    from pipeline.search import TrialTask, evaluate_trial, trial_data
+
+    data = trial_data(TRAIN, VAL, 4, class_priors(TRAIN.y, 4), TC, _budget(ram_bytes=1024), 0)
+    record = evaluate_trial(TrialTask(0, ModelParams.from_config(TC), "config", 2, 0), data)
+    assert record["status"] == "over_budget"
+    assert record["over_budget"] == [f"RAM {record['device']['ram_bytes']} B > budget 1024 B"]
+    assert record["epochs"] is None and record["val_score"] is None  # never trained
+    d = record["device"]
+    assert d["board"] == "nano33ble" and d["flash_bytes"] > 1000 and d["macs"] > 0
+    assert d["ram_bytes"] >= d["arena_min_bytes"] > 1024 and d["latency_ms"] > d["latency_optimized_ms"] > 0
+
+
+def _record(i, val, ram, latency, status="ok"):
+    return {"trial": i, "status": status, "val_score": val, "val_loss": 1 - val,
+            "device": {"ram_bytes": ram, "latency_ms": latency}}
+
+
+def test_choice_within_targets_and_the_pareto_fronts():
+    from pipeline.search import choose, pareto_front
+
+    trials = [_record(0, 0.90, 9000, 5.0), _record(1, 0.80, 4000, 1.0), _record(2, 0.85, 6000, 6.0),
+              _record(3, 0.70, 5000, 0.5), _record(4, 0.99, 100, 0.1, status="failed")]
+    assert choose(trials, 0, 0)[0]["trial"] == 0
+    best, how = choose(trials, 6000 / 1024, 0)
+    assert best["trial"] == 2 and "RAM <= 5.85938 KB" in how
+    assert choose(trials, 0, 2.0)[0]["trial"] == 1
+    assert [p["trial"] for p in pareto_front(trials, "ram_bytes")] == [1, 2, 0]
+    assert [p["trial"] for p in pareto_front(trials, "latency_ms")] == [3, 1, 0]
+    with pytest.raises(GateFailed, match=r"no search trial meets \[train\] RAM <= 1 KB: the smallest needs 3\.9 KB"):
+        choose(trials, 1, 0)
+
+
+# --------------------------------------------------------------------------- embedded Ray
+
+
+def test_ray_and_sequential_give_the_same_trials_and_winner(local_ray):
+    from pipeline.search import Engine
+
+    on_ray = _search(local_ray)
+    here = _search(Engine("sequential"))
+    assert on_ray["engine"] == "ray" and on_ray["address"] == "local" and on_ray["cpus"] == os.cpu_count()
+    assert here["engine"] == "sequential"
+    assert [t["params"] for t in on_ray["trials"]] == [t["params"] for t in here["trials"]]
+    assert [t["status"] for t in on_ray["trials"]] == ["ok"] * TC.trials
+    assert on_ray["best"]["trial"] == here["best"]["trial"]
+    for a, b in zip(on_ray["trials"], here["trials"], strict=True):
+        assert a["device"] == b["device"]  # the int8 model and its arena do not depend on the engine
+        # TensorFlow's sums depend on its thread count (1 per Ray trial, the machine's here).
+        assert abs(a["val_score"] - b["val_score"]) < 0.05
+    for cost in ("ram_bytes", "latency_ms"):
+        front = on_ray["pareto"][cost.split("_")[0]]
+        assert front and [p[cost] for p in front] == sorted(p[cost] for p in front)
+        assert [p["val_score"] for p in front] == sorted(p["val_score"] for p in front)
+        assert max(p["val_score"] for p in front) == max(t["val_score"] for t in on_ray["trials"])
+    assert on_ray["trials_per_min"] > 0
+
+
+def _fails_on_trial_1(task, data):
+    """A trial that raises (trial 1 runs out of memory), the others as usual."""
+    from pipeline.search import evaluate_trial
+
+    if task.index == 1:
+        np.ones((10**7, 10**7))  # 800 TB: MemoryError
+    return evaluate_trial(task, data)
+
+
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(local_ray):
+    from ray import cloudpickle  # Ray's own copy serializes the trial function
+
+    from pipeline.search import Engine
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+    for engine in (local_ray, Engine("sequential")):
+        search = _search(engine, _fails_on_trial_1, TrainConfig(**{**TC.__dict__, "trials": 2}))
+        assert [t["status"] for t in search["trials"]] == ["ok", "failed"], search["trials"]
+        assert search["trials"][1]["error"].startswith("MemoryError: Unable to allocate"), search["trials"][1]
+        assert search["counts"] == {"ok": 1, "over_budget": 0, "failed": 1, "stopped": 0}
+        assert search["best"]["trial"] == 0
+
+
+# --------------------------------------------------------------------------- a head on loopback
+
+
+def test_tinyml_train_runs_its_trials_on_a_ray_head_on_loopback(tmp_path):
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    # Ray >= 2.5x authenticates clients with a token: this cluster's own, given to both ends.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    # --block keeps the head and everything it starts in one process group of ours, stopped
+    # as a group at the end (`ray stop` would stop every Ray on the machine). SIGKILL: on
+    # SIGTERM an idle head drains for 30 s first.
+    head = subprocess.Popen(
+        [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp}"],
+        env=_env(**auth), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert head.poll() is None, head.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the Ray head did not come up in 60 s"
+            time.sleep(0.5)
+        run = tmp_path / "run"
+        proc = subprocess.run([sys.executable, "-m", "tinyml_cli", "train", "--fast", "--run", str(run)],
+                              env=_env(RAY_ADDRESS=address, **auth), cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        search = json.loads((run / "train_report.json").read_text())["search"]
+        assert search["engine"] == "ray" and search["address"] == address and search["cpus"] == 2
+        assert all(t["status"] == "ok" for t in search["trials"]) and len(search["trials"]) == 3
+        assert search["pareto"]["ram"] and search["pareto"]["latency"]
+        assert f"search ran on ray ({address})" in proc.stdout
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
