@@ -99,7 +99,7 @@ class CompiledClassifier : public tinyml::Classifier {
 
   int classify(const float* input, float* probabilities) override {
     for (int i = 0; i < kInputSize; i++) {
-      input_[i] = tinyml::quantize_int8(input[i], kInputScale, kInputZeroPoint);
+      input_[i] = tinyml::model_input_int8(input[i], i);
     }
     if (tinyml_model_invoke(input_, output_) != 0) return -3;
     for (int i = 0; i < kNumClasses; i++) {

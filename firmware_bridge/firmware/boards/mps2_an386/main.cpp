@@ -56,14 +56,14 @@ struct InvokeProfile {
 };
 InvokeProfile g_profile = {0, 0, 0, 0};
 
-// The model compiled to C: quantize with the core's quantize_int8 (TFLM's QUANTIZE
-// arithmetic), invoke, dequantize.
+// The model compiled to C: the core's float step and int8 quantization (model_input_int8,
+// TFLM's QUANTIZE arithmetic), invoke, dequantize.
 class CompiledClassifier : public tinyml::Classifier {
  public:
   int classify(const float* input, float* probabilities) override {
 #if TINYML_HAS_COMPILED_MODEL
     for (int i = 0; i < kInputSize; i++) {
-      input_[i] = tinyml::quantize_int8(input[i], kInputScale, kInputZeroPoint);
+      input_[i] = tinyml::model_input_int8(input[i], i);
     }
     uint64_t start = systick_ticks();
     int status = tinyml_model_invoke(input_, output_);
