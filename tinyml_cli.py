@@ -472,6 +472,11 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
     connection = _connected(cfg, run)
     with connection as (client, info):
         model = _verify_model(client, model_sha)
+        others = sorted({r.get("device_type") for r in device_eval.read_results(results)[0]}
+                        - {None, client.config.device_type})
+        if others:
+            print(f"eval: {results.name} holds results of another device ({others[0]}); starting over")
+            results.unlink()
         emulated = connection.board is not None
         kind = "virtual device" if info["virtual"] else "firmware on QEMU's emulated Cortex-M4" if emulated else "device"
         print(f"eval: streaming {len(test)} test windows to {info['port']} ({kind}), resuming from {results.name}")

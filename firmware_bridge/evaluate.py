@@ -95,6 +95,8 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
                 "prediction": result.label,
                 "timing": result.timing,
                 "model_sha256": model_sha256,
+                # Results of another device are not resumed (the virtual device's, for QEMU's).
+                "device_type": getattr(getattr(device, "config", None), "device_type", None),
                 "time": time.time(),
             }
             f.write(json.dumps(line) + "\n")
