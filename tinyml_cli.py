@@ -429,12 +429,11 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
     from pipeline.progress import progress
     from pipeline.splits import cv_groups, load_run_split
 
-    _require(run, "int8.tflite", "quantize")
+    model_sha = _model_sha256(run)  # int8.tflite, and the one the quantize report describes
     prepared = prepared or load_run_split(cfg, run)
     manifest, test = prepared.manifest, prepared.windows["test"]
     labels = manifest["dataset"]["label_names"]
     results = run / device_eval.RESULTS
-    model_sha = _model_sha256(run)
     earlier, torn_before = device_eval.read_results(results)  # an edited line stops here, named
     with _connected(cfg, run) as (client, info):
         model = _verify_model(client, model_sha, labels, int(test.X[0].size) if len(test) else None)

@@ -35,8 +35,8 @@ from pipeline import config as config_mod
 from pipeline.artifacts import write_json
 from pipeline.datasets import load_csv, load_dataset, load_npz, parse_acquisition
 from pipeline.device_eval import read_results
-from pipeline.errors import PipelineError
-from tinyml_cli import main
+from pipeline.errors import GateFailed, PipelineError
+from tinyml_cli import evaluate_on_device, flash, main
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -260,28 +260,39 @@ def test_a_splits_json_of_the_wrong_structure(fast_run, tmp_path, capsys):
     line = refused(["eval", "--run", str(run)], capsys)
     assert "splits.json" in line and "field 'splits.test': expected a list" in line
     (run / "splits.json").write_text("[]")
-    assert "expected an object" in refused(["eval", "--run", str(run)], capsys)
+    with pytest.raises(PipelineError, match="splits.json: the top level: expected an object"):
+        evaluate_on_device(run_config(run), run)
 
 
-@pytest.mark.parametrize("value", [None, "NaN", [None, 0.5], [2.0, 0.0]])
-def test_a_device_eval_line_with_bad_probabilities(fast_run, tmp_path, capsys, value):
+def test_a_device_eval_line_with_bad_probabilities(fast_run, tmp_path, capsys):
     run = copy_run(fast_run, tmp_path / "run")
     results = run / "device_eval.jsonl"
     lines = results.read_text().splitlines()
-    rec = json.loads(lines[3])
-    rec["probabilities"] = value
-    lines[3] = json.dumps(rec).replace('"NaN"', "NaN")
-    results.write_text("\n".join(lines) + "\n")
-    line = refused(["eval", "--run", str(run)], capsys)
-    assert "device_eval.jsonl: line 4" in line and rec["window_id"] in line
+    for value in (None, "NaN", [None, 0.5], [2.0, 0.0, 0.0, 0.0]):
+        edited = list(lines)
+        rec = json.loads(lines[3])
+        rec["probabilities"] = value
+        edited[3] = json.dumps(rec).replace('"NaN"', "NaN")
+        results.write_text("\n".join(edited) + "\n")
+        if value is None:  # the issue's case, through the CLI
+            line = refused(["eval", "--run", str(run)], capsys)
+            assert "device_eval.jsonl: line 4: field 'probabilities': expected a list, got null" in line
+        else:
+            with pytest.raises(PipelineError) as err:
+                evaluate_on_device(run_config(run), run)
+            line = err.value.message
+            assert "device_eval.jsonl: line 4: field 'probabilities" in line and "--restart" in err.value.hint
+        assert rec["window_id"] in line
+        assert results.read_text().splitlines() == edited  # named, not dropped or rewritten
 
 
-def test_a_truncated_sensor_npz(fast_run, tmp_path, capsys):
+def test_a_truncated_sensor_npz(fast_run, tmp_path):
     run = copy_run(fast_run, tmp_path / "run")
     sensor = run / "device" / "flash" / "sensor.npz"
     sensor.write_bytes(sensor.read_bytes()[: sensor.stat().st_size // 2])
-    line = refused(["eval", "--run", str(run), "--restart"], capsys)
-    assert "sensor.npz" in line
+    with pytest.raises(PipelineError, match=r"sensor.npz: not a readable .npz file \(not a zip archive\)"):
+        evaluate_on_device(run_config(run), run, restart=True)
+    assert (run / "device_eval.jsonl").exists()  # refused before --restart discarded anything
 
 
 def test_eval_on_a_float_model_or_one_the_report_does_not_describe(fast_run, tmp_path, capsys):
@@ -289,13 +300,19 @@ def test_eval_on_a_float_model_or_one_the_report_does_not_describe(fast_run, tmp
     run = copy_run(fast_run, tmp_path / "run")
     results = (run / "device_eval.jsonl").read_bytes()
     (run / "int8.tflite").write_bytes((run / "float.keras").read_bytes())  # a float model in its place
-    for stage in ("eval", "flash"):
-        line = refused([stage, "--run", str(run)], capsys)
-        assert "int8.tflite: SHA-256" in line and "not the model quantize_report.json describes" in line
+    line = refused(["eval", "--run", str(run)], capsys)
+    assert "int8.tflite: SHA-256" in line and "not the model quantize_report.json describes" in line
+    with pytest.raises(PipelineError, match="not the model quantize_report.json describes"):
+        flash(run_config(run), run)
     assert (run / "device_eval.jsonl").read_bytes() == results  # nothing lost
 
 
 # --------------------------------------------------------------------------- 4. lying devices
+
+
+def run_config(run: Path, port: str | None = None):
+    """The run's own config, as `tinyml eval --run RUN [--device PORT]` loads it."""
+    return config_mod.load_config(run / "config.toml", {"device.port": port})
 
 
 @contextlib.contextmanager
@@ -320,19 +337,27 @@ def _reversed_labels(fw):
     fw.labels = fw.labels[::-1]
 
 
+def test_a_device_listing_its_labels_in_another_order_is_refused(fast_run, tmp_path):
+    run = copy_run(fast_run, tmp_path / "run")
+    before = (run / "device_eval.jsonl").read_bytes()
+    with lying_device(run, _reversed_labels) as port, pytest.raises(GateFailed) as err:
+        evaluate_on_device(run_config(run, port), run, restart=True)
+    assert ("the device's labels are ['updown', 'circle', 'wave', 'idle'], the model's are "
+            "['idle', 'wave', 'circle', 'updown']") in err.value.message
+    assert (run / "device_eval.jsonl").read_bytes() == before  # refused before anything was discarded
+
+
 @pytest.mark.parametrize("lie, expect", [
-    (_reversed_labels, "the device's labels are ['updown', 'circle', 'wave', 'idle'], the model's are "
-                       "['idle', 'wave', 'circle', 'updown']"),
     (_facts(sha256="ab" * 32), "the device runs model abababababab, int8.tflite is"),
     (_facts(input_shape=(1, 32, 3)), "the device's model takes 96 values (input shape [1, 32, 3]), "
                                      "the test windows have 192"),
-], ids=["label-order", "model-hash", "input-size"])
-def test_a_lying_device_is_refused_before_scoring(fast_run, tmp_path, capsys, lie, expect):
+], ids=["model-hash", "input-size"])
+def test_a_device_reporting_another_model_is_refused(fast_run, tmp_path, lie, expect):
     run = copy_run(fast_run, tmp_path / "run")
     before = (run / "device_report.json").read_bytes()
-    with lying_device(run, lie) as port:
-        line = refused(["eval", "--run", str(run), "--device", port, "--restart"], capsys, codes=(1,))
-    assert expect in line
+    with lying_device(run, lie) as port, pytest.raises(GateFailed) as err:
+        evaluate_on_device(run_config(run, port), run)
+    assert expect in err.value.message
     assert (run / "device_report.json").read_bytes() == before
 
 
@@ -341,7 +366,6 @@ def test_a_device_printing_nan_or_inf_is_refused_and_nothing_is_written(fast_run
     run = copy_run(fast_run, tmp_path / "run")
     results = run / "device_eval.jsonl"
     kept = results.read_text().splitlines()[:5]
-    results.write_text("".join(k + "\n" for k in kept))
 
     def lie(fw):
         honest = fw._classify
@@ -353,14 +377,19 @@ def test_a_device_printing_nan_or_inf_is_refused_and_nothing_is_written(fast_run
 
     with lying_device(run, lie) as port:
         emu = json.loads(kept[0])["device"]
-        # The same device, reached through a plain serial port: keep these lines for this test.
+        # The same device, reached through a plain serial port: these lines are resumed.
         results.write_text("".join(json.dumps(dict(json.loads(k), device=dict(emu, port_type="serial"))) + "\n"
                                    for k in kept))
-        line = refused(["eval", "--run", str(run), "--device", port], capsys)
-    assert "window '" in line and f"probability {bad!r} for 'wave'" in line
+        if bad != bad:  # NaN, the issue's case, through the CLI
+            line = refused(["eval", "--run", str(run), "--device", port], capsys)
+        else:
+            with pytest.raises(PipelineError) as err:
+                evaluate_on_device(run_config(run, port), run)
+            line = err.value.message
+    assert "window 'subject" in line and f"probability {bad!r} for 'wave'" in line
     after = results.read_text().splitlines()
     assert len(after) == 5 and all("NaN" not in x and "Infinity" not in x for x in after)  # never written
-    assert read_results(results)[0]  # and the file still reads
+    assert len(read_results(results)[0]) == 5  # and the file still reads
 
 
 def test_results_of_another_device_are_not_resumed(fast_run, tmp_path, capsys):
@@ -370,7 +399,7 @@ def test_results_of_another_device_are_not_resumed(fast_run, tmp_path, capsys):
     stale_tmp = run / ".device_report.json.4194999.abcd1234.tmp"  # a killed writer's leftover
     stale_tmp.write_text("{")
     with lying_device(run, lambda fw: None) as port:  # an honest device on a serial port
-        assert main(["eval", "--run", str(run), "--device", port]) == 0
+        assert evaluate_on_device(run_config(run, port), run) == 0
     out = capsys.readouterr().out
     assert "holds results of another device" in out and "'port_type': 'virtual'" in out
     final = [json.loads(x) for x in (run / "device_eval.jsonl").read_text().splitlines()]
@@ -402,18 +431,18 @@ def _limit_file_size(limit: int):
     return preexec
 
 
-@pytest.mark.parametrize("how", ["ENOSPC-tmpfs", "EFBIG-file-size-limit"])
-def test_a_full_disk_during_evaluation(fast_run, tmp_path, how):
-    """The real kernel error mid-evaluation: one line naming the file, every result kept."""
+def test_a_full_disk_during_evaluation(fast_run, tmp_path):
+    """The real kernel error mid-evaluation: one line naming the file, every result kept.
+
+    A 64 KB tmpfs in a user and mount namespace (ENOSPC) where the kernel allows one, else
+    a file-size limit (EFBIG): either way the kernel refuses the write, not a mock."""
     run = copy_run(fast_run, tmp_path / "run")
     results = run / "device_eval.jsonl"
     kept = results.read_text().splitlines(keepends=True)[:100]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "tinyml_cli", "eval", "--run", str(run)]
-    if how.startswith("ENOSPC"):
-        if not _can_mount_tmpfs():
-            pytest.skip("no unprivileged mount namespace here (the EFBIG case still runs)")
-        disk, out = tmp_path / "disk", tmp_path / "kept.jsonl"
+    if _can_mount_tmpfs():
+        disk, out, reason = tmp_path / "disk", tmp_path / "kept.jsonl", "No space left on device"
         disk.mkdir()
         results.unlink()
         results.symlink_to(disk / "device_eval.jsonl")  # the results file lives on a 64 KB disk
@@ -421,18 +450,16 @@ def test_a_full_disk_during_evaluation(fast_run, tmp_path, how):
                   f'&& "$@"; rc=$?; cp "{disk}/device_eval.jsonl" "{out}"; exit $rc')
         proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *cmd], capture_output=True, text=True,
                               cwd=ROOT, env={**env, "KEPT": "".join(kept)}, timeout=300)
-        final = out
     else:
+        out, reason = results, "File too large"
         results.write_text("".join(kept))
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
                               preexec_fn=_limit_file_size(results.stat().st_size + 6000))
-        final = results
     err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert err[0].startswith("error: ") and "device_eval.jsonl: cannot write" in err[0], err
-    assert ("No space left on device" if how.startswith("ENOSPC") else "File too large") in err[0]
-    assert "results before window" in err[0]
-    lines = final.read_text().splitlines(keepends=True)
+    assert reason in err[0] and "results before window" in err[0]
+    lines = out.read_text().splitlines(keepends=True)
     assert lines[:100] == kept and len(lines) > 100  # the earlier results, and those streamed, are kept
 
 
