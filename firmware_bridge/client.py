@@ -93,6 +93,14 @@ def _preview(data: bytes, limit: int = 60) -> str:
     return repr(text) + ("..." if len(data) > limit else "")
 
 
+TIMEOUT_RETRIES = 2
+"""Times a window whose transfer timed out is sent again before the evaluation stops."""
+
+
+class ChunkTimeout(BridgeError):
+    """The device gave up on a transfer (TIMEOUT): the window can be sent again."""
+
+
 class Device:
     """An Edge Impulse-compatible device on ``port`` (a path or a pyserial URL such as
     ``socket://127.0.0.1:7000``). Hosts send CR alone, never CRLF (PROTOCOL.md)."""
@@ -103,6 +111,7 @@ class Device:
         self.port, self.baud, self.timeout = str(port), baud, float(timeout)
         self._buf = bytearray()
         self._model_info: ModelInfo | None | bool = False  # False: not asked yet
+        self.timeouts_retried = 0
         try:
             self._serial = serial.serial_for_url(self.port, baudrate=baud, timeout=READ_POLL_S,
                                                  write_timeout=self.timeout)
@@ -253,11 +262,27 @@ class Device:
         return info
 
     def classify(self, features) -> Classification:
-        """Classify one raw input frame (any shape; sent flat as float32) on the device."""
+        """Classify one raw input frame (any shape; sent flat as float32) on the device.
+
+        A transfer the device gave up on (TIMEOUT: a chunk came later than 100 ms after the
+        last, e.g. when this host was descheduled on a loaded machine or a USB hub stalled)
+        is sent again, up to TIMEOUT_RETRIES times, after getting a prompt back; the count is
+        kept in ``timeouts_retried``. Nothing of a timed-out transfer is scored."""
         values = np.asarray(features, dtype="<f4").reshape(-1)
-        n = values.size
-        if n == 0:
+        if values.size == 0:
             raise BridgeError(f"{self.port}: no features to classify (an empty window)")
+        for attempt in range(TIMEOUT_RETRIES + 1):
+            try:
+                return self._classify_once(values)
+            except ChunkTimeout:
+                if attempt == TIMEOUT_RETRIES:
+                    raise
+                self.timeouts_retried += 1
+                self.command("AT")  # after TIMEOUT the device prints no prompt: get one
+        raise AssertionError("unreachable")
+
+    def _classify_once(self, values: np.ndarray) -> Classification:
+        n = values.size
         line = f"AT+RUNIMPULSESTATIC=n,{n}"
         self.send(line)
         transcript = bytearray()
@@ -292,8 +317,9 @@ class Device:
 
     def _classification(self, t: protocol.StaticTranscript, raw: str, n: int) -> Classification:
         if t.timed_out:
-            raise BridgeError(f"{self.port}: the device gave up waiting for a chunk (TIMEOUT)",
-                              hint="the link is too slow or lossy for its 100 ms chunk timeout")
+            raise ChunkTimeout(f"{self.port}: the device gave up waiting for a chunk (TIMEOUT), "
+                               f"{TIMEOUT_RETRIES + 1} times in a row",
+                               hint="the link is too slow or lossy for its 100 ms chunk timeout")
         if t.expected_values is not None:
             raise BridgeError(f"{self.port}: the device expects {t.expected_values} values per window, got {n}",
                               hint="send one raw input frame of the model (its input size)")

@@ -27,6 +27,8 @@ class StreamStats:
     total: int
     seconds: float
     payload_bytes: int
+    timeouts_retried: int = 0
+    """Transfers the device timed out (TIMEOUT) that were sent again (client.TIMEOUT_RETRIES)."""
 
     @property
     def windows_per_s(self) -> float:
@@ -38,6 +40,7 @@ class StreamStats:
             "windows_total": self.total, "seconds": round(self.seconds, 3),
             "windows_per_s": round(self.windows_per_s, 2),
             "feature_bytes_per_s": round(self.payload_bytes / self.seconds, 1) if self.seconds > 0 else 0.0,
+            "timeouts_retried": self.timeouts_retried,
         }
 
 
@@ -94,6 +97,7 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
     start = time.perf_counter()
     payload = 0
     streamed = 0
+    retried_before = getattr(device, "timeouts_retried", 0)
     iterator = progress(todo, total=len(todo)) if progress else todo
     try:
         f = open(out_path, "a", encoding="utf-8")
@@ -139,7 +143,8 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
                                   "`tinyml eval` resumes from them") from None
             streamed += 1
             payload += features.size * 4
-    return StreamStats(len(done), streamed, len(window_ids), time.perf_counter() - start, payload)
+    return StreamStats(len(done), streamed, len(window_ids), time.perf_counter() - start, payload,
+                       getattr(device, "timeouts_retried", 0) - retried_before)
 
 
 def stream_windows_resuming(device, reconnect, X: np.ndarray, window_ids, labels, out_path: str | os.PathLike,

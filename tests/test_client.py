@@ -126,6 +126,25 @@ def test_device_timeout_is_reported(tiny_int8):
         assert "Not a valid" in dev.command("AT")  # no prompt came; the next command still works
 
 
+def test_a_timed_out_transfer_is_sent_again(tiny_int8):
+    # The device times out the first transfer (every chunk "late"), then the link recovers:
+    # the host gets a prompt back and sends the window again, and the result is the same.
+    with VirtualDevice.from_model(tiny_int8[1]) as vd, Device(vd.port, timeout=TIMEOUT) as dev:
+        want = dev.classify(np.ones(96)).array
+        vd.firmware.chunk_timeout_s = 0.0
+        sent = dev.write
+
+        def write(data):  # the first chunk of the next transfer restores the link
+            sent(data)
+            if data.startswith(b"AT\r"):
+                vd.firmware.chunk_timeout_s = 0.1
+
+        dev.write = write
+        got = dev.classify(np.ones(96))
+        assert dev.timeouts_retried == 1
+        np.testing.assert_array_equal(got.array, want)
+
+
 def test_handshake_stops_a_runimpulse_left_running(tiny_int8, tmp_path):
     sensor = tmp_path / "s.npz"
     np.savez(sensor, X=np.zeros((1, 32, 3), np.float32), rate_hz=62.5)
