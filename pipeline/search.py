@@ -24,7 +24,6 @@ so both engines give the same trials, the same scores and the same winner.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
@@ -33,7 +32,6 @@ import shutil
 import socket
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,31 +157,16 @@ def device_budget(q) -> dict:
     }
 
 
-def _convert_int8(net, calibration_x: np.ndarray) -> bytes:
-    """Full-integer int8 TFLite, int8 input and output: the quantize stage's settings."""
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(net)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    xs = np.asarray(calibration_x, dtype=np.float32)
-    conv.representative_dataset = lambda: ([x[None]] for x in xs)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bytes(conv.convert())
-
-
 def device_cost(net, calibration_x: np.ndarray, budget: dict, arena=None) -> tuple[dict, object]:
     """What ``net`` costs on the budget's board as int8: flash bytes, RAM (the TFLM arena
     the firmware would ship: measured minimum x (1 + margin), a 64-bit host figure), MACs
     and the estimated latency. Returns the figures and the arena measurement (pass it back
     for the same architecture: the arena depends only on tensor shapes)."""
+    from pipeline.quantize import convert_int8  # the quantize stage's own conversion
     from pipeline.tflite_model import inspect_model
     from pipeline.tflm import measure_arena
 
-    data = _convert_int8(net, calibration_x)
+    data, _ = convert_int8(net, calibration_x)
     info = inspect_model(data)
     arena = arena if arena is not None else measure_arena(data)
     latency = get_board(budget["board"]).latency_estimate(info.total_macs)
