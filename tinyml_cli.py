@@ -166,12 +166,16 @@ def cmd_quantize(args) -> int:
         save_config(cfg, run)  # the board and weight options this run was quantized with
     # After the gates: the model as C. A model the compiler cannot take is reported, and
     # the TFLM path (already exported) goes on working.
-    from firmware_bridge.compiler import CompileError
+    from firmware_bridge.compiler import COMPILED_DIR, CompileError
 
     try:
         compile_run(run)
     except CompileError as exc:
-        print(f"compile: skipped, {exc.message}", file=sys.stderr)
+        import shutil
+
+        shutil.rmtree(run / COMPILED_DIR, ignore_errors=True)  # an earlier model's C would be stale
+        print(f"compile: skipped, {exc.message} (the board sketch needs [device] engine = \"tflm\")",
+              file=sys.stderr)
     return 0
 
 

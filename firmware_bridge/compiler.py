@@ -10,11 +10,12 @@ exactly as they do, plans memory at compile time, and writes ``RUN/firmware/comp
   one static buffer for every intermediate tensor, and the kernel calls in graph order;
 - the kernels it calls (``tm_*.c``, ``tm_kernels.h``, from firmware/kernels/).
 
-Memory plan: RESHAPE / EXPAND_DIMS / SQUEEZE are aliases (no copy); element-wise ops,
-softmax and unpadded pooling run in place when their input dies there; the graph input
-is read where the caller keeps it and the graph output is written where the caller wants
-it; every other tensor gets an offset in the one buffer, placed greedily (largest first,
-lowest offset that no tensor alive at the same time holds), as TFLM's GreedyMemoryPlanner.
+Memory plan: RESHAPE / EXPAND_DIMS / SQUEEZE are aliases (no copy); element-wise ops and
+softmax run in place when their input dies there, unpadded pooling and mean too where that
+makes the buffer smaller; the graph input is read where the caller keeps it and the graph
+output is written where the caller wants it; every other tensor gets an offset in the one
+buffer by first fit (the lowest offset no tensor alive at the same op holds), the best of
+several orders (TFLM's GreedyMemoryPlanner uses one: largest first).
 
 A debug build (``-DTINYML_MODEL_DEBUG``) calls ``tinyml_model_debug(op, data, bytes)``
 after every op, so a test can name the first layer that differs from TFLM.

@@ -151,9 +151,9 @@ def engine_files(firmware: Path, engine: str, settings: dict) -> dict[str, str]:
         raise BridgeError(f"[device] engine: expected \"compiled\" or \"tflm\", got {engine!r}")
     files = {}
     if engine == "compiled":
-        from firmware_bridge.compiler import HEADER
+        from firmware_bridge.compiler import COMPILED_DIR, HEADER
 
-        folder = firmware / "compiled"
+        folder = firmware.parent / COMPILED_DIR
         header = folder / HEADER
         if not header.is_file():
             raise BridgeError(f"{header}: not found (the compiled engine needs the model compiled to C)",

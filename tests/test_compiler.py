@@ -370,7 +370,7 @@ def test_the_other_compiled_ops(tmp_path):
 # --------------------------------------------------------------------------- errors, plan
 
 
-def test_an_op_without_a_kernel_is_one_line_naming_op_and_layer(tmp_path, capsys):
+def test_an_op_without_a_kernel_is_one_line_naming_op_and_layer(tmp_path, capsys, monkeypatch):
     import keras
 
     from tinyml_cli import main
@@ -393,6 +393,20 @@ def test_an_op_without_a_kernel_is_one_line_naming_op_and_layer(tmp_path, capsys
     assert not (tmp_path / "compiled").exists()
     # The TFLM path is untouched: the interpreter runs the same model.
     assert Reference(data).run(np.zeros(32, np.int8)).shape == (3,)
+    # After the quantize stage (its gates stood in for here) the failure is a note, not a
+    # failed stage, and an earlier model's C is not left behind.
+    import pipeline.quantize
+
+    monkeypatch.setattr(pipeline.quantize, "quantize", lambda cfg, run, out=print: None)
+    run = tmp_path / "run"
+    stale = run / C.COMPILED_DIR
+    stale.mkdir(parents=True)
+    (stale / C.HEADER).write_text("/* an earlier model */")
+    (run / "int8.tflite").write_bytes(data)
+    assert main(["quantize", "--fast", "--run", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "compile: skipped" in err and "TANH" in err and 'engine = "tflm"' in err, err
+    assert not stale.exists()
 
 
 def test_bad_model_file_is_a_one_line_error(tmp_path, capsys):
