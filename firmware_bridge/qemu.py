@@ -134,7 +134,9 @@ class FirmwareImage:
 
 
 def compiled_model_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "firmware" / "compiled"
+    from firmware_bridge.compiler import COMPILED_DIR
+
+    return Path(run_dir) / COMPILED_DIR
 
 
 COMPILED_SHA_RE = re.compile(r"sha256 ([0-9a-f]{64})")
