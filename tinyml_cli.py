@@ -568,6 +568,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> 
         throughput={**stats.as_dict(), "torn_lines_dropped": torn_before + torn},
         require_exact=info["virtual"] or emulated,
         output_quantization=_output_quantization(client) if emulated else None,
+        unit=prepared.cluster_word,
     )
     override = (read_json(run / "quantize_report.json", "the quantize report") or {}).get("override")
     if override:  # first in the device report too: the model on the device missed a gate

@@ -99,6 +99,7 @@ def build_device_report(
     throughput: dict,
     require_exact: bool,
     output_quantization: tuple[float, int] | None = None,
+    unit: str = "cluster",
 ) -> dict:
     """Metrics of the device's predictions, and their agreement with the host int8 model.
 
@@ -150,7 +151,7 @@ def build_device_report(
     report = {
         "device": device_info,
         "windows": int(len(window_ids)),
-        "metrics": evaluate(y_true, dev_pred, label_names, clusters=clusters),
+        "metrics": evaluate(y_true, dev_pred, label_names, clusters=clusters, unit=unit),
         "agreement_with_host_int8": {
             "top1": top1,
             "passed": not require_exact or (top1 >= 1.0 and identical in (None, 1.0)),

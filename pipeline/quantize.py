@@ -385,14 +385,14 @@ def runtime_match(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def compare(outs: Outputs, y: np.ndarray, labels: list[str], clusters, seed: int,
-            out_scale: float, out_zp: int) -> dict:
+            out_scale: float, out_zp: int, unit: str = "cluster") -> dict:
     """Every float / int8 / TFLM comparison on one split."""
     k = len(labels)
     default_ok = not isinstance(outs.int8_default, str)
     pred = {name: getattr(outs, name).argmax(1) for name in ("float", "int8", "tflm")}
     if default_ok:
         pred["int8_default"] = outs.int8_default.argmax(1)
-    ev = {name: metrics.evaluate(y, pred[name], labels, clusters=clusters, seed=seed)
+    ev = {name: metrics.evaluate(y, pred[name], labels, clusters=clusters, seed=seed, unit=unit)
           for name in ("float", "int8", "tflm")}
     per_class = {}
     for i, name in enumerate(labels):
@@ -605,7 +605,7 @@ def evaluate_candidate(cfg, inputs: StageInputs, remedy: str, data: bytes, secon
     val_w = inputs.windows["val"]
     outs = run_all(inputs.model, data, val_w.X, info, arena_bytes, norm)
     val = compare(outs, val_w.y, inputs.labels, cv_groups(val_w, inputs.prepared.plan), cfg.seed,
-                  info.output.scales[0], info.output.zero_points[0])
+                  info.output.scales[0], info.output.zero_points[0], unit=inputs.prepared.cluster_word)
     val["split"] = "val"
     val["input_clipping"] = input_clipping(normalize_input(val_w.X, norm), info.input.scales[0],
                                            info.input.zero_points[0])
@@ -839,7 +839,8 @@ def _test_look(cfg, run_dir: Path, inputs: StageInputs, data: bytes, info: Model
     int8 = run_litert(data, x_q, reference=True)
     tflm = TFLMRunner(data, arena_bytes).predict(x_q)
     clusters = cv_groups(test_w, inputs.prepared.plan)
-    result = metrics.evaluate(test_w.y, int8.argmax(1), inputs.labels, clusters=clusters, seed=cfg.seed)
+    result = metrics.evaluate(test_w.y, int8.argmax(1), inputs.labels, clusters=clusters, seed=cfg.seed,
+                              unit=inputs.prepared.cluster_word)
     entry = record_test_look(run_dir, "quantize", TEST_PURPOSE, sha, result,
                              split_sha256=inputs.prepared.manifest["test_sha256"])
     return {

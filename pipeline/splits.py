@@ -487,6 +487,11 @@ class Prepared:
     manifest: dict
     reused: bool
 
+    @property
+    def cluster_word(self) -> str:
+        """What the split keeps whole, as the tables name it ("subject", "device", "recording")."""
+        return {"group": self.dataset.notes.get("group_word", "group")}.get(self.plan.unit, self.plan.unit)
+
 
 def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
     w = man.get("window", {})

@@ -125,7 +125,7 @@ def _train_steps(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out, 
     train_w, val_w = w["train"], w["val"]
     input_shape = tuple(train_w.X.shape[1:])
     clusters = {s: cv_groups(w[s], plan) for s in SPLITS}
-    word = {"group": prepared.dataset.notes.get("group_word", "group")}.get(plan.unit, plan.unit)
+    word = prepared.cluster_word
     priors = M.class_priors(train_w.y, k)
     base = M.ModelParams.from_config(tc)
 
