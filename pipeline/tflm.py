@@ -51,8 +51,11 @@ def round_up(n: float, to: int = ARENA_ALIGN) -> int:
 
 def quantize_int8(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """float32 -> int8 as TFLite and the firmware do it: round half away from zero (C
-    roundf), then clamp. In float32 arithmetic, as on the device."""
-    scaled = np.asarray(values, dtype=np.float32) / np.float32(scale)
+    roundf), then clamp. In float32 arithmetic, as on the device. NaN maps to the zero point
+    and the scaled value is held in +-1e6 before rounding, as model_ops.h quantize_int8 does."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.asarray(values, dtype=np.float32) / np.float32(scale)
+    scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=1e6, neginf=-1e6), -1e6, 1e6).astype(np.float32)
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
     return np.clip(rounded + zero_point, -128, 127).astype(np.int8)
 
