@@ -44,6 +44,11 @@ class StreamStats:
         }
 
 
+class DeviceMismatch(BridgeError):
+    """The device answered, but not as this model does (labels, probabilities): a reset
+    would not change that, so nothing reconnects on it."""
+
+
 class _QuietClose:
     """Close a results file without raising: every whole line is already fsynced, and after
     a full disk the rest of a torn line must not replace the error that says so."""
@@ -168,6 +173,8 @@ def stream_windows_resuming(device, reconnect, X: np.ndarray, window_ids, labels
             stream_windows(device, X, window_ids, labels, out_path, progress=progress, model_sha256=model_sha256,
                            **checks)
             break
+        except DeviceMismatch:
+            raise
         except BridgeError as exc:
             failures = failures + 1 if len(finished_ids(out_path)) == done else 1
             if failures > attempts:
@@ -188,10 +195,10 @@ def checked_probabilities(probabilities: dict[str, float], label_names: list[str
     names = list(probabilities)
     if label_names is not None:
         if sorted(names) != sorted(label_names) or len(set(names)) != len(names):
-            raise BridgeError(f"{where}: the device reports labels {names}, the model has {list(label_names)}{kept}",
+            raise DeviceMismatch(f"{where}: the device reports labels {names}, the model has {list(label_names)}{kept}",
                               hint="the device runs another model or another label list: flash it again")
         if strict_order and names != list(label_names):
-            raise BridgeError(f"{where}: the device lists labels in the order {names}, the model's order is "
+            raise DeviceMismatch(f"{where}: the device lists labels in the order {names}, the model's order is "
                               f"{list(label_names)}{kept}",
                               hint="a device that does not answer AT+MODELINFO? is read in its printed order")
         names = list(label_names)
@@ -199,7 +206,7 @@ def checked_probabilities(probabilities: dict[str, float], label_names: list[str
     for name in names:
         p = probabilities[name]
         if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):  # False for NaN too
-            raise BridgeError(f"{where}: the device reports probability {p!r} for {name!r}, "
+            raise DeviceMismatch(f"{where}: the device reports probability {p!r} for {name!r}, "
                               f"expected a number in [0, 1]{kept}",
                               hint="the device's model or output dequantization is broken")
         out[name] = float(p)

@@ -100,3 +100,13 @@ def board_for_usb(vid: int | None, pid: int | None) -> Board | None:
         if (vid, pid) in board.usb_ids:
             return board
     return None
+
+
+def model_budgets(q, board: str | None = None) -> tuple[int, int]:
+    """Flash and RAM bytes a model may use on ``board`` (default ``[quantize]`` board): the board's
+    memory minus the reserve kept for the firmware, unless a budget in bytes is configured.
+    The one rule the quantize stage gates on and the search costs trials against."""
+    profile = get_board(board or q.board)
+    return (q.flash_budget_bytes or int(profile.flash_bytes * (1 - q.flash_reserve)),
+            q.ram_budget_bytes or int(profile.ram_bytes * (1 - q.ram_reserve)))
+

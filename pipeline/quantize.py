@@ -34,7 +34,7 @@ import numpy as np
 from pipeline import export, metrics
 from pipeline.artifacts import sha256_bytes, write_bytes, write_json, write_text
 from pipeline.audit import outlier_scores
-from pipeline.boards import BOARDS, get_board
+from pipeline.boards import BOARDS, get_board, model_budgets
 from pipeline.errors import GateFailed, PipelineError
 from pipeline.layer_compare import compare_layers, jump_message, summary_lines
 from pipeline.ledger import record_test_look
@@ -479,8 +479,7 @@ def worst_classes(val: dict, n: int = 3) -> list[str]:
 
 def board_section(board_name: str, q, model_bytes: int, arena_bytes: int) -> dict:
     board = get_board(board_name)
-    flash_budget = q.flash_budget_bytes or int(board.flash_bytes * (1 - q.flash_reserve))
-    ram_budget = q.ram_budget_bytes or int(board.ram_bytes * (1 - q.ram_reserve))
+    flash_budget, ram_budget = model_budgets(q, board_name)
     return {
         "profile": {"name": board.name, "title": board.title, "mcu": board.mcu, "core": board.core,
                     "clock_hz": board.clock_hz, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes},

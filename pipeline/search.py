@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.boards import get_board
+from pipeline.boards import get_board, model_budgets
 from pipeline.errors import GateFailed, PipelineError
 from pipeline.metrics import scores
 from pipeline.model import ModelParams
@@ -148,13 +148,9 @@ def device_budget(q) -> dict:
     """The board's flash and RAM budget for a model, from ``[quantize]`` (the same rule the
     quantize stage gates on: the board's memory minus the reserve kept for the firmware,
     unless a budget in bytes is configured)."""
-    board = get_board(q.board)
-    return {
-        "board": board.name,
-        "flash_bytes": q.flash_budget_bytes or int(board.flash_bytes * (1 - q.flash_reserve)),
-        "ram_bytes": q.ram_budget_bytes or int(board.ram_bytes * (1 - q.ram_reserve)),
-        "arena_margin": q.arena_margin,
-    }
+    flash_bytes, ram_bytes = model_budgets(q)
+    return {"board": get_board(q.board).name, "flash_bytes": flash_bytes, "ram_bytes": ram_bytes,
+            "arena_margin": q.arena_margin}
 
 
 def device_cost(net, calibration_x: np.ndarray, budget: dict, arena=None) -> tuple[dict, object]:
