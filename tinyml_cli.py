@@ -26,7 +26,7 @@ STAGES = {
     "capture": "record labelled samples from any Edge Impulse firmware into an export folder",
 }
 
-FAST_CONFIG = Path(__file__).resolve().parent / "pipeline" / "configs" / "fast.toml"
+FAST_CONFIG = Path(__file__).resolve().parent / "pipeline" / "core" / "configs" / "fast.toml"
 
 
 def _add_common(p: argparse.ArgumentParser, run: bool = True) -> None:
@@ -111,7 +111,7 @@ FOLLOWING_STAGES = ("quantize", "flash", "eval")
 
 
 def load_cfg(args):
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     path = args.config
     saved = Path(getattr(args, "run", "models")) / "config.toml"
@@ -129,7 +129,7 @@ def load_cfg(args):
     if getattr(args, "device", None):
         overrides["device.port"] = args.device
     cfg = load_config(path, overrides)
-    from pipeline.datasets import EMBEDDED
+    from pipeline.data.datasets import EMBEDDED
 
     dataset = Path(cfg.data.dataset)
     if cfg.data.dataset not in EMBEDDED and dataset.exists():
@@ -145,8 +145,8 @@ def _run_dir(args) -> Path:
 
 
 def cmd_audit(args) -> int:
-    from pipeline.audit import audit_stage
-    from pipeline.config import save_config
+    from pipeline.audit.stage import audit_stage
+    from pipeline.core.config import save_config
 
     cfg, run = load_cfg(args), _run_dir(args)
     save_config(cfg, run)
@@ -156,7 +156,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from pipeline.train import train
+    from pipeline.train.stage import train
 
     cfg, run = load_cfg(args), _run_dir(args)
     with _report_after(run):
@@ -165,8 +165,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from pipeline.config import save_config
-    from pipeline.quantize import quantize
+    from pipeline.core.config import save_config
+    from pipeline.quantize.stage import quantize
 
     cfg, run = load_cfg(args), _run_dir(args)
     with _report_after(run):
@@ -244,7 +244,7 @@ FLASH_DIR = Path("device") / "flash"
 
 
 def _require(run: Path, name: str, stage: str) -> Path:
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     path = run / name
     if not path.exists():
@@ -257,9 +257,9 @@ def write_flash_image(cfg, run: Path, prepared=None) -> Path:
     what gets tested), plus recordings of the test split for its sensor playback."""
     import numpy as np
 
-    from pipeline.artifacts import sha256_bytes, write_bytes, write_json
-    from pipeline.errors import GateFailed
-    from pipeline.export import parse_model_data_cc, parse_model_settings_h
+    from pipeline.core.artifacts import sha256_bytes, write_bytes, write_json
+    from pipeline.core.errors import GateFailed
+    from pipeline.tflite.export import parse_model_data_cc, parse_model_settings_h
 
     cc = _require(run, "firmware/model_data.cc", "quantize")
     h = _require(run, "firmware/model_settings.h", "quantize")
@@ -280,7 +280,7 @@ def write_flash_image(cfg, run: Path, prepared=None) -> Path:
         "written_from": [str(cc.relative_to(run)), str(h.relative_to(run))],
     })
     sensor = flash_dir / "sensor.npz"
-    from pipeline.splits import load_run_split
+    from pipeline.data.splits import load_run_split
 
     prepared = prepared or load_run_split(cfg, run)
     ds = prepared.dataset
@@ -288,7 +288,7 @@ def write_flash_image(cfg, run: Path, prepared=None) -> Path:
         idx = prepared.plan.indices["test"]
         n = min(ds.samples[i].shape[0] for i in idx)
         X = np.stack([ds.samples[i][:n] for i in idx]).astype(np.float32)
-        from pipeline.artifacts import atomic_path
+        from pipeline.core.artifacts import atomic_path
 
         with atomic_path(sensor) as tmp:
             with open(tmp, "wb") as f:
@@ -299,7 +299,7 @@ def write_flash_image(cfg, run: Path, prepared=None) -> Path:
 
 
 def _boot_virtual_device(cfg, run: Path):
-    from firmware_bridge.virtual_device import VirtualDevice
+    from firmware_bridge.targets.virtual_device import VirtualDevice
 
     flash_dir = run / FLASH_DIR
     sensor = flash_dir / "sensor.npz"
@@ -313,7 +313,7 @@ def _boot_virtual_device(cfg, run: Path):
 def _verify_model(client, want: str, labels: list[str] | None = None, input_size: int | None = None) -> dict:
     """The device must run exactly int8.tflite (SHA-256 ``want``), with the model's labels in
     its order and its input size: compare what the device reports, before any scoring."""
-    from pipeline.errors import GateFailed
+    from pipeline.core.errors import GateFailed
 
     info = client.model_info()
     if info is None:
@@ -350,8 +350,8 @@ def _device_identity(client, info: dict) -> dict:
 
 def _model_sha256(run: Path) -> str:
     """SHA-256 of int8.tflite, which must be the model quantize_report.json describes."""
-    from pipeline.artifacts import read_json, sha256_file
-    from pipeline.errors import PipelineError
+    from pipeline.core.artifacts import read_json, sha256_file
+    from pipeline.core.errors import PipelineError
 
     model = _require(run, "int8.tflite", "quantize")
     sha = sha256_file(model)
@@ -367,8 +367,8 @@ def _model_sha256(run: Path) -> str:
 
 
 def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
-    from firmware_bridge.arduino import flash_real_board
-    from firmware_bridge.sketch_gen import generate_sketch
+    from firmware_bridge.targets.arduino import flash_real_board
+    from firmware_bridge.targets.sketch import generate_sketch
 
     _require(run, "int8.tflite", "quantize")
     target = cfg.device.port
@@ -378,13 +378,13 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
             print(f"would write the virtual device's flash image to {run / FLASH_DIR} from firmware/model_data.cc "
                   "and firmware/model_settings.h, boot it and check the SHA-256 it reports")
         elif target == "qemu":
-            from firmware_bridge import qemu
+            from firmware_bridge.targets import qemu
 
             print(f"would build {run / qemu.BUILD_DIR / qemu.ELF_NAME} (if its inputs changed) and boot it in "
                   f"qemu-system-arm -M {qemu.MACHINE}, and check the SHA-256 it reports")
         else:
-            from firmware_bridge import arduino
-            from pipeline.boards import get_board
+            from firmware_bridge.targets import arduino
+            from pipeline.core.boards import get_board
 
             fqbn = arduino.board_fqbn(get_board(cfg.quantize.board))
             port = arduino.PORT_PLACEHOLDER if target == "auto" else target
@@ -397,7 +397,7 @@ def flash(cfg, run: Path, dry_run: bool = False, evaluate: bool = True) -> int:
     _model_sha256(run)
     sketch = generate_sketch(run, engine=cfg.device.engine)
     print(f"flash: Arduino sketch in {sketch} (engine: {cfg.device.engine})")
-    from pipeline.splits import load_run_split
+    from pipeline.data.splits import load_run_split
 
     prepared = load_run_split(cfg, run)  # once, for the sensor recordings and the test windows
     if target == "emu":
@@ -424,7 +424,7 @@ def _check_flashed(cfg, run: Path, prepared) -> int:
 
 def _build_qemu_image(run: Path, announce: bool = False):
     """RUN/device/qemu/fw.elf for QEMU's mps2-an386, rebuilt only when its inputs changed."""
-    from firmware_bridge import qemu
+    from firmware_bridge.targets import qemu
 
     image = qemu.build_firmware(run)
     if announce or image.rebuilt:
@@ -441,8 +441,8 @@ class _connected:
         self.cfg, self.run, self.virtual, self.board, self.image = cfg, run, None, None, None
 
     def __enter__(self):
-        from firmware_bridge.client import Device
-        from firmware_bridge.ports import detect_port
+        from firmware_bridge.host.client import Device
+        from firmware_bridge.host.ports import detect_port
 
         target = self.cfg.device.port
         if target == "emu":
@@ -450,7 +450,7 @@ class _connected:
             self.virtual = _boot_virtual_device(self.cfg, self.run)
             port = self.virtual.port
         elif target == "qemu":
-            from firmware_bridge.qemu import QemuBoard
+            from firmware_bridge.targets.qemu import QemuBoard
 
             self.image = _build_qemu_image(self.run)
             self.board = QemuBoard(self.image.elf).start()
@@ -469,7 +469,7 @@ class _connected:
 
     def reconnect(self):
         """A fresh client on the same port (after the device reset or stopped answering)."""
-        from firmware_bridge.client import Device
+        from firmware_bridge.host.client import Device
 
         self.client.close()
         self.client = Device(self.port, baud=self.cfg.device.baud, timeout=self.cfg.device.timeout_s)
@@ -488,15 +488,15 @@ class _connected:
 
 def host_int8_probabilities(run: Path, X):
     """The host TFLM interpreter on the same windows, inputs quantized as the firmware does."""
-    from pipeline.artifacts import read_json
-    from pipeline.tflm import TFLMRunner, dequantize_int8, model_input, read_input_normalization
+    from pipeline.core.artifacts import read_json
+    from pipeline.tflite.runtime import TFLMRunner, dequantize_int8, model_input, read_input_normalization
 
     data = (run / "int8.tflite").read_bytes()
     memory = read_json(run / "quantize_report.json", "the quantize report").get("memory", {})
     runner = TFLMRunner(data, max(int(memory.get("arena_bytes_exported") or 0), 1 << 20))
     qi, qo = runner.input_details["quantization_parameters"], runner.output_details["quantization_parameters"]
     if not len(qi["scales"]) or not len(qo["scales"]):
-        from pipeline.errors import PipelineError
+        from pipeline.core.errors import PipelineError
 
         raise PipelineError(f"{run / 'int8.tflite'}: not an int8 model (its input or output has no quantization)",
                             hint="run `tinyml quantize`: flash and eval take its full-integer model")
@@ -507,12 +507,12 @@ def host_int8_probabilities(run: Path, X):
 
 def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None) -> int:
     """Stream the test split to the device, resumably; score it; compare with host int8."""
-    from firmware_bridge.evaluate import stream_windows, stream_windows_resuming
-    from pipeline import device_eval
-    from pipeline.artifacts import read_json
-    from pipeline.ledger import record_test_look
-    from pipeline.progress import progress
-    from pipeline.splits import cv_groups, load_run_split
+    from firmware_bridge.host.streaming import stream_windows, stream_windows_resuming
+    from pipeline.device import scoring as device_eval
+    from pipeline.core.artifacts import read_json
+    from pipeline.core.ledger import record_test_look
+    from pipeline.core.progress import progress
+    from pipeline.data.splits import cv_groups, load_run_split
 
     model_sha = _model_sha256(run)  # int8.tflite, and the one the quantize report describes
     prepared = prepared or load_run_split(cfg, run)
@@ -600,8 +600,8 @@ def _output_quantization(client) -> tuple[float, int]:
 def _qemu_measurements(run: Path, image, client, window) -> dict:
     """Flash and RAM of the ELF, the stack's high-water mark and instructions per inference
     read back from the firmware, with the MAC-based estimate beside them."""
-    from firmware_bridge import qemu
-    from pipeline.artifacts import read_json
+    from firmware_bridge.targets import qemu
+    from pipeline.core.artifacts import read_json
 
     profile = qemu.read_profile(client)
     if profile["inferences"] == 0:  # every window was resumed: this boot has run none yet
@@ -612,7 +612,7 @@ def _qemu_measurements(run: Path, image, client, window) -> dict:
 
 
 def _qemu_summary(m: dict) -> str:
-    from pipeline.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE
+    from pipeline.core.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE
 
     est = m.get("mac_estimate", {})
     line = (f"measured on an emulated Cortex-M4 ({m['machine']}): flash {m['flash_bytes_text_plus_data']:,} B, "
@@ -626,13 +626,13 @@ def _qemu_summary(m: dict) -> str:
 
 
 def _refresh_report(run: Path) -> None:
-    from pipeline.report import refresh_report
+    from pipeline.report.document import refresh_report
 
     refresh_report(run)
 
 
 def cmd_report(args) -> int:
-    from pipeline.report import build_report
+    from pipeline.report.document import build_report
 
     build_report(_run_dir(args))
     return 0
@@ -645,7 +645,7 @@ def cmd_emulate(args) -> int:
 def cmd_monitor(args) -> int:
     if args.port != "emu":
         return _firmware_cli().run_monitor(args)
-    from pipeline.config import Config
+    from pipeline.core.config import Config
 
     cfg = Config()
     run = Path(args.run)
@@ -681,11 +681,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = globals()[f"cmd_{args.command}"]
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     try:
         if args.command in ("train", "quantize"):
-            from pipeline.progress import import_tensorflow
+            from pipeline.core.progress import import_tensorflow
 
             import_tensorflow()
         return int(handler(args) or 0)

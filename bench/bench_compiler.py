@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from firmware_bridge import compiler as C  # noqa: E402
-from pipeline.artifacts import sha256_bytes, write_json  # noqa: E402
-from pipeline.tflm import HOST_NOTE, TFLMRunner, measure_arena  # noqa: E402
+from pipeline.core.artifacts import sha256_bytes, write_json  # noqa: E402
+from pipeline.tflite.runtime import HOST_NOTE, TFLMRunner, measure_arena  # noqa: E402
 
 ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-std=c99", "-O2",
              "-ffunction-sections", "-fdata-sections"]

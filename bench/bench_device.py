@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from firmware_bridge.client import Device  # noqa: E402
-from firmware_bridge.virtual_device import VirtualDevice  # noqa: E402
+from firmware_bridge.host.client import Device  # noqa: E402
+from firmware_bridge.targets.virtual_device import VirtualDevice  # noqa: E402
 
 BAUD = 115200
 LINE_BYTES_PER_S = BAUD / 10  # 8N1: 10 bits on the wire per byte

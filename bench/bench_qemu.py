@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from firmware_bridge import qemu  # noqa: E402
-from pipeline.boards import CYCLES_PER_MAC_REFERENCE  # noqa: E402
+from firmware_bridge.targets import qemu  # noqa: E402
+from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE  # noqa: E402
 
 TARGET_S = 60.0  # the target, build included
 

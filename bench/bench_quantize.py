@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import tinyml_cli  # noqa: E402
-from pipeline.artifacts import write_json  # noqa: E402
+from pipeline.core.artifacts import write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

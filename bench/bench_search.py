@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline.artifacts import write_json  # noqa: E402
+from pipeline.core.artifacts import write_json  # noqa: E402
 
 FAST = ROOT / "pipeline" / "configs" / "fast.toml"
 
@@ -35,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "search.json"))
     args = parser.parse_args(argv)
 
-    from pipeline.config import load_config
-    from pipeline.model import ModelParams, class_priors
-    from pipeline.progress import import_tensorflow
-    from pipeline.search import Engine, device_budget, random_search
-    from pipeline.splits import prepare
+    from pipeline.core.config import load_config
+    from pipeline.ml.model import ModelParams, class_priors
+    from pipeline.core.progress import import_tensorflow
+    from pipeline.train.search import Engine, device_budget, random_search
+    from pipeline.data.splits import prepare
 
     import_tensorflow().get_logger().setLevel("ERROR")  # retracing notices, as `tinyml train` does
     cfg = load_config(FAST, {"train.trials": args.trials})

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.artifacts import write_json  # noqa: E402
+from pipeline.core.artifacts import write_json  # noqa: E402
 
 TARGET_SECONDS = 180.0
 DEFAULT_RUN = ROOT / "bench" / "results" / "run"

@@ -7,17 +7,17 @@ imported on first use, so ``tinyml ports`` and ``tinyml monitor`` start fast.
 
 from __future__ import annotations
 
-from firmware_bridge.errors import BridgeError, CheckFailed, ProtocolParseError
+from pipeline.core.errors import BridgeError, CheckFailed, ProtocolParseError
 
 __all__ = ["BridgeError", "CheckFailed", "ProtocolParseError", "Device", "Classification",
            "VirtualDevice", "list_ports", "monitor"]
 
 _LAZY = {
-    "Device": "firmware_bridge.client",
-    "Classification": "firmware_bridge.client",
-    "VirtualDevice": "firmware_bridge.virtual_device",
-    "list_ports": "firmware_bridge.ports",
-    "monitor": "firmware_bridge.monitor",
+    "Device": "firmware_bridge.host.client",
+    "Classification": "firmware_bridge.host.client",
+    "VirtualDevice": "firmware_bridge.targets.virtual_device",
+    "list_ports": "firmware_bridge.host.ports",
+    "monitor": "firmware_bridge.host.monitor",
 }
 
 

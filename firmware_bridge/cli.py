@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from firmware_bridge import protocol
-from firmware_bridge.errors import BridgeError
-from pipeline.boards import DEFAULT_BOARD
+from firmware_bridge.host import protocol
+from pipeline.core.errors import BridgeError
+from pipeline.core.boards import DEFAULT_BOARD
 
 
 def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _device_from_args(args):
-    from firmware_bridge.virtual_device import VirtualDevice
+    from firmware_bridge.targets.virtual_device import VirtualDevice
 
     options = {"baud": args.baud, "throttle": args.throttle, "chunk_size": args.chunk_size,
                "sensor": args.sensor, "time_scale": args.time_scale, "socket_port": args.socket}
@@ -88,7 +88,7 @@ def run_emulate(args: argparse.Namespace) -> int:
 def run_emulate_qemu(args: argparse.Namespace) -> int:
     """Build (if stale) and boot the firmware in QEMU; print its pty first; run until Ctrl-C
     or until QEMU exits. QEMU is stopped on the way out, whatever the way."""
-    from firmware_bridge import qemu
+    from firmware_bridge.targets import qemu
 
     if args.model or args.sensor or args.socket is not None:
         raise BridgeError("--model, --sensor and --socket are options of the virtual device, not of --device qemu",
@@ -121,8 +121,8 @@ def add_monitor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_monitor(args: argparse.Namespace) -> int:
     """Live predictions from AT+RUNIMPULSE until --count or Ctrl-C."""
-    from firmware_bridge.monitor import monitor
-    from firmware_bridge.ports import detect_port
+    from firmware_bridge.host.monitor import monitor
+    from firmware_bridge.host.ports import detect_port
 
     if args.count is not None and args.count < 1:
         raise BridgeError(f"--count: expected at least 1, got {args.count}")
@@ -132,7 +132,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
-    from firmware_bridge.capture import DEFAULT_COUNTDOWN_S, DEFAULT_LENGTH_MS
+    from firmware_bridge.host.capture import DEFAULT_COUNTDOWN_S, DEFAULT_LENGTH_MS
 
     parser.add_argument("port", metavar="PORT", help="serial port or pyserial URL (auto: the one board found)")
     parser.add_argument("--label", required=True, help="the class you perform while recording, e.g. wave")
@@ -157,8 +157,8 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_capture(args: argparse.Namespace) -> int:
     """Record --count samples of --label into --out (an Edge Impulse export)."""
-    from firmware_bridge.capture import capture
-    from firmware_bridge.ports import detect_port
+    from firmware_bridge.host.capture import capture
+    from firmware_bridge.host.ports import detect_port
 
     port = detect_port() if args.port == "auto" else args.port
     capture(port, args.label, args.count, args.out, length_ms=args.length_ms, sensor=args.sensor,
@@ -173,7 +173,7 @@ def add_ports_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_ports(args: argparse.Namespace | None = None) -> int:
     """Print the serial ports with a board guess from their USB VID:PID."""
-    from firmware_bridge.ports import format_ports, list_ports
+    from firmware_bridge.host.ports import format_ports, list_ports
 
     print(format_ports(list_ports()))
     return 0

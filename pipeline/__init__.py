@@ -4,6 +4,6 @@ Heavy libraries (TensorFlow, LiteRT, TFLM) are imported inside the stages that u
 so importing this package is cheap.
 """
 
-from pipeline.errors import GateFailed, PipelineError
+from pipeline.core.errors import GateFailed, PipelineError
 
 __all__ = ["PipelineError", "GateFailed"]

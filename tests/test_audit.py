@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_splits import datasets as split_datasets
 
-from pipeline.artifacts import to_json
-from pipeline.audit import audit_stage, run_audit, summary_features
-from pipeline.config import SplitConfig, load_config
-from pipeline.datasets import Dataset
-from pipeline.errors import GateFailed, PipelineError
-from pipeline.splits import SPLITS, Prepared, SplitPlan, make_windows, manifest, plan_split, prepare
-from pipeline.windows import window_steps
+from pipeline.core.artifacts import to_json
+from pipeline.audit.stage import audit_stage, run_audit, summary_features
+from pipeline.core.config import SplitConfig, load_config
+from pipeline.data.datasets import Dataset
+from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.data.splits import SPLITS, Prepared, SplitPlan, make_windows, manifest, plan_split, prepare
+from pipeline.data.windows import window_steps
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
 

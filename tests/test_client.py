@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import serial
 
-from firmware_bridge.client import Device
-from firmware_bridge.errors import BridgeError
-from firmware_bridge.ports import PortInfo, detect_port, format_ports, list_ports
-from firmware_bridge.virtual_device import VirtualDevice
+from firmware_bridge.host.client import Device
+from pipeline.core.errors import BridgeError
+from firmware_bridge.host.ports import PortInfo, detect_port, format_ports, list_ports
+from firmware_bridge.targets.virtual_device import VirtualDevice
 
 TIMEOUT = 1.0  # short: these ports are local
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge import compiler as C
-from pipeline.artifacts import read_json
-from pipeline.tflite_model import inspect_model
+from pipeline.core.artifacts import read_json
+from pipeline.tflite.flatbuffer import inspect_model
 
 # --------------------------------------------------------------------------- both sides
 
@@ -127,7 +127,7 @@ def saturating_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
 
 
 def convert(model, calibration: np.ndarray) -> bytes:
-    from pipeline.quantize import convert_int8
+    from pipeline.quantize.stage import convert_int8
 
     data, _ = convert_int8(model, calibration)
     return data
@@ -138,7 +138,7 @@ def search_space_model(input_shape, n_classes: int, params, seed: int):
     values do not matter to the arithmetic; scaled up so activations reach the clamps)."""
     import keras
 
-    from pipeline.model import build_model
+    from pipeline.ml.model import build_model
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -165,9 +165,9 @@ def default_model(fast_run, tmp_path_factory):
 
 
 def test_default_model_every_validation_and_test_window(fast_run, default_model):
-    from pipeline.config import load_config
-    from pipeline.splits import load_run_split
-    from pipeline.tflm import quantize_int8
+    from pipeline.core.config import load_config
+    from pipeline.data.splits import load_run_split
+    from pipeline.tflite.runtime import quantize_int8
 
     data, ref, comp = default_model
     cfg = load_config(fast_run / "config.toml")
@@ -206,9 +206,9 @@ def test_a_wrong_constant_is_traced_to_its_layer(fast_run, default_model, tmp_pa
     comp = Compiled(data, tmp_path, out_dir=broken)
     # Real windows as well as saturating ones: a one-LSB shift in conv2 need not reach the
     # output of every input (a confident softmax absorbs it), but it reaches some.
-    from pipeline.config import load_config
-    from pipeline.splits import load_run_split
-    from pipeline.tflm import quantize_int8
+    from pipeline.core.config import load_config
+    from pipeline.data.splits import load_run_split
+    from pipeline.tflite.runtime import quantize_int8
 
     val = load_run_split(load_config(fast_run / "config.toml"), fast_run).windows["val"].X
     q = ref.interp.get_input_details(0)["quantization_parameters"]
@@ -272,10 +272,10 @@ def test_builds_for_cortex_m4(fast_run, tmp_path):
 
 def test_digits_model_every_validation_and_test_window(tmp_path):
     """A digits model (8x8x1 images, 10 classes), trained briefly on its training split."""
-    from pipeline import model as M
-    from pipeline.config import load_config
-    from pipeline.splits import prepare
-    from pipeline.tflm import quantize_int8
+    from pipeline.ml import model as M
+    from pipeline.core.config import load_config
+    from pipeline.data.splits import prepare
+    from pipeline.tflite.runtime import quantize_int8
     from tinyml_cli import FAST_CONFIG
 
     cfg = load_config(FAST_CONFIG, {"data.dataset": "digits"})
@@ -302,7 +302,7 @@ def test_digits_model_every_validation_and_test_window(tmp_path):
 
 @st.composite
 def architectures(draw):
-    from pipeline.model import ModelParams
+    from pipeline.ml.model import ModelParams
 
     if draw(st.booleans()):
         shape = (draw(st.integers(3, 70)), draw(st.integers(1, 4)))  # odd lengths included
@@ -315,7 +315,7 @@ def architectures(draw):
 
 
 def _params(**kw):
-    from pipeline.model import ModelParams
+    from pipeline.ml.model import ModelParams
 
     return ModelParams(dropout=0.0, **kw)
 
@@ -334,7 +334,7 @@ def test_random_architectures_from_the_search_space(arch, tmp_path_factory):
     data = convert(model, X)
     work = tmp_path_factory.mktemp("arch")
     ref, comp = Reference(data), Compiled(data, work)
-    from pipeline.tflm import quantize_int8
+    from pipeline.tflite.runtime import quantize_int8
 
     q = ref.interp.get_input_details(0)["quantization_parameters"]
     x_q = np.concatenate([quantize_int8(X[:24], float(q["scales"][0]), int(q["zero_points"][0])),
@@ -405,9 +405,9 @@ def test_an_op_without_a_kernel_is_one_line_naming_op_and_layer(tmp_path, capsys
     assert Reference(data).run(np.zeros(32, np.int8)).shape == (3,)
     # After the quantize stage (its gates stood in for here) the failure is a note, not a
     # failed stage, and an earlier model's C is not left behind.
-    import pipeline.quantize
+    import pipeline.quantize.stage
 
-    monkeypatch.setattr(pipeline.quantize, "quantize", lambda cfg, run, out=print: None)
+    monkeypatch.setattr(pipeline.quantize.stage, "quantize", lambda cfg, run, out=print: None)
     run = tmp_path / "run"
     stale = run / C.COMPILED_DIR
     stale.mkdir(parents=True)
@@ -493,8 +493,8 @@ int main() { setup(); loop(); return 0; }
 def test_the_compiled_engine_sketch_builds_and_boots_without_tflm(fast_run, tmp_path):
     """The sketch of [device] engine = "compiled" (the default) needs no TFLM: built with the
     host's compilers against two tiny Arduino stand-ins, it boots and its model starts."""
-    from firmware_bridge.arduino import sketch_libraries
-    from firmware_bridge.sketch_gen import generate_sketch
+    from firmware_bridge.targets.arduino import sketch_libraries
+    from firmware_bridge.targets.sketch import generate_sketch
 
     run = tmp_path / "run"
     shutil.copytree(fast_run, run, ignore=shutil.ignore_patterns("device"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import tomllib
 
-from pipeline.config import Config, config_from_dict, load_config, save_config, to_toml
-from pipeline.errors import PipelineError
+from pipeline.core.config import Config, config_from_dict, load_config, save_config, to_toml
+from pipeline.core.errors import PipelineError
 
 
 def test_defaults_and_round_trip(tmp_path):

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.datasets import (
+from pipeline.data.datasets import (
     load_dataset,
     load_digits,
     load_motion,
     parse_acquisition,
 )
-from pipeline.errors import PipelineError
-from pipeline.windows import cut_windows, window_steps
+from pipeline.core.errors import PipelineError
+from pipeline.data.windows import cut_windows, window_steps
 
 # --------------------------------------------------------------------------- helpers
 

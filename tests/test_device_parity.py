@@ -26,9 +26,9 @@ import pytest
 import serial
 from test_sketch import Harness, build_harness
 
-from firmware_bridge import protocol
-from firmware_bridge.virtual_device import VirtualDevice
-from pipeline.export import ModelSettings, model_data_cc, model_data_h, model_settings_h
+from firmware_bridge.host import protocol
+from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.tflite.export import ModelSettings, model_data_cc, model_data_h, model_settings_h
 
 RATE = 62.5
 DEVICE_ID = "C0:FF:EE:00:00:01"

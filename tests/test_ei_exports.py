@@ -15,13 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.audit import run_audit
-from pipeline.config import load_config
-from pipeline.datasets import load_dataset, parse_acquisition, resample
-from pipeline.errors import PipelineError
-from pipeline.metrics import clopper_pearson, evaluate, metric_text
-from pipeline.splits import prepare
-from pipeline.windows import choose_window
+from pipeline.audit.stage import run_audit
+from pipeline.core.config import load_config
+from pipeline.data.datasets import load_dataset, parse_acquisition, resample
+from pipeline.core.errors import PipelineError
+from pipeline.ml.metrics import clopper_pearson, evaluate, metric_text
+from pipeline.data.splits import prepare
+from pipeline.data.windows import choose_window
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,14 +235,14 @@ def test_few_groups_print_no_interval_and_the_score_per_group():
 
 
 def test_audio_model_downsamples_first_and_fits_the_board(tmp_path):
-    from pipeline.model import ModelParams, build_model, front_end_stride
+    from pipeline.ml.model import ModelParams, build_model, front_end_stride
 
     assert front_end_stride(16000) == 32 and front_end_stride(125) == 1
     net = build_model((16000, 1), 3, ModelParams(width=8, depth=3, kernel_size=7))
     first = net.get_layer("conv1")
     assert first.strides == (32,) and first.kernel_size == (64,)
     assert net.count_params() < 8000
-    from pipeline.train import check_input_budget
+    from pipeline.train.stage import check_input_budget
 
     cfg = load_config()
     check_input_budget((16000, 1), cfg, 16000.0)  # 1 s of 16 kHz audio fits

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.boards import BOARDS
-from pipeline.errors import PipelineError
-from pipeline.export import (
+from pipeline.core.boards import BOARDS
+from pipeline.core.errors import PipelineError
+from pipeline.tflite.export import (
     ModelSettings,
     model_data_cc,
     model_data_h,
@@ -24,7 +24,7 @@ from pipeline.export import (
     parse_model_data_cc,
     parse_model_settings_h,
 )
-from pipeline.tflite_model import TFLM_OPS
+from pipeline.tflite.flatbuffer import TFLM_OPS
 
 OP_NAMES = sorted(m[3:] for m in TFLM_OPS.values())
 

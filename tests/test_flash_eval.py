@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import copy_run, sigint_default
 
-from firmware_bridge.client import Device
-from firmware_bridge.errors import BridgeError
-from firmware_bridge.evaluate import stream_windows
-from firmware_bridge.virtual_device import VirtualDevice
-from pipeline.artifacts import read_json, sha256_file
-from pipeline.config import load_config
-from pipeline.ledger import read_ledger
-from pipeline.splits import load_split_windows
+from firmware_bridge.host.client import Device
+from pipeline.core.errors import BridgeError
+from firmware_bridge.host.streaming import stream_windows
+from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.core.artifacts import read_json, sha256_file
+from pipeline.core.config import load_config
+from pipeline.core.ledger import read_ledger
+from pipeline.data.splits import load_split_windows
 from tinyml_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def test_eval_on_a_dead_port_is_a_clear_error(fast_run, tmp_path, capsys):
 
 
 def test_flash_refuses_a_stale_export(fast_run, tmp_path):
-    from pipeline.errors import GateFailed
+    from pipeline.core.errors import GateFailed
     from tinyml_cli import write_flash_image
 
     run = copy_run(fast_run, tmp_path / "run")
@@ -197,8 +197,8 @@ def test_monitor_reads_live_predictions_from_the_virtual_device(fast_run):
     """The monitor's three predictions are the model's on the first three sensor windows."""
     import numpy as np
 
-    from firmware_bridge.monitor import monitor
-    from firmware_bridge.virtual_device import SensorPlayback
+    from firmware_bridge.host.monitor import monitor
+    from firmware_bridge.targets.virtual_device import SensorPlayback
 
     sensor = fast_run / "device" / "flash" / "sensor.npz"
     device = VirtualDevice.from_flash_dir(fast_run / "device" / "flash", sensor=sensor, time_scale=0.02).start()

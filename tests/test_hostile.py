@@ -28,14 +28,14 @@ from conftest import copy_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge import protocol
-from firmware_bridge.client import parse_model_info
-from firmware_bridge.virtual_device import VirtualDevice
-from pipeline import config as config_mod
-from pipeline.artifacts import write_json
-from pipeline.datasets import load_csv, load_dataset, load_npz, parse_acquisition
-from pipeline.device_eval import read_results
-from pipeline.errors import GateFailed, PipelineError
+from firmware_bridge.host import protocol
+from firmware_bridge.host.client import parse_model_info
+from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.core import config as config_mod
+from pipeline.core.artifacts import write_json
+from pipeline.data.datasets import load_csv, load_dataset, load_npz, parse_acquisition
+from pipeline.device.scoring import read_results
+from pipeline.core.errors import GateFailed, PipelineError
 from tinyml_cli import evaluate_on_device, flash, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -464,8 +464,8 @@ def test_a_full_disk_during_evaluation(fast_run, tmp_path):
 
 
 def test_a_full_disk_when_writing_an_artifact_names_the_path(tmp_path):
-    code = ("import sys; from pipeline.artifacts import write_json\n"
-            "from pipeline.errors import PipelineError\n"
+    code = ("import sys; from pipeline.core.artifacts import write_json\n"
+            "from pipeline.core.errors import PipelineError\n"
             f"try: write_json({str(tmp_path / 'big.json')!r}, list(range(100000)))\n"
             "except PipelineError as e: print(e); sys.exit(2)\n")
     (tmp_path / "big.json").write_text("[1]\n")

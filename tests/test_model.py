@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.errors import GateFailed, PipelineError
-from pipeline.windows import Windows
+from pipeline.core.config import TrainConfig
+from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.data.windows import Windows
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def learnable(n: int, seed: int, length: int = 32, channels: int = 3, k: int = 4
 
 
 def small_params(**changes):
-    from pipeline.model import ModelParams
+    from pipeline.ml.model import ModelParams
 
     return ModelParams(width=4, depth=2, kernel_size=5, dropout=0.0, l2=0.0,
                        learning_rate=3e-3).replace(**changes)
@@ -55,7 +55,7 @@ def small_params(**changes):
 @pytest.mark.parametrize("shape,separable", [((64, 3), False), ((64, 3), True), ((8, 8, 1), False),
                                              ((8, 8, 1), True)])
 def test_builder_makes_a_small_softmax_convnet_of_tflm_layers(shape, separable):
-    from pipeline.model import ModelParams, build_model, class_priors
+    from pipeline.ml.model import ModelParams, build_model, class_priors
 
     y = np.array([0, 0, 0, 1, 2])
     priors = class_priors(y, 3)
@@ -80,7 +80,7 @@ def test_separable_1d_and_2d_models_convert_to_full_int8_that_tflm_runs():
     from ai_edge_litert.interpreter import Interpreter
     from tflite_micro.python.tflite_micro import runtime
 
-    from pipeline.model import build_model, class_priors
+    from pipeline.ml.model import build_model, class_priors
 
     for shape in ((64, 3), (8, 8, 1)):
         X = np.random.default_rng(1).normal(3, 2, size=(64, *shape)).astype(np.float32)
@@ -113,7 +113,7 @@ def test_separable_1d_and_2d_models_convert_to_full_int8_that_tflm_runs():
 
 
 def test_loss_at_init_is_the_entropy_of_the_class_prior():
-    from pipeline.model import build_model, check_init_loss, class_priors, seed_everything
+    from pipeline.ml.model import build_model, check_init_loss, class_priors, seed_everything
 
     seed_everything(0)
     X, y = learnable(200, 0)
@@ -129,7 +129,7 @@ def test_loss_at_init_is_the_entropy_of_the_class_prior():
 
 
 def test_init_loss_check_catches_a_broken_final_layer():
-    from pipeline.model import build_model, check_init_loss, class_priors
+    from pipeline.ml.model import build_model, check_init_loss, class_priors
 
     X, y = learnable(200, 0)
     pri = class_priors(y, 4)
@@ -143,7 +143,7 @@ def test_init_loss_check_catches_a_broken_final_layer():
 
 
 def test_overfit_one_batch_passes_on_a_real_batch():
-    from pipeline.model import overfit_one_batch, pick_batch
+    from pipeline.ml.model import overfit_one_batch, pick_batch
 
     X, y = learnable(64, 0)
     idx = pick_batch(y, 16, 0)
@@ -154,7 +154,7 @@ def test_overfit_one_batch_passes_on_a_real_batch():
 
 def test_overfit_check_catches_a_batch_no_model_can_fit():
     """Identical inputs with different labels: the best possible loss is the label entropy."""
-    from pipeline.model import overfit_one_batch
+    from pipeline.ml.model import overfit_one_batch
 
     X = np.repeat(learnable(1, 0)[0], 16, axis=0)
     y = np.arange(16) % 4
@@ -167,8 +167,8 @@ def test_overfit_check_catches_a_batch_no_model_can_fit():
 
 
 def _trial(seed, train, val, epochs=4):
-    from pipeline.model import class_priors
-    from pipeline.search import run_trial
+    from pipeline.ml.model import class_priors
+    from pipeline.train.search import run_trial
 
     tc = TrainConfig(batch_size=32, patience=10)
     trial, (net, _) = run_trial(small_params(dropout=0.2, l2=1e-4), train, val, 4,
@@ -192,7 +192,7 @@ def test_a_fixed_seed_reproduces_training_exactly():
 
 def test_normalization_statistics_ignore_validation_data():
     """Validation values a thousand times larger must not move the model's input statistics."""
-    from pipeline.model import normalization_stats
+    from pipeline.ml.model import normalization_stats
 
     X, y = learnable(128, 3)
     Xv, yv = learnable(64, 4)
@@ -209,8 +209,8 @@ def test_normalization_statistics_ignore_validation_data():
 
 
 def test_search_candidates_start_with_the_config_and_stay_in_bounds_and_budget():
-    from pipeline.model import ModelParams, count_params
-    from pipeline.search import candidates
+    from pipeline.ml.model import ModelParams, count_params
+    from pipeline.train.search import candidates
 
     tc = TrainConfig(trials=6, max_params=3000)
     base = ModelParams.from_config(tc)
@@ -233,15 +233,15 @@ def test_search_candidates_start_with_the_config_and_stay_in_bounds_and_budget()
     ({"search_dropout_max": 1.0}, "search_dropout_max"),
 ])
 def test_search_space_rejects_bad_bounds_naming_the_field(changes, field):
-    from pipeline.search import search_space
+    from pipeline.train.search import search_space
 
     with pytest.raises(PipelineError, match=f"\\[train\\] {field}"):
         search_space(TrainConfig(**changes))
 
 
 def test_an_impossible_parameter_budget_is_a_clear_error():
-    from pipeline.model import ModelParams
-    from pipeline.search import candidates
+    from pipeline.ml.model import ModelParams
+    from pipeline.train.search import candidates
 
     tc = TrainConfig(trials=2, max_params=10)
     with pytest.raises(PipelineError, match=r"\[train\] max_params 10"):

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.cli import add_monitor_arguments, run_monitor
-from firmware_bridge.client import Device
-from firmware_bridge.errors import BridgeError
-from firmware_bridge.monitor import PredictionMonitor, monitor
-from firmware_bridge.virtual_device import VirtualDevice
+from firmware_bridge.host.client import Device
+from pipeline.core.errors import BridgeError
+from firmware_bridge.host.monitor import PredictionMonitor, monitor
+from firmware_bridge.targets.virtual_device import VirtualDevice
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 EXPECTED = {

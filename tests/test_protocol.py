@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge import protocol
-from firmware_bridge.errors import ProtocolParseError
-from firmware_bridge.protocol import ATServer, Command
+from firmware_bridge.host import protocol
+from pipeline.core.errors import ProtocolParseError
+from firmware_bridge.host.protocol import ATServer, Command
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 # Written out from PROTOCOL.md, not imported: the test checks the module against the spec.
@@ -353,7 +353,7 @@ finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 def test_a_signed_acquisition_round_trips_and_verifies(values, key, interval):
     import cbor2
 
-    from pipeline.datasets import parse_acquisition
+    from pipeline.data.datasets import parse_acquisition
 
     data = protocol.encode_acquisition("AA:BB", "board", interval, values, key)
     doc = cbor2.loads(data)

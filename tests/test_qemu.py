@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge import qemu
-from firmware_bridge.client import Device
-from firmware_bridge.errors import BridgeError
-from firmware_bridge.protocol import LINE_TOO_LONG
-from firmware_bridge.sketch_gen import TEMPLATE_DIR, command_table
+from firmware_bridge.targets import qemu
+from firmware_bridge.host.client import Device
+from pipeline.core.errors import BridgeError
+from firmware_bridge.host.protocol import LINE_TOO_LONG
+from firmware_bridge.targets.sketch import TEMPLATE_DIR, command_table
 
 MISSING = qemu.missing_packages()
 needs_qemu = pytest.mark.skipif(
@@ -119,7 +119,7 @@ def test_a_compiled_model_of_another_model_is_compiled_again(qemu_run, tmp_path)
     header = run / "firmware" / "compiled" / "model_compiled.h"
     header.write_text(header.read_text().replace("sha256 ", "sha256 0", 1))
     qemu.ensure_compiled_model(run)
-    from pipeline.artifacts import sha256_file
+    from pipeline.core.artifacts import sha256_file
 
     assert f"sha256 {sha256_file(run / 'int8.tflite')}" in header.read_text()
 
@@ -160,7 +160,7 @@ def test_help_config_and_model_info_come_from_the_one_core(device, qemu_run):
 
     assert device.config.device_type == "QEMU_MPS2_AN386" and device.config.at_version == "1.8.0"
     assert not device.config.errors
-    from pipeline.artifacts import sha256_file
+    from pipeline.core.artifacts import sha256_file
 
     info = device.model_info()
     assert info.sha256 == sha256_file(run / "int8.tflite")
@@ -169,7 +169,7 @@ def test_help_config_and_model_info_come_from_the_one_core(device, qemu_run):
 
 @needs_qemu
 def test_one_window_gives_the_host_tflm_bytes(device, qemu_run):
-    from firmware_bridge import tflm as bridge_tflm
+    from firmware_bridge.targets import virtual_tflm as bridge_tflm
 
     run, _ = qemu_run
     data = (run / "int8.tflite").read_bytes()
@@ -322,8 +322,8 @@ class ResettingDevice(Device):
 
 @needs_qemu
 def test_a_reset_mid_transfer_resumes_with_every_window_scored_once(qemu_run, tmp_path):
-    from firmware_bridge.evaluate import stream_windows_resuming
-    from pipeline.artifacts import sha256_file
+    from firmware_bridge.host.streaming import stream_windows_resuming
+    from pipeline.core.artifacts import sha256_file
 
     run, image = qemu_run
     sha = sha256_file(run / "int8.tflite")

@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.artifacts import sha256_bytes, sha256_file
-from pipeline.config import load_config
-from pipeline.errors import GateFailed
-from pipeline.export import parse_model_data_cc, parse_model_settings_h
-from pipeline.ledger import read_ledger
-from pipeline.splits import prepare
-from pipeline.tflite_model import TFLM_OPS, inspect_model
-from pipeline.tflm import probe, round_up
+from pipeline.core.artifacts import sha256_bytes, sha256_file
+from pipeline.core.config import load_config
+from pipeline.core.errors import GateFailed
+from pipeline.tflite.export import parse_model_data_cc, parse_model_settings_h
+from pipeline.core.ledger import read_ledger
+from pipeline.data.splits import prepare
+from pipeline.tflite.flatbuffer import TFLM_OPS, inspect_model
+from pipeline.tflite.runtime import probe, round_up
 
 pytestmark = pytest.mark.slow
 
-FAST = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "fast.toml"
+FAST = Path(__file__).resolve().parents[1] / "pipeline" / "core" / "configs" / "fast.toml"
 LABELS = ["idle", "wave", "circle", "updown"]
 
 
@@ -93,7 +93,7 @@ def fresh_run(base: Path, name: str, model_path: Path | None = None) -> Path:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     """(cfg, run_dir, report, log lines) of a quantize run that should pass every gate."""
-    from pipeline.quantize import quantize
+    from pipeline.quantize.stage import quantize
 
     root = tmp_path_factory.mktemp("quantize")
     cfg = fast_cfg(write_dataset(root / "clean.npz"))
@@ -218,7 +218,7 @@ def test_arena_min_is_a_true_minimum_above_the_recorded_total(clean):
 
 
 def test_calibration_set_is_stratified_training_windows(tmp_path):
-    from pipeline.quantize import calibration_set
+    from pipeline.quantize.stage import calibration_set
 
     train = prepare(load_config(FAST), tmp_path, write=False).windows["train"]
     calib = calibration_set(train, 100, seed=0)
@@ -241,7 +241,7 @@ def test_calibration_set_is_stratified_training_windows(tmp_path):
 def test_spiky_training_windows_are_left_out_of_calibration(tmp_path):
     from dataclasses import replace
 
-    from pipeline.quantize import drop_outliers
+    from pipeline.quantize.stage import drop_outliers
 
     train = prepare(load_config(FAST), tmp_path, write=False).windows["train"]
     x = train.X.copy()
@@ -256,7 +256,7 @@ def test_spiky_training_windows_are_left_out_of_calibration(tmp_path):
 
 def test_calibration_never_reads_validation_or_test_windows(clean, tmp_path):
     """Poison every val and test window (x1000): the int8 model must not change at all."""
-    from pipeline.quantize import quantize
+    from pipeline.quantize.stage import quantize
 
     cfg, run, report, _ = clean
     man = json.loads((run / "splits.json").read_text())
@@ -278,7 +278,7 @@ def test_calibration_never_reads_validation_or_test_windows(clean, tmp_path):
 
 
 def test_a_zero_calibration_set_fails_a_gate_naming_the_worst_classes(clean):
-    from pipeline.quantize import check_and_export, convert_int8, load_inputs
+    from pipeline.quantize.stage import check_and_export, convert_int8, load_inputs
 
     cfg, run, report, _ = clean
     zrun = fresh_run(run, "zero-calibration")
@@ -302,8 +302,8 @@ def test_a_zero_calibration_set_fails_a_gate_naming_the_worst_classes(clean):
 def test_accept_drop_exports_and_says_so_first(clean):
     """The zero-calibrated model misses an accuracy gate; with accept_drop it is exported,
     and the override is the first thing in quantize_report.json and the report page."""
-    from pipeline.quantize import check_and_export, convert_int8, load_inputs
-    from pipeline.report import build_report
+    from pipeline.quantize.stage import check_and_export, convert_int8, load_inputs
+    from pipeline.report.document import build_report
 
     cfg, run, report, _ = clean
     arun = fresh_run(run, "accept-drop")
@@ -347,7 +347,7 @@ def test_a_layer_with_a_huge_activation_range_is_named(clean):
     path = run.parent / "blowup.keras"
     model.save(path)
     brun = fresh_run(run, "blowup", path)
-    from pipeline.quantize import quantize
+    from pipeline.quantize.stage import quantize
 
     with pytest.raises(GateFailed) as err:
         quantize(fast_cfg(Path(cfg.data.dataset), input_handling="graph"), brun, out=lambda _: None)
@@ -358,7 +358,7 @@ def test_a_layer_with_a_huge_activation_range_is_named(clean):
 
 
 def test_a_ram_budget_the_arena_does_not_fit_fails(clean):
-    from pipeline.quantize import quantize
+    from pipeline.quantize.stage import quantize
 
     cfg, run, report, _ = clean
     brun = fresh_run(run, "tight-ram")
@@ -372,7 +372,7 @@ def test_a_ram_budget_the_arena_does_not_fit_fails(clean):
 def test_a_model_too_big_for_the_nicla_sense_me_flash_fails(clean, tmp_path):
     import keras
 
-    from pipeline.quantize import quantize
+    from pipeline.quantize.stage import quantize
 
     cfg, run, _, _ = clean
     prepared = prepare(cfg, run, write=False)
@@ -397,7 +397,7 @@ def test_a_model_too_big_for_the_nicla_sense_me_flash_fails(clean, tmp_path):
 def test_an_op_tflm_cannot_run_is_named_with_its_layer(clean, tmp_path):
     import keras
 
-    from pipeline.quantize import quantize
+    from pipeline.quantize.stage import quantize
 
     cfg, run, _, _ = clean
     inp = keras.Input((64, 3))
@@ -418,7 +418,7 @@ def test_an_op_tflm_cannot_run_is_named_with_its_layer(clean, tmp_path):
 def test_a_layer_with_no_int8_builtin_is_named(clean, tmp_path):
     import keras
 
-    from pipeline.quantize import quantize
+    from pipeline.quantize.stage import quantize
 
     cfg, run, _, _ = clean
     inp = keras.Input((64, 3))
@@ -432,7 +432,7 @@ def test_a_layer_with_no_int8_builtin_is_named(clean, tmp_path):
 
 
 def test_per_tensor_weights_on_request(clean):
-    from pipeline.quantize import calibration_set, convert_int8, load_inputs
+    from pipeline.quantize.stage import calibration_set, convert_int8, load_inputs
 
     cfg, run, _, _ = clean
     inputs = load_inputs(cfg, run)
@@ -455,7 +455,7 @@ def test_op_table_names_real_builtins_and_resolver_methods():
 
 
 def test_layer_of_reads_fused_tensor_names():
-    from pipeline.tflite_model import layer_of
+    from pipeline.tflite.flatbuffer import layer_of
 
     layers = ["normalize", "conv1", "relu1", "classes"]
     fused = "convnet_1/relu1_1/Relu;convnet_1/conv1_1/BiasAdd;convnet_1/conv1_1/convolution"
@@ -487,7 +487,7 @@ def test_host_interpreter_falls_back_to_tf_lite(tiny_int8, monkeypatch):
     the same reference-kernel outputs."""
     import sys
 
-    from pipeline.quantize import host_interpreter, run_litert
+    from pipeline.quantize.stage import host_interpreter, run_litert
 
     path, data, _ = tiny_int8
     x_q = np.random.default_rng(0).integers(-128, 128, size=(8, 32, 3)).astype(np.int8)

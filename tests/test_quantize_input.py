@@ -1,7 +1,7 @@
 """Issue 12: int8 that holds on real-like sensor data, the device's float input step, and
 the end-to-end runs the issue names (digits and a saturating accelerometer export).
 
-The float input step (``pipeline.tflm.model_input``) is the device contract: the quantize
+The float input step (``pipeline.tflite.runtime.model_input``) is the device contract: the quantize
 stage, the virtual device and the C++ core must turn raw values into the same int8 bytes.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.export import ModelSettings, model_settings_h, parse_model_settings_h
-from pipeline.tflm import (
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.tflite.export import ModelSettings, model_settings_h, parse_model_settings_h
+from pipeline.tflite.runtime import (
     InputNormalization,
     TFLMRunner,
     model_input,
@@ -32,7 +32,7 @@ from pipeline.tflm import (
 sys.path.insert(0, str(Path(__file__).parent))
 from sensor_data import write_saturating_dataset  # noqa: E402
 
-SKETCH = Path(__file__).resolve().parents[1] / "firmware_bridge" / "sketch"
+SKETCH = Path(__file__).resolve().parents[1] / "firmware_bridge" / "firmware" / "core"
 NORM = InputNormalization((9.81, -0.5, 1234.5), (0.03125, 2.5, 1e-3))
 
 CPP_MAIN = r"""
@@ -51,7 +51,7 @@ int main() {
 
 
 def test_model_input_is_the_cpp_cores_bit_for_bit(tmp_path):
-    """pipeline.tflm.model_input (quantize stage, virtual device) and the sketch's
+    """pipeline.tflite.runtime.model_input (quantize stage, virtual device) and the sketch's
     tinyml::model_input_int8, with the model_settings.h export writes: same int8 for every
     value, including extremes, halves and non-finite ones."""
     if shutil.which("g++") is None:
@@ -97,7 +97,7 @@ def test_a_non_finite_quantize_threshold_is_refused_at_load(key):
 
 
 def test_an_old_run_config_with_the_retired_lsb_gate_still_loads(tmp_path):
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     path = tmp_path / "config.toml"
     path.write_text("[quantize]\nmax_lsb_difference = 1\naccept_drop = true\n")
@@ -117,9 +117,9 @@ def _fit_like_train(cfg, run: Path, epochs: int = 80):
     """The train stage's own model (builder, normalization from the training windows, prior
     bias, Adam) fitted on the run's split and saved as float.keras; without the train
     stage's search, baselines and audits, which these tests do not need."""
-    from pipeline import model as M
-    from pipeline.config import save_config
-    from pipeline.splits import prepare
+    from pipeline.ml import model as M
+    from pipeline.core.config import save_config
+    from pipeline.data.splits import prepare
 
     prepared = prepare(cfg, run)
     tr, va = prepared.windows["train"], prepared.windows["val"]
@@ -140,8 +140,8 @@ def test_accelerometer_and_gyroscope_that_saturate_keep_int8_with_the_defaults(t
     inside takes raw values on one scale that must reach ±2000 deg/s, so the accelerometer
     (the walk/idle difference) drops below one LSB and that remedy misses the gates; the
     float step on the device keeps int8 within 1 point of float with >= 98% agreement.
-    The virtual device's inference (firmware_bridge.tflm) gives the host TFLM's bytes."""
-    from firmware_bridge.tflm import TflmModel, probe_model
+    The virtual device's inference (firmware_bridge.targets.virtual_tflm) gives the host TFLM's bytes."""
+    from firmware_bridge.targets.virtual_tflm import TflmModel, probe_model
 
     data = write_saturating_dataset(tmp_path / "imu.npz")
     run = tmp_path / "run"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.report import build_report, refresh_report
+from pipeline.core.errors import PipelineError
+from pipeline.report.document import build_report, refresh_report
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_full_run_page_has_every_section_every_image_decodes_and_works_offline(f
 
 
 def test_the_markdown_holds_the_same_figures_as_the_page(full_run):
-    from pipeline.report import with_ci
+    from pipeline.report.document import with_ci
 
     page = (full_run / "report.html").read_text(encoding="utf-8")
     md = (full_run / "report.md").read_text(encoding="utf-8")

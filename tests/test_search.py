@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import QuantizeConfig, TrainConfig
-from pipeline.errors import GateFailed
-from pipeline.model import ModelParams, class_priors
-from pipeline.windows import Windows
+from pipeline.core.config import QuantizeConfig, TrainConfig
+from pipeline.core.errors import GateFailed
+from pipeline.ml.model import ModelParams, class_priors
+from pipeline.data.windows import Windows
 
 pytestmark = pytest.mark.slow
 
@@ -51,13 +51,13 @@ TRAIN, VAL = _windows(128, 1), _windows(64, 2)
 
 
 def _budget(**changes) -> dict:
-    from pipeline.search import device_budget
+    from pipeline.train.search import device_budget
 
     return {**device_budget(QuantizeConfig()), **changes}
 
 
 def _search(engine, trial=None, tc=TC):
-    from pipeline.search import evaluate_trial, random_search
+    from pipeline.train.search import evaluate_trial, random_search
 
     return random_search(TRAIN, VAL, 4, class_priors(TRAIN.y, 4), tc, ModelParams.from_config(tc), 0,
                          _budget(), engine, trial or evaluate_trial)
@@ -66,7 +66,7 @@ def _search(engine, trial=None, tc=TC):
 @pytest.fixture(scope="module")
 def local_ray():
     """One embedded Ray for the module, as `tinyml train` starts it."""
-    from pipeline.search import Engine
+    from pipeline.train.search import Engine
 
     with Engine("ray") as engine:
         yield engine
@@ -104,7 +104,7 @@ def test_an_unreachable_cluster_is_a_one_line_error_naming_the_address(tmp_path,
 
 
 def test_a_trial_over_the_board_budget_stops_before_training():
-    from pipeline.search import TrialTask, evaluate_trial, trial_data
+    from pipeline.train.search import TrialTask, evaluate_trial, trial_data
 
     data = trial_data(TRAIN, VAL, 4, class_priors(TRAIN.y, 4), TC, _budget(ram_bytes=1024), 0)
     record = evaluate_trial(TrialTask(0, ModelParams.from_config(TC), "config", 2, 0), data)
@@ -122,7 +122,7 @@ def _record(i, val, ram, latency, status="ok"):
 
 
 def test_choice_within_targets_and_the_pareto_fronts():
-    from pipeline.search import choose, pareto_front
+    from pipeline.train.search import choose, pareto_front
 
     trials = [_record(0, 0.90, 9000, 5.0), _record(1, 0.80, 4000, 1.0), _record(2, 0.85, 6000, 6.0),
               _record(3, 0.70, 5000, 0.5), _record(4, 0.99, 100, 0.1, status="failed")]
@@ -140,7 +140,7 @@ def test_choice_within_targets_and_the_pareto_fronts():
 
 
 def test_ray_and_sequential_give_the_same_trials_and_winner(local_ray):
-    from pipeline.search import Engine
+    from pipeline.train.search import Engine
 
     on_ray = _search(local_ray)
     here = _search(Engine("sequential"))
@@ -163,7 +163,7 @@ def test_ray_and_sequential_give_the_same_trials_and_winner(local_ray):
 
 def _fails_on_trial_1(task, data):
     """A trial that raises (trial 1 runs out of memory), the others as usual."""
-    from pipeline.search import evaluate_trial
+    from pipeline.train.search import evaluate_trial
 
     if task.index == 1:
         np.ones((10**7, 10**7))  # 800 TB: MemoryError
@@ -173,7 +173,7 @@ def _fails_on_trial_1(task, data):
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(local_ray):
     from ray import cloudpickle  # Ray's own copy serializes the trial function
 
-    from pipeline.search import Engine
+    from pipeline.train.search import Engine
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
     for engine in (local_ray, Engine("sequential")):

@@ -31,9 +31,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge import arduino
-from firmware_bridge.errors import BridgeError
-from firmware_bridge.sketch_gen import (
+from firmware_bridge.targets import arduino
+from pipeline.core.errors import BridgeError
+from firmware_bridge.targets.sketch import (
     ENGINE_HEADER,
     MODEL_FILES,
     SKETCH_NAME,
@@ -657,7 +657,7 @@ def test_config_has_every_section_in_order(device):
     assert "Color depth" not in out and "Resolutions" not in out
     assert re.search(r"\nInterval:  \d+\.\d\d ms\.\nLength:    \d+ ms\.\n", out)
 
-    from firmware_bridge.protocol import parse_config  # the host's parser reads it
+    from firmware_bridge.host.protocol import parse_config  # the host's parser reads it
 
     config = parse_config(out.split("\r\n", 1)[1])
     assert config.device_id == "C0:FF:EE:00:00:01" and config.at_version == "1.8.0"
@@ -679,7 +679,7 @@ def test_sample_settings_can_be_set_and_read(device):
 
 
 def test_model_info_is_what_the_host_client_reads(device):
-    from firmware_bridge.protocol import parse_fields
+    from firmware_bridge.host.protocol import parse_fields
 
     fields = parse_fields(device.command("AT+MODELINFO?").decode().split("\r\n", 1)[1])
     assert fields["sha-256"] == MODEL_SHA
@@ -744,7 +744,7 @@ def test_static_inference_transcript(device):
                            + "RESULT 0\r\nEND OUTPUT\r\n> "))
     assert re.fullmatch(pattern.encode(), rest), rest
 
-    from firmware_bridge.protocol import parse_static_transcript  # the host's parser agrees
+    from firmware_bridge.host.protocol import parse_static_transcript  # the host's parser agrees
 
     t = parse_static_transcript(b"OK CHUNK=32\r\n" + b"".join(acks) + rest)
     assert t.ok and t.completed == 96 and t.chunk_size == 32
@@ -824,7 +824,7 @@ def test_run_impulse_samples_classifies_and_stops_on_b(harness_exe):
         assert result.decode().startswith("Sampling...\nTiming: DSP 0 us, inference ")
         assert result.decode().endswith("\n#Classification predictions:\n" + prediction_lines(first_values, "\n"))
 
-        from firmware_bridge.protocol import parse_results
+        from firmware_bridge.host.protocol import parse_results
 
         parsed = parse_results(result)
         assert len(parsed) == 1 and list(parsed[0].predictions) == LABELS
@@ -843,7 +843,7 @@ def test_run_impulse_samples_classifies_and_stops_on_b(harness_exe):
 
 
 def test_the_host_client_talks_to_the_firmware_code_over_a_pty(harness_exe):
-    from firmware_bridge.client import Device
+    from firmware_bridge.host.client import Device
 
     master, slave = os.openpty()
     tty.setraw(slave)

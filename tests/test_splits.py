@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.artifacts import to_json
-from pipeline.config import SplitConfig, load_config
-from pipeline.datasets import Dataset
-from pipeline.errors import PipelineError
-from pipeline.splits import (
+from pipeline.core.artifacts import to_json
+from pipeline.core.config import SplitConfig, load_config
+from pipeline.data.datasets import Dataset
+from pipeline.core.errors import PipelineError
+from pipeline.data.splits import (
     SPLITS,
     GroupAwareKFold,
     cross_validate_pipeline,

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import GateFailed
+from pipeline.core.config import load_config
+from pipeline.core.errors import GateFailed
 
 pytestmark = pytest.mark.slow
 
-FAST = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "fast.toml"
+FAST = Path(__file__).resolve().parents[1] / "pipeline" / "core" / "configs" / "fast.toml"
 BASELINES = {"prior", "most_frequent", "zero_input_convnet", "linear"}
 REPORT_KEYS = {"status", "dataset", "split", "audit", "baselines", "sanity", "search", "history",
                "metrics", "model", "labels", "timing", "config"}
@@ -29,8 +29,8 @@ def trained(fast_run):
 
 
 def test_cli_train_writes_the_model_report_config_and_one_test_look(trained):
-    from pipeline.artifacts import sha256_file
-    from pipeline.ledger import read_ledger
+    from pipeline.core.artifacts import sha256_file
+    from pipeline.core.ledger import read_ledger
 
     rc, run, stdout = trained
     assert rc == 0, stdout
@@ -105,9 +105,9 @@ def test_saved_model_is_the_scored_one_and_normalizes_with_training_statistics_o
     normalization statistics are the training windows', not those of validation or test."""
     import keras
 
-    from pipeline.metrics import scores
-    from pipeline.model import normalization_stats
-    from pipeline.splits import load_split_windows
+    from pipeline.ml.metrics import scores
+    from pipeline.ml.model import normalization_stats
+    from pipeline.data.splits import load_split_windows
 
     _, run, _ = trained
     report = json.loads((run / "train_report.json").read_text())
@@ -145,7 +145,7 @@ def test_digits_train_a_2d_convnet(tmp_path, capsys):
 def motion_npz(path: Path, shuffle: bool, seed: int = 0) -> Path:
     """Motion windows as an NPZ with recording ids (so validation has many clusters), the
     labels either true or shuffled across recordings (independent of the inputs)."""
-    from pipeline import motion
+    from pipeline.data import motion
 
     raw = motion.generate(seed=0, subjects=6, sessions=2)
     labels = np.asarray(raw["labels"])
@@ -169,7 +169,7 @@ def test_labels_shuffled_against_inputs_fail_the_beats_baselines_gate(tmp_path, 
     """Overfitting one batch works with shuffled labels too (memorization); what catches them
     is that the model cannot beat the input-independent baselines on validation. The same
     data with aligned labels passes the same gate: the test can fail both ways."""
-    from pipeline.train import train
+    from pipeline.train.stage import train
 
     cfg = load_config(FAST, {"data.dataset": str(motion_npz(tmp_path / "motion.npz", shuffle))})
     run = tmp_path / "run"
@@ -190,7 +190,7 @@ def test_labels_shuffled_against_inputs_fail_the_beats_baselines_gate(tmp_path, 
 
 
 def test_a_model_that_cannot_fit_one_batch_fails_the_stage(tmp_path):
-    from pipeline.train import train
+    from pipeline.train.stage import train
 
     cfg = load_config(FAST, {"train.width": 1, "train.depth": 1})
     run = tmp_path / "run"

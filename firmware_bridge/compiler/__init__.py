@@ -1,6 +1,6 @@
 """int8.tflite -> plain C: the model without an interpreter, byte for byte what TFLM computes.
 
-``compile_model`` reads the flatbuffer (pipeline.tflite_model), computes every constant
+``compile_model`` reads the flatbuffer (pipeline.tflite.flatbuffer), computes every constant
 TFLM's Prepare functions would compute (multipliers, shifts, activation ranges, padding)
 exactly as they do, plans memory at compile time, and writes ``RUN/firmware/compiled/``:
 
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.errors import BridgeError
-from pipeline import tflite_model
+from pipeline.core.errors import BridgeError
+from pipeline.tflite import flatbuffer as tflite_model
 
-KERNEL_DIR = Path(__file__).resolve().parent / "firmware" / "kernels"
+from firmware_bridge.sources import KERNEL_DIR  # noqa: E402
 COMPILED_DIR = Path("firmware") / "compiled"
 HEADER = "model_compiled.h"
 SOURCE = "model_compiled.c"

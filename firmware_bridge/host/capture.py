@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_bridge import protocol
-from firmware_bridge.errors import BridgeError
+from firmware_bridge.host import protocol
+from pipeline.core.errors import BridgeError
 
 # Labels go into an AT command (no comma), a file name (no path separator, no leading dot)
 # and Edge Impulse's file naming <label>.<id>.json (no dot).
@@ -83,8 +83,8 @@ def check_sample(data: bytes, where: str, *, interval_ms: float, readings: int, 
     """The decoded acquisition file, or a BridgeError saying what does not match."""
     import cbor2
 
-    from pipeline.datasets import parse_acquisition
-    from pipeline.errors import PipelineError
+    from pipeline.data.datasets import parse_acquisition
+    from pipeline.core.errors import PipelineError
 
     try:
         acquisition = parse_acquisition(data, where)
@@ -136,9 +136,9 @@ def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms
             category: str = "training", countdown_s: int = DEFAULT_COUNTDOWN_S, baud: int = 115200,
             timeout: float = 5.0, out=None) -> CaptureResult:
     """Record ``count`` samples of ``label`` from the device on ``port`` into ``out_dir``."""
-    from firmware_bridge.client import Device
-    from pipeline.artifacts import write_bytes, write_json
-    from pipeline.progress import progress
+    from firmware_bridge.host.client import Device
+    from pipeline.core.artifacts import write_bytes, write_json
+    from pipeline.core.progress import progress
 
     out = out or sys.stdout
     if not LABEL_RE.fullmatch(label) or len(label) > protocol.SETTING_CHARS:

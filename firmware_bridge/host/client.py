@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_bridge import protocol
-from firmware_bridge.errors import BridgeError, CheckFailed, ProtocolParseError
+from firmware_bridge.host import protocol
+from pipeline.core.errors import BridgeError, CheckFailed, ProtocolParseError
 
 PROMPT_RE = re.compile(rb"\n> ")
 READ_POLL_S = 0.05

@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TextIO
 
-from firmware_bridge import protocol
-from firmware_bridge.errors import BridgeError
-from firmware_bridge.protocol import InferenceResult
+from firmware_bridge.host import protocol
+from pipeline.core.errors import BridgeError
+from firmware_bridge.host.protocol import InferenceResult
 
 ROLLING = 20
 QUIET_FLUSH_S = 0.3
@@ -177,7 +177,7 @@ def monitor(port: str, label: str | None = None, *, baud: int = 115200, count: i
     Stops after ``count`` inferences, or on Ctrl-C: either way it sends ``b`` and waits up
     to 5 s for the prompt. ``idle_timeout``: seconds without a byte before giving up.
     """
-    from firmware_bridge.client import Device
+    from firmware_bridge.host.client import Device
 
     out = out or sys.stdout
     mon = PredictionMonitor(label, limit=count)

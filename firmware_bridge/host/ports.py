@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from firmware_bridge.errors import BridgeError
+from pipeline.core.errors import BridgeError
 
 # Names under which boards show up when their VID:PID is unknown (Linux, macOS).
 BOARD_NAME_RE = re.compile(r"(ttyACM\d+|ttyUSB\d+|cu\.usbmodem|cu\.usbserial|cu\.SLAB_USBtoUART)")
@@ -19,7 +19,7 @@ class PortInfo:
     pid: int | None
     serial_number: str | None
     board: str | None
-    """Board name from pipeline.boards when the VID:PID is known, else None."""
+    """Board name from pipeline.core.boards when the VID:PID is known, else None."""
     board_title: str | None
 
     @property
@@ -31,7 +31,7 @@ def list_ports() -> list[PortInfo]:
     """Every serial port of this machine, with a board guess from its USB VID:PID."""
     from serial.tools import list_ports as serial_list_ports
 
-    from pipeline.boards import board_for_usb
+    from pipeline.core.boards import board_for_usb
 
     ports = []
     for p in sorted(serial_list_ports.comports(), key=lambda p: p.device):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from firmware_bridge.errors import ProtocolParseError
+from pipeline.core.errors import ProtocolParseError
 
 AT_VERSION = "1.8.0"
 PROMPT = "> "

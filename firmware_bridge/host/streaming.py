@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.errors import BridgeError
+from pipeline.core.errors import BridgeError
 
 
 @dataclass
@@ -107,7 +107,7 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
     try:
         f = open(out_path, "a", encoding="utf-8")
     except OSError as exc:
-        from pipeline.artifacts import write_error
+        from pipeline.core.artifacts import write_error
 
         raise write_error(out_path, exc, f"the {len(done)} results in it are kept") from None
     with contextlib.closing(_QuietClose(f)):
@@ -142,7 +142,7 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
                 os.fsync(f.fileno())
             except OSError as exc:
                 # A line cut by a full disk is torn: the next run drops it and redoes its window.
-                from pipeline.artifacts import write_error
+                from pipeline.core.artifacts import write_error
 
                 raise write_error(out_path, exc, f"the {have} results before window {str(window_ids[i])!r} are kept; "
                                   "`tinyml eval` resumes from them") from None

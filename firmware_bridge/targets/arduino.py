@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_bridge.errors import BridgeError
+from pipeline.core.errors import BridgeError
 
 ARDUINO_CLI = "arduino-cli"
 PORT_PLACEHOLDER = "<PORT>"
@@ -106,7 +106,7 @@ def _resolve_port(port: str | None, required: bool) -> str | None:
     ``required``: the commands then show a placeholder)."""
     if port and port != "auto":
         return port
-    from firmware_bridge.ports import detect_port
+    from firmware_bridge.host.ports import detect_port
 
     try:
         return detect_port()
@@ -118,15 +118,15 @@ def _resolve_port(port: str | None, required: bool) -> str | None:
 
 def flash_real_board(sketch_dir: str | Path, board, port: str | None, dry_run: bool,
                      run: bool = True, fqbn: str | None = None) -> list[list[str]]:
-    """Compile ``sketch_dir`` for ``board`` (a pipeline.boards.Board or its name) and upload
+    """Compile ``sketch_dir`` for ``board`` (a pipeline.core.boards.Board or its name) and upload
     it to ``port`` (a path; None or "auto" detects it). Returns the commands.
 
     ``dry_run`` prints them and runs nothing; ``run=False`` only returns them. Otherwise
     they run when arduino-cli is on the PATH; when it is not, a BridgeError lists them.
     """
     if isinstance(board, str):
-        from pipeline.boards import get_board
-        from pipeline.errors import PipelineError
+        from pipeline.core.boards import get_board
+        from pipeline.core.errors import PipelineError
 
         try:
             board = get_board(board)

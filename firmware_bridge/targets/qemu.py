@@ -32,7 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_bridge.errors import BridgeError
+from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
+from pipeline.core.errors import BridgeError
 
 PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
 INSTALL_LINE = "sudo apt-get install --no-install-recommends " + " ".join(PACKAGES)
@@ -46,9 +47,8 @@ TOOLS = {
 # newlib's C library for the hard-float Cortex-M4 multilib: without it the link fails.
 NEWLIB_MARKER = "libc_nano.a"
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-BOARD_DIR = PACKAGE_DIR / "firmware" / "boards" / "mps2_an386"
-CORE_DIR = PACKAGE_DIR / "sketch"  # one source with the Arduino sketch: its every .cpp
+BOARD_DIR = BOARDS_DIR / "mps2_an386"
+# CORE_DIR: one source with the Arduino sketch, its every .cpp
 LINKER_SCRIPT = BOARD_DIR / "mps2_an386.ld"
 BUILD_DIR = Path("device") / "qemu"  # in the run directory
 ELF_NAME = "fw.elf"
@@ -146,7 +146,7 @@ def ensure_compiled_model(run_dir: str | os.PathLike) -> Path:
     """RUN/firmware/compiled/ for RUN/int8.tflite: compiled again when missing or when it was
     compiled from another model (its header names the SHA-256 of the model it came from)."""
     from firmware_bridge.compiler import compile_model
-    from pipeline.artifacts import sha256_file
+    from pipeline.core.artifacts import sha256_file
 
     run_dir = Path(run_dir)
     model = run_dir / "int8.tflite"
@@ -252,7 +252,7 @@ def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs:
         os.replace(tmp / "fw.map", out_dir / "fw.map")
         os.replace(tmp_elf, elf)
     image = FirmwareImage(elf, *elf_sizes(elf), rebuilt=True, has_model=with_model)
-    from pipeline.artifacts import write_json
+    from pipeline.core.artifacts import write_json
 
     write_json(record_path, {"inputs_sha256": stamp, "compiler": _compiler_identity(), "flags": flags,
                              "sources": [str(s) for s in sources], **image.as_dict()})
@@ -465,7 +465,7 @@ _INVOKE_RE = re.compile(r"(last|min|max) (\d+)")
 def read_profile(client) -> dict:
     """AT+PROFILE? of the running firmware, parsed and checked: the stack's high-water mark
     and SysTick ticks per invoke, turned into instructions by the verified tick rate."""
-    from firmware_bridge import protocol
+    from firmware_bridge.host import protocol
 
     reply = client.command(PROFILE_COMMAND)
     fields = protocol.parse_fields(reply)
@@ -488,7 +488,7 @@ def read_profile(client) -> dict:
         raise BridgeError(
             f"{client.port}: SysTick counted {calibrated_ticks} ticks for {calibrated_instructions} instructions "
             f"({measured:.3f} per tick, expected {INSTRUCTIONS_PER_TICK}): instruction counts would be wrong",
-            hint="QEMU must run with -icount shift=0 (firmware_bridge.qemu.QemuBoard does)")
+            hint="QEMU must run with -icount shift=0 (firmware_bridge.targets.qemu.QemuBoard does)")
     profile["instructions_per_tick"] = INSTRUCTIONS_PER_TICK
     profile["calibration"] = {"instructions": calibrated_instructions, "ticks": calibrated_ticks,
                               "instructions_per_tick": round(measured, 4)}
@@ -500,7 +500,7 @@ def read_profile(client) -> dict:
 def measured_figures(image: FirmwareImage, profile: dict, macs: int | None) -> dict:
     """The figures of device_report.json's ``measured_on_emulated_cortex_m4``, with the
     MAC-based estimate beside the instruction count."""
-    from pipeline.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE
+    from pipeline.core.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE
 
     per_inference = profile["instructions_per_inference"]
     figures = {

@@ -17,10 +17,12 @@ import tempfile
 from pathlib import Path
 from string import Template
 
-from firmware_bridge.errors import BridgeError
+from pipeline.core.errors import BridgeError
 
 SKETCH_NAME = "tinyml_device"
-TEMPLATE_DIR = Path(__file__).resolve().parent / "sketch"
+from firmware_bridge.sources import ARDUINO_DIR, CORE_DIR
+
+TEMPLATE_DIR = CORE_DIR  # the device core that every board builds
 TEMPLATE_SOURCES = (
     f"{SKETCH_NAME}.ino",
     "at_server.h", "at_server.cpp",
@@ -31,6 +33,12 @@ TEMPLATE_SOURCES = (
     "model_ops.h",
 )
 README_TEMPLATE = "README.md.in"
+
+
+def _template(name: str) -> Path:
+    """A sketch source: the .ino from the Arduino board folder, the rest from the device core."""
+    return (ARDUINO_DIR if name.endswith(".ino") else CORE_DIR) / name
+
 # Quantize output -> its name in the sketch. The .cc becomes .cpp: older arduino-cli
 # versions compile only the .c, .cpp and .S files of a sketch, and would drop the model.
 MODEL_FILES = {
@@ -72,7 +80,7 @@ def write_sketch(run_dir: str | os.PathLike, engine: str = "tflm") -> list[Path]
     firmware = run_dir / "firmware"
     texts = {name: _read(firmware / name) for name in MODEL_FILES}
     settings = check_model_files(texts, run_dir)
-    files = {name: (TEMPLATE_DIR / name).read_text(encoding="utf-8") for name in TEMPLATE_SOURCES}
+    files = {name: _template(name).read_text(encoding="utf-8") for name in TEMPLATE_SOURCES}
     for source, target in MODEL_FILES.items():
         files[target] = texts[source]
     files.update(engine_files(firmware, engine, settings))
@@ -100,8 +108,8 @@ def check_model_files(texts: dict[str, str], run_dir: str | os.PathLike | None =
     model (SHA-256), and int8.tflite too when ``run_dir`` has one. BridgeError otherwise."""
     import hashlib
 
-    from pipeline.errors import PipelineError
-    from pipeline.export import parse_model_data_cc, parse_model_settings_h
+    from pipeline.core.errors import PipelineError
+    from pipeline.tflite.export import parse_model_data_cc, parse_model_settings_h
 
     try:
         settings = parse_model_settings_h(texts["model_settings.h"])
@@ -180,8 +188,8 @@ def engine_files(firmware: Path, engine: str, settings: dict) -> dict[str, str]:
 def _check_input_normalization(settings: dict, data: bytes) -> None:
     """kInputMean/kInputInvStd must be the float step int8.tflite's metadata holds (the
     identity when it holds none): the model, whose SHA-256 is checked, is their source."""
-    from pipeline.errors import PipelineError
-    from pipeline.tflm import InputNormalization, read_input_normalization
+    from pipeline.core.errors import PipelineError
+    from pipeline.tflite.runtime import InputNormalization, read_input_normalization
 
     if "input_mean" not in settings:  # a header from before the float step: identity only
         settings["input_mean"] = settings["input_inv_std"] = None
@@ -236,8 +244,8 @@ ENGINE_NOTES = {
 
 
 def render_readme(settings: dict, commands: list[dict], engine: str = "tflm") -> str:
-    from firmware_bridge import arduino
-    from pipeline.boards import BOARDS
+    from firmware_bridge.targets import arduino
+    from pipeline.core.boards import BOARDS
 
     board = BOARDS.get(settings["board"])
     fqbn = board.fqbn if board is not None and board.fqbn else arduino.FQBN_PLACEHOLDER
@@ -273,7 +281,7 @@ def render_readme(settings: dict, commands: list[dict], engine: str = "tflm") ->
         "rev2_library": arduino.IMU_REV2_LIBRARY.spec,
         "command_list": "\n".join(listing),
     }
-    return Template((TEMPLATE_DIR / README_TEMPLATE).read_text(encoding="utf-8")).substitute(values)
+    return Template((ARDUINO_DIR / README_TEMPLATE).read_text(encoding="utf-8")).substitute(values)
 
 
 # ---------------------------------------------------------------------------------------

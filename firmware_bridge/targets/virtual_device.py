@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge import protocol
-from firmware_bridge.errors import BridgeError
-from firmware_bridge.protocol import ATServer, Command
-from firmware_bridge.sketch_gen import TEMPLATE_DIR, command_table
-from firmware_bridge.tflm import BootProbe, TflmModel, probe_model
-from pipeline.boards import CYCLES_PER_MAC_REFERENCE, DEFAULT_BOARD, get_board
-from pipeline.errors import PipelineError
+from firmware_bridge.host import protocol
+from pipeline.core.errors import BridgeError
+from firmware_bridge.host.protocol import ATServer, Command
+from firmware_bridge.targets.sketch import TEMPLATE_DIR, command_table
+from firmware_bridge.targets.virtual_tflm import BootProbe, TflmModel, probe_model
+from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, DEFAULT_BOARD, get_board
+from pipeline.core.errors import PipelineError
 
 POLL_S = 0.05
 # A host that stops reading must not wedge the device: output that cannot be written for
@@ -181,8 +181,8 @@ class SensorPlayback:
         self.path = Path(path)
         if not self.path.is_file():
             raise BridgeError(f"{self.path}: sensor file not found", hint="expected an .npz with X (n, T, C) and rate_hz")
-        from pipeline.errors import PipelineError
-        from pipeline.safe_io import load_npz_arrays
+        from pipeline.core.errors import PipelineError
+        from pipeline.core.safe_io import load_npz_arrays
 
         try:  # a truncated or tampered file is one error line, and no header is trusted
             arrays = load_npz_arrays(self.path)

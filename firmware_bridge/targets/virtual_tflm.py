@@ -1,9 +1,9 @@
-"""The TFLM runtime of the virtual device: boot probe and inference, on pipeline.tflm.
+"""The TFLM runtime of the virtual device: boot probe and inference, on pipeline.tflite.runtime.
 
 The TFLM Python runtime can crash the whole process (SIGSEGV) when it is constructed with
 too small an arena, and the allocation total it records is below the true minimum arena
 (the allocator's own objects live in the arena too). So whether a model boots within a
-board's RAM is decided by ``pipeline.tflm.probe`` in a child process, which also measures
+board's RAM is decided by ``pipeline.tflite.runtime.probe`` in a child process, which also measures
 the true minimum arena by bisection; the in-process interpreter is built only when the
 probe says the model boots.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_bridge.errors import BridgeError
-from pipeline import tflm
-from pipeline.errors import PipelineError
+from pipeline.core.errors import BridgeError
+from pipeline.tflite import runtime as tflm
+from pipeline.core.errors import PipelineError
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class BootProbe:
 
 
 # ---------------------------------------------------------------------------------------
-# The probe (runs in a child process: pipeline.tflm.probe)
+# The probe (runs in a child process: pipeline.tflite.runtime.probe)
 # ---------------------------------------------------------------------------------------
 
 _probe_cache: dict[tuple[str, int], BootProbe] = {}

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import write_json
-from pipeline.errors import GateFailed
-from pipeline.splits import (
+from pipeline.core.artifacts import write_json
+from pipeline.core.errors import GateFailed
+from pipeline.data.splits import (
     RUN_STEPS,
     SPLITS,
     GroupAwareKFold,

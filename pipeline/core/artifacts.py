@@ -28,7 +28,7 @@ def _umask() -> int:
 def write_error(path: str | os.PathLike, exc: OSError, kept: str = ""):
     """An OSError while writing ``path`` as the one-line PipelineError: a full disk, a
     read-only or missing folder, a quota; ``kept`` says what is safe."""
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     hint = "free some space and run the stage again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
@@ -131,7 +131,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
     """Read a JSON artifact; a missing or malformed file is a PipelineError naming it."""
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     path = Path(path)
     if not path.exists():
@@ -139,7 +139,7 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
             f"{path}: not found{f' ({what})' if what else ''}",
             hint="run the stage that writes it first (make train, make quantize)",
         )
-    from pipeline.safe_io import read_json_file
+    from pipeline.core.safe_io import read_json_file
 
     return read_json_file(path, what)  # bounded depth: a tampered artifact is one error line
 

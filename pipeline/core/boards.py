@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 # Published cycles per MAC for int8 convnets on a Cortex-M4 (MLPerf Tiny v0.5 / v1.1,
 # keyword spotting on a 120 MHz Cortex-M4F). We have no figures of the same quality for

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.boards import DEFAULT_BOARD
-from pipeline.errors import PipelineError
+from pipeline.core.boards import DEFAULT_BOARD
+from pipeline.core.errors import PipelineError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,7 +47,7 @@ class SplitConfig:
     val_size: float = 0.2
     folds: int = 4
     window_ms: float | Literal["auto"] = "auto"
-    """Window length. "auto": chosen from the recordings (see ``pipeline.windows.choose_window``);
+    """Window length. "auto": chosen from the recordings (see ``pipeline.data.windows.choose_window``);
     what it chose is in the audit, the report and the run's config.toml. A number wins."""
     stride_ms: float | Literal["auto"] = "auto"
     pad: Literal["zero", "drop"] = "zero"
@@ -60,7 +60,7 @@ class SplitConfig:
 class AuditConfig:
     near_duplicate_ratio: float = 0.1
     """A validation/test window is a near-copy when its nearest window of another split
-    reproduces its own variation to within this share (see ``pipeline.audit.check_near_duplicates``)."""
+    reproduces its own variation to within this share (see ``pipeline.audit.stage.check_near_duplicates``)."""
     low_information_rms: float = 0.1
     """A window whose variation (RMS about its own mean, in units of the training data's
     spread) is below this is near-constant: set apart from the near-copy rule, reported per class."""
@@ -299,7 +299,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     s = cfg.split
     if s.test_size + s.val_size >= 0.9:
         raise PipelineError(f"{source}: [split] test_size + val_size = {s.test_size + s.val_size}: leaves too little to train on")
-    from pipeline.boards import get_board
+    from pipeline.core.boards import get_board
 
     try:
         get_board(cfg.quantize.board)
@@ -466,7 +466,7 @@ def to_toml(cfg: Config, comments: dict[str, str] | None = None) -> str:
 
 
 def save_config(cfg: Config, run_dir: str | Path, comments: dict[str, str] | None = None) -> Path:
-    from pipeline.artifacts import write_text
+    from pipeline.core.artifacts import write_text
 
     return write_text(Path(run_dir) / "config.toml", to_toml(cfg, comments))
 

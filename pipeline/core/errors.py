@@ -1,4 +1,4 @@
-"""The one error type of the pipeline package.
+"""The error types of the whole project (pipeline and firmware_bridge alike).
 
 The CLI prints an error as one line (``error: <message>``, then ``hint: <hint>``) and exits
 with ``exit_code``: 2 for bad input or usage, 1 for a failed check (a leakage error, an
@@ -26,3 +26,15 @@ class GateFailed(PipelineError):
     """A check the pipeline enforces did not pass (leakage, accuracy drop, budget)."""
 
     exit_code = 1
+
+
+class BridgeError(PipelineError):
+    """Bad input or usage at the device: names the port, file or field and what was expected."""
+
+
+class CheckFailed(BridgeError, GateFailed):
+    """A check on the device did not pass (the model does not fit the board's RAM)."""
+
+
+class ProtocolParseError(BridgeError):
+    """Text from a device that is not what the Edge Impulse AT protocol says it should be."""

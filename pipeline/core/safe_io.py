@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 MAX_JSON_DEPTH = 100
 """Deepest nesting of arrays and objects a JSON file may have. Edge Impulse acquisition

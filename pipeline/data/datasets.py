@@ -2,7 +2,7 @@
 
 A sample is what a loader reads as one unit: a whole recording for time series that the
 pipeline windows later (motion, CSV, Edge Impulse acquisition files), or one model input
-already (NPZ rows, digit images). Windows are cut after the split (``pipeline.windows``),
+already (NPZ rows, digit images). Windows are cut after the split (``pipeline.data.windows``),
 never here.
 
 Every loader rejects bad input with a `PipelineError` naming the file, the field and what
@@ -19,8 +19,8 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.safe_io import (
+from pipeline.core.errors import PipelineError
+from pipeline.core.safe_io import (
     csv_rows,
     finite_number,
     finite_rows,
@@ -160,8 +160,8 @@ class Dataset:
 
 
 def load_motion(seed: int = 0, subjects: int = 12, sessions: int = 3) -> Dataset:
-    """The embedded synthetic motion dataset (see ``pipeline.motion``)."""
-    from pipeline import motion
+    """The embedded synthetic motion dataset (see ``pipeline.data.motion``)."""
+    from pipeline.data import motion
 
     raw = motion.generate(seed=seed, subjects=subjects, sessions=sessions)
     return Dataset(

@@ -28,11 +28,11 @@ from sklearn.model_selection import (
     StratifiedKFold,
 )
 
-from pipeline.artifacts import read_json, write_json
-from pipeline.datasets import Dataset
-from pipeline.errors import PipelineError
-from pipeline.safe_io import NUMBER, check_structure
-from pipeline.windows import PAD_MIN_SHARE, Windows, choose_window, cut_windows
+from pipeline.core.artifacts import read_json, write_json
+from pipeline.data.datasets import Dataset
+from pipeline.core.errors import PipelineError
+from pipeline.core.safe_io import NUMBER, check_structure
+from pipeline.data.windows import PAD_MIN_SHARE, Windows, choose_window, cut_windows
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "splits.json"
@@ -516,7 +516,7 @@ def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
 def prepare(cfg, run_dir: str | Path, dataset: Dataset | None = None, write: bool = True) -> Prepared:
     """Load the dataset and the split: reuse ``splits.json`` when it matches the config,
     else plan a new split and write it. The reused test content must match its SHA-256."""
-    from pipeline.datasets import dataset_from_config
+    from pipeline.data.datasets import dataset_from_config
 
     run_dir = Path(run_dir)
     dataset = dataset if dataset is not None else dataset_from_config(cfg)
@@ -608,7 +608,7 @@ def cross_validate_pipeline(estimator, X, y, groups, n_splits: int = 4, seed: in
 
 
 def chosen_comments(prepared: Prepared) -> dict[str, str]:
-    """What "auto" chose, for the run's config.toml (``pipeline.config.to_toml``)."""
+    """What "auto" chose, for the run's config.toml (``pipeline.core.config.to_toml``)."""
     plan, ds = prepared.plan, prepared.dataset
     out = {}
     if plan.requested.get("window_ms") == "auto" or plan.requested.get("stride_ms") == "auto":

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.datasets import Dataset
-from pipeline.errors import PipelineError
+from pipeline.data.datasets import Dataset
+from pipeline.core.errors import PipelineError
 
 
 @dataclass(eq=False)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import read_json, write_json
-from pipeline.errors import GateFailed, PipelineError
-from pipeline.metrics import METRICS, evaluate, metric_text
-from pipeline.safe_io import NUMBER, check_structure, loads_json
+from pipeline.core.artifacts import read_json, write_json
+from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.ml.metrics import METRICS, evaluate, metric_text
+from pipeline.core.safe_io import NUMBER, check_structure, loads_json
 
 RESULTS = "device_eval.jsonl"
 REPORT = "device_report.json"
@@ -57,7 +57,7 @@ def read_results(path: str | Path) -> tuple[list[dict], int]:
 
 RESULT_SCHEMA = {"window_id": str, "probabilities": [NUMBER], "device_labels?": [str],
                  "model_sha256?": (str, type(None)), "device?": (dict, type(None))}
-"""What scoring relies on in a device_eval.jsonl line (firmware_bridge.evaluate writes it)."""
+"""What scoring relies on in a device_eval.jsonl line (firmware_bridge.host.streaming writes it)."""
 RESULT_DEPTH = 4
 
 

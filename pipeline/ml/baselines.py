@@ -7,7 +7,7 @@
   cross-validated with the group-aware splitter (training and validation scores side by
   side), then refit on the whole training split.
 
-A baseline here is its predictions and probabilities per split; ``pipeline.train`` scores
+A baseline here is its predictions and probabilities per split; ``pipeline.train.stage`` scores
 them exactly as it scores the convnet.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.model import ModelParams
-from pipeline.splits import SPLITS, cross_validate_pipeline
-from pipeline.windows import Windows
+from pipeline.ml.model import ModelParams
+from pipeline.data.splits import SPLITS, cross_validate_pipeline
+from pipeline.data.windows import Windows
 
 
 @dataclass
@@ -114,7 +114,7 @@ def zero_input_baseline(windows: dict[str, Windows], n_classes: int, params: Mod
     """
     import keras
 
-    from pipeline import model as M
+    from pipeline.ml import model as M
 
     zeros = {s: np.zeros_like(windows[s].X) for s in SPLITS}
     M.seed_everything(seed)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import GateFailed, PipelineError
+from pipeline.core.errors import GateFailed, PipelineError
 
 # A 1-D input longer than this many steps (1 s of 16 kHz audio is 16,000) is downsampled by the
 # first convolution itself: a stride that brings it to at most this many steps and a kernel of
@@ -289,12 +289,12 @@ def describe(model) -> list[dict]:
 
 def input_normalization(model):
     """The model's ``normalize`` layer as the float step a device can run before the int8
-    graph (``pipeline.tflm.InputNormalization``), or None when the model has no such layer.
+    graph (``pipeline.tflite.runtime.InputNormalization``), or None when the model has no such layer.
     Keras computes ``(x - mean) / max(sqrt(variance), epsilon)``; the device multiplies by
     the float32 reciprocal, which differs from the division by at most 1 ulp."""
     import keras
 
-    from pipeline.tflm import InputNormalization
+    from pipeline.tflite.runtime import InputNormalization
 
     try:
         layer = model.get_layer("normalize")

@@ -25,8 +25,8 @@ import re
 
 import numpy as np
 
-from pipeline.progress import progress, quiet_native_stderr
-from pipeline.tflite_model import ModelInfo
+from pipeline.core.progress import progress, quiet_native_stderr
+from pipeline.tflite.flatbuffer import ModelInfo
 
 # Generous arena for TFLM with every tensor preserved (no buffer is reused, so it needs the
 # sum of all tensors): any model that fits a microcontroller fits this many times over.
@@ -91,7 +91,7 @@ def _layers_named(tensor_name: str, layer_order: list[str]) -> list[str]:
 
 
 def _litert_tensors(data: bytes, x_q: np.ndarray, indices: list[int]) -> list[np.ndarray]:
-    from pipeline.quantize import host_interpreter
+    from pipeline.quantize.stage import host_interpreter
 
     Interpreter, OpResolverType, _ = host_interpreter()
     with quiet_native_stderr():

@@ -8,7 +8,7 @@
    TFLM on the same validation windows; compare them and apply the gates. When a gate is
    missed, try the input-handling remedies in order (REMEDIES) and keep the first that
    meets every gate.
-5. Compare every layer (pipeline.layer_compare): where int8 loses the signal is printed
+5. Compare every layer (pipeline.quantize.layer_compare): where int8 loses the signal is printed
    with a failed gate and written to the report.
 6. Only a model that passed every gate (or was accepted with --accept-drop, recorded as
    an override) is scored on the test split (once, in the ledger) and exported:
@@ -31,17 +31,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import export, metrics
-from pipeline.artifacts import sha256_bytes, write_bytes, write_json, write_text
-from pipeline.audit import outlier_scores
-from pipeline.boards import BOARDS, get_board, model_budgets
-from pipeline.errors import GateFailed, PipelineError
-from pipeline.layer_compare import compare_layers, jump_message, summary_lines
-from pipeline.ledger import record_test_look
-from pipeline.progress import progress, quiet_native_stderr
-from pipeline.splits import Prepared, cv_groups, load_run_split
-from pipeline.tflite_model import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
-from pipeline.tflm import (
+from pipeline.tflite import export
+
+from pipeline.ml import metrics
+from pipeline.core.artifacts import sha256_bytes, write_bytes, write_json, write_text
+from pipeline.audit.stage import outlier_scores
+from pipeline.core.boards import BOARDS, get_board, model_budgets
+from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.quantize.layer_compare import compare_layers, jump_message, summary_lines
+from pipeline.core.ledger import record_test_look
+from pipeline.core.progress import progress, quiet_native_stderr
+from pipeline.data.splits import Prepared, cv_groups, load_run_split
+from pipeline.tflite.flatbuffer import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
+from pipeline.tflite.runtime import (
     HOST_FIGURE,
     NORMALIZATION_METADATA,
     InputNormalization,
@@ -53,7 +55,7 @@ from pipeline.tflm import (
     read_input_normalization,
     with_input_normalization,
 )
-from pipeline.windows import Windows
+from pipeline.data.windows import Windows
 
 FLOAT_MODEL = "float.keras"
 MODEL = "int8.tflite"
@@ -221,7 +223,7 @@ def convert_int8(model, calibration_x: np.ndarray, per_channel: bool = True,
 def widen_logit_range(calibrated: bytes, headroom: float) -> bytes:
     """A calibrated (float) model with the recorded maximum of every SOFTMAX input raised by
     ``headroom`` x its recorded range."""
-    from pipeline.tflite_model import _AlignedBuilder, _builtin_names, _schema
+    from pipeline.tflite.flatbuffer import _AlignedBuilder, _builtin_names, _schema
 
     schema = _schema()
     names = _builtin_names()
@@ -296,7 +298,7 @@ def host_interpreter():
         return Interpreter, OpResolverType, "tflite_runtime"
     except ImportError:
         pass
-    from pipeline.progress import import_tensorflow
+    from pipeline.core.progress import import_tensorflow
 
     tf = import_tensorflow()
     return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tf.lite"
@@ -567,7 +569,7 @@ def convert_remedy(remedy: str, model, calib_x: np.ndarray, q, layer_types: dict
     if remedy == "graph":
         data, seconds = convert_int8(model, calib_x, q.per_channel, layer_types)
         return data, seconds, None
-    from pipeline.model import input_normalization, without_normalization
+    from pipeline.ml.model import input_normalization, without_normalization
 
     norm = input_normalization(model)
     if norm is None:

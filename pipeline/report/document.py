@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import read_json, write_text
-from pipeline.errors import PipelineError
-from pipeline.metrics import METRICS as HEADLINE
-from pipeline.splits import SPLITS
+from pipeline.core.artifacts import read_json, write_text
+from pipeline.core.errors import PipelineError
+from pipeline.ml.metrics import METRICS as HEADLINE
+from pipeline.data.splits import SPLITS
 
 HTML = "report.html"
 MD = "report.md"
@@ -284,8 +284,8 @@ def _read(run_dir: Path, name: str, required: bool = False) -> dict | None:
 
 def load_run(run_dir: str | Path) -> Run:
     """Every artifact of the run that exists; ``splits.json`` must."""
-    from pipeline.device_eval import RESULTS, read_results
-    from pipeline.ledger import read_ledger
+    from pipeline.device.scoring import RESULTS, read_results
+    from pipeline.core.ledger import read_ledger
 
     run_dir = Path(run_dir)
     splits = _read(run_dir, "splits.json", required=True)
@@ -300,7 +300,7 @@ def load_run(run_dir: str | Path) -> Run:
     ledger = [e if isinstance(e, dict) else {"corrupt": True} for e in read_ledger(run_dir)]
     config = None
     if (run_dir / "config.toml").exists():
-        from pipeline.config import load_config
+        from pipeline.core.config import load_config
 
         config = load_config(run_dir / "config.toml")  # a malformed file raises, naming it
     data, why = _load_data(splits, config)
@@ -311,8 +311,8 @@ def _load_data(splits: dict, config) -> tuple[Data | None, str]:
     """The dataset named by the run's config, split as ``splits.json`` says; or why not."""
     if config is None:
         return None, "config.toml not found (make train writes it), so the dataset is not reloaded"
-    from pipeline.datasets import dataset_from_config
-    from pipeline.splits import split_from_manifest
+    from pipeline.data.datasets import dataset_from_config
+    from pipeline.data.splits import split_from_manifest
 
     spec = config.data.dataset
     try:
@@ -337,7 +337,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def section_data(run: Run) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     s, a = run.splits, run.audit
     summ = gd(a, "summary")
@@ -458,7 +458,7 @@ def section_data(run: Run) -> list:
 
 
 def _group_picture(run: Run, groups: dict) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     s = run.splits
     unit = text(g(s, "unit"))
@@ -498,7 +498,7 @@ def _representative(X: np.ndarray) -> int:
 
 
 def _examples(run: Run) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     w = run.data.windows["train"]
     ds = run.data.dataset
@@ -519,7 +519,7 @@ def _examples(run: Run) -> list:
 
 
 def _outlier_windows(run: Run, worst: list[dict]) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     position = {}
     for sp in SPLITS:
@@ -547,7 +547,7 @@ def _outlier_windows(run: Run, worst: list[dict]) -> list:
 
 
 def section_audit(run: Run) -> list:
-    from pipeline.audit import FIXES
+    from pipeline.audit.stage import FIXES
 
     if run.audit is None:
         return [not_run("make train (or tinyml audit)", "audit.json is written by the audit")]
@@ -586,7 +586,7 @@ def _models(run: Run) -> list[tuple[str, dict]]:
 
 
 def section_baselines(run: Run) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     if run.train is None:
         return [not_run("make train")]
@@ -685,7 +685,7 @@ def section_baselines(run: Run) -> list:
 
 
 def section_training(run: Run) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     if run.train is None:
         return [not_run("make train")]
@@ -762,7 +762,7 @@ def section_training(run: Run) -> list:
 
 def _search_device(t: dict, search: dict, trials: list[dict], best_trial) -> list:
     """Where the search ran, each trial's device cost, the Pareto fronts and the seed spread."""
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     out: list = []
     if not gd(search, "pareto"):
@@ -800,7 +800,7 @@ def _search_device(t: dict, search: dict, trials: list[dict], best_trial) -> lis
 
 
 def section_quantization(run: Run) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     if run.quantize is None:
         return [not_run("make quantize")]
@@ -916,7 +916,7 @@ def section_quantization(run: Run) -> list:
 
 def _per_layer(q: dict) -> list:
     """Where int8 loses accuracy, layer by layer, and what the remedies gave."""
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     out: list = []
     rem = gd(q, "remedies")
@@ -962,7 +962,7 @@ def confusion_table(mats: list[tuple[str, list]], labels: list[str]) -> Table:
 
 
 def _memory(q: dict) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     mem, board = gd(q, "memory"), gd(q, "board")
     out: list = [H("Flash and RAM against the board budget")]
@@ -1018,7 +1018,7 @@ def _memory(q: dict) -> list:
 
 
 def section_device(run: Run) -> list:
-    from pipeline import report_plots as plots
+    from pipeline.report import plots
 
     d = run.device
     if d is None:

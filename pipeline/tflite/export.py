@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 ARRAY = "g_model_data"
 LENGTH = "g_model_data_len"
@@ -95,7 +95,7 @@ class ModelSettings:
     sha256: str
     board: str
     sample_rate_hz: float  # 0 for images
-    # The float step before quantization (pipeline.tflm.InputNormalization), one value per
+    # The float step before quantization (pipeline.tflite.runtime.InputNormalization), one value per
     # channel (the input's last axis); None: the identity (mean 0, inv_std 1).
     input_mean: list[float] | None = None
     input_inv_std: list[float] | None = None

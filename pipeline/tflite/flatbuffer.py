@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import GateFailed
+from pipeline.core.errors import GateFailed
 
 # Builtin ops the TFLM interpreter can run, with the MicroMutableOpResolver method that
 # registers each (tflite-micro python/tflite_micro/python_ops_resolver.cc, which adds every

@@ -1,6 +1,6 @@
 """TensorFlow Lite Micro on the host: int8 in and out as firmware does it, the real TFLM
 kernels, and the tensor arena a model needs. The quantize stage and the virtual device
-(firmware_bridge.tflm) both run on this module.
+(firmware_bridge.targets.virtual_tflm) both run on this module.
 
 Two arena figures, because they differ: the recording allocator's total (what TFLM says
 it allocated) and the true minimum, found by bisection. The allocator's own objects live
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import GateFailed, PipelineError
-from pipeline.progress import progress
+from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.core.progress import progress
 
 ARENA_ALIGN = 16
 # Arenas tried in turn until the model runs. The last holds any model a microcontroller
@@ -138,7 +138,7 @@ def model_input(values: np.ndarray, scale: float, zero_point: int,
 
 def read_input_normalization(data: bytes, where: str = "int8.tflite") -> InputNormalization | None:
     """The model's float input step from its metadata, or None when it has none."""
-    from pipeline.tflite_model import read_metadata
+    from pipeline.tflite.flatbuffer import read_metadata
 
     raw = read_metadata(data).get(NORMALIZATION_METADATA)
     return None if raw is None else InputNormalization.from_json(raw, where)
@@ -146,7 +146,7 @@ def read_input_normalization(data: bytes, where: str = "int8.tflite") -> InputNo
 
 def with_input_normalization(data: bytes, norm: InputNormalization) -> bytes:
     """``data`` with the float input step written into its metadata."""
-    from pipeline.tflite_model import add_metadata
+    from pipeline.tflite.flatbuffer import add_metadata
 
     return add_metadata(data, NORMALIZATION_METADATA, norm.to_json())
 
@@ -248,7 +248,7 @@ def probe(model: bytes | str | Path, arena_size: int | None = None) -> ArenaProb
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    cmd = [sys.executable, "-m", "pipeline.tflm", *([str(int(arena_size))] if arena_size is not None else [])]
+    cmd = [sys.executable, "-m", "pipeline.tflite.runtime", *([str(int(arena_size))] if arena_size is not None else [])]
     try:
         proc = subprocess.run(cmd, input=data, capture_output=True, env=env, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.boards import get_board, model_budgets
-from pipeline.errors import GateFailed, PipelineError
-from pipeline.metrics import scores
-from pipeline.model import ModelParams
-from pipeline.progress import interactive, quiet_native_stderr
-from pipeline.windows import Windows
+from pipeline.core.boards import get_board, model_budgets
+from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.ml.metrics import scores
+from pipeline.ml.model import ModelParams
+from pipeline.core.progress import interactive, quiet_native_stderr
+from pipeline.data.windows import Windows
 
 SCORE = "balanced_accuracy"
 MAX_DRAWS = 200  # draws per trial before giving up on the parameter budget
@@ -90,7 +90,7 @@ def sample(rng: np.random.Generator, space: dict, base: ModelParams) -> ModelPar
 def candidates(tc, base: ModelParams, input_shape: tuple, n_classes: int, seed: int,
                space: dict | None = None) -> list[ModelParams]:
     """The configured model, then ``trials - 1`` random draws within the parameter budget."""
-    from pipeline.model import count_params
+    from pipeline.ml.model import count_params
 
     space = space if space is not None else search_space(tc)
     rng = np.random.default_rng(seed)
@@ -113,7 +113,7 @@ def candidates(tc, base: ModelParams, input_shape: tuple, n_classes: int, seed: 
 def run_trial(params: ModelParams, train: Windows, val: Windows, n_classes: int, priors, tc,
               epochs: int, seed: int, on_epoch=None) -> tuple[dict, object]:
     """Train one configuration from the same seed; score it on train and validation."""
-    from pipeline import model as M
+    from pipeline.ml import model as M
 
     M.seed_everything(seed)
     net = M.build_model(train.X.shape[1:], n_classes, params, train.X, priors)
@@ -158,9 +158,9 @@ def device_cost(net, calibration_x: np.ndarray, budget: dict, arena=None) -> tup
     the firmware would ship: measured minimum x (1 + margin), a 64-bit host figure), MACs
     and the estimated latency. Returns the figures and the arena measurement (pass it back
     for the same architecture: the arena depends only on tensor shapes)."""
-    from pipeline.quantize import convert_int8  # the quantize stage's own conversion
-    from pipeline.tflite_model import inspect_model
-    from pipeline.tflm import measure_arena
+    from pipeline.quantize.stage import convert_int8  # the quantize stage's own conversion
+    from pipeline.tflite.flatbuffer import inspect_model
+    from pipeline.tflite.runtime import measure_arena
 
     data, _ = convert_int8(net, calibration_x)
     info = inspect_model(data)
@@ -217,7 +217,7 @@ def evaluate_trial(task: TrialTask, data: TrialData) -> dict:
     result (status "failed"), never raised: the search goes on without it."""
     import keras
 
-    from pipeline import model as M
+    from pipeline.ml import model as M
 
     start = time.perf_counter()
     record = {"trial": task.index, "source": task.source, "seed": task.seed, "status": "failed",
@@ -367,7 +367,7 @@ class Engine:
         if self.address is not None:
             _check_reachable(self.address)
         if not ray.is_initialized():
-            root = Path(__file__).resolve().parent
+            root = Path(__file__).resolve().parents[1]  # the pipeline package
             env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
             if self.address is None:  # same machine: the workers import this very package
                 env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root.parent), os.environ.get("PYTHONPATH")) if p)
@@ -485,7 +485,7 @@ def _json_default(value):
 
 
 def _limit_tensorflow_threads(n: int) -> None:
-    from pipeline.progress import import_tensorflow
+    from pipeline.core.progress import import_tensorflow
 
     tf = import_tensorflow()
     tf.get_logger().setLevel("ERROR")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import atomic_path, sha256_file, write_json
-from pipeline.config import as_dict, save_config
-from pipeline.errors import GateFailed
-from pipeline.metrics import METRICS, evaluate, paired_delta, per_cluster_scores, scores
-from pipeline.splits import SPLITS, chosen_comments, cv_groups
+from pipeline.core.artifacts import atomic_path, sha256_file, write_json
+from pipeline.core.config import as_dict, save_config
+from pipeline.core.errors import GateFailed
+from pipeline.ml.metrics import METRICS, evaluate, paired_delta, per_cluster_scores, scores
+from pipeline.data.splits import SPLITS, chosen_comments, cv_groups
 
 REPORT = "train_report.json"
 MODEL = "float.keras"
@@ -50,7 +50,7 @@ class Clock:
 
 def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
     """Run the train stage into ``run_dir``; return the report (also written as JSON)."""
-    from pipeline.audit import audit_stage
+    from pipeline.audit.stage import audit_stage
 
     run_dir = Path(run_dir)
     clock = Clock()
@@ -96,7 +96,7 @@ def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
 
 
 def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> None:
-    from pipeline.search import open_engine
+    from pipeline.train.search import open_engine
 
     # Ray (when the search runs on it) starts first: an unreachable cluster is an error in
     # seconds, and one session serves the search and the seed refits.
@@ -105,10 +105,10 @@ def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> Non
 
 
 def _train_steps(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out, engine) -> None:
-    from pipeline import baselines as B
-    from pipeline import model as M
-    from pipeline.progress import progress
-    from pipeline.search import (
+    from pipeline.ml import baselines as B
+    from pipeline.ml import model as M
+    from pipeline.core.progress import progress
+    from pipeline.train.search import (
         SearchInterrupted,
         device_budget,
         random_search,
@@ -226,7 +226,7 @@ def _train_steps(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out, 
         base_report[b.name]["test"] = _evaluate(w["test"].y, b.proba["test"], names, clusters["test"], seed, word)
         for key in HEADLINE:
             look[f"baseline.{b.name}.{key}"] = base_report[b.name]["test"][key]
-    from pipeline.ledger import record_test_look
+    from pipeline.core.ledger import record_test_look
 
     entry = record_test_look(run_dir, "train", PURPOSE, sha, look, prepared.manifest["test_sha256"])
     report["test_look"] = {"purpose": PURPOSE, "look": entry["look"], "warning": entry.get("warning")}
@@ -249,8 +249,8 @@ def check_input_budget(input_shape: tuple, cfg, rate_hz) -> None:
     least the int8 input and its normalized copy (2 bytes per input value), before any layer.
     The first convolution downsamples long inputs (``model.front_end_stride``), so what is
     left to set is the window or the rate."""
-    from pipeline.boards import get_board
-    from pipeline.errors import PipelineError
+    from pipeline.core.boards import get_board
+    from pipeline.core.errors import PipelineError
 
     q = cfg.quantize
     board = get_board(q.board)
@@ -278,7 +278,7 @@ def leave_one_group_out(prepared, best, k: int, tc, epochs: int, seed: int, out=
     """
     import keras
 
-    from pipeline import model as M
+    from pipeline.ml import model as M
 
     ds, w = prepared.dataset, prepared.windows
     if not ds.has_groups or tc.logo_folds == 0:
@@ -320,7 +320,7 @@ def leave_one_group_out(prepared, best, k: int, tc, epochs: int, seed: int, out=
 
 
 def _evaluate(y, proba, names, clusters, seed, unit: str = "cluster") -> dict:
-    from pipeline.model import cross_entropy
+    from pipeline.ml.model import cross_entropy
 
     result = evaluate(y, proba.argmax(1), names, clusters=clusters, seed=seed, unit=unit)
     result["log_loss"] = cross_entropy(proba, y)
@@ -390,7 +390,7 @@ def _audit_summary(audit_report: dict, allow_leakage: bool) -> dict:
 
 
 def _quiet_tensorflow() -> None:
-    from pipeline.progress import import_tensorflow
+    from pipeline.core.progress import import_tensorflow
 
     tf = import_tensorflow()
     # Retracing notices for each new small model are expected here and say nothing useful.

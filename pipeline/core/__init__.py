@@ -1,0 +1,1 @@
+"""Utilities every stage uses: config (+ configs/), artifacts (atomic files), safe_io (hostile-input parsing), errors, progress, the test-set ledger, and board facts. Imports nothing else of the project."""

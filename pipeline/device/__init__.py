@@ -1,0 +1,1 @@
+"""The flash / eval stage on a device (stage.py) and the scoring of its results (scoring.py)."""

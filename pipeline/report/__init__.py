@@ -1,0 +1,1 @@
+"""The report stage: the document (document.py), its sections, and its plots."""

@@ -1,0 +1,1 @@
+"""The model file and its runtimes, below every stage: the .tflite flatbuffer reader (flatbuffer.py), the host TFLM/LiteRT runtime (runtime.py) and the C array export (export.py). firmware_bridge reads models through it."""

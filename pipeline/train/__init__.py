@@ -1,0 +1,1 @@
+"""The train stage (stage.py) and its device-aware search (search.py)."""
