@@ -129,7 +129,7 @@ def load_cfg(args):
     if getattr(args, "device", None):
         overrides["device.port"] = args.device
     cfg = load_config(path, overrides)
-    from pipeline.data.datasets import EMBEDDED
+    from pipeline.data.load import EMBEDDED
 
     dataset = Path(cfg.data.dataset)
     if cfg.data.dataset not in EMBEDDED and dataset.exists():

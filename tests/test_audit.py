@@ -11,12 +11,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_splits import datasets as split_datasets
 
+from pipeline.audit.pool import summary_features
+from pipeline.audit.stage import audit_stage, run_audit
 from pipeline.core.artifacts import to_json
-from pipeline.audit.stage import audit_stage, run_audit, summary_features
 from pipeline.core.config import SplitConfig, load_config
-from pipeline.data.datasets import Dataset
 from pipeline.core.errors import GateFailed, PipelineError
-from pipeline.data.splits import SPLITS, Prepared, SplitPlan, make_windows, manifest, plan_split, prepare
+from pipeline.data.dataset import Dataset
+from pipeline.data.splits import (
+    SPLITS,
+    Prepared,
+    SplitPlan,
+    make_windows,
+    manifest,
+    plan_split,
+    prepare,
+)
 from pipeline.data.windows import window_steps
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
@@ -68,13 +77,13 @@ def with_samples(ds: Dataset, order=None, extra=(), **changes) -> Dataset:
 
 
 def prepared_by_hand(ds: Dataset, split_of_group: dict[str, str] | None = None, split_of_sample=None,
-                     strategy="group", unit="group", predefined_test=False) -> Prepared:
+                     strategy="group", group_by="group", predefined_test=False) -> Prepared:
     """A Prepared with the split given, as a broken or foreign splitter would make it."""
     if split_of_sample is None:
         split_of_sample = [split_of_group[g] for g in ds.group_ids]
     split_of_sample = np.asarray(split_of_sample)
     length, stride = window_steps(ds, 1000.0, 500.0)
-    plan = SplitPlan(strategy=strategy, unit=unit, seed=0,
+    plan = SplitPlan(strategy=strategy, group_by=group_by, seed=0,
                      indices={s: np.flatnonzero(split_of_sample == s) for s in SPLITS},
                      window_length=length, window_stride=stride, window_ms=1000.0, stride_ms=500.0,
                      predefined_test=predefined_test)
@@ -165,13 +174,13 @@ def test_time_split_groups_on_both_sides_warn_but_recordings_never_may():
     rank = np.array([int(r.split(".r")[1]) for r in ds.recording_ids])
     split = np.where(rank < 4, "train", np.where(rank < 5, "val", "test"))
     ds_time = with_samples(ds, start_times=10.0 * rank + np.array([int(g[1:]) for g in ds.group_ids]) * 0.5)
-    checks = by_id(run_audit(prepared_by_hand(ds_time, split_of_sample=split, strategy="time", unit="recording"), CFG))
+    checks = by_id(run_audit(prepared_by_hand(ds_time, split_of_sample=split, strategy="time", group_by="recording"), CFG))
     assert checks["group_overlap"]["severity"] == "warning" and not checks["group_overlap"]["passed"]
     assert "later time" in checks["group_overlap"]["message"]
     assert checks["temporal_order"]["passed"] and checks["temporal_order"]["severity"] == "error"
     # The same split, but test recordings start before training ones end: an error.
     ds_bad = with_samples(ds, start_times=np.where(split == "test", 0.0, 10.0 * rank))
-    checks = by_id(run_audit(prepared_by_hand(ds_bad, split_of_sample=split, strategy="time", unit="recording"), CFG))
+    checks = by_id(run_audit(prepared_by_hand(ds_bad, split_of_sample=split, strategy="time", group_by="recording"), CFG))
     assert not checks["temporal_order"]["passed"] and checks["temporal_order"]["severity"] == "error"
 
 
@@ -194,14 +203,14 @@ def test_overlapping_windows_across_splits_are_an_error():
     split = np.array([{0: "train", 1: "train", 2: "train", 3: "train", 4: "val", 5: "val", 6: "test", 7: "test"}[int(r[3:])]
                       for r in ds.recording_ids])
     split[(ds.recording_ids == "rec0") & (np.arange(len(ds)) % 2 == 1)] = "test"  # odd rows of rec0 tested
-    check = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, unit="recording"), CFG))["window_overlap"]
+    check = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, group_by="recording"), CFG))["window_overlap"]
     assert not check["passed"] and check["severity"] == "error"
     assert check["detail"]["recordings"] == ["rec0"]
     assert check["detail"]["overlapping_pairs"] == 29  # each odd row overlaps its two even neighbours, minus the ends
 
     # Rows 1 s apart do not share time steps: the recording is still in two splits, but no window overlaps.
     ds = npz_like(step_s=1.0)
-    checks = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, unit="recording"), CFG))
+    checks = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, group_by="recording"), CFG))
     assert checks["window_overlap"]["passed"]
     assert not checks["group_overlap"]["passed"] and checks["group_overlap"]["detail"]["recordings_in_two_splits"]
 
@@ -286,10 +295,10 @@ def test_permutation_test_catches_a_splitter_that_leaks_windows():
     ds = fingerprinted()
     split = np.array(["train"] * 40 + ["val"] * 10 + ["test"] * 10)
     # Sound: cross-validation keeps recordings whole, so shuffled labels score chance.
-    sound = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, unit="recording"), CFG))["permutation_test"]
+    sound = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, group_by="recording"), CFG))["permutation_test"]
     assert sound["passed"], sound["detail"]
     # Leaky: windows of one recording land in different folds, and the baseline memorizes recordings.
-    leaky = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, unit="sample"), CFG))["permutation_test"]
+    leaky = by_id(run_audit(prepared_by_hand(ds, split_of_sample=split, group_by="sample"), CFG))["permutation_test"]
     assert not leaky["passed"] and leaky["severity"] == "error"
     assert leaky["detail"]["mean"] > sound["detail"]["mean"] + 0.2
 
@@ -323,7 +332,7 @@ def test_pipeline_splits_pass_the_leakage_checks(dataset, strategy, seed):
     for cid in ("group_overlap", "window_overlap", "cross_split_duplicates", "temporal_order", "non_finite",
                 "shared_segments", "near_duplicates"):
         assert checks[cid]["passed"] or checks[cid]["severity"] == "warning", checks[cid]["message"]
-    if strategy == "group" and plan.unit == "group":
+    if strategy == "group" and plan.group_by == "group":
         assert checks["group_overlap"]["passed"]
     json.loads(to_json(report))
 
@@ -437,7 +446,7 @@ def test_single_device_export_splits_by_recording_and_warns(tmp_path):
     write_export(tmp_path / "e", files)
     cfg = load_config(overrides={"data.dataset": str(tmp_path / "e")})
     prepared, report = audit_stage(cfg, tmp_path / "run", out=lambda *a: None)
-    assert prepared.plan.unit == "recording"
+    assert prepared.plan.group_by == "recording"
     assert any("one subject/device only" in n for n in prepared.plan.notes)
     overlap = next(c for c in report["checks"] if c["id"] == "group_overlap")
     assert overlap["severity"] == "warning" and not overlap["passed"]

@@ -29,7 +29,7 @@ from firmware_bridge.host import protocol
 from firmware_bridge.host.capture import capture
 from pipeline.core.errors import BridgeError
 from firmware_bridge.targets.virtual_device import VirtualDevice
-from pipeline.data.datasets import load_dataset
+from pipeline.data.load import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPT = json.loads((Path(__file__).parent / "transcripts" / "sampling_virtual.json").read_text())
@@ -257,7 +257,7 @@ def test_ctrl_c_keeps_every_sample_captured(virtual, tmp_path):
     assert files and all((out / f["path"]).is_file() for f in files)
     assert len(list((out / "training").iterdir())) == len(files)
     assert b"Traceback" not in err and b"interrupted" in err
-    from pipeline.data.datasets import parse_acquisition
+    from pipeline.data.edge_impulse import parse_acquisition
 
     for f in files:
         assert parse_acquisition((out / f["path"]).read_bytes(), f["path"]).values.shape == (20, 3)

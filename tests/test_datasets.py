@@ -11,13 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.data.datasets import (
-    load_dataset,
-    load_digits,
-    load_motion,
-    parse_acquisition,
-)
 from pipeline.core.errors import PipelineError
+from pipeline.data.edge_impulse import parse_acquisition
+from pipeline.data.load import load_dataset, load_digits, load_motion
 from pipeline.data.windows import cut_windows, window_steps
 
 # --------------------------------------------------------------------------- helpers

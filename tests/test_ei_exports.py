@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 
 from pipeline.audit.stage import run_audit
 from pipeline.core.config import load_config
-from pipeline.data.datasets import load_dataset, parse_acquisition, resample
 from pipeline.core.errors import PipelineError
-from pipeline.ml.metrics import clopper_pearson, evaluate, metric_text
+from pipeline.data.edge_impulse import parse_acquisition
+from pipeline.data.load import load_dataset
+from pipeline.data.rates import resample
 from pipeline.data.splits import prepare
 from pipeline.data.windows import choose_window
+from pipeline.ml.metrics import clopper_pearson, evaluate, metric_text
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def test_trailing_spaces_are_stripped(tmp_path):
 
 def test_no_device_name_splits_by_recording_and_says_so(tmp_path):
     prepared, _ = audit(fx.export_no_device_name(tmp_path / "x"))
-    assert not prepared.dataset.has_groups and prepared.plan.unit == "recording"
+    assert not prepared.dataset.has_groups and prepared.plan.group_by == "recording"
     assert any("no device_name" in n for n in prepared.plan.notes)
 
 

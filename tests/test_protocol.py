@@ -353,7 +353,7 @@ finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 def test_a_signed_acquisition_round_trips_and_verifies(values, key, interval):
     import cbor2
 
-    from pipeline.data.datasets import parse_acquisition
+    from pipeline.data.edge_impulse import parse_acquisition
 
     data = protocol.encode_acquisition("AA:BB", "board", interval, values, key)
     doc = cbor2.loads(data)

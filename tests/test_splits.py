@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 
 from pipeline.core.artifacts import to_json
 from pipeline.core.config import SplitConfig, load_config
-from pipeline.data.datasets import Dataset
 from pipeline.core.errors import PipelineError
+from pipeline.data.dataset import Dataset
 from pipeline.data.splits import (
     SPLITS,
     GroupAwareKFold,
     cross_validate_pipeline,
+    load_run_split,
     make_windows,
     manifest,
     plan_from_manifest,
@@ -115,7 +116,7 @@ def assert_leakage_safe(dataset, plan, windows):
         grp = {s: set(dataset.group_ids[idx[s]].tolist()) for s in SPLITS}
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
             # ... or too few groups to give every split every class: split by recording, said in the notes.
-            by_design = plan.strategy == "time" or (plan.predefined_test and b == "test") or plan.unit != "group"
+            by_design = plan.strategy == "time" or (plan.predefined_test and b == "test") or plan.group_by != "group"
             if not by_design:
                 assert not grp[a] & grp[b], (plan.strategy, a, b, grp[a] & grp[b])
     # No window straddles splits: each lies inside one sample of its own split.
@@ -159,8 +160,8 @@ def assert_reproducible_and_round_trips(dataset, plan, windows, strategy, gap_s=
     back = plan_from_manifest(dataset, man)
     for s in SPLITS:
         assert np.array_equal(back.indices[s], plan.indices[s])
-    assert (back.strategy, back.unit, back.seed, back.window_length, back.window_stride, back.predefined_test) == (
-        plan.strategy, plan.unit, plan.seed, plan.window_length, plan.window_stride, plan.predefined_test)
+    assert (back.strategy, back.group_by, back.seed, back.window_length, back.window_stride, back.predefined_test) == (
+        plan.strategy, plan.group_by, plan.seed, plan.window_length, plan.window_stride, plan.predefined_test)
     assert back.excluded == plan.excluded and back.sizes == plan.sizes
 
 
@@ -173,11 +174,11 @@ def test_group_split_of_recordings_is_leakage_safe(dataset, seed):
     plan, windows = _plan_or_skip(dataset, "group", seed)
     if plan is None:
         return
-    if plan.unit == "recording" and dataset.has_groups:
+    if plan.group_by == "recording" and dataset.has_groups:
         # Too few groups for every class in every split: the fallback says so.
         assert any("split by recording instead" in n or "one subject/device only" in n for n in plan.notes)
     else:
-        assert plan.unit == ("group" if dataset.has_groups else "recording")
+        assert plan.group_by == ("group" if dataset.has_groups else "recording")
     assert_leakage_safe(dataset, plan, windows)
     assert_reproducible_and_round_trips(dataset, plan, windows, "group")
 
@@ -198,7 +199,7 @@ def test_time_split_is_chronological_and_keeps_recordings_whole(dataset, gap_s):
     plan, windows = _plan_or_skip(dataset, "time", 0, gap_s)
     if plan is None:
         return
-    assert plan.unit == "recording"
+    assert plan.group_by == "recording"
     assert_leakage_safe(dataset, plan, windows)
     assert_chronological(plan, windows, gap_s)
     assert_reproducible_and_round_trips(dataset, plan, windows, "time", gap_s)
@@ -225,7 +226,7 @@ def test_random_split_only_without_structure(dataset, seed):
     plan, windows = _plan_or_skip(dataset, "random", seed)
     if plan is None:
         return
-    assert plan.unit == "sample" and any("random split" in n for n in plan.notes)
+    assert plan.group_by == "sample" and any("random split" in n for n in plan.notes)
     assert_leakage_safe(dataset, plan, windows)
     assert_reproducible_and_round_trips(dataset, plan, windows, "random")
 
@@ -312,6 +313,23 @@ def test_prepare_writes_then_reuses_the_split(tmp_path):
     for s in SPLITS:
         assert np.array_equal(first.windows[s].X, second.windows[s].X)
         assert first.manifest["splits"][s] == second.manifest["splits"][s]
+
+
+def test_a_manifest_written_before_group_by_still_loads(tmp_path):
+    """splits.json once named what the split keeps whole "unit"; such a run still reads back."""
+    cfg = load_config(overrides={"data.motion_subjects": 6, "data.motion_sessions": 1})
+    first = prepare(cfg, tmp_path)
+    man = json.loads((tmp_path / "splits.json").read_text())
+    assert man["group_by"] == first.plan.group_by and "unit" not in man
+    man["unit"] = man.pop("group_by")
+    (tmp_path / "splits.json").write_text(json.dumps(man))
+    again = load_run_split(cfg, tmp_path)
+    assert again.reused and again.plan.group_by == first.plan.group_by
+    assert again.group_word == first.group_word == "subject"
+    del man["unit"]
+    (tmp_path / "splits.json").write_text(json.dumps(man))
+    with pytest.raises(PipelineError, match="missing key 'group_by'"):
+        load_run_split(cfg, tmp_path)
 
 
 def test_prepare_makes_a_new_split_when_the_sizes_change(tmp_path):

@@ -83,7 +83,7 @@ def check_sample(data: bytes, where: str, *, interval_ms: float, readings: int, 
     """The decoded acquisition file, or a BridgeError saying what does not match."""
     import cbor2
 
-    from pipeline.data.datasets import parse_acquisition
+    from pipeline.data.edge_impulse import parse_acquisition
     from pipeline.core.errors import PipelineError
 
     try:

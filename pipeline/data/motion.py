@@ -57,7 +57,7 @@ def _gesture(label: str, t: np.ndarray, amp: float, tempo: float, rng: np.random
 
 
 def generate(seed: int = 0, subjects: int = 12, sessions: int = 3) -> dict:
-    """Recordings as plain arrays and metadata; ``pipeline.data.datasets.load_motion`` wraps them."""
+    """Recordings as plain arrays and metadata; ``pipeline.data.load.load_motion`` wraps them."""
     rng = np.random.default_rng(seed)
     recordings, labels, rec_ids, groups, starts = [], [], [], [], []
     base_time = 1_767_600_000.0  # 2026-01-05, a Monday

@@ -1,7 +1,7 @@
 """Leakage-safe splits: by recording and group first, windows after.
 
-The unit of splitting is the group (subject or device) when the data has groups, else the
-recording. Every window of a recording and every recording of a group lands in one split.
+What a split keeps whole (its group) is the subject or device when the data has them, else
+the recording. Every window of a recording and every recording of a group lands in one split.
 Windows are cut from each split's samples only after the split is made.
 
 Strategies:
@@ -16,7 +16,6 @@ check the test content against its SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +28,19 @@ from sklearn.model_selection import (
 )
 
 from pipeline.core.artifacts import read_json, write_json
-from pipeline.data.datasets import Dataset
 from pipeline.core.errors import PipelineError
 from pipeline.core.safe_io import NUMBER, check_structure
-from pipeline.data.windows import PAD_MIN_SHARE, Windows, choose_window, cut_windows
+from pipeline.data.cuts import linked_cuts
+from pipeline.data.dataset import Dataset
+from pipeline.data.load import dataset_from_config
+from pipeline.data.windows import (
+    PAD_MIN_SHARE,
+    Windows,
+    choose_window,
+    content_sha256,
+    cut_windows,
+    padded_counts,
+)
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "splits.json"
@@ -43,7 +51,7 @@ class SplitPlan:
     """Sample indices per split, and how they were chosen."""
 
     strategy: str
-    unit: str  # "group", "recording" or "sample": what was kept whole
+    group_by: str  # "group", "recording" or "sample": what was kept whole
     seed: int
     indices: dict[str, np.ndarray]
     window_length: int
@@ -59,10 +67,11 @@ class SplitPlan:
     window_why: str = ""  # how the window was chosen
 
 
-def split_units(dataset: Dataset, strategy: str = "group") -> tuple[np.ndarray, str]:
-    """The id each sample is kept whole by, and its name.
+def split_groups(dataset: Dataset, strategy: str = "group") -> tuple[np.ndarray, str]:
+    """The group each sample is kept whole by, and what the groups are ("group": subjects or
+    devices, "recording", "sample").
 
-    In ``time`` mode the unit is the recording: subjects keep recording over the whole
+    In ``time`` mode the group is the recording: subjects keep recording over the whole
     period, so a chronological split puts the same subjects on both sides (the audit says so).
     """
     if dataset.has_groups and strategy != "time":
@@ -73,17 +82,17 @@ def split_units(dataset: Dataset, strategy: str = "group") -> tuple[np.ndarray, 
 
 
 def resolve_strategy(dataset: Dataset, requested: str) -> str:
-    _, unit = split_units(dataset)
+    _, group_by = split_groups(dataset)
     if requested == "auto":
-        return "random" if unit == "sample" else "group"
-    if requested == "random" and unit != "sample":
+        return "random" if group_by == "sample" else "group"
+    if requested == "random" and group_by != "sample":
         raise PipelineError(
-            f"[split] strategy 'random' on {dataset.source}: the data has {unit}s, and a random "
+            f"[split] strategy 'random' on {dataset.source}: the data has {group_by}s, and a random "
             "split would put windows of one "
-            f"{unit} in both training and test",
+            f"{group_by} in both training and test",
             hint="use strategy 'group' (the default) or 'time'; the audit's split_optimism shows what a random split would claim",
         )
-    if requested == "group" and unit == "sample":
+    if requested == "group" and group_by == "sample":
         # No structure to respect: a group split over single samples is a random split.
         return "random"
     return requested
@@ -112,21 +121,21 @@ def _best_fold(folds, labels_all, n_classes, target_share, total):
     return best
 
 
-def _hold_out(idx: np.ndarray, labels: np.ndarray, units: np.ndarray, share: float,
-              n_classes: int, seed: int, grouped: bool, unit: str = "group") -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` into (kept, held) with about ``share`` held out, units kept whole."""
+def _hold_out(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray, share: float,
+              n_classes: int, seed: int, grouped: bool, group_by: str = "group") -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (kept, held) with about ``share`` held out, groups kept whole."""
     n_folds = max(2, int(round(1.0 / share)))
     y = labels[idx]
     if grouped:
-        n_units = np.unique(units[idx]).size
-        if n_units < 2:
+        n_groups = np.unique(groups[idx]).size
+        if n_groups < 2:
             raise PipelineError(
-                f"only {n_units} {unit}(s) left to split; need at least 2",
-                hint=f"add {unit}s, or lower [split] test_size/val_size",
+                f"only {n_groups} {group_by}(s) left to split; need at least 2",
+                hint=f"add {group_by}s, or lower [split] test_size/val_size",
             )
-        n_folds = min(n_folds, n_units)
+        n_folds = min(n_folds, n_groups)
         cv = _group_folds(n_folds, y, seed)
-        folds = list(cv.split(np.zeros(idx.size), y, units[idx]))
+        folds = list(cv.split(np.zeros(idx.size), y, groups[idx]))
     else:
         min_class = np.bincount(y).min() if y.size else 0
         n_folds = max(2, min(n_folds, int(min_class) if min_class >= 2 else 2))
@@ -142,15 +151,15 @@ def _hold_out(idx: np.ndarray, labels: np.ndarray, units: np.ndarray, share: flo
     return idx[kept], idx[held]
 
 
-def _time_split(dataset: Dataset, cfg, units: np.ndarray) -> tuple[dict, dict, list]:
-    """Chronological: units ordered by their first time; test last, validation before it."""
+def _time_split(dataset: Dataset, cfg, groups: np.ndarray) -> tuple[dict, dict, list]:
+    """Chronological: groups (recordings) ordered by their first time; test last, validation before it."""
     rate = dataset.rate_hz or 1.0
     ends = dataset.start_times + dataset.lengths / rate
-    uniq = np.unique(units)
-    u_start = {u: dataset.start_times[units == u].min() for u in uniq}
-    u_end = {u: ends[units == u].max() for u in uniq}
+    uniq = np.unique(groups)
+    u_start = {u: dataset.start_times[groups == u].min() for u in uniq}
+    u_end = {u: ends[groups == u].max() for u in uniq}
     order = sorted(uniq, key=lambda u: (u_start[u], u))
-    sizes = np.array([np.sum(units == u) for u in order], dtype=float)
+    sizes = np.array([np.sum(groups == u) for u in order], dtype=float)
     cum = np.cumsum(sizes) / sizes.sum()
     n_test_from = int(np.searchsorted(cum, 1.0 - cfg.test_size))
     n_val_from = int(np.searchsorted(cum, 1.0 - cfg.test_size - cfg.val_size))
@@ -159,7 +168,7 @@ def _time_split(dataset: Dataset, cfg, units: np.ndarray) -> tuple[dict, dict, l
     parts = {"train": order[:n_val_from], "val": order[n_val_from:n_test_from], "test": order[n_test_from:]}
     excluded: dict[str, list[str]] = {}
     notes = []
-    # The gap: drop units that end within gap_s of the start of the next split (or overlap it).
+    # The gap: drop groups that end within gap_s of the start of the next split (or overlap it).
     for early, late in (("train", "val"), ("val", "test"), ("train", "test")):
         if not parts[late] or not parts[early]:
             continue
@@ -172,91 +181,9 @@ def _time_split(dataset: Dataset, cfg, units: np.ndarray) -> tuple[dict, dict, l
     if excluded:
         n = sum(len(v) for v in excluded.values())
         notes.append(f"time split: {n} unit(s) dropped because they end within the gap before a later split")
-    idx = {name: np.flatnonzero(np.isin(units, parts[name])) for name in SPLITS}
-    excl_ids = {reason: dataset.sample_ids[np.isin(units, us)].tolist() for reason, us in excluded.items()}
+    idx = {name: np.flatnonzero(np.isin(groups, parts[name])) for name in SPLITS}
+    excl_ids = {reason: dataset.sample_ids[np.isin(groups, us)].tolist() for reason, us in excluded.items()}
     return idx, excl_ids, notes
-
-
-# Overlapping cuts of one recording share stretches of identical time steps. RUN_STEPS in a
-# row, at least half of them distinct rows (so no constant, clipped or silent stretch), do
-# not repeat by chance across different recordings of real sensors: a match is a shared cut.
-# (ei-nano33-fall: two of its 294 samples, cut by Edge Impulse's "split sample" from one
-# recording, share 18 and 19 identical 9-axis rows; no other pair shares even one run.)
-RUN_STEPS = 16
-# Sharing less than this share of the shorter sample's stretches, two samples are cuts of one
-# recording (kept in one split); sharing more, one is a copy of the other (the audit's error).
-CUT_MAX_SHARED = 0.5
-
-
-def _run_hashes(values: np.ndarray) -> np.ndarray:
-    """Hashes of every informative RUN_STEPS-step stretch of a (T, C) sample (uint64)."""
-    v = np.ascontiguousarray(values, dtype=np.float32)
-    if v.shape[0] < RUN_STEPS:
-        return np.zeros(0, np.uint64)
-    u = (v + np.float32(0.0)).view(np.uint32).astype(np.uint64)  # + 0.0: -0.0 equals 0.0
-    with np.errstate(over="ignore"):
-        primes = np.uint64(0x9E3779B97F4A7C15) ** np.arange(1, u.shape[1] + 1, dtype=np.uint64)
-        row = (u * primes).sum(axis=1) * np.uint64(0xBF58476D1CE4E5B9)
-        row ^= row >> np.uint64(31)
-        n = row.size - RUN_STEPS + 1
-        h = np.zeros(n, np.uint64)
-        for j in range(RUN_STEPS):
-            h = h * np.uint64(1099511628211) + row[j:j + n]
-    srt = np.sort(np.lib.stride_tricks.sliding_window_view(row, RUN_STEPS)[:n], axis=1)
-    distinct = 1 + np.count_nonzero(np.diff(srt, axis=1), axis=1)
-    return np.unique(h[distinct >= RUN_STEPS // 2])
-
-
-def shared_stretches(dataset: Dataset, indices=None) -> dict[tuple[int, int], float]:
-    """Pairs of samples (i < j) that share identical RUN_STEPS-step stretches, with the share
-    of the shorter one's stretches they share. Looked for in the values as recorded (before
-    any resampling, ``Dataset.originals``)."""
-    if dataset.windowed:
-        return {}
-    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
-    hashes, owners, counts = [], [], {}
-    for i in indices:
-        raw = dataset.originals[i] if dataset.originals is not None and dataset.originals[i] is not None else dataset.samples[i]
-        h = _run_hashes(raw)
-        hashes.append(h)
-        owners.append(np.full(h.size, i))
-        counts[int(i)] = max(h.size, 1)
-    if not hashes:
-        return {}
-    h, o = np.concatenate(hashes), np.concatenate(owners)
-    order = np.argsort(h, kind="stable")
-    h, o = h[order], o[order]
-    same = np.flatnonzero(h[1:] == h[:-1])
-    pairs: dict = {}
-    for j in same:
-        a, b = sorted((int(o[j]), int(o[j + 1])))
-        if a != b:
-            pairs[(a, b)] = pairs.get((a, b), 0) + 1
-    return {ab: n / min(counts[ab[0]], counts[ab[1]]) for ab, n in pairs.items()}
-
-
-def linked_cuts(dataset: Dataset, units: np.ndarray) -> tuple[np.ndarray, int]:
-    """Units with overlapping cuts of one recording merged, so a split keeps them together.
-
-    Copies (sharing more than CUT_MAX_SHARED) are not merged: they are the audit's finding.
-    """
-    pairs = [ab for ab, share in shared_stretches(dataset).items() if share <= CUT_MAX_SHARED]
-    if not pairs:
-        return units, 0
-    parent = {u: u for u in np.unique(units).tolist()}
-
-    def find(u):
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
-
-    for a, b in pairs:
-        ra, rb = find(str(units[a])), find(str(units[b]))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    merged = np.asarray([find(str(u)) for u in units])
-    return merged, len(pairs)
 
 
 def check_enough_samples(dataset: Dataset, predefined: bool) -> None:
@@ -278,48 +205,24 @@ def check_enough_samples(dataset: Dataset, predefined: bool) -> None:
 def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
     """Decide which samples go to train, validation and test. ``cfg`` is a SplitConfig."""
     strategy = resolve_strategy(dataset, cfg.strategy)
-    units, unit = split_units(dataset, strategy)
-    notes: list[str] = list(dataset.notes.get("loader", []))
-    check_enough_samples(dataset, dataset.predefined_split is not None and bool(np.any(dataset.predefined_split == "test")))
-    pool = units if dataset.predefined_split is None else units[dataset.predefined_split != "test"]
-    if unit == "group" and np.unique(pool).size < 2:
-        # One subject/device (a common Edge Impulse project): nothing to hold out by group.
-        units, unit = dataset.recording_ids, "recording"
-        notes.append(
-            "one subject/device only: split by recording; the scores estimate performance on "
-            "new recordings of that subject/device, not on new ones"
-        )
+    predefined = dataset.predefined_split is not None and bool(np.any(dataset.predefined_split == "test"))
+    check_enough_samples(dataset, predefined)
+    groups, group_by, notes = _kept_whole(dataset, strategy)
     choice = choose_window(dataset, cfg.window_ms, cfg.stride_ms)
-    length, stride = choice.length, choice.stride
     pad = getattr(cfg, "pad", "drop")
     if not dataset.windowed:
-        notes.append(f"windows of {length} steps ({choice.window_ms:g} ms) every {stride} steps: {choice.why}"
+        notes.append(f"windows of {choice.length} steps ({choice.window_ms:g} ms) every {choice.stride} steps: "
+                     f"{choice.why}"
                      + (f"; samples shorter than a window but at least {PAD_MIN_SHARE:.0%} of it are zero-padded "
                         "at the end ([split] pad = \"zero\")" if pad == "zero" else ""))
-    k = dataset.num_classes
-    all_idx = np.arange(len(dataset))
-    excluded: dict[str, list[str]] = {}
-    predefined = dataset.predefined_split is not None and np.any(dataset.predefined_split == "test")
     if strategy == "random":
         notes.append(
             "random split: the data has no recordings or groups, so samples are split independently; "
             "the test score estimates performance on new samples from the same sources"
         )
-    def assign(units, unit):
-        if predefined:
-            test = all_idx[dataset.predefined_split == "test"]
-            rest = all_idx[dataset.predefined_split != "test"]
-            share = cfg.val_size / (1.0 - cfg.test_size)
-            train, val = _hold_out(rest, dataset.labels, units, share, k, seed, strategy != "random", unit)
-            return {"train": train, "val": val, "test": test}
-        grouped = strategy == "group"
-        rest, test = _hold_out(all_idx, dataset.labels, units, cfg.test_size, k, seed, grouped, unit)
-        share = cfg.val_size / (1.0 - cfg.test_size)
-        train, val = _hold_out(rest, dataset.labels, units, share, k, seed + 1, grouped, unit)
-        return {"train": train, "val": val, "test": test}
-
+    excluded: dict[str, list[str]] = {}
     if strategy == "time":
-        idx, excluded, time_notes = _time_split(dataset, cfg, units)
+        idx, excluded, time_notes = _time_split(dataset, cfg, groups)
         notes.extend(time_notes)
         if dataset.has_groups:
             notes.append(
@@ -327,27 +230,7 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
                 "so the test score estimates performance on known subjects at a later time"
             )
     else:
-        if unit == "recording":
-            units, n_linked = linked_cuts(dataset, units)
-            if n_linked:
-                notes.append(f"{n_linked} pair(s) of samples share stretches of identical time steps (overlapping "
-                             "cuts of one recording): each such family is kept in one split")
-        idx = assign(units, unit)
-        lacking = [s for s in SPLITS if np.unique(dataset.labels[idx[s]]).size < k]
-        if unit == "group" and lacking:
-            # Few subjects/devices, some holding one class only (two boards, one of which
-            # recorded only falls): no split by group gives every split every class. A split
-            # by recording does; a new-device estimate is then not possible, and it says so.
-            n_groups = np.unique(pool).size
-            units, unit = dataset.recording_ids, "recording"
-            units, n_linked = linked_cuts(dataset, units)
-            idx = assign(units, unit)
-            notes.append(
-                f"{n_groups} subjects/devices, too few to split by group with every class in every split "
-                f"({', '.join(lacking)} would lack a class): split by recording instead; the scores estimate "
-                "performance on new recordings of these subjects/devices, not on new ones")
-        if predefined:
-            notes.append(f"predefined test split kept ({idx['test'].size} samples from the source's testing category)")
+        idx, group_by = _held_out_split(dataset, cfg, seed, strategy, predefined, groups, group_by, notes)
     for name in SPLITS:
         idx[name] = np.sort(np.asarray(idx[name], dtype=np.int64))
         if idx[name].size == 0:
@@ -356,12 +239,72 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
                 hint="the data has too few recordings/groups for three splits; lower [split] test_size/val_size or add data",
             )
     return SplitPlan(
-        strategy=strategy, unit=unit, seed=seed, indices=idx, window_length=length,
-        window_stride=stride, window_ms=choice.window_ms, stride_ms=choice.stride_ms,
-        predefined_test=bool(predefined), notes=notes, excluded=excluded,
+        strategy=strategy, group_by=group_by, seed=seed, indices=idx, window_length=choice.length,
+        window_stride=choice.stride, window_ms=choice.window_ms, stride_ms=choice.stride_ms,
+        predefined_test=predefined, notes=notes, excluded=excluded,
         sizes={"test_size": cfg.test_size, "val_size": cfg.val_size, "gap_s": cfg.gap_s},
         pad=pad, requested={"window_ms": cfg.window_ms, "stride_ms": cfg.stride_ms}, window_why=choice.why,
     )
+
+
+def _kept_whole(dataset: Dataset, strategy: str) -> tuple[np.ndarray, str, list[str]]:
+    """The group id of each sample, what it is ("group", "recording", "sample"), and the notes
+    so far (the loader's, and a fall back to recordings when there is one subject/device)."""
+    groups, group_by = split_groups(dataset, strategy)
+    notes: list[str] = list(dataset.notes.get("loader", []))
+    outside_test = groups if dataset.predefined_split is None else groups[dataset.predefined_split != "test"]
+    if group_by == "group" and np.unique(outside_test).size < 2:
+        # One subject/device (a common Edge Impulse project): nothing to hold out by group.
+        groups, group_by = dataset.recording_ids, "recording"
+        notes.append(
+            "one subject/device only: split by recording; the scores estimate performance on "
+            "new recordings of that subject/device, not on new ones"
+        )
+    return groups, group_by, notes
+
+
+def _assign(dataset: Dataset, cfg, seed: int, strategy: str, predefined: bool,
+            groups: np.ndarray, group_by: str) -> dict[str, np.ndarray]:
+    """Hold out test (unless the source fixed it), then validation, keeping groups whole."""
+    k = dataset.num_classes
+    all_idx = np.arange(len(dataset))
+    share = cfg.val_size / (1.0 - cfg.test_size)
+    if predefined:
+        test = all_idx[dataset.predefined_split == "test"]
+        rest = all_idx[dataset.predefined_split != "test"]
+        train, val = _hold_out(rest, dataset.labels, groups, share, k, seed, strategy != "random", group_by)
+        return {"train": train, "val": val, "test": test}
+    grouped = strategy == "group"
+    rest, test = _hold_out(all_idx, dataset.labels, groups, cfg.test_size, k, seed, grouped, group_by)
+    train, val = _hold_out(rest, dataset.labels, groups, share, k, seed + 1, grouped, group_by)
+    return {"train": train, "val": val, "test": test}
+
+
+def _held_out_split(dataset: Dataset, cfg, seed: int, strategy: str, predefined: bool,
+                    groups: np.ndarray, group_by: str, notes: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """A group or random split (indices per split, and what was kept whole); appends its notes."""
+    if group_by == "recording":
+        groups, n_linked = linked_cuts(dataset, groups)
+        if n_linked:
+            notes.append(f"{n_linked} pair(s) of samples share stretches of identical time steps (overlapping "
+                         "cuts of one recording): each such family is kept in one split")
+    idx = _assign(dataset, cfg, seed, strategy, predefined, groups, group_by)
+    lacking = [s for s in SPLITS if np.unique(dataset.labels[idx[s]]).size < dataset.num_classes]
+    if group_by == "group" and lacking:
+        # Few subjects/devices, some holding one class only (two boards, one of which
+        # recorded only falls): no split by group gives every split every class. A split
+        # by recording does; a new-device estimate is then not possible, and it says so.
+        outside_test = groups if dataset.predefined_split is None else groups[dataset.predefined_split != "test"]
+        n_groups = np.unique(outside_test).size
+        groups, group_by = linked_cuts(dataset, dataset.recording_ids)[0], "recording"
+        idx = _assign(dataset, cfg, seed, strategy, predefined, groups, group_by)
+        notes.append(
+            f"{n_groups} subjects/devices, too few to split by group with every class in every split "
+            f"({', '.join(lacking)} would lack a class): split by recording instead; the scores estimate "
+            "performance on new recordings of these subjects/devices, not on new ones")
+    if predefined:
+        notes.append(f"predefined test split kept ({idx['test'].size} samples from the source's testing category)")
+    return idx, group_by
 
 
 def make_windows(dataset: Dataset, plan: SplitPlan, skipped: dict | None = None) -> dict[str, Windows]:
@@ -378,20 +321,6 @@ def make_windows(dataset: Dataset, plan: SplitPlan, skipped: dict | None = None)
     return out
 
 
-def padded_counts(windows: dict[str, Windows]) -> dict[str, int]:
-    """Zero-padded windows per split."""
-    return {name: int(np.count_nonzero(w.padded)) if w.padded is not None else 0 for name, w in windows.items()}
-
-
-def content_sha256(w: Windows) -> str:
-    """SHA-256 of a split's content: window ids, labels and values, in order."""
-    h = hashlib.sha256()
-    h.update("\n".join(w.window_ids.tolist()).encode())
-    h.update(np.ascontiguousarray(w.y, dtype="<i8").tobytes())
-    h.update(np.ascontiguousarray(w.X, dtype="<f4").tobytes())
-    return h.hexdigest()
-
-
 def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], skipped: dict) -> dict:
     return {
         "version": 1,
@@ -399,7 +328,7 @@ def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], ski
                     "label_names": list(dataset.label_names), "rate_hz": dataset.rate_hz,
                     "channels": list(dataset.channel_names)},
         "strategy": plan.strategy,
-        "unit": plan.unit,
+        "group_by": plan.group_by,
         "seed": plan.seed,
         "predefined_test": plan.predefined_test,
         "window": {"length": plan.window_length, "stride": plan.window_stride,
@@ -420,7 +349,7 @@ def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], ski
 
 MANIFEST_SCHEMA = {
     "dataset": {"source": str, "label_names": [str]},
-    "strategy": str, "unit": str, "seed": int, "predefined_test?": bool,
+    "strategy": str, "group_by?": str, "unit?": str, "seed": int, "predefined_test?": bool,
     "window": {"length": int, "stride": int, "window_ms": NUMBER, "stride_ms": NUMBER,
                "pad?": str, "requested?": dict, "why?": str},
     "splits": {name: [str] for name in SPLITS},
@@ -436,10 +365,17 @@ def check_manifest(man, path: str | Path = MANIFEST) -> dict:
         check_structure(man, MANIFEST_SCHEMA, str(path))
     except PipelineError as exc:
         raise PipelineError(exc.message, hint=hint) from None
+    if "group_by" not in man and "unit" not in man:
+        raise PipelineError(f"{path}: the top level: missing key 'group_by'", hint=hint)
     for key in ("length", "stride"):
         if man["window"][key] < 1:
             raise PipelineError(f"{path}: field 'window.{key}': expected at least 1, got {man['window'][key]}", hint=hint)
     return man
+
+
+def _group_by(man: dict) -> str:
+    """What the written split kept whole; manifests before the word "group" call it "unit"."""
+    return man["group_by"] if "group_by" in man else man["unit"]
 
 
 def plan_from_manifest(dataset: Dataset, man: dict, path: str = MANIFEST) -> SplitPlan:
@@ -458,7 +394,7 @@ def plan_from_manifest(dataset: Dataset, man: dict, path: str = MANIFEST) -> Spl
         idx[name] = np.asarray(sorted(pos[s] for s in ids), dtype=np.int64)
     w = man["window"]
     return SplitPlan(
-        strategy=man["strategy"], unit=man["unit"], seed=man["seed"], indices=idx,
+        strategy=man["strategy"], group_by=_group_by(man), seed=man["seed"], indices=idx,
         window_length=w["length"], window_stride=w["stride"], window_ms=w["window_ms"],
         stride_ms=w["stride_ms"], predefined_test=man.get("predefined_test", False),
         notes=man.get("notes", []), excluded=man.get("excluded", {}), sizes=man.get("sizes", {}),
@@ -488,9 +424,9 @@ class Prepared:
     reused: bool
 
     @property
-    def cluster_word(self) -> str:
+    def group_word(self) -> str:
         """What the split keeps whole, as the tables name it ("subject", "device", "recording")."""
-        return {"group": self.dataset.notes.get("group_word", "group")}.get(self.plan.unit, self.plan.unit)
+        return {"group": self.dataset.notes.get("group_word", "group")}.get(self.plan.group_by, self.plan.group_by)
 
 
 def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
@@ -516,8 +452,6 @@ def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
 def prepare(cfg, run_dir: str | Path, dataset: Dataset | None = None, write: bool = True) -> Prepared:
     """Load the dataset and the split: reuse ``splits.json`` when it matches the config,
     else plan a new split and write it. The reused test content must match its SHA-256."""
-    from pipeline.data.datasets import dataset_from_config
-
     run_dir = Path(run_dir)
     dataset = dataset if dataset is not None else dataset_from_config(cfg)
     path = run_dir / MANIFEST
@@ -588,9 +522,9 @@ class GroupAwareKFold(BaseCrossValidator):
 
 def cv_groups(windows: Windows, plan: SplitPlan) -> np.ndarray:
     """The ids to keep whole when cross-validating over ``windows``."""
-    if plan.unit == "group":
+    if plan.group_by == "group":
         return windows.group_ids
-    if plan.unit == "recording":
+    if plan.group_by == "recording":
         return windows.recording_ids
     return windows.window_ids
 

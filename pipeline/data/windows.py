@@ -6,12 +6,13 @@ came from, its offset in that sample (in time steps), its recording, group and s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data.datasets import Dataset
 from pipeline.core.errors import PipelineError
+from pipeline.data.dataset import Dataset
 
 
 @dataclass(eq=False)
@@ -175,3 +176,17 @@ def cut_windows(dataset: Dataset, indices: np.ndarray, length: int, stride: int,
         start_times=(dataset.start_times[src_arr] + offs_arr / rate) if src else np.asarray([], dtype=np.float64),
         padded=np.asarray(pads, dtype=np.int64),
     )
+
+
+def padded_counts(windows: dict[str, Windows]) -> dict[str, int]:
+    """Zero-padded windows per split."""
+    return {name: int(np.count_nonzero(w.padded)) if w.padded is not None else 0 for name, w in windows.items()}
+
+
+def content_sha256(w: Windows) -> str:
+    """SHA-256 of a split's content: window ids, labels and values, in order."""
+    h = hashlib.sha256()
+    h.update("\n".join(w.window_ids.tolist()).encode())
+    h.update(np.ascontiguousarray(w.y, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(w.X, dtype="<f4").tobytes())
+    return h.hexdigest()

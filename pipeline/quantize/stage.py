@@ -35,7 +35,7 @@ from pipeline.tflite import export
 
 from pipeline.ml import metrics
 from pipeline.core.artifacts import sha256_bytes, write_bytes, write_json, write_text
-from pipeline.audit.stage import outlier_scores
+from pipeline.ml.outliers import outlier_scores
 from pipeline.core.boards import BOARDS, get_board, model_budgets
 from pipeline.core.errors import GateFailed, PipelineError
 from pipeline.quantize.layer_compare import compare_layers, jump_message, summary_lines

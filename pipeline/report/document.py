@@ -311,7 +311,7 @@ def _load_data(splits: dict, config) -> tuple[Data | None, str]:
     """The dataset named by the run's config, split as ``splits.json`` says; or why not."""
     if config is None:
         return None, "config.toml not found (make train writes it), so the dataset is not reloaded"
-    from pipeline.data.datasets import dataset_from_config
+    from pipeline.data.load import dataset_from_config
     from pipeline.data.splits import split_from_manifest
 
     spec = config.data.dataset
@@ -547,7 +547,7 @@ def _outlier_windows(run: Run, worst: list[dict]) -> list:
 
 
 def section_audit(run: Run) -> list:
-    from pipeline.audit.stage import FIXES
+    from pipeline.audit.fixes import FIXES
 
     if run.audit is None:
         return [not_run("make train (or tinyml audit)", "audit.json is written by the audit")]
