@@ -2,7 +2,7 @@
 
 ``build_firmware(run_dir)`` compiles the board binding (firmware/boards/mps2_an386/), the
 AT protocol core the Arduino sketch also runs (sketch/) and the model compiled to C with
-the kernels it calls (RUN/firmware/compiled/, firmware_bridge/compiler.py) into RUN/device/qemu/fw.elf with Debian's
+the kernels it calls (RUN/firmware/compiled/, firmware_bridge/compiler/) into RUN/device/qemu/fw.elf with Debian's
 arm-none-eabi-gcc, make-style: only when an input, a flag or the compiler changed.
 
 ``QemuBoard(elf)`` boots it in ``qemu-system-arm -M mps2-an386`` with ``-icount shift=0``
