@@ -30,7 +30,7 @@ BACKSPACES = (0x08, 0x7F)
 STATIC_CHUNK_TIMEOUT_S = 0.1
 DEFAULT_CHUNK_SIZE = 32
 STATIC_MAX_VALUES = 1 << 20  # the C++ core's kStaticMaxValues
-# The line discipline's bound, as the C++ core's kAtMaxLineLength (sketch/at_server.h): a
+# The line discipline's bound, as the C++ core's kAtMaxLineLength (firmware/core/at_server.h): a
 # longer line is discarded whole, its excess neither stored nor echoed, and its CR prints
 # LINE_TOO_LONG and a prompt. Constant work per byte, whatever the line's length.
 MAX_LINE_LENGTH = 256

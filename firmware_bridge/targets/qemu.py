@@ -1,7 +1,7 @@
 """The firmware on an emulated Cortex-M4F: build it for QEMU's mps2-an386, boot it on a pty.
 
 ``build_firmware(run_dir)`` compiles the board binding (firmware/boards/mps2_an386/), the
-AT protocol core the Arduino sketch also runs (sketch/) and the model compiled to C with
+AT protocol core the Arduino sketch also runs (firmware/core/) and the model compiled to C with
 the kernels it calls (RUN/firmware/compiled/, firmware_bridge/compiler/) into RUN/device/qemu/fw.elf with Debian's
 arm-none-eabi-gcc, make-style: only when an input, a flag or the compiler changed.
 

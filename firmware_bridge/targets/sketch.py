@@ -1,6 +1,7 @@
 """The firmware sketch: RUN/firmware/tinyml_device/, from the templates and the quantize outputs.
 
-The sketch sources live in ``firmware_bridge/sketch/`` as plain files; nothing in them is
+The sketch sources live in ``firmware_bridge/firmware/core/`` (the device core every board
+builds) and ``firmware/boards/arduino/`` (the .ino) as plain files; nothing in them is
 specific to a model. The model arrives with the quantize stage's ``model_data.h``,
 ``model_data.cc`` and ``model_settings.h``, which are copied in after checking that they
 agree with each other (and with ``int8.tflite`` when it is there). The README names the
@@ -17,10 +18,10 @@ import tempfile
 from pathlib import Path
 from string import Template
 
+from firmware_bridge.sources import ARDUINO_DIR, CORE_DIR
 from pipeline.core.errors import BridgeError
 
 SKETCH_NAME = "tinyml_device"
-from firmware_bridge.sources import ARDUINO_DIR, CORE_DIR
 
 TEMPLATE_DIR = CORE_DIR  # the device core that every board builds
 TEMPLATE_SOURCES = (

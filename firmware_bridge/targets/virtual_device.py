@@ -245,7 +245,7 @@ def _setting(text: str) -> str:
 @functools.lru_cache(maxsize=1)
 def device_command_table() -> tuple[tuple[str, str, str | None, bool, bool, bool], ...]:
     """(name, help, write_args, run, read, write) of each entry of the C++ core's
-    kDeviceCommands (sketch/device_commands.cpp): the one command table of every device."""
+    kDeviceCommands (firmware/core/device_commands.cpp): the one command table of every device."""
     table = []
     for c in command_table((TEMPLATE_DIR / "device_commands.cpp").read_text(encoding="utf-8"))[1:]:
         forms = c["forms"]
