@@ -50,8 +50,9 @@ class Classification:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """The reply to AT+MODELINFO? (an extension of this project's virtual device)."""
+class DeviceModel:
+    """What a device says of its model: the reply to AT+MODELINFO? (an extension of this
+    project's devices). Not the model file's own record (pipeline.tflite.flatbuffer.DeviceModel)."""
 
     sha256: str
     input_shape: tuple[int, ...]
@@ -65,8 +66,8 @@ class ModelInfo:
         return int(np.prod(self.input_shape))
 
 
-def parse_model_info(fields: dict[str, str], port: str = "device") -> ModelInfo:
-    """The AT+MODELINFO? fields as a ModelInfo; anything missing or garbled (a label list
+def parse_model_info(fields: dict[str, str], port: str = "device") -> DeviceModel:
+    """The AT+MODELINFO? fields as a DeviceModel; anything missing or garbled (a label list
     that is not a list of text, a shape that is not whole numbers) is a ProtocolParseError."""
     try:
         shape = json.loads(fields["input shape"])
@@ -76,7 +77,7 @@ def parse_model_info(fields: dict[str, str], port: str = "device") -> ModelInfo:
             raise ValueError(f"input shape {fields['input shape'][:60]!r}")
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
             raise ValueError(f"labels {fields['labels'][:60]!r}")
-        return ModelInfo(
+        return DeviceModel(
             sha256=fields["sha-256"],
             input_shape=tuple(shape),
             input_scale=float(fields["input scale"]),
@@ -110,7 +111,7 @@ class Device:
 
         self.port, self.baud, self.timeout = str(port), baud, float(timeout)
         self._buf = bytearray()
-        self._model_info: ModelInfo | None | bool = False  # False: not asked yet
+        self._model_info: DeviceModel | None | bool = False  # False: not asked yet
         self.timeouts_retried = 0
         try:
             self._serial = serial.serial_for_url(self.port, baudrate=baud, timeout=READ_POLL_S,
@@ -246,7 +247,7 @@ class Device:
                               hint="the model needs more RAM than the board has: shrink it or pick a bigger board")
         raise BridgeError(f"{self.port}: the device reported an error: {line}")
 
-    def model_info(self) -> ModelInfo | None:
+    def model_info(self) -> DeviceModel | None:
         """AT+MODELINFO? when the device supports it (this project's device), else None."""
         if self._model_info is not False:
             return self._model_info
