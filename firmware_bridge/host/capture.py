@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_bridge.host import protocol
+from firmware_bridge.host import sampling
 from pipeline.core.errors import BridgeError
 
 # Labels go into an AT command (no comma), a file name (no path separator, no leading dot)
@@ -98,10 +98,10 @@ def check_sample(data: bytes, where: str, *, interval_ms: float, readings: int, 
         if alg != "HS256":
             raise BridgeError(f"{where}: not signed (alg {alg!r}) although an HMAC key is set",
                               hint="the firmware did not take the key: check AT+SAMPLESETTINGS?")
-        if doc.get("signature") != protocol.acquisition_hmac(data, hmac_key):
+        if doc.get("signature") != sampling.acquisition_hmac(data, hmac_key):
             raise BridgeError(f"{where}: the HMAC-SHA256 signature does not match the key",
                               hint="the sample was altered on the way, or signed under another key")
-    if abs(acquisition.interval_ms - interval_ms) > protocol.INTERVAL_TOLERANCE_MS:
+    if abs(acquisition.interval_ms - interval_ms) > sampling.INTERVAL_TOLERANCE_MS:
         raise BridgeError(f"{where}: rate {1000.0 / acquisition.interval_ms:.2f} Hz "
                           f"(interval_ms {acquisition.interval_ms:g}), the settings ask for "
                           f"{1000.0 / interval_ms:.2f} Hz ({interval_ms:g} ms)")
@@ -116,10 +116,10 @@ def _as_json(doc: dict, hmac_key: str) -> bytes:
     """The sample as a JSON acquisition file, signed again over its JSON bytes (Edge
     Impulse's ingestion checks an HS256 signature over the body it receives)."""
     doc = dict(doc, protected=dict(doc["protected"], alg="HS256" if hmac_key else "none"),
-               signature=protocol.SIGNATURE_ZEROS)
+               signature=sampling.SIGNATURE_ZEROS)
     data = json.dumps(doc, indent=None, separators=(",", ":")).encode("utf-8")
     if hmac_key:
-        data = data.replace(protocol.SIGNATURE_ZEROS.encode(), protocol.acquisition_hmac(data, hmac_key).encode(), 1)
+        data = data.replace(sampling.SIGNATURE_ZEROS.encode(), sampling.acquisition_hmac(data, hmac_key).encode(), 1)
     return data
 
 
@@ -141,14 +141,14 @@ def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms
     from pipeline.core.progress import progress
 
     out = out or sys.stdout
-    if not LABEL_RE.fullmatch(label) or len(label) > protocol.SETTING_CHARS:
+    if not LABEL_RE.fullmatch(label) or len(label) > sampling.SETTING_CHARS:
         raise BridgeError(f"--label {label!r}: expected letters, digits, spaces, '_', '+' or '-' "
-                          f"(starting with a letter or digit, at most {protocol.SETTING_CHARS})")
+                          f"(starting with a letter or digit, at most {sampling.SETTING_CHARS})")
     if count < 1:
         raise BridgeError(f"--count: expected at least 1, got {count}")
-    if not 0 < length_ms <= protocol.MAX_SAMPLE_LENGTH_MS:
+    if not 0 < length_ms <= sampling.MAX_SAMPLE_LENGTH_MS:
         raise BridgeError(f"--length-ms: expected a positive number of ms, got {length_ms}")
-    if not KEY_RE.fullmatch(hmac_key) or len(hmac_key) > protocol.SETTING_CHARS:
+    if not KEY_RE.fullmatch(hmac_key) or len(hmac_key) > sampling.SETTING_CHARS:
         raise BridgeError("--hmac-key: expected printable characters without commas or spaces")
     if category not in CATEGORIES:
         raise BridgeError(f"--category: expected one of {', '.join(CATEGORIES)}, got {category!r}")

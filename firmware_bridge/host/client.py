@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_bridge.host import protocol
+from firmware_bridge.host import protocol, sampling
 from pipeline.core.errors import BridgeError, CheckFailed, ProtocolParseError
 
 PROMPT_RE = re.compile(rb"\n> ")
@@ -334,10 +334,10 @@ class Device:
 
     # -- sampling (edge-impulse-cli, shared/daemon/ei-serial-protocol.ts) ------------------
 
-    def sample_settings(self) -> protocol.SampleSettings:
+    def sample_settings(self) -> sampling.SampleSettings:
         """AT+SAMPLESETTINGS?: label, interval, length and HMAC key the device will sample with."""
         try:
-            return protocol.parse_sample_settings(self.command("AT+SAMPLESETTINGS?"))
+            return sampling.parse_sample_settings(self.command("AT+SAMPLESETTINGS?"))
         except ProtocolParseError as exc:
             raise ProtocolParseError(f"{self.port}: {exc.message}") from None
 
@@ -348,11 +348,11 @@ class Device:
         if "OK" not in reply:  # the daemon's check
             raise BridgeError(f"{self.port}: the device refused {line}: {reply.strip()[:120]}")
 
-    def sample_start(self, sensor: str, timeout: float) -> protocol.SampleReply:
+    def sample_start(self, sensor: str, timeout: float) -> sampling.SampleReply:
         """AT+SAMPLESTART=sensor: the device records one sample into its buffer."""
         reply = self.command(f"AT+SAMPLESTART={sensor}", timeout=timeout)
         try:
-            return protocol.parse_sample_reply(reply)
+            return sampling.parse_sample_reply(reply)
         except ProtocolParseError as exc:
             raise BridgeError(f"{self.port}: {exc.message}") from None
 
@@ -362,7 +362,7 @@ class Device:
         if "Failed to read" in reply or "Missing argument" in reply:
             raise BridgeError(f"{self.port}: AT+READBUFFER={start},{end}: {reply.strip()[:120]}")
         try:
-            return protocol.decode_read_buffer(reply)
+            return sampling.decode_read_buffer(reply)
         except ProtocolParseError as exc:
             raise BridgeError(f"{self.port}: {exc.message}") from None
 

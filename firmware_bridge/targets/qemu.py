@@ -500,7 +500,11 @@ def read_profile(client) -> dict:
 def measured_figures(image: FirmwareImage, profile: dict, macs: int | None) -> dict:
     """The figures of device_report.json's ``measured_on_emulated_cortex_m4``, with the
     MAC-based estimate beside the instruction count."""
-    from pipeline.core.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE
+    from pipeline.core.boards import (
+        CYCLES_PER_MAC_OPTIMIZED,
+        CYCLES_PER_MAC_REFERENCE,
+        CYCLES_SOURCE,
+    )
 
     per_inference = profile["instructions_per_inference"]
     figures = {
