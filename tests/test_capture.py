@@ -27,8 +27,8 @@ from conftest import sigint_default
 
 from firmware_bridge.host import sampling
 from firmware_bridge.host.capture import capture
-from pipeline.core.errors import BridgeError
 from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.core.errors import BridgeError
 from pipeline.data.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,9 +33,9 @@ from firmware_bridge.host.client import parse_model_info
 from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core import config as config_mod
 from pipeline.core.artifacts import write_json
+from pipeline.core.errors import GateFailed, PipelineError
 from pipeline.data.datasets import load_csv, load_dataset, load_npz, parse_acquisition
 from pipeline.device.scoring import read_results
-from pipeline.core.errors import GateFailed, PipelineError
 from tinyml_cli import evaluate_on_device, flash, main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.host import protocol, sampling
-from pipeline.core.errors import ProtocolParseError
 from firmware_bridge.targets.at_server import ATServer, Command
+from pipeline.core.errors import ProtocolParseError
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 # Written out from PROTOCOL.md, not imported: the test checks the module against the spec.

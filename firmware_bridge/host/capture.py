@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware_bridge.host import sampling
-from pipeline.core.errors import BridgeError
+from pipeline.core.errors import BridgeError, PipelineError
 
 # Labels go into an AT command (no comma), a file name (no path separator, no leading dot)
 # and Edge Impulse's file naming <label>.<id>.json (no dot).
@@ -81,10 +81,10 @@ def _sample_id(taken: set[str]) -> str:
 
 def check_sample(data: bytes, where: str, *, interval_ms: float, readings: int, hmac_key: str) -> dict:
     """The decoded acquisition file, or a BridgeError saying what does not match."""
+    # lazy: the dataset readers load numpy and pandas; cbor2 only when a sample is checked
     import cbor2
 
     from pipeline.data.datasets import parse_acquisition
-    from pipeline.core.errors import PipelineError
 
     try:
         acquisition = parse_acquisition(data, where)
@@ -131,16 +131,8 @@ def _countdown(seconds: int, what: str, out) -> None:
         time.sleep(1.0)
 
 
-def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms: int = DEFAULT_LENGTH_MS,
-            sensor: str | None = None, cbor: bool = False, hmac_key: str = "",
-            category: str = "training", countdown_s: int = DEFAULT_COUNTDOWN_S, baud: int = 115200,
-            timeout: float = 5.0, out=None) -> CaptureResult:
-    """Record ``count`` samples of ``label`` from the device on ``port`` into ``out_dir``."""
-    from firmware_bridge.host.client import Device
-    from pipeline.core.artifacts import write_bytes, write_json
-    from pipeline.core.progress import progress
-
-    out = out or sys.stdout
+def _check_arguments(label: str, count: int, length_ms: int, hmac_key: str, category: str) -> None:
+    """BridgeError naming the first option the device would refuse or a file could not hold."""
     if not LABEL_RE.fullmatch(label) or len(label) > sampling.SETTING_CHARS:
         raise BridgeError(f"--label {label!r}: expected letters, digits, spaces, '_', '+' or '-' "
                           f"(starting with a letter or digit, at most {sampling.SETTING_CHARS})")
@@ -152,6 +144,38 @@ def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms
         raise BridgeError("--hmac-key: expected printable characters without commas or spaces")
     if category not in CATEGORIES:
         raise BridgeError(f"--category: expected one of {', '.join(CATEGORIES)}, got {category!r}")
+
+
+def _choose_sensor(device, port: str, sensor: str | None, length_ms: int):
+    """The device's sensor named ``sensor`` (default: its first) that can record ``length_ms``."""
+    sensors = device.config.sensors
+    if not sensors:
+        raise BridgeError(f"{port}: the device lists no sensor in AT+CONFIG?",
+                          hint="a firmware that samples lists its sensors under ===== Sensors ======")
+    chosen = next((s for s in sensors if s.name == sensor), None) if sensor else sensors[0]
+    if chosen is None:
+        raise BridgeError(f"--sensor {sensor!r}: not a sensor of the device on {port}",
+                          hint="its sensors: " + ", ".join(repr(s.name) for s in sensors))
+    if not chosen.frequencies_hz or not chosen.frequencies_hz[0] > 0:
+        raise BridgeError(f"{port}: sensor {chosen.name!r} lists no sampling frequency")
+    if chosen.max_sample_length_s and length_ms > chosen.max_sample_length_s * 1000:
+        raise BridgeError(f"--length-ms {length_ms}: sensor {chosen.name!r} records at most "
+                          f"{chosen.max_sample_length_s:g} s")
+    return chosen
+
+
+def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms: int = DEFAULT_LENGTH_MS,
+            sensor: str | None = None, cbor: bool = False, hmac_key: str = "",
+            category: str = "training", countdown_s: int = DEFAULT_COUNTDOWN_S, baud: int = 115200,
+            timeout: float = 5.0, out=None) -> CaptureResult:
+    """Record ``count`` samples of ``label`` from the device on ``port`` into ``out_dir``."""
+    # Imported here, not at the top: `tinyml capture --help` and the CLI start without them.
+    from firmware_bridge.host.client import Device
+    from pipeline.core.artifacts import write_bytes, write_json
+    from pipeline.core.progress import progress
+
+    out = out or sys.stdout
+    _check_arguments(label, count, length_ms, hmac_key, category)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BridgeError(f"{out_dir}: exists and is not a folder")
@@ -161,19 +185,7 @@ def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms
     result = CaptureResult(out_dir)
 
     with Device(port, baud=baud, timeout=timeout) as device:
-        sensors = device.config.sensors
-        if not sensors:
-            raise BridgeError(f"{port}: the device lists no sensor in AT+CONFIG?",
-                              hint="a firmware that samples lists its sensors under ===== Sensors ======")
-        chosen = next((s for s in sensors if s.name == sensor), None) if sensor else sensors[0]
-        if chosen is None:
-            raise BridgeError(f"--sensor {sensor!r}: not a sensor of the device on {port}",
-                              hint="its sensors: " + ", ".join(repr(s.name) for s in sensors))
-        if not chosen.frequencies_hz or not chosen.frequencies_hz[0] > 0:
-            raise BridgeError(f"{port}: sensor {chosen.name!r} lists no sampling frequency")
-        if chosen.max_sample_length_s and length_ms > chosen.max_sample_length_s * 1000:
-            raise BridgeError(f"--length-ms {length_ms}: sensor {chosen.name!r} records at most "
-                              f"{chosen.max_sample_length_s:g} s")
+        chosen = _choose_sensor(device, port, sensor, length_ms)
         interval_ms = 1000.0 / chosen.frequencies_hz[0]
         device.set_sample_settings(label, interval_ms, length_ms, hmac_key)
         settings = device.sample_settings()

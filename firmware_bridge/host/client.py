@@ -107,7 +107,7 @@ class Device:
     ``socket://127.0.0.1:7000``). Hosts send CR alone, never CRLF (PROTOCOL.md)."""
 
     def __init__(self, port: str, baud: int = 115200, timeout: float = 5.0):
-        import serial
+        import serial  # lazy (here and below): pyserial only when a port is opened
 
         self.port, self.baud, self.timeout = str(port), baud, float(timeout)
         self._buf = bytearray()
