@@ -3,6 +3,7 @@
 The top-level CLI adds these arguments to its subparsers and calls ``run_*``; errors are
 raised as ``BridgeError`` (one line naming the port or file, with a hint), for the CLI to
 print and exit with ``exit_code``. ``python -m firmware_bridge.cli`` runs them standalone.
+Each ``run_*`` imports what it runs inside it, so that the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import time
 from pathlib import Path
 
 from firmware_bridge.host import protocol
-from pipeline.core.errors import BridgeError
 from pipeline.core.boards import DEFAULT_BOARD
+from pipeline.core.errors import BridgeError
 
 
 def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 from conftest import sigint_default
 
-from firmware_bridge.host import protocol
+from firmware_bridge.host import sampling
 from firmware_bridge.host.capture import capture
-from pipeline.core.errors import BridgeError
 from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.core.errors import BridgeError
 from pipeline.data.load import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def test_json_samples_are_signed_again_and_load(replay, tmp_path):
     result = run_capture(replay().port, tmp_path / "data")
     doc = json.loads(result.files[0].read_bytes())
     assert doc["protected"]["alg"] == "HS256"
-    assert doc["signature"] == protocol.acquisition_hmac(result.files[0].read_bytes(), KEY)
+    assert doc["signature"] == sampling.acquisition_hmac(result.files[0].read_bytes(), KEY)
     import cbor2
 
     cbor_doc = cbor2.loads(recorded_sample())
@@ -150,10 +150,10 @@ def test_a_sample_that_does_not_match_is_refused_and_earlier_ones_kept(replay, t
     values = np.asarray(payload["values"], dtype=np.float32)
     name, kind = payload["device_name"], payload["device_type"]
     bad = {
-        "length": lambda: protocol.encode_acquisition(name, kind, 16.0, values[:25], KEY),
-        "rate": lambda: protocol.encode_acquisition(name, kind, 10.0, np.concatenate([values, values])[:48], KEY),
+        "length": lambda: sampling.encode_acquisition(name, kind, 16.0, values[:25], KEY),
+        "rate": lambda: sampling.encode_acquisition(name, kind, 10.0, np.concatenate([values, values])[:48], KEY),
         "signature": lambda: recorded_sample()[:-3] + bytes([recorded_sample()[-3] ^ 1]) + recorded_sample()[-2:],
-        "unsigned": lambda: protocol.encode_acquisition(name, kind, 16.0, values, ""),
+        "unsigned": lambda: sampling.encode_acquisition(name, kind, 16.0, values, ""),
         "garbage": lambda: b"\x01\x02\x03 not a sample",
     }[change]()
     served = serve_sample(bad)

@@ -13,9 +13,9 @@ import pytest
 import serial
 
 from firmware_bridge.host.client import Device
-from pipeline.core.errors import BridgeError
 from firmware_bridge.host.ports import PortInfo, detect_port, format_ports, list_ports
 from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.core.errors import BridgeError
 
 TIMEOUT = 1.0  # short: these ports are local
 

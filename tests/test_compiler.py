@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge import compiler as C
+from firmware_bridge.compiler import planner
 from pipeline.core.artifacts import read_json
 from pipeline.tflite.flatbuffer import inspect_model
 
@@ -35,7 +36,8 @@ class Reference:
         self.interp = runtime.Interpreter.from_bytes(
             data, arena_size=4 << 20, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
         self.shape = tuple(int(d) for d in self.interp.get_input_details(0)["shape"])
-        self.tensors, self.ops, _, _ = C.read_graph(data)
+        graph = C.read_graph(data)
+        self.tensors, self.ops = graph.tensors, graph.ops
 
     def run(self, x: np.ndarray) -> np.ndarray:
         self.interp.set_input(np.ascontiguousarray(x.reshape(self.shape), dtype=np.int8), 0)
@@ -272,9 +274,9 @@ def test_builds_for_cortex_m4(fast_run, tmp_path):
 
 def test_digits_model_every_validation_and_test_window(tmp_path):
     """A digits model (8x8x1 images, 10 classes), trained briefly on its training split."""
-    from pipeline.ml import model as M
     from pipeline.core.config import load_config
     from pipeline.data.splits import prepare
+    from pipeline.ml import model as M
     from pipeline.tflite.runtime import quantize_int8
     from tinyml_cli import FAST_CONFIG
 
@@ -442,9 +444,9 @@ def test_placement_never_overlaps_live_buffers(spec):
             segs.append((first + length, first + length + 1 + second % 3, second))
         buffers.append({"segments": segs, "size": max(s for _, _, s in segs),
                         "first": first, "last": max(last for _, last, _ in segs)})
-    offsets, top = C._place(buffers)
+    offsets, top = planner.place(buffers)
     span = max(b["last"] for b in buffers) + 2
-    live = [C._bytes_at(b, span) for b in buffers]
+    live = [planner.bytes_at(b, span) for b in buffers]
     assert top >= max(sum(v) for v in zip(*live, strict=True))
     for i in range(len(buffers)):
         assert offsets[i] + buffers[i]["size"] <= top

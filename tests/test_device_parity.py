@@ -26,7 +26,7 @@ import pytest
 import serial
 from test_sketch import Harness, build_harness
 
-from firmware_bridge.host import protocol
+from firmware_bridge.host import protocol, sampling
 from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.tflite.export import ModelSettings, model_data_cc, model_data_h, model_settings_h
 
@@ -149,11 +149,11 @@ def test_settings_errors_and_help_are_the_same_bytes(devices):
 def test_a_sample_is_the_same_signed_file_on_both(devices):
     both(devices, f"AT+SAMPLESETTINGS=wave,16,480,{KEY}")
     reply = both(devices, f"AT+SAMPLESTART={SENSOR}")
-    sample = protocol.parse_sample_reply(reply)
+    sample = sampling.parse_sample_reply(reply)
     assert sample.file_name == "/fs/wave" and sample.start == 0
-    data = protocol.decode_read_buffer(both(devices, f"AT+READBUFFER=0,{sample.end}").split(b"\r\n", 1)[1][:-2])
+    data = sampling.decode_read_buffer(both(devices, f"AT+READBUFFER=0,{sample.end}").split(b"\r\n", 1)[1][:-2])
     assert len(data) == sample.end
-    assert data == protocol.decode_read_buffer(
+    assert data == sampling.decode_read_buffer(
         both(devices, f"AT+READBUFFER=0,{sample.end},y").split(b"\r\n", 1)[1][:-2])
     assert both(devices, "AT+READBUFFER=5,10") == (
         b"AT+READBUFFER=5,10\r\n" + base64.b64encode(data[5:15]) + b"\n> ")
@@ -173,8 +173,8 @@ def test_a_sample_is_the_same_signed_file_on_both(devices):
     # Without a key: alg none, the zeros stay.
     both(devices, "AT+SAMPLESETTINGS=idle,16,160,")
     reply = both(devices, f"AT+SAMPLESTART={SENSOR}")
-    end = protocol.parse_sample_reply(reply).end
-    doc = cbor2.loads(protocol.decode_read_buffer(both(devices, f"AT+READBUFFER=0,{end}").split(b"\r\n", 1)[1][:-2]))
+    end = sampling.parse_sample_reply(reply).end
+    doc = cbor2.loads(sampling.decode_read_buffer(both(devices, f"AT+READBUFFER=0,{end}").split(b"\r\n", 1)[1][:-2]))
     assert doc["protected"]["alg"] == "none" and doc["signature"] == "0" * 64
     assert np.array_equal(np.asarray(doc["payload"]["values"], dtype=np.float32), ramp(40)[30:])
 

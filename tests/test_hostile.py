@@ -33,12 +33,12 @@ from firmware_bridge.host.client import parse_model_info
 from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core import config as config_mod
 from pipeline.core.artifacts import write_json
+from pipeline.core.errors import GateFailed, PipelineError
 from pipeline.data.csv_table import load_csv
 from pipeline.data.edge_impulse import parse_acquisition
 from pipeline.data.load import load_dataset
 from pipeline.data.npz import load_npz
 from pipeline.device.scoring import read_results
-from pipeline.core.errors import GateFailed, PipelineError
 from tinyml_cli import evaluate_on_device, flash, main
 
 ROOT = Path(__file__).resolve().parents[1]

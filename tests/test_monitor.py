@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from firmware_bridge.cli import add_monitor_arguments, run_monitor
 from firmware_bridge.host.client import Device
-from pipeline.core.errors import BridgeError
 from firmware_bridge.host.monitor import PredictionMonitor, monitor
 from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.core.errors import BridgeError
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 EXPECTED = {

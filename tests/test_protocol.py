@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge.host import protocol
+from firmware_bridge.host import protocol, sampling
+from firmware_bridge.targets.at_server import ATServer, Command
 from pipeline.core.errors import ProtocolParseError
-from firmware_bridge.host.protocol import ATServer, Command
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 # Written out from PROTOCOL.md, not imported: the test checks the module against the spec.
@@ -326,7 +326,7 @@ def test_server_survives_any_bytes(data):
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(), st.binary()))
 def test_sampling_parsers_take_anything_or_raise_their_error(text):
-    for parse in (protocol.parse_sample_reply, protocol.decode_read_buffer, protocol.parse_sample_settings):
+    for parse in (sampling.parse_sample_reply, sampling.decode_read_buffer, sampling.parse_sample_settings):
         try:
             parse(text)
         except ProtocolParseError:
@@ -336,10 +336,10 @@ def test_sampling_parsers_take_anything_or_raise_their_error(text):
 def test_the_sample_reply_is_read_as_the_daemon_reads_it():
     reply = ("Sampling settings:\r\n\tFile name: /fs/wave\r\nSampling...\r\nDone sampling\r\n"
              "Not uploading file, not connected to WiFi. Used buffer, from=0, to=1234.\r\n")
-    assert protocol.parse_sample_reply(reply) == protocol.SampleReply("/fs/wave", 0, 1234)
+    assert sampling.parse_sample_reply(reply) == sampling.SampleReply("/fs/wave", 0, 1234)
     with pytest.raises(ProtocolParseError, match="could not sample: ERR: Failed to find sensor 'x'"):
-        protocol.parse_sample_reply("ERR: Failed to find sensor 'x' in the sensor list\n")
-    assert protocol.decode_read_buffer("OK\r\nAAEC\r\nAw==\r\n\r\nOK\r\n") == b"\x00\x01\x02\x03"
+        sampling.parse_sample_reply("ERR: Failed to find sensor 'x' in the sensor list\n")
+    assert sampling.decode_read_buffer("OK\r\nAAEC\r\nAw==\r\n\r\nOK\r\n") == b"\x00\x01\x02\x03"
 
 
 finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
@@ -355,14 +355,14 @@ def test_a_signed_acquisition_round_trips_and_verifies(values, key, interval):
 
     from pipeline.data.edge_impulse import parse_acquisition
 
-    data = protocol.encode_acquisition("AA:BB", "board", interval, values, key)
+    data = sampling.encode_acquisition("AA:BB", "board", interval, values, key)
     doc = cbor2.loads(data)
     assert doc["protected"] == {"ver": "v1", "alg": "HS256" if key else "none"}
     assert doc["payload"]["interval_ms"] == interval
     assert doc["payload"]["values"] == [[float(struct.unpack("<f", struct.pack("<f", v))[0]) for v in row]
                                         for row in values]
-    assert doc["signature"] == (protocol.acquisition_hmac(data, key) if key else protocol.SIGNATURE_ZEROS)
+    assert doc["signature"] == (sampling.acquisition_hmac(data, key) if key else sampling.SIGNATURE_ZEROS)
     assert parse_acquisition(data, "sample").values.shape == (len(values), len(values[0]))
     if key:  # one bit flipped anywhere in the values: the signature no longer matches
         tampered = data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
-        assert cbor2.loads(tampered)["signature"] != protocol.acquisition_hmac(tampered, key)
+        assert cbor2.loads(tampered)["signature"] != sampling.acquisition_hmac(tampered, key)

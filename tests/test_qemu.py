@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge.targets import qemu
 from firmware_bridge.host.client import Device
-from pipeline.core.errors import BridgeError
 from firmware_bridge.host.protocol import LINE_TOO_LONG
+from firmware_bridge.targets import qemu
 from firmware_bridge.targets.sketch import TEMPLATE_DIR, command_table
+from pipeline.core.errors import BridgeError
 
 MISSING = qemu.missing_packages()
 needs_qemu = pytest.mark.skipif(

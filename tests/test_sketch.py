@@ -32,7 +32,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.targets import arduino
-from pipeline.core.errors import BridgeError
 from firmware_bridge.targets.sketch import (
     ENGINE_HEADER,
     MODEL_FILES,
@@ -44,6 +43,7 @@ from firmware_bridge.targets.sketch import (
     sketch_path,
     write_sketch,
 )
+from pipeline.core.errors import BridgeError
 
 # ---------------------------------------------------------------------------------------
 # The quantize outputs, written by hand in exactly the format the quantize stage uses

@@ -22,9 +22,9 @@ import serial
 from conftest import sigint_default
 
 from firmware_bridge.host.client import Device
-from pipeline.core.errors import BridgeError, CheckFailed
 from firmware_bridge.host.protocol import encode_chunks
 from firmware_bridge.targets.virtual_device import VirtualDevice
+from pipeline.core.errors import BridgeError, CheckFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 MACS = 1152  # fixed so the estimated timing, and so the whole transcript, is deterministic

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_bridge.host import protocol
-from pipeline.core.errors import BridgeError
+from firmware_bridge.host import sampling
+from pipeline.core.errors import BridgeError, PipelineError
 
 # Labels go into an AT command (no comma), a file name (no path separator, no leading dot)
 # and Edge Impulse's file naming <label>.<id>.json (no dot).
@@ -81,10 +81,10 @@ def _sample_id(taken: set[str]) -> str:
 
 def check_sample(data: bytes, where: str, *, interval_ms: float, readings: int, hmac_key: str) -> dict:
     """The decoded acquisition file, or a BridgeError saying what does not match."""
+    # lazy: the dataset readers load numpy and pandas; cbor2 only when a sample is checked
     import cbor2
 
     from pipeline.data.edge_impulse import parse_acquisition
-    from pipeline.core.errors import PipelineError
 
     try:
         acquisition = parse_acquisition(data, where)
@@ -98,10 +98,10 @@ def check_sample(data: bytes, where: str, *, interval_ms: float, readings: int, 
         if alg != "HS256":
             raise BridgeError(f"{where}: not signed (alg {alg!r}) although an HMAC key is set",
                               hint="the firmware did not take the key: check AT+SAMPLESETTINGS?")
-        if doc.get("signature") != protocol.acquisition_hmac(data, hmac_key):
+        if doc.get("signature") != sampling.acquisition_hmac(data, hmac_key):
             raise BridgeError(f"{where}: the HMAC-SHA256 signature does not match the key",
                               hint="the sample was altered on the way, or signed under another key")
-    if abs(acquisition.interval_ms - interval_ms) > protocol.INTERVAL_TOLERANCE_MS:
+    if abs(acquisition.interval_ms - interval_ms) > sampling.INTERVAL_TOLERANCE_MS:
         raise BridgeError(f"{where}: rate {1000.0 / acquisition.interval_ms:.2f} Hz "
                           f"(interval_ms {acquisition.interval_ms:g}), the settings ask for "
                           f"{1000.0 / interval_ms:.2f} Hz ({interval_ms:g} ms)")
@@ -116,10 +116,10 @@ def _as_json(doc: dict, hmac_key: str) -> bytes:
     """The sample as a JSON acquisition file, signed again over its JSON bytes (Edge
     Impulse's ingestion checks an HS256 signature over the body it receives)."""
     doc = dict(doc, protected=dict(doc["protected"], alg="HS256" if hmac_key else "none"),
-               signature=protocol.SIGNATURE_ZEROS)
+               signature=sampling.SIGNATURE_ZEROS)
     data = json.dumps(doc, indent=None, separators=(",", ":")).encode("utf-8")
     if hmac_key:
-        data = data.replace(protocol.SIGNATURE_ZEROS.encode(), protocol.acquisition_hmac(data, hmac_key).encode(), 1)
+        data = data.replace(sampling.SIGNATURE_ZEROS.encode(), sampling.acquisition_hmac(data, hmac_key).encode(), 1)
     return data
 
 
@@ -131,27 +131,51 @@ def _countdown(seconds: int, what: str, out) -> None:
         time.sleep(1.0)
 
 
+def _check_arguments(label: str, count: int, length_ms: int, hmac_key: str, category: str) -> None:
+    """BridgeError naming the first option the device would refuse or a file could not hold."""
+    if not LABEL_RE.fullmatch(label) or len(label) > sampling.SETTING_CHARS:
+        raise BridgeError(f"--label {label!r}: expected letters, digits, spaces, '_', '+' or '-' "
+                          f"(starting with a letter or digit, at most {sampling.SETTING_CHARS})")
+    if count < 1:
+        raise BridgeError(f"--count: expected at least 1, got {count}")
+    if not 0 < length_ms <= sampling.MAX_SAMPLE_LENGTH_MS:
+        raise BridgeError(f"--length-ms: expected a positive number of ms, got {length_ms}")
+    if not KEY_RE.fullmatch(hmac_key) or len(hmac_key) > sampling.SETTING_CHARS:
+        raise BridgeError("--hmac-key: expected printable characters without commas or spaces")
+    if category not in CATEGORIES:
+        raise BridgeError(f"--category: expected one of {', '.join(CATEGORIES)}, got {category!r}")
+
+
+def _choose_sensor(device, port: str, sensor: str | None, length_ms: int):
+    """The device's sensor named ``sensor`` (default: its first) that can record ``length_ms``."""
+    sensors = device.config.sensors
+    if not sensors:
+        raise BridgeError(f"{port}: the device lists no sensor in AT+CONFIG?",
+                          hint="a firmware that samples lists its sensors under ===== Sensors ======")
+    chosen = next((s for s in sensors if s.name == sensor), None) if sensor else sensors[0]
+    if chosen is None:
+        raise BridgeError(f"--sensor {sensor!r}: not a sensor of the device on {port}",
+                          hint="its sensors: " + ", ".join(repr(s.name) for s in sensors))
+    if not chosen.frequencies_hz or not chosen.frequencies_hz[0] > 0:
+        raise BridgeError(f"{port}: sensor {chosen.name!r} lists no sampling frequency")
+    if chosen.max_sample_length_s and length_ms > chosen.max_sample_length_s * 1000:
+        raise BridgeError(f"--length-ms {length_ms}: sensor {chosen.name!r} records at most "
+                          f"{chosen.max_sample_length_s:g} s")
+    return chosen
+
+
 def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms: int = DEFAULT_LENGTH_MS,
             sensor: str | None = None, cbor: bool = False, hmac_key: str = "",
             category: str = "training", countdown_s: int = DEFAULT_COUNTDOWN_S, baud: int = 115200,
             timeout: float = 5.0, out=None) -> CaptureResult:
     """Record ``count`` samples of ``label`` from the device on ``port`` into ``out_dir``."""
+    # Imported here, not at the top: `tinyml capture --help` and the CLI start without them.
     from firmware_bridge.host.client import Device
     from pipeline.core.artifacts import write_bytes, write_json
     from pipeline.core.progress import progress
 
     out = out or sys.stdout
-    if not LABEL_RE.fullmatch(label) or len(label) > protocol.SETTING_CHARS:
-        raise BridgeError(f"--label {label!r}: expected letters, digits, spaces, '_', '+' or '-' "
-                          f"(starting with a letter or digit, at most {protocol.SETTING_CHARS})")
-    if count < 1:
-        raise BridgeError(f"--count: expected at least 1, got {count}")
-    if not 0 < length_ms <= protocol.MAX_SAMPLE_LENGTH_MS:
-        raise BridgeError(f"--length-ms: expected a positive number of ms, got {length_ms}")
-    if not KEY_RE.fullmatch(hmac_key) or len(hmac_key) > protocol.SETTING_CHARS:
-        raise BridgeError("--hmac-key: expected printable characters without commas or spaces")
-    if category not in CATEGORIES:
-        raise BridgeError(f"--category: expected one of {', '.join(CATEGORIES)}, got {category!r}")
+    _check_arguments(label, count, length_ms, hmac_key, category)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BridgeError(f"{out_dir}: exists and is not a folder")
@@ -161,19 +185,7 @@ def capture(port: str, label: str, count: int, out_dir: str | Path, *, length_ms
     result = CaptureResult(out_dir)
 
     with Device(port, baud=baud, timeout=timeout) as device:
-        sensors = device.config.sensors
-        if not sensors:
-            raise BridgeError(f"{port}: the device lists no sensor in AT+CONFIG?",
-                              hint="a firmware that samples lists its sensors under ===== Sensors ======")
-        chosen = next((s for s in sensors if s.name == sensor), None) if sensor else sensors[0]
-        if chosen is None:
-            raise BridgeError(f"--sensor {sensor!r}: not a sensor of the device on {port}",
-                              hint="its sensors: " + ", ".join(repr(s.name) for s in sensors))
-        if not chosen.frequencies_hz or not chosen.frequencies_hz[0] > 0:
-            raise BridgeError(f"{port}: sensor {chosen.name!r} lists no sampling frequency")
-        if chosen.max_sample_length_s and length_ms > chosen.max_sample_length_s * 1000:
-            raise BridgeError(f"--length-ms {length_ms}: sensor {chosen.name!r} records at most "
-                              f"{chosen.max_sample_length_s:g} s")
+        chosen = _choose_sensor(device, port, sensor, length_ms)
         interval_ms = 1000.0 / chosen.frequencies_hz[0]
         device.set_sample_settings(label, interval_ms, length_ms, hmac_key)
         settings = device.sample_settings()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_bridge.host import protocol
+from firmware_bridge.host import protocol, sampling
 from pipeline.core.errors import BridgeError, CheckFailed, ProtocolParseError
 
 PROMPT_RE = re.compile(rb"\n> ")
@@ -50,8 +50,9 @@ class Classification:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """The reply to AT+MODELINFO? (an extension of this project's virtual device)."""
+class DeviceModel:
+    """What a device says of its model: the reply to AT+MODELINFO? (an extension of this
+    project's devices). Not the model file's own record (pipeline.tflite.flatbuffer.DeviceModel)."""
 
     sha256: str
     input_shape: tuple[int, ...]
@@ -65,8 +66,8 @@ class ModelInfo:
         return int(np.prod(self.input_shape))
 
 
-def parse_model_info(fields: dict[str, str], port: str = "device") -> ModelInfo:
-    """The AT+MODELINFO? fields as a ModelInfo; anything missing or garbled (a label list
+def parse_model_info(fields: dict[str, str], port: str = "device") -> DeviceModel:
+    """The AT+MODELINFO? fields as a DeviceModel; anything missing or garbled (a label list
     that is not a list of text, a shape that is not whole numbers) is a ProtocolParseError."""
     try:
         shape = json.loads(fields["input shape"])
@@ -76,7 +77,7 @@ def parse_model_info(fields: dict[str, str], port: str = "device") -> ModelInfo:
             raise ValueError(f"input shape {fields['input shape'][:60]!r}")
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
             raise ValueError(f"labels {fields['labels'][:60]!r}")
-        return ModelInfo(
+        return DeviceModel(
             sha256=fields["sha-256"],
             input_shape=tuple(shape),
             input_scale=float(fields["input scale"]),
@@ -106,11 +107,11 @@ class Device:
     ``socket://127.0.0.1:7000``). Hosts send CR alone, never CRLF (PROTOCOL.md)."""
 
     def __init__(self, port: str, baud: int = 115200, timeout: float = 5.0):
-        import serial
+        import serial  # lazy (here and below): pyserial only when a port is opened
 
         self.port, self.baud, self.timeout = str(port), baud, float(timeout)
         self._buf = bytearray()
-        self._model_info: ModelInfo | None | bool = False  # False: not asked yet
+        self._model_info: DeviceModel | None | bool = False  # False: not asked yet
         self.timeouts_retried = 0
         try:
             self._serial = serial.serial_for_url(self.port, baudrate=baud, timeout=READ_POLL_S,
@@ -246,7 +247,7 @@ class Device:
                               hint="the model needs more RAM than the board has: shrink it or pick a bigger board")
         raise BridgeError(f"{self.port}: the device reported an error: {line}")
 
-    def model_info(self) -> ModelInfo | None:
+    def model_info(self) -> DeviceModel | None:
         """AT+MODELINFO? when the device supports it (this project's device), else None."""
         if self._model_info is not False:
             return self._model_info
@@ -333,10 +334,10 @@ class Device:
 
     # -- sampling (edge-impulse-cli, shared/daemon/ei-serial-protocol.ts) ------------------
 
-    def sample_settings(self) -> protocol.SampleSettings:
+    def sample_settings(self) -> sampling.SampleSettings:
         """AT+SAMPLESETTINGS?: label, interval, length and HMAC key the device will sample with."""
         try:
-            return protocol.parse_sample_settings(self.command("AT+SAMPLESETTINGS?"))
+            return sampling.parse_sample_settings(self.command("AT+SAMPLESETTINGS?"))
         except ProtocolParseError as exc:
             raise ProtocolParseError(f"{self.port}: {exc.message}") from None
 
@@ -347,11 +348,11 @@ class Device:
         if "OK" not in reply:  # the daemon's check
             raise BridgeError(f"{self.port}: the device refused {line}: {reply.strip()[:120]}")
 
-    def sample_start(self, sensor: str, timeout: float) -> protocol.SampleReply:
+    def sample_start(self, sensor: str, timeout: float) -> sampling.SampleReply:
         """AT+SAMPLESTART=sensor: the device records one sample into its buffer."""
         reply = self.command(f"AT+SAMPLESTART={sensor}", timeout=timeout)
         try:
-            return protocol.parse_sample_reply(reply)
+            return sampling.parse_sample_reply(reply)
         except ProtocolParseError as exc:
             raise BridgeError(f"{self.port}: {exc.message}") from None
 
@@ -361,7 +362,7 @@ class Device:
         if "Failed to read" in reply or "Missing argument" in reply:
             raise BridgeError(f"{self.port}: AT+READBUFFER={start},{end}: {reply.strip()[:120]}")
         try:
-            return protocol.decode_read_buffer(reply)
+            return sampling.decode_read_buffer(reply)
         except ProtocolParseError as exc:
             raise BridgeError(f"{self.port}: {exc.message}") from None
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from firmware_bridge.host import protocol
-from pipeline.core.errors import BridgeError
 from firmware_bridge.host.protocol import InferenceResult
+from pipeline.core.errors import BridgeError
 
 ROLLING = 20
 QUIET_FLUSH_S = 0.3
@@ -177,6 +177,7 @@ def monitor(port: str, label: str | None = None, *, baud: int = 115200, count: i
     Stops after ``count`` inferences, or on Ctrl-C: either way it sends ``b`` and waits up
     to 5 s for the prompt. ``idle_timeout``: seconds without a byte before giving up.
     """
+    # lazy: the client loads numpy; `tinyml monitor` starts fast
     from firmware_bridge.host.client import Device
 
     out = out or sys.stdout

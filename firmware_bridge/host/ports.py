@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pipeline.core.boards import board_for_usb
 from pipeline.core.errors import BridgeError
 
 # Names under which boards show up when their VID:PID is unknown (Linux, macOS).
@@ -29,9 +30,8 @@ class PortInfo:
 
 def list_ports() -> list[PortInfo]:
     """Every serial port of this machine, with a board guess from its USB VID:PID."""
+    # lazy: pyserial only when ports are listed
     from serial.tools import list_ports as serial_list_ports
-
-    from pipeline.core.boards import board_for_usb
 
     ports = []
     for p in sorted(serial_list_ports.comports(), key=lambda p: p.device):

@@ -1,26 +1,25 @@
-"""The Edge Impulse AT protocol (shared/PROTOCOL.md), both sides, in one module.
+"""The Edge Impulse AT protocol (shared/PROTOCOL.md): what both sides agree on.
 
-Device side: ``ATServer`` is Edge Impulse's AT server: a line discipline and a dispatcher
-over a table of ``Command`` entries; it knows nothing about any one command. The
-renderers (``render_*``) print results byte for byte as the firmwares do.
+The constants of the line discipline (prompt, line bound, AT version); the renderers
+(``render_*``), which print results byte for byte as the firmwares do; the
+AT+RUNIMPULSESTATIC transfer (base64 of float32, in chunks). Host side: parsers for
+AT+CONFIG?, both AT+RUNIMPULSE result formats and the whole AT+RUNIMPULSESTATIC transcript.
+They tolerate what real firmwares vary in (CRLF, ``us`` timings, 5 or 6 decimals, unknown
+keys and lines) and raise ``ProtocolParseError``, and nothing else, on text that is not the
+protocol.
 
-Host side: parsers for AT+CONFIG?, both AT+RUNIMPULSE result formats and the whole
-AT+RUNIMPULSESTATIC transcript. They tolerate what real firmwares vary in (CRLF, ``us``
-timings, 5 or 6 decimals, unknown keys and lines) and raise ``ProtocolParseError``, and
-nothing else, on text that is not the protocol.
+Elsewhere: the AT server a device runs (``firmware_bridge.targets.at_server``) and sampling,
+the signed CBOR acquisition file and AT+SAMPLESTART's replies (``firmware_bridge.host.sampling``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import re
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from pipeline.core.errors import ProtocolParseError
 
@@ -30,147 +29,12 @@ BACKSPACES = (0x08, 0x7F)
 STATIC_CHUNK_TIMEOUT_S = 0.1
 DEFAULT_CHUNK_SIZE = 32
 STATIC_MAX_VALUES = 1 << 20  # the C++ core's kStaticMaxValues
-# The line discipline's bound, as the C++ core's kAtMaxLineLength (sketch/at_server.h): a
+# The line discipline's bound, as the C++ core's kAtMaxLineLength (firmware/core/at_server.h): a
 # longer line is discarded whole, its excess neither stored nor echoed, and its CR prints
 # LINE_TOO_LONG and a prompt. Constant work per byte, whatever the line's length.
 MAX_LINE_LENGTH = 256
 LINE_TOO_LONG = f"ERR: line too long (more than {MAX_LINE_LENGTH} characters), discarded\n"
 MAX_ARGS = 16  # AT+X=a,b,...: arguments past this are dropped (kAtMaxArgs)
-
-# Sampling (AT+SAMPLESTART): the same bounds as the C++ core's device_commands.h.
-SAMPLE_BUFFER_BYTES = 16384
-SAMPLE_HEADER_RESERVE = 1024
-SETTING_CHARS = 127
-SAMPLE_START_DELAY_S = 2.0
-SLICES_PER_WINDOW = 4
-MAX_SAMPLE_AXES = 23
-MAX_SAMPLE_LENGTH_MS = 86_400_000
-INTERVAL_TOLERANCE_MS = 0.01
-AXIS_NAMES = ("accX", "accY", "accZ", "gyrX", "gyrY", "gyrZ", "magX", "magY", "magZ")
-AXIS_UNITS = ("m/s2", "dps", "uT")
-
-# ---------------------------------------------------------------------------------------
-# Device side
-# ---------------------------------------------------------------------------------------
-
-
-class Terminal(Protocol):
-    """What a command handler talks to: the device's end of the serial link."""
-
-    def write(self, data: str | bytes) -> None: ...
-
-    def read_byte(self, timeout: float | None) -> int | None: ...
-
-
-# A handler returns False to suppress the prompt (PROTOCOL.md: TIMEOUT, Too few arguments).
-Handler = Callable[..., "bool | None"]
-
-
-@dataclass(frozen=True)
-class Command:
-    """One entry of the AT command table: AT+<name>, AT+<name>?, AT+<name>=<write_args>."""
-
-    name: str
-    help: str
-    run: Handler | None = None
-    read: Handler | None = None
-    write: Handler | None = None
-    write_args: str = ""
-
-
-HELP_HEADER = (
-    "AT Server\n"
-    f"Command set version: {AT_VERSION}\n"
-    "Arguments in square brackets are optional, eg.:\n"
-    "AT+CMD=arg1,[arg2]\n"
-    "\n"
-)
-
-
-class ATServer:
-    """Line discipline and dispatch of Edge Impulse's AT server, for one serial session."""
-
-    def __init__(self, commands: Iterable[Command]):
-        help_cmd = Command("HELP", "Lists all commands", run=self._print_help)
-        self.commands = [help_cmd, *commands]
-        self._by_name = {c.name.upper(): c for c in self.commands}
-        self._line = bytearray()
-        self._overflow = False
-
-    @property
-    def line(self) -> str:
-        """The line received so far (at most MAX_LINE_LENGTH characters)."""
-        return self._line.decode("ascii")
-
-    def help_text(self) -> str:
-        out = [HELP_HEADER]
-        for c in self.commands:
-            if c.run:
-                out.append(f"AT+{c.name}\n")
-            if c.read:
-                out.append(f"AT+{c.name}?\n")
-            if c.write:
-                out.append(f"AT+{c.name}={c.write_args}\n")
-            out.append(f"\t{c.help}\n\n")
-        return "".join(out)
-
-    def _print_help(self, term: Terminal) -> None:
-        term.write(self.help_text())
-
-    def serve(self, term: Terminal) -> None:
-        """Serve until the terminal raises (it does when the device stops)."""
-        while True:
-            byte = term.read_byte(None)
-            if byte is not None:
-                self.feed(term, byte)
-
-    def feed(self, term: Terminal, byte: int) -> None:
-        if byte == 0x0D:
-            line, overflow = self.line, self._overflow
-            self._line, self._overflow = bytearray(), False
-            term.write("\r\n")
-            if overflow:
-                term.write(LINE_TOO_LONG + PROMPT)
-            elif self.execute(term, line):
-                term.write(PROMPT)
-        elif byte in BACKSPACES:
-            # Edge Impulse's server redraws only when there was a character to remove.
-            if self._line and not self._overflow:
-                del self._line[-1]
-                column = len(PROMPT) + len(self._line) + 1
-                term.write(f"\r\x1b[K{PROMPT}{self.line}\x1b[{column}G")
-        elif 0x20 <= byte < 0x7F:
-            if len(self._line) < MAX_LINE_LENGTH:
-                self._line.append(byte)
-                term.write(bytes([byte]))
-            else:
-                self._overflow = True
-        # LF and every other control byte are ignored (ESP32 ports turn LF into CR).
-
-    def execute(self, term: Terminal, line: str) -> bool:
-        """Run one line; True when the prompt should follow."""
-        if not line.startswith("AT+"):
-            term.write(f"Not a valid AT command ({line})\n")
-            return True
-        body = line[3:]
-        args: list[str] = []
-        if body.endswith("?"):
-            name, form = body[:-1], "read"
-        elif "=" in body:
-            name, rest = body.split("=", 1)
-            form, args = "write", rest.split(",")[:MAX_ARGS]
-        else:
-            name, form = body, "run"
-        command = self._by_name.get(name.upper())
-        if command is None:
-            term.write(f"Command not found! (AT+{name})\n")
-            return True
-        handler = getattr(command, form)
-        if handler is None:
-            term.write(f"No handler for command! ({line})\n")
-            return True
-        result = handler(term, args) if form == "write" else handler(term)
-        return result is not False
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,7 +161,7 @@ _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
 _NUM_RE = re.compile(rf"^(?:{_NUM})$", re.IGNORECASE)
 
 
-def _number(text: str, what: str) -> float:
+def parse_number(text: str, what: str) -> float:
     text = text.strip()
     if not _NUM_RE.match(text):
         raise ProtocolParseError(f"{what}: expected a number, got {text!r}")
@@ -327,8 +191,8 @@ def parse_sensor_line(line: str) -> Sensor:
     for item in freqs.split(","):
         item = item.strip()
         if item:
-            frequencies.append(_number(re.sub(r"\s*Hz$", "", item, flags=re.IGNORECASE), f"sensor {name!r} frequency"))
-    return Sensor(name.strip(), _number(length, f"sensor {name!r} max sample length"), tuple(frequencies))
+            frequencies.append(parse_number(re.sub(r"\s*Hz$", "", item, flags=re.IGNORECASE), f"sensor {name!r} frequency"))
+    return Sensor(name.strip(), parse_number(length, f"sensor {name!r} max sample length"), tuple(frequencies))
 
 
 @dataclass
@@ -640,172 +504,3 @@ def parse_static_transcript(text: str | bytes) -> StaticTranscript:
             "not an AT+RUNIMPULSESTATIC transcript: no OK CHUNK=, RESULT, END OUTPUT, TIMEOUT or error line"
         )
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling: the signed CBOR acquisition file (both sides) and the daemon's replies (host)
-# ---------------------------------------------------------------------------------------
-
-SIGNATURE_ZEROS = "0" * 64
-
-
-def is_decimal(text: str, fraction: bool) -> bool:
-    """A number as hosts write one, and as the C++ core's is_decimal accepts it."""
-    pattern = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?" if fraction else r"[+-]?\d+"
-    return re.fullmatch(pattern, text, flags=re.ASCII) is not None
-
-
-def axis_name(axis: int) -> str:
-    return AXIS_NAMES[axis] if 0 <= axis < len(AXIS_NAMES) else "axis"
-
-
-def axis_units(axis: int) -> str:
-    return AXIS_UNITS[axis // 3] if 0 <= axis < len(AXIS_NAMES) else ""
-
-
-def reading_bytes(axes: int) -> int:
-    """CBOR bytes of one reading: an array head and ``axes`` float32 values."""
-    return 1 + 5 * axes
-
-
-def max_sample_seconds(axes: int, rate_hz: float) -> int:
-    """The longest sample, in whole seconds, whose readings fit the device's sample buffer."""
-    readings = (SAMPLE_BUFFER_BYTES - SAMPLE_HEADER_RESERVE) // reading_bytes(axes)
-    return int(readings / rate_hz)
-
-
-def _cbor_head(major: int, n: int) -> bytes:
-    m = major << 5
-    if n < 24:
-        return bytes([m | n])
-    if n < 256:
-        return bytes([m | 24, n])
-    if n < 65536:
-        return bytes([m | 25]) + n.to_bytes(2, "big")
-    return bytes([m | 26]) + n.to_bytes(4, "big")
-
-
-def _cbor_text(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return _cbor_head(3, len(data)) + data
-
-
-def acquisition_header(device_name: str, device_type: str, interval_ms: float, axes: int,
-                       signed: bool) -> bytes:
-    """The file up to its open "values" array, as the C++ core's AcquisitionWriter::begin
-    writes it (the layout of Edge Impulse's firmware-sdk sensor_aq.cpp, sensor_aq_init)."""
-    out = bytearray(_cbor_head(5, 3))
-    out += _cbor_text("protected") + _cbor_head(5, 2)
-    out += _cbor_text("ver") + _cbor_text("v1") + _cbor_text("alg") + _cbor_text("HS256" if signed else "none")
-    out += _cbor_text("signature") + _cbor_text(SIGNATURE_ZEROS)
-    out += _cbor_text("payload") + _cbor_head(5, 5)
-    out += _cbor_text("device_name") + _cbor_text(device_name)
-    out += _cbor_text("device_type") + _cbor_text(device_type)
-    out += _cbor_text("interval_ms") + b"\xfb" + struct.pack(">d", interval_ms)
-    out += _cbor_text("sensors") + _cbor_head(4, axes)
-    for i in range(axes):
-        out += _cbor_head(5, 2) + _cbor_text("name") + _cbor_text(axis_name(i))
-        out += _cbor_text("units") + _cbor_text(axis_units(i))
-    out += _cbor_text("values") + b"\x9f"  # indefinite length: readings are appended
-    return bytes(out)
-
-
-def encode_acquisition(device_name: str, device_type: str, interval_ms: float, values,
-                       hmac_key: str) -> bytes:
-    """One sample as a signed CBOR acquisition file, byte for byte as the C++ core writes it:
-    readings as arrays of CBOR float32, a 0xFF break, then HMAC-SHA256 over the file with
-    the signature field at 64 zeros (HS256), or the zeros left in place without a key."""
-    rows = [[float(v) for v in row] for row in values]
-    axes = len(rows[0]) if rows else 0
-    out = bytearray(acquisition_header(device_name, device_type, interval_ms, axes, bool(hmac_key)))
-    for row in rows:
-        out += _cbor_head(4, axes) + b"".join(b"\xfa" + struct.pack(">f", v) for v in row)
-    out += b"\xff"
-    return sign_acquisition(bytes(out), hmac_key) if hmac_key else bytes(out)
-
-
-_SIGNATURE_FIELD = _cbor_text("signature") + _cbor_head(3, 64)
-
-
-def _signature_offset(data: bytes) -> int:
-    at = data.find(_SIGNATURE_FIELD)
-    if at < 0:
-        raise ProtocolParseError("acquisition file: no 64-character 'signature' field")
-    return at + len(_SIGNATURE_FIELD)
-
-
-def acquisition_hmac(data: bytes, hmac_key: str) -> str:
-    """HMAC-SHA256 (hex) of a CBOR or JSON acquisition file with its signature zeroed."""
-    if data[:1] == b"{":
-        at = data.find(b'"signature"')
-        start = data.find(b'"', data.find(b":", at) + 1) + 1
-    else:
-        start = _signature_offset(data)
-    zeroed = data[:start] + SIGNATURE_ZEROS.encode() + data[start + 64:]
-    return hmac.new(hmac_key.encode("utf-8"), zeroed, hashlib.sha256).hexdigest()
-
-
-def sign_acquisition(data: bytes, hmac_key: str) -> bytes:
-    """The file with its signature field set to its HMAC-SHA256 under ``hmac_key``."""
-    start = _signature_offset(data)
-    return data[:start] + acquisition_hmac(data, hmac_key).encode() + data[start + 64:]
-
-
-@dataclass(frozen=True)
-class SampleSettings:
-    """AT+SAMPLESETTINGS? as a host reads it."""
-
-    label: str
-    interval_ms: float
-    length_ms: int
-    hmac_key: str
-
-
-def parse_sample_settings(text: str | bytes) -> SampleSettings:
-    fields = parse_fields(text)
-    try:
-        return SampleSettings(fields["label"], _number(fields["interval"].replace("ms.", ""), "Interval"),
-                              int(_number(fields["length"].replace("ms.", ""), "Length")),
-                              fields.get("hmac key", ""))
-    except KeyError as exc:
-        raise ProtocolParseError(f"AT+SAMPLESETTINGS? reply has no {exc} line") from None
-
-
-USED_BUFFER_RE = re.compile(r"from=(\d+).*?to=(\d+)")
-
-
-@dataclass(frozen=True)
-class SampleReply:
-    """What a device printed for AT+SAMPLESTART (edge-impulse-cli, ei-serial-protocol.ts
-    startSampling reads the same: a File name line, then the buffer's from and to)."""
-
-    file_name: str
-    start: int
-    end: int
-
-
-def parse_sample_reply(text: str | bytes) -> SampleReply:
-    lines = [line.strip() for line in text_lines(text)]
-    errors = [line for line in lines if "ERR:" in line]
-    if errors:
-        raise ProtocolParseError(f"the device could not sample: {errors[0]}")
-    names = [line.split(":", 1)[1].strip() for line in lines if "File name:" in line]
-    if not names:
-        raise ProtocolParseError("AT+SAMPLESTART reply has no 'File name:' line")
-    used = next((USED_BUFFER_RE.search(line) for line in lines
-                 if "Not uploading file" in line and USED_BUFFER_RE.search(line)), None)
-    if used is None:
-        raise ProtocolParseError("AT+SAMPLESTART reply has no 'Used buffer, from=..., to=...' line "
-                                 "(a device that uploads over its own network is not supported)")
-    return SampleReply(names[0], int(used.group(1)), int(used.group(2)))
-
-
-def decode_read_buffer(text: str | bytes) -> bytes:
-    """The bytes of an AT+READBUFFER reply: whitespace and lines that are exactly OK dropped,
-    the rest base64 (as the daemon reads it)."""
-    lines = [line.strip() for line in text_lines(text)]
-    body = "".join(line for line in lines if line and line not in ("OK", "OKOK"))
-    try:
-        return base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ProtocolParseError(f"AT+READBUFFER reply is not base64 ({exc}): {body[:60]!r}") from None

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.artifacts import write_error
 from pipeline.core.errors import BridgeError
 
 
@@ -107,8 +109,6 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
     try:
         f = open(out_path, "a", encoding="utf-8")
     except OSError as exc:
-        from pipeline.core.artifacts import write_error
-
         raise write_error(out_path, exc, f"the {len(done)} results in it are kept") from None
     with contextlib.closing(_QuietClose(f)):
         for i in iterator:
@@ -142,8 +142,6 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
                 os.fsync(f.fileno())
             except OSError as exc:
                 # A line cut by a full disk is torn: the next run drops it and redoes its window.
-                from pipeline.core.artifacts import write_error
-
                 raise write_error(out_path, exc, f"the {have} results before window {str(window_ids[i])!r} are kept; "
                                   "`tinyml eval` resumes from them") from None
             streamed += 1
@@ -161,8 +159,6 @@ def stream_windows_resuming(device, reconnect, X: np.ndarray, window_ids, labels
     of resets every window is scored exactly once. Gives up after ``attempts`` reconnects
     in a row without a finished window. ``checks`` go to ``stream_windows``
     (label names, device identity, strict order). Returns (stats, the device in use at the end)."""
-    import sys
-
     out_path = Path(out_path)
     before = len(finished_ids(out_path))
     start = time.perf_counter()

@@ -14,7 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import BridgeError
+from firmware_bridge.host.ports import detect_port
+from pipeline.core.boards import get_board
+from pipeline.core.errors import BridgeError, PipelineError
 
 ARDUINO_CLI = "arduino-cli"
 PORT_PLACEHOLDER = "<PORT>"
@@ -106,7 +108,6 @@ def _resolve_port(port: str | None, required: bool) -> str | None:
     ``required``: the commands then show a placeholder)."""
     if port and port != "auto":
         return port
-    from firmware_bridge.host.ports import detect_port
 
     try:
         return detect_port()
@@ -125,8 +126,6 @@ def flash_real_board(sketch_dir: str | Path, board, port: str | None, dry_run: b
     they run when arduino-cli is on the PATH; when it is not, a BridgeError lists them.
     """
     if isinstance(board, str):
-        from pipeline.core.boards import get_board
-        from pipeline.core.errors import PipelineError
 
         try:
             board = get_board(board)

@@ -1,8 +1,8 @@
 """The firmware on an emulated Cortex-M4F: build it for QEMU's mps2-an386, boot it on a pty.
 
 ``build_firmware(run_dir)`` compiles the board binding (firmware/boards/mps2_an386/), the
-AT protocol core the Arduino sketch also runs (sketch/) and the model compiled to C with
-the kernels it calls (RUN/firmware/compiled/, firmware_bridge/compiler.py) into RUN/device/qemu/fw.elf with Debian's
+AT protocol core the Arduino sketch also runs (firmware/core/) and the model compiled to C with
+the kernels it calls (RUN/firmware/compiled/, firmware_bridge/compiler/) into RUN/device/qemu/fw.elf with Debian's
 arm-none-eabi-gcc, make-style: only when an input, a flag or the compiler changed.
 
 ``QemuBoard(elf)`` boots it in ``qemu-system-arm -M mps2-an386`` with ``-icount shift=0``
@@ -32,7 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_bridge.host import protocol
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
+from pipeline.core.artifacts import sha256_file, write_json
+from pipeline.core.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE
 from pipeline.core.errors import BridgeError
 
 PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
@@ -134,6 +137,7 @@ class FirmwareImage:
 
 
 def compiled_model_dir(run_dir: str | os.PathLike) -> Path:
+    # lazy: the compiler loads numpy and the flatbuffer reader
     from firmware_bridge.compiler import COMPILED_DIR
 
     return Path(run_dir) / COMPILED_DIR
@@ -145,8 +149,7 @@ COMPILED_SHA_RE = re.compile(r"sha256 ([0-9a-f]{64})")
 def ensure_compiled_model(run_dir: str | os.PathLike) -> Path:
     """RUN/firmware/compiled/ for RUN/int8.tflite: compiled again when missing or when it was
     compiled from another model (its header names the SHA-256 of the model it came from)."""
-    from firmware_bridge.compiler import compile_model
-    from pipeline.core.artifacts import sha256_file
+    from firmware_bridge.compiler import compile_model  # lazy: numpy and the flatbuffer reader
 
     run_dir = Path(run_dir)
     model = run_dir / "int8.tflite"
@@ -252,7 +255,6 @@ def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs:
         os.replace(tmp / "fw.map", out_dir / "fw.map")
         os.replace(tmp_elf, elf)
     image = FirmwareImage(elf, *elf_sizes(elf), rebuilt=True, has_model=with_model)
-    from pipeline.core.artifacts import write_json
 
     write_json(record_path, {"inputs_sha256": stamp, "compiler": _compiler_identity(), "flags": flags,
                              "sources": [str(s) for s in sources], **image.as_dict()})
@@ -465,7 +467,6 @@ _INVOKE_RE = re.compile(r"(last|min|max) (\d+)")
 def read_profile(client) -> dict:
     """AT+PROFILE? of the running firmware, parsed and checked: the stack's high-water mark
     and SysTick ticks per invoke, turned into instructions by the verified tick rate."""
-    from firmware_bridge.host import protocol
 
     reply = client.command(PROFILE_COMMAND)
     fields = protocol.parse_fields(reply)
@@ -500,7 +501,6 @@ def read_profile(client) -> dict:
 def measured_figures(image: FirmwareImage, profile: dict, macs: int | None) -> dict:
     """The figures of device_report.json's ``measured_on_emulated_cortex_m4``, with the
     MAC-based estimate beside the instruction count."""
-    from pipeline.core.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE
 
     per_inference = profile["instructions_per_inference"]
     figures = {

@@ -1,6 +1,7 @@
 """The firmware sketch: RUN/firmware/tinyml_device/, from the templates and the quantize outputs.
 
-The sketch sources live in ``firmware_bridge/sketch/`` as plain files; nothing in them is
+The sketch sources live in ``firmware_bridge/firmware/core/`` (the device core every board
+builds) and ``firmware/boards/arduino/`` (the .ino) as plain files; nothing in them is
 specific to a model. The model arrives with the quantize stage's ``model_data.h``,
 ``model_data.cc`` and ``model_settings.h``, which are copied in after checking that they
 agree with each other (and with ``int8.tflite`` when it is there). The README names the
@@ -9,6 +10,7 @@ Arduino libraries and the arduino-cli commands.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,10 +19,12 @@ import tempfile
 from pathlib import Path
 from string import Template
 
-from pipeline.core.errors import BridgeError
+from firmware_bridge.sources import ARDUINO_DIR, CORE_DIR
+from firmware_bridge.targets import arduino
+from pipeline.core.boards import BOARDS
+from pipeline.core.errors import BridgeError, PipelineError
 
 SKETCH_NAME = "tinyml_device"
-from firmware_bridge.sources import ARDUINO_DIR, CORE_DIR
 
 TEMPLATE_DIR = CORE_DIR  # the device core that every board builds
 TEMPLATE_SOURCES = (
@@ -106,9 +110,7 @@ def _read(path: Path) -> str:
 def check_model_files(texts: dict[str, str], run_dir: str | os.PathLike | None = None) -> dict:
     """The settings of model_settings.h, after checking that model_data.h/.cc hold the same
     model (SHA-256), and int8.tflite too when ``run_dir`` has one. BridgeError otherwise."""
-    import hashlib
-
-    from pipeline.core.errors import PipelineError
+    # lazy: the exporter and the runtime load numpy and the flatbuffer reader
     from pipeline.tflite.export import parse_model_data_cc, parse_model_settings_h
 
     try:
@@ -162,6 +164,7 @@ def engine_files(firmware: Path, engine: str, settings: dict) -> dict[str, str]:
         raise BridgeError(f"[device] engine: expected \"compiled\" or \"tflm\", got {engine!r}")
     files = {}
     if engine == "compiled":
+        # lazy: the compiler loads numpy and the flatbuffer reader
         from firmware_bridge.compiler import COMPILED_DIR, HEADER
 
         folder = firmware.parent / COMPILED_DIR
@@ -188,7 +191,7 @@ def engine_files(firmware: Path, engine: str, settings: dict) -> dict[str, str]:
 def _check_input_normalization(settings: dict, data: bytes) -> None:
     """kInputMean/kInputInvStd must be the float step int8.tflite's metadata holds (the
     identity when it holds none): the model, whose SHA-256 is checked, is their source."""
-    from pipeline.core.errors import PipelineError
+    # lazy: the runtime loads numpy
     from pipeline.tflite.runtime import InputNormalization, read_input_normalization
 
     if "input_mean" not in settings:  # a header from before the float step: identity only
@@ -244,9 +247,6 @@ ENGINE_NOTES = {
 
 
 def render_readme(settings: dict, commands: list[dict], engine: str = "tflm") -> str:
-    from firmware_bridge.targets import arduino
-    from pipeline.core.boards import BOARDS
-
     board = BOARDS.get(settings["board"])
     fqbn = board.fqbn if board is not None and board.fqbn else arduino.FQBN_PLACEHOLDER
     title = board.title if board is not None else settings["board"]

@@ -5,16 +5,18 @@ board's RAM (a model that does not fit fails to boot and says so on the console,
 board would), estimates timing from the board profile, and plays back a sensor recording
 for AT+RUNIMPULSE. Hosts open ``device.port`` (``/dev/pts/N``) with pyserial, or
 ``device.url`` (``socket://127.0.0.1:PORT``) when a TCP port was asked for.
+
+Here: the firmware (its state, settings and the AT command table) and the device
+(transports, threads). Elsewhere: its inference commands (``virtual_inference``), its
+sensor and sampling commands (``virtual_sensor``), the serial link (``serial_link``), the
+AT server (``at_server``) and the TFLM runtime (``virtual_tflm``).
 """
 
 from __future__ import annotations
 
-import base64
-import errno
 import functools
 import hashlib
 import json
-import math
 import os
 import select
 import socket
@@ -24,198 +26,22 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from firmware_bridge.host import protocol
-from pipeline.core.errors import BridgeError
-from firmware_bridge.host.protocol import ATServer, Command
+from firmware_bridge.host import protocol, sampling
+from firmware_bridge.targets.at_server import ATServer, Command
+from firmware_bridge.targets.serial_link import (
+    POLL_S,
+    Disconnected,
+    SerialLink,
+    Stopped,
+    pty_link,
+    socket_link,
+)
 from firmware_bridge.targets.sketch import TEMPLATE_DIR, command_table
+from firmware_bridge.targets.virtual_inference import InferenceCommands
+from firmware_bridge.targets.virtual_sensor import SamplingCommands, SensorPlayback, clip_setting
 from firmware_bridge.targets.virtual_tflm import BootProbe, TflmModel, probe_model
 from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, DEFAULT_BOARD, get_board
-from pipeline.core.errors import PipelineError
-
-POLL_S = 0.05
-# A host that stops reading must not wedge the device: output that cannot be written for
-# this long is dropped, as a UART transmits into the void when nobody listens.
-WRITE_STALL_S = 1.0
-BOOT_WAIT_S = 2.0
-
-
-class _Stopped(Exception):
-    """The device is stopping: unwinds whatever a session was doing."""
-
-
-class _Disconnected(Exception):
-    """The host of a socket session went away."""
-
-
-# ---------------------------------------------------------------------------------------
-# The serial link: one byte stream (pty master or TCP socket), optionally paced like a UART
-# ---------------------------------------------------------------------------------------
-
-
-class SerialLink:
-    """The device's end of a serial line: buffered byte reads, writes, UART pacing.
-
-    ``read`` returns bytes, None when nothing was there after all, b"" when the host left.
-    """
-
-    def __init__(self, fileno: int, read, write, stop: threading.Event, baud: int | None = None):
-        self._fileno, self._read, self._write, self._stop = fileno, read, write, stop
-        self._period = 10.0 / baud if baud else 0.0  # 8N1: 10 bits per byte
-        self._rx = b""
-        self._rx_pos = 0  # bytes of _rx already handed out: a read is O(1), not O(len(_rx))
-        self._rx_arrival = 0.0
-        self._rx_next = 0.0
-        self._tx_next = 0.0
-
-    def _pace(self, until: float, exact: bool = True) -> None:
-        # Within a burst, sleep only when 1 ms behind (a sleep per byte costs more than a
-        # byte); at its end, settle exactly, so no burst arrives early.
-        delay = until - time.perf_counter()
-        if delay > (0.0 if exact else 0.001):
-            if self._stop.wait(delay):
-                raise _Stopped
-
-    def read_byte(self, timeout: float | None) -> int | None:
-        """The next byte received, or None after ``timeout`` seconds (None: wait for ever)."""
-        deadline = None if timeout is None else time.perf_counter() + timeout
-        while self._rx_pos >= len(self._rx):
-            if self._stop.is_set():
-                raise _Stopped
-            remaining = POLL_S if deadline is None else min(POLL_S, deadline - time.perf_counter())
-            if remaining <= 0:
-                return None
-            ready, _, _ = select.select([self._fileno], [], [], remaining)
-            if ready:
-                data = self._read()
-                if data is None:  # woken up for nothing
-                    continue
-                if not data:
-                    raise _Disconnected
-                self._rx, self._rx_pos = data, 0
-                self._rx_arrival = time.perf_counter()
-        byte = self._rx[self._rx_pos]
-        self._rx_pos += 1
-        if self._period:
-            self._rx_next = max(self._rx_arrival, self._rx_next) + self._period
-            self._pace(self._rx_next, exact=self._rx_pos >= len(self._rx))
-        return byte
-
-    def idle(self, seconds: float) -> None:
-        """Wait ``seconds`` without reading: what arrives meanwhile waits for the AT server."""
-        if self._stop.wait(max(0.0, seconds)):
-            raise _Stopped
-
-    def write(self, data: str | bytes) -> None:
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if self._stop.is_set():
-            raise _Stopped
-        if not self._period:
-            self._write_all(data)
-            return
-        for i in range(0, len(data), 16):
-            piece = data[i:i + 16]
-            # The piece reaches the host when its last byte would have left the UART.
-            self._tx_next = max(time.perf_counter(), self._tx_next) + len(piece) * self._period
-            self._pace(self._tx_next)
-            self._write_all(piece)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        stalled_since = time.perf_counter()
-        while view:
-            if self._stop.is_set():
-                raise _Stopped
-            _, ready, _ = select.select([], [self._fileno], [], POLL_S)
-            if not ready:
-                if time.perf_counter() - stalled_since > WRITE_STALL_S:
-                    return
-                continue
-            try:
-                n = self._write(view)
-            except BlockingIOError:
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                raise _Disconnected from None
-            view = view[n:]
-            stalled_since = time.perf_counter()
-
-
-def _pty_link(master: int, stop: threading.Event, baud: int | None) -> SerialLink:
-    def read() -> bytes | None:
-        try:
-            return os.read(master, 4096)
-        except BlockingIOError:
-            return None
-        except OSError as exc:  # EIO: cannot happen while the device holds the slave open
-            if exc.errno == errno.EIO:
-                raise _Disconnected from None
-            raise
-
-    return SerialLink(master, read, lambda view: os.write(master, view), stop, baud)
-
-
-def _socket_link(conn: socket.socket, stop: threading.Event, baud: int | None) -> SerialLink:
-    def read() -> bytes | None:
-        try:
-            return conn.recv(4096)
-        except BlockingIOError:
-            return None
-        except ConnectionResetError:
-            return b""
-
-    return SerialLink(conn.fileno(), read, conn.send, stop, baud)
-
-
-# ---------------------------------------------------------------------------------------
-# The sensor: recordings played back at their real rate
-# ---------------------------------------------------------------------------------------
-
-
-class SensorPlayback:
-    """Recordings from an ``.npz`` (``X`` float32 (n, T, C), ``rate_hz``), played one after another."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise BridgeError(f"{self.path}: sensor file not found", hint="expected an .npz with X (n, T, C) and rate_hz")
-        from pipeline.core.errors import PipelineError
-        from pipeline.core.safe_io import load_npz_arrays
-
-        try:  # a truncated or tampered file is one error line, and no header is trusted
-            arrays = load_npz_arrays(self.path)
-        except PipelineError as exc:
-            raise BridgeError(exc.message, hint=exc.hint) from None
-        for key in ("X", "rate_hz"):
-            if key not in arrays:
-                raise BridgeError(f"{self.path}: sensor file has no {key!r} array",
-                                  hint="expected X float32 (n, T, C) recordings and a scalar rate_hz")
-        X, rate = arrays["X"], arrays["rate_hz"]
-        if X.ndim != 3 or 0 in X.shape or X.dtype.kind not in "fiu":
-            raise BridgeError(f"{self.path}: X has shape {X.shape} of {X.dtype}, expected numbers "
-                              "(recordings, samples, channels)")
-        if np.ndim(rate) != 0 or rate.dtype.kind not in "fiu" or not 0 < float(rate) < float("inf"):
-            raise BridgeError(f"{self.path}: rate_hz must be a positive scalar, got {rate!r}")
-        self.stream = X.astype(np.float32).reshape(-1, X.shape[2])
-        self.recordings, self.rate_hz = X.shape[0], float(rate)
-        self.channels = X.shape[2]
-        self.name = "Playback of " + self.path.name.replace(",", "_")  # a comma would end the name field
-        self._pos = 0
-        self._lock = threading.Lock()
-
-    @property
-    def seconds(self) -> float:
-        return len(self.stream) / self.rate_hz
-
-    def next_window(self, samples: int) -> np.ndarray:
-        """The next ``samples`` samples of the stream (recordings back to back, looping)."""
-        with self._lock:
-            idx = (self._pos + np.arange(samples)) % len(self.stream)
-            self._pos = int((self._pos + samples) % len(self.stream))
-        return self.stream[idx]
-
+from pipeline.core.errors import BridgeError, PipelineError
 
 # ---------------------------------------------------------------------------------------
 # The firmware: state and the AT command table
@@ -238,14 +64,10 @@ class Settings:
     mgmt_url: str = ""
 
 
-def _setting(text: str) -> str:
-    return text[:protocol.SETTING_CHARS]  # the C++ core keeps as many characters
-
-
 @functools.lru_cache(maxsize=1)
 def device_command_table() -> tuple[tuple[str, str, str | None, bool, bool, bool], ...]:
     """(name, help, write_args, run, read, write) of each entry of the C++ core's
-    kDeviceCommands (sketch/device_commands.cpp): the one command table of every device."""
+    kDeviceCommands (firmware/core/device_commands.cpp): the one command table of every device."""
     table = []
     for c in command_table((TEMPLATE_DIR / "device_commands.cpp").read_text(encoding="utf-8"))[1:]:
         forms = c["forms"]
@@ -255,7 +77,7 @@ def device_command_table() -> tuple[tuple[str, str, str | None, bool, bool, bool
     return tuple(table)
 
 
-class Firmware:
+class Firmware(SamplingCommands, InferenceCommands):
     """What the board runs: the model, the sensor, and one handler per AT command."""
 
     def __init__(self, model: bytes, labels: list[str] | None, board, *, macs: int | None,
@@ -376,17 +198,6 @@ class Firmware:
                 f"AT Version: {protocol.AT_VERSION}\n"
                 f"Data Transfer Baudrate: {self.baud}\n")
 
-    def _sensor_kind(self) -> int:
-        channels = self.sensor.channels if self.sensor else self.facts.input_shape[-1]
-        return {1: 1, 3: 2, 9: 4}.get(channels, 6)
-
-    def _sampling(self) -> str:
-        s = self.settings
-        return (f"Label:     {s.label}\n"
-                f"Interval:  {s.interval_ms:.2f} ms.\n"
-                f"Length:    {s.length_ms} ms.\n"
-                f"HMAC key:  {s.hmac_key}\n")
-
     def _upload(self) -> str:
         s = self.settings
         return f"Api Key:   {s.api_key}\nHost:      {s.upload_host}\nPath:      {s.upload_path}\n"
@@ -396,7 +207,7 @@ class Firmware:
         # camera lines a board without a camera leaves out).
         sensor_lines = ""
         if self.sensor is not None:
-            seconds = protocol.max_sample_seconds(self.sensor.channels, self.sensor.rate_hz)
+            seconds = sampling.max_sample_seconds(self.sensor.channels, self.sensor.rate_hz)
             sensor_lines = (f"Name: {self.sensor.name}, Max sample length: {seconds}s, "
                             f"Frequencies: [{self.sensor.rate_hz:.2f}Hz]\n")
         text = ((self.boot_error + "\n" if self.boot_error else "")
@@ -426,24 +237,6 @@ class Firmware:
     def read_deviceinfo(self, term) -> None:
         term.write(self._device_info())
 
-    def read_samplesettings(self, term) -> None:
-        term.write(self._sampling())
-
-    def write_samplesettings(self, term, args: list[str]) -> None:
-        if len(args) < 3:
-            term.write("Missing argument! Required: LABEL,INTERVAL_MS,LENGTH_MS,[HMAC_KEY]\n")
-            return
-        interval = float(args[1]) if protocol.is_decimal(args[1], True) else -1.0
-        length = int(args[2]) if protocol.is_decimal(args[2], False) and len(args[2]) <= 9 else -1
-        if not (interval > 0 and math.isfinite(interval)) or not 0 < length <= protocol.MAX_SAMPLE_LENGTH_MS:
-            term.write(f"Invalid interval or length ({args[1]},{args[2]}): expected positive numbers of ms\n")
-            return
-        s = self.settings
-        s.label, s.interval_ms, s.length_ms = _setting(args[0]), interval, length
-        if len(args) > 3:
-            s.hmac_key = _setting(args[3])
-        term.write("OK\n")
-
     def run_clearconfig(self, term) -> None:
         term.write("Clearing config...\n")
         self.settings = self._default_settings()
@@ -453,7 +246,7 @@ class Firmware:
         term.write(self.settings.device_id + "\n")
 
     def write_deviceid(self, term, args: list[str]) -> None:
-        self.settings.device_id = _setting(args[0])
+        self.settings.device_id = clip_setting(args[0])
         term.write("OK\n")
 
     def read_uploadsettings(self, term) -> None:
@@ -463,89 +256,22 @@ class Firmware:
         if len(args) < 2:
             term.write("Missing argument! Required: APIKEY,PATH\n")
             return
-        self.settings.api_key, self.settings.upload_path = _setting(args[0]), _setting(args[1])
+        self.settings.api_key, self.settings.upload_path = clip_setting(args[0]), clip_setting(args[1])
         term.write("OK\n")
 
     def read_uploadhost(self, term) -> None:
         term.write(self.settings.upload_host + "\n")
 
     def write_uploadhost(self, term, args: list[str]) -> None:
-        self.settings.upload_host = _setting(args[0])
+        self.settings.upload_host = clip_setting(args[0])
         term.write("OK\n")
 
     def read_mgmtsettings(self, term) -> None:
         term.write(self.settings.mgmt_url + "\n")
 
     def write_mgmtsettings(self, term, args: list[str]) -> None:
-        self.settings.mgmt_url = _setting(args[0])
+        self.settings.mgmt_url = clip_setting(args[0])
         term.write("OK\n")
-
-    # -- sampling (the C++ core's write_sample_start and write_read_buffer) -------------
-
-    def write_samplestart(self, term, args: list[str]) -> None:
-        name = args[0] if args else ""
-        if not name:
-            term.write("Missing sensor name!\n")
-            return
-        if self.sensor is None or name != self.sensor.name:
-            term.write(f"ERR: Failed to find sensor '{name}' in the sensor list\n")
-            return
-        self.sample = b""
-        s, axes = self.settings, self.sensor.channels
-        interval, sensor_interval = s.interval_ms, 1000.0 / self.sensor.rate_hz
-        if not 1 <= axes <= protocol.MAX_SAMPLE_AXES:
-            term.write(f"ERR: Failed to start sampling: {axes} axes, at most {protocol.MAX_SAMPLE_AXES} fit a sample\n")
-            return
-        if abs(interval - sensor_interval) > protocol.INTERVAL_TOLERANCE_MS:
-            term.write(f"ERR: Failed to start sampling: the sensor reads every {sensor_interval:.2f} ms, "
-                       f"not every {interval:.2f} ms (set INTERVAL_MS with AT+SAMPLESETTINGS)\n")
-            return
-        readings = math.floor(s.length_ms / interval)
-        if readings < 1:
-            term.write(f"ERR: Failed to start sampling: {s.length_ms} ms hold no reading\n")
-            return
-        header = protocol.acquisition_header(s.device_id, self.device_type, interval, axes, bool(s.hmac_key))
-        if len(header) + readings * protocol.reading_bytes(axes) + 1 > protocol.SAMPLE_BUFFER_BYTES:
-            term.write(f"ERR: Failed to start sampling: {readings} readings do not fit the "
-                       f"{protocol.SAMPLE_BUFFER_BYTES}-byte sample buffer (at most "
-                       f"{protocol.max_sample_seconds(axes, self.sensor.rate_hz)} s)\n")
-            return
-        term.write("Sampling settings:\n"
-                   f"\tInterval: {interval:.5f} ms.\n"
-                   f"\tLength: {s.length_ms} ms.\n"
-                   f"\tName: {s.label}\n"
-                   f"\tHMAC Key: {s.hmac_key}\n"
-                   f"\tFile name: /fs/{s.label}\n"
-                   f"Starting in {round(protocol.SAMPLE_START_DELAY_S * 1000)} ms... (or until all flash was erased)\n")
-        term.idle(protocol.SAMPLE_START_DELAY_S * self.time_scale)
-        term.write("Sampling...\n")
-        values = self.sensor.next_window(readings)
-        term.idle(readings * interval / 1000.0 * self.time_scale)  # the sensor fills it in real time
-        self.sample = protocol.encode_acquisition(s.device_id, self.device_type, interval, values, s.hmac_key)
-        n = len(self.sample)
-        term.write(f"Done sampling, total bytes collected: {n}\n"
-                   f"Not uploading file, not connected to WiFi. Used buffer, from=0, to={n}.\n"
-                   "OK\n")
-
-    def write_readbuffer(self, term, args: list[str]) -> None:
-        if len(args) < 2:
-            term.write("Missing argument! Required: START,LENGTH,[USEMAXRATE]\n")
-            return
-
-        def offset(text: str) -> int | None:
-            ok = protocol.is_decimal(text, False) and not text.startswith("-") and len(text) <= 9
-            return int(text) if ok else None
-
-        start, length = offset(args[0]), offset(args[1])
-        ok = start is not None and length is not None and start <= len(self.sample)
-        max_rate = len(args) >= 3 and args[2].startswith("y")
-        if max_rate:
-            term.write("OK\r\n")
-        if ok:
-            term.write(base64.b64encode(self.sample[start:start + length]))
-        if max_rate:
-            term.write("\r\nOK\r\n")
-        term.write("\n" if ok else "Failed to read from buffer\n")
 
     def read_modelinfo(self, term) -> None:
         f = self.facts
@@ -566,125 +292,6 @@ class Firmware:
             f"Timing:            {self.timing_note()}",
         ]
         term.write("".join(line + "\n" for line in lines))
-
-    # -- inference --------------------------------------------------------------------
-
-    def _classify(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        assert self.model is not None
-        raw, probabilities, elapsed = self.model.classify(features)
-        return raw, probabilities, self.inference_ms(elapsed)
-
-    def run_impulse_static(self, term, args: list[str]) -> bool:
-        if len(args) < 2:
-            term.write("Too few arguments! Required: 2\r\n")
-            return False
-        if self.boot_error:
-            term.write(self.boot_error + "\r\n")
-            return True
-        debug = args[0].strip().lower() == "y"
-        # As the C++ core's parse_count: a whole number from 1 to STATIC_MAX_VALUES.
-        n = int(args[1]) if protocol.is_decimal(args[1], False) and len(args[1]) <= 9 else 0
-        if not 0 < n <= protocol.STATIC_MAX_VALUES:
-            term.write(f"ERR: N must be a whole number of float32 values from 1 to "
-                       f"{protocol.STATIC_MAX_VALUES}, got '{args[1]}'\r\n")
-            return False
-        term.write(f"OK CHUNK={self.chunk_size}\r\n")
-        received = bytearray()
-        for k in range(protocol.chunk_count(n, self.chunk_size)):
-            chunk = self._read_chunk(term)
-            if chunk is None:
-                term.write("TIMEOUT\r\nEND OUTPUT\r\n")
-                return False
-            try:
-                received += protocol.decode_chunk(chunk)
-            except ValueError:
-                term.write(f"ERR: chunk {k + 1} is not base64\r\nEND OUTPUT\r\n")
-                return False
-            term.write(f"OK {min(n, len(received) // 4)} \r\n")
-        term.write(f"TRANSFER COMPLETED {n}\r\n")
-        expected = self.facts.input_size
-        if n != expected:
-            term.write("ERROR: The size of the input buffer is not correct.\r\n"
-                       f"Expected {expected} items, but got {n}\r\n"
-                       "RESULT -1\r\nEND OUTPUT\r\n")
-            return True
-        features = np.frombuffer(bytes(received[:4 * n]), dtype="<f4")
-        raw, probabilities, ms = self._classify(features)
-        if debug:
-            term.write("Features (" + str(n) + "): " + ", ".join(f"{v:g}" for v in features) + "\r\n")
-            term.write("Raw output: " + ", ".join(str(int(v)) for v in raw) + "\r\n")
-        term.write(protocol.render_static_result(self.labels, probabilities, (0.0, ms, 0.0)))
-        return True
-
-    def _read_chunk(self, term) -> bytes | None:
-        """One transfer chunk, which must be in within the chunk timeout of starting to wait."""
-        deadline = time.perf_counter() + self.chunk_timeout_s
-        chunk = bytearray()
-        while len(chunk) < self.chunk_size:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return None
-            byte = term.read_byte(remaining)
-            if byte is None:
-                return None
-            if byte not in (0x0D, 0x0A):  # a host's line ends are not base64: skip them
-                chunk.append(byte)
-        return bytes(chunk)
-
-    def run_impulse(self, term) -> bool:
-        return self._run_inference(term, "normal")
-
-    def run_impulsecont(self, term) -> bool:
-        return self._run_inference(term, "continuous")
-
-    def write_runimpulsedebug(self, term, args: list[str]) -> bool:
-        # 'y' asks for the faster data baud rate; this device has only the one it reports.
-        return self._run_inference(term, "debug")
-
-    def _print_result(self, term, window: np.ndarray, debug: bool) -> None:
-        _, probabilities, ms = self._classify(window.reshape(-1))
-        if debug:  # as run_classifier(..., debug = true) prints the features
-            term.write("Features (0 ms.): " + "".join(f"{float(v):.6f} " for v in window.reshape(-1)) + "\n")
-        term.write(protocol.render_current_result(self.labels, probabilities, (0.0, ms, 0.0)))
-
-    def _run_inference(self, term, mode: str) -> bool:
-        """AT+RUNIMPULSE, AT+RUNIMPULSEDEBUG and AT+RUNIMPULSECONT, as the C++ core's
-        run_inference: normal and debug sample a window, print a result and pause 2 s;
-        continuous prints a result every slice of the window, with no pause."""
-        if self.boot_error:
-            term.write(self.boot_error + "\n")
-            return True
-        if self.sensor is None:
-            term.write("ERR: No sensor data: this virtual device has no sensor recording "
-                       "(start it with --sensor FILE.npz)\n")
-            return True
-        frames, rate = self.samples_per_window, self.sensor.rate_hz
-        term.write("Inferencing settings:\n"
-                   f"\tInterval: {1000.0 / rate:.2f} ms.\n"
-                   f"\tFrame size: {self.facts.input_size}\n"
-                   f"\tSample length: {int(frames * 1000.0 / rate + 0.5)} ms.\n"  # as the C++ window_ms()
-                   f"\tNo. of classes: {len(self.labels)}\n"
-                   "Starting inferencing, press 'b' to break\n")
-        if mode == "continuous":
-            slice_frames = max(1, frames // protocol.SLICES_PER_WINDOW)
-            window = self.sensor.next_window(frames)
-            stopped = self.sleep(term, frames / rate)
-            while not stopped:
-                self._print_result(term, window, debug=False)
-                window = np.concatenate([window[slice_frames:], self.sensor.next_window(slice_frames)])
-                stopped = self.sleep(term, slice_frames / rate)
-        else:
-            term.write("Starting inferencing in 2 seconds...\n")
-            stopped = self.sleep(term, BOOT_WAIT_S)
-            while not stopped:
-                term.write("Sampling...\n")
-                window = self.sensor.next_window(frames)
-                if self.sleep(term, frames / rate):  # the sensor fills the window in real time
-                    break
-                self._print_result(term, window, debug=mode == "debug")
-                stopped = self.sleep(term, BOOT_WAIT_S)
-        term.write("Inferencing stopped by user\r\n")
-        return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -806,7 +413,7 @@ class VirtualDevice:
         os.set_blocking(master, False)
         self._fds = [master, slave]
         self.port = os.ttyname(slave)
-        link = _pty_link(master, self._stop, self.throttle_baud)
+        link = pty_link(master, self._stop, self.throttle_baud)
         if self.boot_error:  # at power-up, before any host can have opened the port
             link.write(self.boot_error + "\r\n")
         self._spawn(self._serve_link, link, name="pty")
@@ -836,7 +443,7 @@ class VirtualDevice:
             if greet and self.boot_error:  # a socket host connects as the board boots
                 link.write(self.boot_error + "\r\n")
             server.serve(link)
-        except (_Stopped, _Disconnected):
+        except (Stopped, Disconnected):
             pass
 
     def _accept_loop(self, listener: socket.socket) -> None:
@@ -851,7 +458,7 @@ class VirtualDevice:
             with conn:
                 conn.setblocking(False)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._serve_link(_socket_link(conn, self._stop, self.throttle_baud), greet=True)
+                self._serve_link(socket_link(conn, self._stop, self.throttle_baud), greet=True)
 
     def serve_forever(self) -> None:
         """Serve in the foreground until ``stop()`` or Ctrl-C (KeyboardInterrupt propagates)."""

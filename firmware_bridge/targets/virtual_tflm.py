@@ -17,14 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.errors import BridgeError
+from pipeline.core.errors import BridgeError, PipelineError
 from pipeline.tflite import runtime as tflm
-from pipeline.core.errors import PipelineError
 
 
 @dataclass(frozen=True)
-class ModelFacts:
-    """What the device knows about its model, read from the model itself by TFLM."""
+class ProbedModel:
+    """What TFLM measured of a model when the boot probe loaded it: its input and output
+    (shape, type, quantization), the arena it needs, its input normalization. Not the model
+    file's graph (pipeline.tflite.flatbuffer.ModelInfo): these come from the interpreter."""
 
     sha256: str
     input_shape: tuple[int, ...]
@@ -57,7 +58,7 @@ class BootProbe:
 
     boots: bool
     arena_cap_bytes: int
-    facts: ModelFacts
+    facts: ProbedModel
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def probe_model(data: bytes, arena_cap_bytes: int, source: str = "model") -> Boo
         norm = tflm.read_input_normalization(data, source)
     except PipelineError as exc:
         raise BridgeError(exc.message) from None
-    facts = ModelFacts(
+    facts = ProbedModel(
         sha256=sha, input_shape=i.shape, input_dtype=i.dtype, input_scale=i.scale, input_zero_point=i.zero_point,
         output_shape=o.shape, output_dtype=o.dtype, output_scale=o.scale, output_zero_point=o.zero_point,
         min_arena_bytes=found.min_bytes, recorded_arena_bytes=found.recorded_bytes, input_normalization=norm,

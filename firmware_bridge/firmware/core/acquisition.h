@@ -8,8 +8,8 @@
 // 0xFF break, so readings are appended as they arrive and nothing is held twice. The
 // signature is HMAC-SHA256 over the whole file with the signature field set to 64 ASCII
 // zeros ("HS256"), or the zeros left in place ("none") when there is no key.
-// Byte for byte the virtual device writes the same (firmware_bridge/protocol.py,
-// AcquisitionWriter): floats as CBOR float32 (0xFA), interval_ms as float64 (0xFB).
+// Byte for byte the virtual device writes the same (firmware_bridge/host/protocol.py,
+// acquisition_header): floats as CBOR float32 (0xFA), interval_ms as float64 (0xFB).
 // Plain C++14, no heap.
 
 #ifndef TINYML_ACQUISITION_H_

@@ -47,7 +47,7 @@ inline int8_t quantize_int8(float value, float scale, int zero_point) {
 // Raw sensor value number `index` of a window -> the int8 model's input: the float step
 // before the graph, (x - kInputMean[c]) * kInputInvStd[c] with c = index % kInputChannels
 // (mean 0 and inv_std 1 leave x unchanged, bit for bit), then quantize_int8. Must match
-// pipeline/tflm.py model_input() exactly: the host checks the device byte for byte.
+// pipeline/tflite/runtime.py model_input() exactly: the host checks the device byte for byte.
 inline int8_t model_input_int8(float value, int index) {
   const int c = index % kInputChannels;
   const float normalized = (value - kInputMean[c]) * kInputInvStd[c];

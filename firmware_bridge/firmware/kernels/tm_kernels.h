@@ -4,7 +4,7 @@
  * computes (tflite-micro, tensorflow/lite/kernels/internal/reference/...): same
  * accumulation, same requantization (MultiplyByQuantizedMultiplier with its double
  * rounding), same clamping. The constants (multipliers, shifts, activation ranges,
- * padding) are computed at compile time by firmware_bridge/compiler.py exactly as TFLM's
+ * padding) are computed at compile time by firmware_bridge/compiler/ exactly as TFLM's
  * Prepare functions compute them, and passed in the parameter structs below.
  *
  * No malloc, no recursion, no library beyond <stdint.h> and <string.h>. Tensors are NHWC

@@ -1,9 +1,9 @@
 // tinyml-pipeline firmware for QEMU's mps2-an386 (an emulated Cortex-M4F).
 //
-// The same AT protocol core as the Arduino sketch (firmware_bridge/sketch/: the AT server,
+// The same AT protocol core as the Arduino sketch (firmware_bridge/firmware/core/: the AT server,
 // the command table, the base64 transfer, the float->int8 input quantizer), bound here to
 // the CMSDK UART, SysTick and the model compiled to C (RUN/firmware/compiled/, written by
-// firmware_bridge/compiler.py). Built and booted by firmware_bridge/qemu.py.
+// firmware_bridge/compiler/). Built and booted by firmware_bridge/targets/qemu.py.
 //
 // One command is this board's own, AT+PROFILE?: what only a real image can measure, the
 // stack's high-water mark and the instructions an inference executes (QEMU's -icount).

@@ -1,0 +1,287 @@
+"""Each op as C: the kernel it calls, the constant parameters TFLM's Prepare would give it,
+and the call. ``KERNELS`` is the one table the emitter chooses from (op name -> ``Kernel``);
+a specialized kernel for an op (or for some of its shapes) is a new emit function here that
+picks its C function and parameters, and a table entry."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from firmware_bridge.compiler.ctext import c_array, c_struct
+from firmware_bridge.compiler.prepare import (
+    activation_range,
+    padding,
+    quantize_multiplier,
+    quantize_multiplier_greater_than_one,
+    quantize_multiplier_smaller_than_one,
+)
+from firmware_bridge.compiler.reader import (
+    ACT_NONE,
+    ALIAS_OPS,
+    CompileError,
+    COp,
+    CTensor,
+    Graph,
+    shape4,
+    where,
+)
+
+if TYPE_CHECKING:  # only for annotations: the emitter imports this table
+    from firmware_bridge.compiler.emitter import Emitter
+
+
+def _bias(op: COp) -> int | None:
+    return op.inputs[2] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+
+
+def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
+    x, w = em.tensors[op.inputs[0]], em.tensors[op.inputs[1]]
+    bias = _bias(op)
+    y = em.tensors[op.outputs[0]]
+    o = op.options
+    _, ih, iw, ic = shape4(x.shape)
+    _, oh, ow, oc = shape4(y.shape)
+    kh, kw = w.shape[1], w.shape[2]
+    if any(z != 0 for z in w.zero_points):
+        raise CompileError(f"cannot compile {where(op, em.tensors)}: filter zero point is not 0")
+    scales = w.scales if len(w.scales) == oc else [w.scales[0]] * oc
+    mults, shifts = zip(*(quantize_multiplier(float(x.scale) * float(s) / float(y.scale))
+                          for s in scales), strict=True)
+    act_min, act_max = activation_range(o.fusedActivationFunction, y.scale, y.zero_point)
+    n = f"op{op.index}"
+    fields = {
+        "in_h": ih, "in_w": iw, "in_c": ic, "out_h": oh, "out_w": ow, "out_c": oc,
+        "filter_h": kh, "filter_w": kw, "stride_h": o.strideH, "stride_w": o.strideW,
+        "dilation_h": o.dilationHFactor, "dilation_w": o.dilationWFactor,
+        "pad_h": padding(o.padding, o.strideH, o.dilationHFactor, ih, kh, oh),
+        "pad_w": padding(o.padding, o.strideW, o.dilationWFactor, iw, kw, ow),
+        "depth_multiplier": oc // ic if depthwise else 1,
+        "input_offset": -x.zero_point, "output_offset": y.zero_point,
+        "act_min": act_min, "act_max": act_max,
+    }
+    em.decl(c_struct("tm_conv_params", f"{n}_params", fields)
+            + c_array("int32_t", f"{n}_multiplier", mults)
+            + c_array("int32_t", f"{n}_shift", shifts))
+    fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
+    em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
+                f"{em.const(bias) if bias is not None else 'NULL'}, {n}_multiplier, "
+                f"{n}_shift, {em.ptr(y.index, True)});")
+
+
+def emit_conv_2d(em: Emitter, op: COp) -> None:
+    _conv(em, op, depthwise=False)
+
+
+def emit_depthwise_conv_2d(em: Emitter, op: COp) -> None:
+    _conv(em, op, depthwise=True)
+
+
+def emit_fully_connected(em: Emitter, op: COp) -> None:
+    x, w = em.tensors[op.inputs[0]], em.tensors[op.inputs[1]]
+    bias = _bias(op)
+    y = em.tensors[op.outputs[0]]
+    out_depth, in_depth = w.shape[0], w.shape[-1]
+    per_channel = len(w.scales) > 1
+    # tflite-micro kernels/kernel_util.cc GetQuantizedConvolutionMultipler (double product).
+    mults, shifts = zip(*(quantize_multiplier(float(x.scale) * float(s) / float(y.scale))
+                          for s in w.scales), strict=True)
+    act_min, act_max = activation_range(op.options.fusedActivationFunction, y.scale, y.zero_point)
+    n = f"op{op.index}"
+    fields = {"batches": x.size // in_depth, "in_depth": in_depth, "out_depth": out_depth,
+              "input_offset": -x.zero_point, "filter_offset": -w.zero_point,
+              "output_offset": y.zero_point, "act_min": act_min, "act_max": act_max,
+              "per_channel": int(per_channel)}
+    em.decl(c_struct("tm_fc_params", f"{n}_params", fields)
+            + c_array("int32_t", f"{n}_multiplier", mults)
+            + c_array("int32_t", f"{n}_shift", shifts))
+    em.call(op, f"tm_fully_connected_s8(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
+                f"{em.const(bias) if bias is not None else 'NULL'}, {n}_multiplier, "
+                f"{n}_shift, {em.ptr(y.index, True)});")
+
+
+def _pool(em: Emitter, op: COp, fn: str) -> None:
+    x, y, o = em.tensors[op.inputs[0]], em.tensors[op.outputs[0]], op.options
+    _, ih, iw, c = shape4(x.shape)
+    _, oh, ow, _ = shape4(y.shape)
+    act_min, act_max = activation_range(o.fusedActivationFunction, y.scale, y.zero_point)
+    fields = {"in_h": ih, "in_w": iw, "channels": c, "out_h": oh, "out_w": ow,
+              "filter_h": o.filterHeight, "filter_w": o.filterWidth,
+              "stride_h": o.strideH, "stride_w": o.strideW,
+              "pad_h": padding(o.padding, o.strideH, 1, ih, o.filterHeight, oh),
+              "pad_w": padding(o.padding, o.strideW, 1, iw, o.filterWidth, ow),
+              "act_min": act_min, "act_max": act_max}
+    n = f"op{op.index}"
+    em.decl(c_struct("tm_pool_params", f"{n}_params", fields))
+    call = f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.ptr(y.index, True)})"
+    if fn == "tm_average_pool_s8":
+        call = f"if ({call} != 0) return -1;"
+    else:
+        call += ";"
+    em.call(op, call)
+
+
+def emit_max_pool_2d(em: Emitter, op: COp) -> None:
+    _pool(em, op, "tm_max_pool_s8")
+
+
+def emit_average_pool_2d(em: Emitter, op: COp) -> None:
+    _pool(em, op, "tm_average_pool_s8")
+
+
+def _binary_multipliers(op: COp, a: CTensor, b: CTensor, y: CTensor) -> dict:
+    """The requantization fields of ADD, SUB or MUL."""
+    fields = {"left_shift": 0, "input1_multiplier": 0, "input2_multiplier": 0, "output_multiplier": 0,
+              "input1_shift": 0, "input2_shift": 0, "output_shift": 0}
+    if op.name == "MUL":
+        # tflite-micro kernels/mul_common.cc CalculateOpDataMul.
+        fields["output_multiplier"], fields["output_shift"] = quantize_multiplier(
+            float(a.scale) * float(b.scale) / float(y.scale))
+        return fields
+    fields["left_shift"] = 20
+    if op.name == "ADD":
+        # tflite-micro kernels/add_common.cc CalculateOpDataAdd: in double.
+        twice = 2 * max(float(a.scale), float(b.scale))
+        m1, m2 = float(a.scale) / twice, float(b.scale) / twice
+        mo = twice / ((1 << 20) * float(y.scale))
+    else:
+        # tflite-micro kernels/sub_common.cc CalculateOpDataSub: in float32.
+        f32 = np.float32
+        twice = f32(2) * max(f32(a.scale), f32(b.scale))
+        m1, m2 = float(f32(a.scale) / twice), float(f32(b.scale) / twice)
+        mo = float(twice / (f32(1 << 20) * f32(y.scale)))
+    fields["input1_multiplier"], fields["input1_shift"] = quantize_multiplier_smaller_than_one(m1)
+    fields["input2_multiplier"], fields["input2_shift"] = quantize_multiplier_smaller_than_one(m2)
+    fields["output_multiplier"], fields["output_shift"] = quantize_multiplier_smaller_than_one(mo)
+    return fields
+
+
+def emit_binary(em: Emitter, op: COp) -> None:
+    """ADD, SUB and MUL, with broadcasting."""
+    a, b, y = em.tensors[op.inputs[0]], em.tensors[op.inputs[1]], em.tensors[op.outputs[0]]
+    out4 = shape4(y.shape)
+
+    def strides(t: CTensor) -> list[int]:
+        s4 = shape4(t.shape)
+        if any(d not in (1, o) for d, o in zip(s4, out4, strict=True)):
+            raise CompileError(f"cannot compile {where(op, em.tensors)}: shapes {t.shape} and {y.shape} do not broadcast")
+        contiguous = [int(np.prod(s4[k + 1:])) for k in range(4)]
+        return [0 if d == 1 and o > 1 else c for d, o, c in zip(s4, out4, contiguous, strict=True)]
+
+    act = getattr(op.options, "fusedActivationFunction", ACT_NONE)
+    act_min, act_max = activation_range(act, y.scale, y.zero_point)
+    in1_strides, in2_strides = strides(a), strides(b)
+    fields = {"out_shape": out4, "in1_strides": in1_strides, "in2_strides": in2_strides,
+              "input1_offset": -a.zero_point, "input2_offset": -b.zero_point,
+              "output_offset": y.zero_point, **_binary_multipliers(op, a, b, y),
+              "act_min": act_min, "act_max": act_max}
+    n = f"op{op.index}"
+    em.decl(c_struct("tm_binary_params", f"{n}_params", fields))
+    fn = {"ADD": "tm_add_s8", "SUB": "tm_sub_s8", "MUL": "tm_mul_s8"}[op.name]
+    em.call(op, f"{fn}(&{n}_params, {em.ptr(a.index)}, {em.ptr(b.index)}, {em.ptr(y.index, True)});")
+
+
+def emit_mean(em: Emitter, op: COp) -> None:
+    x, axis_t, y = em.tensors[op.inputs[0]], em.tensors[op.inputs[1]], em.tensors[op.outputs[0]]
+    if axis_t.data is None:
+        raise CompileError(f"cannot compile {where(op, em.tensors)}: its axes are not constant")
+    nd = len(x.shape)
+    axes = {int(a) + nd if int(a) < 0 else int(a) for a in np.asarray(axis_t.data).reshape(-1)}
+    pad = 4 - nd
+    in4 = shape4(x.shape)
+    reduce = [int(d - pad in axes) if d >= pad else 0 for d in range(4)]
+    count = int(np.prod([in4[d] for d in range(4) if reduce[d]]))
+    same = x.zero_point == y.zero_point and np.float32(x.scale) == np.float32(y.scale)
+    mult, shift = 0, 0
+    if not same:
+        # tflite-micro kernels/reduce_common.cc PrepareMeanOrSumHelper, then the 1/count
+        # folding of kernels/internal/reference/reduce.h QuantizedMeanOrSum.
+        mult, shift = quantize_multiplier(float(x.scale) / float(y.scale))
+        if count > 0:
+            s = min(count.bit_length() - 1, 32, 31 + shift)
+            mult = int((mult << s) // count) if s >= 0 else int((mult >> -s) // count)
+            shift -= s
+    fields = {"in_shape": in4, "reduce": reduce, "count": count, "same_quant": int(same),
+              "input_zero_point": x.zero_point, "output_zero_point": y.zero_point,
+              "multiplier": mult, "shift": shift}
+    n = f"op{op.index}"
+    em.decl(c_struct("tm_mean_params", f"{n}_params", fields))
+    em.call(op, f"tm_mean_s8(&{n}_params, {em.ptr(x.index)}, {em.ptr(y.index, True)});")
+
+
+def emit_softmax(em: Emitter, op: COp) -> None:
+    x, y = em.tensors[op.inputs[0]], em.tensors[op.outputs[0]]
+    if y.zero_point != -128 or abs(y.scale - 1.0 / 256) > 1e-3 / 256:
+        raise CompileError(f"cannot compile {where(op, em.tensors)}: int8 softmax output must have "
+                           f"scale 1/256 and zero point -128 (has {y.scale}, {y.zero_point})")
+    beta = float(op.options.beta)
+    # tflite-micro kernels/softmax_common.cc CalculateSoftmaxParams and
+    # kernels/internal/quantization_util.cc PreprocessSoftmaxScaling, CalculateInputRadius.
+    integer_bits = 5
+    real = min(beta * float(x.scale) * float(1 << (31 - integer_bits)), float((1 << 31) - 1))
+    mult, left_shift = quantize_multiplier_greater_than_one(real)
+    radius = math.floor(1.0 * ((1 << integer_bits) - 1) * float(1 << (31 - integer_bits))
+                        / float(1 << left_shift))
+    depth = shape4(x.shape)[3]
+    fields = {"outer": x.size // depth, "depth": depth, "input_multiplier": mult,
+              "input_left_shift": left_shift, "diff_min": -radius}
+    n = f"op{op.index}"
+    em.decl(c_struct("tm_softmax_params", f"{n}_params", fields))
+    em.call(op, f"tm_softmax_s8(&{n}_params, {em.ptr(x.index)}, {em.ptr(y.index, True)});")
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """How one op becomes C: the kernel source it needs (besides tm_common.c) and the
+    function that writes its parameters and its call."""
+
+    source: str
+    emit: Callable[[Emitter, COp], None]
+
+
+KERNELS: dict[str, Kernel] = {
+    "CONV_2D": Kernel("tm_conv.c", emit_conv_2d),
+    "DEPTHWISE_CONV_2D": Kernel("tm_conv.c", emit_depthwise_conv_2d),
+    "FULLY_CONNECTED": Kernel("tm_fully_connected.c", emit_fully_connected),
+    "MAX_POOL_2D": Kernel("tm_pooling.c", emit_max_pool_2d),
+    "AVERAGE_POOL_2D": Kernel("tm_pooling.c", emit_average_pool_2d),
+    "ADD": Kernel("tm_elementwise.c", emit_binary),
+    "SUB": Kernel("tm_elementwise.c", emit_binary),
+    "MUL": Kernel("tm_elementwise.c", emit_binary),
+    "MEAN": Kernel("tm_mean.c", emit_mean),
+    "SOFTMAX": Kernel("tm_softmax.c", emit_softmax),
+}
+SUPPORTED_OPS = tuple(KERNELS) + ALIAS_OPS
+
+
+def check_supported(graph: Graph) -> None:
+    """CompileError (one line) naming the first op and layer the compiler cannot take."""
+    tensors, inputs, outputs = graph.tensors, graph.inputs, graph.outputs
+    for op in graph.ops:
+        if op.name not in SUPPORTED_OPS:
+            raise CompileError(
+                f"cannot compile {where(op, tensors)}: {op.name} has no compiled kernel "
+                f"(supported: {', '.join(sorted(SUPPORTED_OPS))})",
+                hint="the TFLM engine still runs this model: [device] engine = \"tflm\"")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise CompileError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
+    for i in (*inputs, *outputs):
+        if tensors[i].dtype != "int8":
+            raise CompileError(f"graph tensor {tensors[i].name!r} is {tensors[i].dtype}; expected int8 "
+                               "(convert with int8 input and output)")
+    for op in graph.ops:
+        if op.name in ALIAS_OPS:
+            continue
+        for i in [op.inputs[0], *op.outputs]:
+            if tensors[i].dtype != "int8":
+                raise CompileError(f"cannot compile {where(op, tensors)}: tensor {tensors[i].name!r} is "
+                                   f"{tensors[i].dtype}, the compiled kernels take int8")
+        if tensors[op.inputs[0]].shape[:1] not in ((1,), ()) and op.name != "FULLY_CONNECTED":
+            raise CompileError(f"cannot compile {where(op, tensors)}: batch {tensors[op.inputs[0]].shape[0]}, expected 1")
