@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.core.artifacts import write_json  # noqa: E402
 
-FAST = ROOT / "pipeline" / "configs" / "fast.toml"
+FAST = ROOT / "pipeline" / "core" / "configs" / "fast.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
