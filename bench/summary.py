@@ -162,7 +162,7 @@ def _when(section: dict, row: dict) -> str:
 
 def render(summary: dict) -> str:
     lines = [BEGIN, "", "| figure | value | measured (date, cores, load) | by |", "| --- | --- | --- | --- |"]
-    for name, section in summary["sections"].items():
+    for section in summary["sections"].values():
         for row in section["figures"]:
             lines.append(f"| {row['figure']} | {_value(row['value'], row['unit'])} | {_when(section, row)} "
                          f"| `{section['source']}` |")

@@ -37,7 +37,7 @@ def key_docs() -> dict[str, dict[str, str]]:
             continue
         docs = out.setdefault(node.name, {})
         body = node.body
-        for here, after in zip(body, body[1:] + [None]):
+        for here, after in zip(body, [*body[1:], None], strict=True):
             if (isinstance(here, ast.AnnAssign) and isinstance(here.target, ast.Name)
                     and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
                     and isinstance(after.value.value, str)):
