@@ -73,7 +73,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_qemu.py --run bench/results/run
 	$(PY) bench/bench_compiler.py --run bench/results/run
 	$(PY) bench/bench_search.py
-	@echo "figures: bench/results/*.json"
+	$(PY) bench/summary.py
+	@echo "figures: bench/results/*.json; headline figures: bench/results.json (commit it)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 print(f"bench: tinyml train exited {rc}", file=sys.stderr)
                 return rc
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         rc = tinyml_cli.main(["quantize", *common, "--run", str(run)])
         quantize_s = time.perf_counter() - start
+        load_after = os.getloadavg()[0]
         report_path = run / "quantize_report.json"
         if not report_path.is_file():
             print(f"bench: tinyml quantize exited {rc} without a report", file=sys.stderr)
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         "gates_passed": report["gates_passed"],
         "train_seconds": round(train_s, 1) if train_s is not None else None,
         "quantize_seconds": round(quantize_s, 2),
+        "load_average_1min_before": round(load_before, 2),
+        "load_average_1min_after": round(load_after, 2),
         "conversion_seconds": report["conversion"]["seconds"],
         "calibration_windows": report["calibration"]["windows"],
         "val_windows": val["windows"],

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from pipeline.core.artifacts import write_json  # noqa: E402
 
-FAST = ROOT / "pipeline" / "configs" / "fast.toml"
+FAST = ROOT / "pipeline" / "core" / "configs" / "fast.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pipeline.core.config import load_config
-    from pipeline.ml.model import ModelParams, class_priors
     from pipeline.core.progress import import_tensorflow
-    from pipeline.train.search import Engine, device_budget, random_search
     from pipeline.data.splits import prepare
+    from pipeline.ml.model import ModelParams, class_priors
+    from pipeline.train.search import Engine, device_budget, random_search
 
     import_tensorflow().get_logger().setLevel("ERROR")  # retracing notices, as `tinyml train` does
     cfg = load_config(FAST, {"train.trials": args.trials})

@@ -61,3 +61,52 @@ def test_fast_config_is_valid():
     cfg = load_config(FAST_CONFIG)
     assert cfg.train.trials <= Config().train.trials
     assert "[train]" in to_toml(cfg)
+
+
+def test_every_key_has_its_comment_where_it_is_defined():
+    from pipeline.core.config_docs import undocumented
+
+    assert undocumented() == []
+
+
+def test_search_space_is_one_table_with_documented_defaults(tmp_path):
+    from pipeline.core.config import SearchSpace
+
+    cfg = load_config()
+    assert cfg.train.search_space == SearchSpace()
+    text = to_toml(cfg)
+    assert "[train.search_space]" in text and "search_lr_min" not in text and "overfit_steps" not in text.split("[train.search_space]")[0]
+    fast = load_config(__import__("tinyml_cli").FAST_CONFIG)
+    assert (fast.train.search_space.lr_min, fast.train.search_space.overfit_steps) == (0.001, 100)
+    over = load_config(None, {"train.search_space.width_max": 8})
+    assert over.train.search_space.width_max == 8
+
+
+def test_old_flat_keys_still_load_into_the_search_space(tmp_path):
+    path = tmp_path / "old.toml"  # what a run directory's config.toml held before the move
+    path.write_text("[train]\nsearch_lr_min = 0.002\nsearch_width_max = 8\noverfit_steps = 90\n"
+                    "overfit_max_loss = 0.1\nepochs = 5\n")
+    cfg = load_config(path)
+    sp = cfg.train.search_space
+    assert (sp.lr_min, sp.width_max, sp.overfit_steps, sp.overfit_max_loss, cfg.train.epochs) == (0.002, 8, 90, 0.1, 5)
+    assert config_from_dict(tomllib.loads(to_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train]\nsearch_lr_min = 0.002\n[train.search_space]\nlr_min = 0.001\n",
+         "[train] search_lr_min: also set as [train.search_space] lr_min"),
+        ("[train.search_space]\nwidth_min = 20\n", "[train.search_space] width_min = 20 is above width_max = 12"),
+        ("[train.search_space]\nlr_min = 0\n", "[train.search_space] lr_min: expected a number > 0"),
+        ("[train.search_space]\nwidthmin = 2\n", "[train.search_space] unknown key 'widthmin'"),
+        ("[train]\nsearch_space = 3\n", "[train.search_space]: expected a table"),
+        ("[train]\nsearch_dropout_max = 1.0\n", "[train.search_space] dropout_max: expected 0 <= value < 1"),
+    ],
+)
+def test_bad_search_space_names_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(PipelineError) as err:
+        load_config(path)
+    assert message in str(err.value)

@@ -218,25 +218,27 @@ def test_search_candidates_start_with_the_config_and_stay_in_bounds_and_budget()
     assert first == candidates(tc, base, (64, 3), 4, seed=5)
     assert first != candidates(tc, base, (64, 3), 4, seed=6)
     assert first[0] == base and len(set(first)) == 6
+    sp = tc.search_space
     for p in first[1:]:
-        assert tc.search_lr_min <= p.learning_rate <= tc.search_lr_max
-        assert tc.search_width_min <= p.width <= tc.search_width_max
-        assert tc.search_depth_min <= p.depth <= tc.search_depth_max
-        assert p.kernel_size % 2 == 1 and tc.search_kernel_min <= p.kernel_size <= tc.search_kernel_max
-        assert 0 <= p.dropout <= tc.search_dropout_max and tc.search_l2_min <= p.l2 <= tc.search_l2_max * 1.05
+        assert sp.lr_min <= p.learning_rate <= sp.lr_max
+        assert sp.width_min <= p.width <= sp.width_max
+        assert sp.depth_min <= p.depth <= sp.depth_max
+        assert p.kernel_size % 2 == 1 and sp.kernel_min <= p.kernel_size <= sp.kernel_max
+        assert 0 <= p.dropout <= sp.dropout_max and sp.l2_min <= p.l2 <= sp.l2_max * 1.05
         assert count_params((64, 3), 4, p) <= 3000
 
 
 @pytest.mark.parametrize("changes,field", [
-    ({"search_width_min": 10, "search_width_max": 4}, "search_width_min/search_width_max"),
-    ({"search_lr_min": 0.0}, "search_lr_min/search_lr_max"),
-    ({"search_dropout_max": 1.0}, "search_dropout_max"),
+    ({"width_min": 10, "width_max": 4}, "width_min/width_max"),
+    ({"lr_min": 0.0}, "lr_min/lr_max"),
+    ({"dropout_max": 1.0}, "dropout_max"),
 ])
 def test_search_space_rejects_bad_bounds_naming_the_field(changes, field):
+    from pipeline.core.config import SearchSpace
     from pipeline.train.search import search_space
 
-    with pytest.raises(PipelineError, match=f"\\[train\\] {field}"):
-        search_space(TrainConfig(**changes))
+    with pytest.raises(PipelineError, match=f"\\[train.search_space\\] {field}"):
+        search_space(TrainConfig(search_space=SearchSpace(**changes)))
 
 
 def test_an_impossible_parameter_budget_is_a_clear_error():

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.core.config import QuantizeConfig, TrainConfig
+from pipeline.core.config import QuantizeConfig, SearchSpace, TrainConfig
 from pipeline.core.errors import GateFailed
 from pipeline.ml.model import ModelParams, class_priors
 from pipeline.data.windows import Windows
@@ -45,8 +45,8 @@ def _windows(n: int, seed: int) -> Windows:
 
 
 TC = TrainConfig(trials=3, search_epochs=2, epochs=3, patience=2, batch_size=32, max_params=3000,
-                 width=4, depth=1, kernel_size=3, search_width_max=6, search_depth_max=2,
-                 learning_rate=3e-3, search_lr_min=1e-3, search_lr_max=5e-3)
+                 width=4, depth=1, kernel_size=3, learning_rate=3e-3,
+                 search_space=SearchSpace(width_max=6, depth_max=2, lr_min=1e-3, lr_max=5e-3))
 TRAIN, VAL = _windows(128, 1), _windows(64, 2)
 
 

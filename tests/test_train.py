@@ -69,7 +69,7 @@ def test_report_holds_baselines_sanity_search_history_and_metrics_per_split(trai
     s = report["sanity"]
     assert s["seed"] == 0 and s["init_loss_ok"] and s["overfit_ok"]
     assert abs(s["init_loss"] - s["expected_init_loss"]) <= cfg.train.init_loss_tolerance
-    assert s["overfit_batch_loss"] < cfg.train.overfit_max_loss
+    assert s["overfit_batch_loss"] < cfg.train.search_space.overfit_max_loss
     assert s["reproducible"] is True
     assert s["reproducibility"]["first"] == s["reproducibility"]["second"]
     assert set(s["beats_baselines"]) == BASELINES
@@ -199,5 +199,5 @@ def test_a_model_that_cannot_fit_one_batch_fails_the_stage(tmp_path):
     report = json.loads((run / "train_report.json").read_text())
     assert report["status"] == "failed" and report["sanity"]["init_loss_ok"] is True
     assert report["sanity"]["overfit_ok"] is False
-    assert report["sanity"]["overfit_batch_loss"] > cfg.train.overfit_max_loss
+    assert report["sanity"]["overfit_batch_loss"] > cfg.train.search_space.overfit_max_loss
     assert not (run / "float.keras").exists()

@@ -3,6 +3,10 @@
 Unknown keys and wrong types are errors that name the key. The effective configuration
 (defaults, file and command-line overrides) is saved into the run directory as
 ``config.toml``, so a run says exactly what it did.
+
+Every key is documented by the string right after it (its first line is the summary;
+``pipeline.core.config_docs`` turns them into the key table of docs/config.md, and
+tests/test_docs.py fails when that table is stale).
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ class DataConfig:
     motion_seed: int = 0
     """Seed of the embedded motion dataset itself (fixed, unlike the run's `seed`)."""
     motion_subjects: int = 12
+    """Subjects the embedded motion dataset is generated for (12: enough groups for three splits)."""
     motion_sessions: int = 3
+    """Recording sessions per subject of the embedded motion dataset."""
     rate_hz: float | Literal["auto"] = "auto"
     """Sampling rate every time series is brought to, in Hz. "auto": the most common rate
     among the samples; samples at another rate are resampled (``scipy.signal.resample_poly``,
@@ -43,17 +49,24 @@ class DataConfig:
 @dataclass
 class SplitConfig:
     strategy: Literal["auto", "group", "time", "random"] = "auto"
+    """How samples are split: "group" keeps each subject/device (else recording) whole, "time" is
+    chronological with `gap_s`, "random" only for data without recordings; "auto": group, or random when there is nothing to keep whole."""
     test_size: float = 0.2
+    """Share of the data (whole groups or recordings) held out as the test split; a predefined test split wins."""
     val_size: float = 0.2
+    """Share of the data (whole groups or recordings) held out as the validation split."""
     folds: int = 4
+    """Folds of the group-aware cross-validation (linear baseline, audit checks)."""
     window_ms: float | Literal["auto"] = "auto"
     """Window length. "auto": chosen from the recordings (see ``pipeline.data.windows.choose_window``);
     what it chose is in the audit, the report and the run's config.toml. A number wins."""
     stride_ms: float | Literal["auto"] = "auto"
+    """Step between windows, in ms. "auto": the window's choice, or a quarter of an explicit window."""
     pad: Literal["zero", "drop"] = "zero"
     """Samples shorter than a window (but at least half of it): "zero" pads them at the end
     (Edge Impulse's "zero-pad data"), "drop" skips them; both are counted and reported."""
     gap_s: float = 0.0
+    """With strategy "time": seconds between the end of one split and the start of the next (recordings within it are dropped)."""
 
 
 @dataclass
@@ -65,8 +78,11 @@ class AuditConfig:
     """A window whose variation (RMS about its own mean, in units of the training data's
     spread) is below this is near-constant: set apart from the near-copy rule, reported per class."""
     outlier_z: float = 8.0
+    """The outliers check warns about values beyond this robust z-score (median, central 98% spread)."""
     permutation_max_above_chance: float = 0.15
+    """permutation_test fails when the baseline on shuffled labels scores this far above chance (balanced accuracy)."""
     split_optimism_warn: float = 0.05
+    """split_optimism warns when a random window split scores this much above the pipeline's split."""
     label_issue_margin: float = 0.5
     """A recording is a label issue when another class's mean out-of-fold probability
     exceeds its own label's by more than this."""
@@ -81,41 +97,74 @@ class AuditConfig:
 
 
 @dataclass
+class SearchSpace:
+    """``[train.search_space]``: what the random search draws from, and the one-batch overfit
+    check run before it. No user should need these; the defaults suit the small convnets an
+    MCU holds. Older config files that set the flat ``[train] search_*`` / ``overfit_*`` keys
+    still load: see MOVED_KEYS."""
+
+    lr_min: float = 3e-4
+    """Lowest learning rate drawn (log-uniform); the default learning_rate."""
+    lr_max: float = 3e-3
+    """Highest learning rate drawn (log-uniform): ten times lr_min."""
+    width_min: int = 4
+    """Fewest kernels drawn for the first conv block."""
+    width_max: int = 12
+    """Most kernels drawn for the first conv block (with depth_max, what keeps models MCU-sized)."""
+    depth_min: int = 1
+    """Fewest conv blocks drawn."""
+    depth_max: int = 3
+    """Most conv blocks drawn."""
+    kernel_min: int = 3
+    """Shortest (odd) kernel drawn, in time steps (pixels for images)."""
+    kernel_max: int = 9
+    """Longest (odd) kernel drawn."""
+    dropout_max: float = 0.3
+    """Highest dropout drawn (uniform from 0)."""
+    l2_min: float = 1e-5
+    """Lowest L2 weight penalty drawn (log-uniform)."""
+    l2_max: float = 1e-3
+    """Highest L2 weight penalty drawn (log-uniform)."""
+    overfit_batch: int = 16
+    """Windows in the batch the sanity check must memorize (stratified by class)."""
+    overfit_steps: int = 150
+    """Training steps the sanity check gets on that batch."""
+    overfit_learning_rate: float = 1e-2
+    """Its learning rate: higher than for training, since it checks capacity, not generalization."""
+    overfit_max_loss: float = 0.05
+    """Cross-entropy (nats) the batch must get below, else the model or the labels are broken."""
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 80
     """Epochs of the final fit (early stopping on validation loss restores the best)."""
     batch_size: int = 32
+    """Windows per training step."""
     learning_rate: float = 3e-4
+    """Adam's learning rate for the configured model (trial 0 of the search)."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning rate over the epochs: constant, or cosine decay to zero."""
     patience: int = 10
+    """Epochs without a lower validation loss before early stopping."""
     width: int = 6
     """Kernels in the first conv block; each further block doubles them."""
     depth: int = 3
+    """Conv blocks of the configured model."""
     kernel_size: int = 7
+    """Kernel length of the configured model, in time steps (pixels for images)."""
     dropout: float = 0.1
+    """Dropout rate of the configured model."""
     l2: float = 1e-4
+    """L2 weight penalty of the configured model."""
     separable: bool = False
     """Depthwise-separable convolutions after the first block."""
     trials: int = 10
     """Random-search budget: trial 0 is the configured model, the rest random draws."""
     search_epochs: int = 40
-    search_lr_min: float = 3e-4
-    search_lr_max: float = 3e-3
-    search_width_min: int = 4
-    search_width_max: int = 12
-    search_depth_min: int = 1
-    search_depth_max: int = 3
-    search_kernel_min: int = 3
-    search_kernel_max: int = 9
-    search_dropout_max: float = 0.3
-    search_l2_min: float = 1e-5
-    search_l2_max: float = 1e-3
+    """Epochs each search trial trains for (early stopping still applies)."""
     max_params: int = 8000
     """Search draws with more parameters than this are redrawn (the model goes on an MCU)."""
-    overfit_batch: int = 16
-    overfit_steps: int = 150
-    overfit_learning_rate: float = 1e-2
-    overfit_max_loss: float = 0.05
     init_loss_tolerance: float = 0.25
     """Allowed gap (nats) between the loss at init and the entropy of the class prior."""
     logo_folds: int = 5
@@ -139,11 +188,14 @@ class TrainConfig:
     seeds: int = 3
     """Refits of the chosen configuration (seed, seed + 1, ...): the spread of its validation
     score is reported beside the search's figure."""
+    search_space: SearchSpace = field(default_factory=SearchSpace)
+    """The search's bounds and the overfit check: the `[train.search_space]` table below."""
 
 
 @dataclass
 class QuantizeConfig:
     board: str = DEFAULT_BOARD
+    """Board profile the model must fit and whose latency is estimated (`pipeline.core.boards`)."""
     calibration_windows: int = 0
     """Training windows the int8 ranges are calibrated on; 0: all of them. A smaller number
     draws that many stratified by class and adds the windows holding each class's extremes
@@ -163,8 +215,11 @@ class QuantizeConfig:
     """Export a model that missed an accuracy gate (balanced-accuracy drop or float/int8
     agreement) anyway; recorded as an override in every report (`tinyml quantize --accept-drop`)."""
     per_channel: bool = True
+    """int8 weights with one scale per output channel (TFLite's default); false: one per tensor (`--per-tensor`)."""
     max_balanced_accuracy_drop: float = 0.01
+    """Gate: int8 may lose at most this much validation balanced accuracy against float (1 point)."""
     min_float_int8_agreement: float = 0.98
+    """Gate: share of validation windows where int8 and float give the same top-1 class."""
     min_tflm_agreement: float = 0.995
     """Top-1 agreement of TFLM with LiteRT's reference kernels (the arithmetic TFLM implements).
     Their difference in LSB is reported per layer, not gated: the two are not bit-identical
@@ -184,13 +239,18 @@ class QuantizeConfig:
 @dataclass
 class DeviceConfig:
     port: str = "emu"
+    """Where flash and eval go: "emu" (virtual device), "qemu", "auto" (the first board found) or a serial port."""
     baud: int = 115200
+    """Serial speed in bit/s (the Edge Impulse firmwares' 115200)."""
     chunk_size: int = 32
+    """Base64 characters per chunk the virtual device asks for in AT+RUNIMPULSESTATIC (a multiple of 16)."""
     throttle: bool = False
+    """Virtual device: pace its pseudo-terminal to `baud`, as a real UART would be."""
     timeout_s: float = 5.0
-    # What runs the model in the board's sketch: "compiled" (the model as C, byte-identical
-    # to TFLM by test, no library, less RAM) or "tflm" (the interpreter library).
+    """Seconds to wait for a device's answer before the port is called dead."""
     engine: str = "compiled"
+    """What runs the model in the board's sketch: "compiled" (the model as C, byte-identical
+    to TFLM by test, no library, less RAM) or "tflm" (the interpreter library)."""
 
 
 ENGINES = ("compiled", "tflm")
@@ -199,6 +259,7 @@ ENGINES = ("compiled", "tflm")
 @dataclass
 class Config:
     seed: int = 0
+    """Seed of the run: the split, the search's draws, training and calibration all derive from it."""
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -256,11 +317,43 @@ RETIRED_KEYS = {
     ("quantize", "max_lsb_difference"): "LiteRT vs TFLM LSB differences are reported per layer, not gated",
 }
 
+# Keys that moved, (section, old key) -> (table, new key). An old key is read into its new
+# place rather than refused: every run directory written before the move holds all of them
+# in its config.toml, and `tinyml quantize/flash/eval --run` read that file back. Setting a
+# key in both places is an error naming both.
+MOVED_KEYS = {
+    **{("train", f"search_{k}"): ("train.search_space", k)
+       for k in ("lr_min", "lr_max", "width_min", "width_max", "depth_min", "depth_max",
+                 "kernel_min", "kernel_max", "dropout_max", "l2_min", "l2_max")},
+    **{("train", k): ("train.search_space", k)
+       for k in ("overfit_batch", "overfit_steps", "overfit_learning_rate", "overfit_max_loss")},
+}
+
+
+def _move_old_keys(name: str, table: dict, where: str) -> dict:
+    """``table`` (not changed) with each old key of MOVED_KEYS put in its new sub-table."""
+    moved = {key: new for (section, key), new in MOVED_KEYS.items() if section == name and key in table}
+    if not moved:
+        return table
+    out = {k: v for k, v in table.items() if k not in moved}
+    for old, (new_table, new_key) in moved.items():
+        sub_name = new_table.split(".", 1)[1]
+        sub = out.get(sub_name, {})
+        if not isinstance(sub, dict):
+            return out  # the sub-table's own check names the wrong type
+        if new_key in sub:
+            raise PipelineError(f"{where} {old}: also set as [{new_table}] {new_key}",
+                                hint=f"keep only [{new_table}] {new_key}, the key's new place")
+        out[sub_name] = {**sub, new_key: table[old]}
+    return out
+
 
 def _section_from_table(name: str, cls: type, table: Any, source: str):
+    """One section (or sub-table, ``name`` dotted: "train.search_space") from its TOML table."""
     where = f"{source}: [{name}]"
     if not isinstance(table, dict):
         raise PipelineError(f"{where}: expected a table, got {type(table).__name__}")
+    table = _move_old_keys(name, table, where)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     values = {}
@@ -271,7 +364,10 @@ def _section_from_table(name: str, cls: type, table: Any, source: str):
             raise PipelineError(
                 f"{where} unknown key {key!r}", hint=f"known keys: {', '.join(sorted(known))}"
             )
-        values[key] = _check_value(f"{where} {key}", hints[key], value)
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _section_from_table(f"{name}.{key}", hints[key], value, source)
+        else:
+            values[key] = _check_value(f"{where} {key}", hints[key], value)
     return cls(**values)
 
 
@@ -368,11 +464,12 @@ FIELD_RANGES: dict[str, Range] = {
     "audit.permutations": AT_LEAST_1,
     "audit.max_distance_queries": Range(2),
     **{f"train.{k}": AT_LEAST_1 for k in ("epochs", "batch_size", "width", "depth", "kernel_size", "trials",
-                                          "search_epochs", "search_width_min", "search_depth_min",
-                                          "search_kernel_min", "max_params", "overfit_batch", "seeds")},
-    **{f"train.{k}": POSITIVE for k in ("learning_rate", "search_lr_min", "search_lr_max", "overfit_learning_rate")},
+                                          "search_epochs", "max_params", "seeds")},
+    **{f"train.search_space.{k}": AT_LEAST_1 for k in ("width_min", "depth_min", "kernel_min", "overfit_batch")},
+    "train.learning_rate": POSITIVE,
+    **{f"train.search_space.{k}": POSITIVE for k in ("lr_min", "lr_max", "l2_min", "l2_max", "overfit_learning_rate")},
     "train.dropout": SHARE_BELOW_1,
-    "train.search_dropout_max": SHARE_BELOW_1,
+    "train.search_space.dropout_max": SHARE_BELOW_1,
     # quantize.calibration_windows: the default range (0 means every training window)
     "quantize.max_balanced_accuracy_drop": SHARE,
     "quantize.min_float_int8_agreement": SHARE,
@@ -386,14 +483,34 @@ FIELD_RANGES: dict[str, Range] = {
 """Intervals beyond DEFAULT_RANGE, by "section.key" (a key absent here gets the default)."""
 
 
+def tables(cfg: Config) -> list[tuple[str, Any]]:
+    """Every TOML table of the config in file order, by dotted name: each section, then its
+    sub-tables ("train", "train.search_space")."""
+    out = []
+
+    def visit(name: str, obj: Any) -> None:
+        out.append((name, obj))
+        for f in dataclasses.fields(obj):
+            if dataclasses.is_dataclass(getattr(obj, f.name)):
+                visit(f"{name}.{f.name}", getattr(obj, f.name))
+
+    for name in SECTIONS:
+        visit(name, getattr(cfg, name))
+    return out
+
+
+def keys(table: Any) -> list[dataclasses.Field]:
+    """The fields of one table that are keys (not sub-tables)."""
+    return [f for f in dataclasses.fields(table) if not dataclasses.is_dataclass(getattr(table, f.name))]
+
+
 def check_numbers(cfg: Config, source: str = "config") -> None:
-    """Every int and float field, whatever section declares it: finite, within its Range
+    """Every int and float field, whatever table declares it: finite, within its Range
     (FIELD_RANGES, else DEFAULT_RANGE), ints within INT_MAX, and ``x_min <= x_max`` for
     each such pair. Generic over the dataclasses, so a new field is checked as it lands."""
     fields = [("seed", "seed", cfg.seed)]
-    for name in SECTIONS:
-        section = getattr(cfg, name)
-        fields += [(f"{name}.{f.name}", f"[{name}] {f.name}", getattr(section, f.name)) for f in dataclasses.fields(section)]
+    for name, table in tables(cfg):
+        fields += [(f"{name}.{f.name}", f"[{name}] {f.name}", getattr(table, f.name)) for f in keys(table)]
     for dotted, label, v in fields:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue  # strings, booleans, and the non-numeric choices of a union ("auto")
@@ -403,9 +520,8 @@ def check_numbers(cfg: Config, source: str = "config") -> None:
         if v not in rng or (isinstance(v, int) and abs(v) > INT_MAX):
             limit = f" and at most {INT_MAX}" if isinstance(v, int) and abs(v) > INT_MAX else ""
             raise PipelineError(f"{source}: {label}: expected {rng}{limit}, got {v}")
-    for name in SECTIONS:
-        section = getattr(cfg, name)
-        for f in dataclasses.fields(section):
+    for name, section in tables(cfg):
+        for f in keys(section):
             if f.name.endswith("_min") and hasattr(section, f.name[:-4] + "_max"):
                 lo, hi = getattr(section, f.name), getattr(section, f.name[:-4] + "_max")
                 if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lo, hi)) and lo > hi:
@@ -413,7 +529,8 @@ def check_numbers(cfg: Config, source: str = "config") -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Defaults, then the TOML file at ``path``, then ``overrides`` ({"seed": 1, "data.dataset": "x"})."""
+    """Defaults, then the TOML file at ``path``, then ``overrides`` ({"seed": 1, "data.dataset": "x",
+    "train.search_space.width_max": 8})."""
     raw: dict = {}
     source = "defaults"
     if path is not None:
@@ -428,11 +545,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        if "." in dotted:
-            section, key = dotted.split(".", 1)
-            raw.setdefault(section, {})[key] = value
-        else:
-            raw[dotted] = value
+        *path_, key = dotted.split(".")
+        table = raw
+        for part in path_:
+            table = table.setdefault(part, {})
+        table[key] = value
     return config_from_dict(raw, source)
 
 
@@ -454,10 +571,9 @@ def to_toml(cfg: Config, comments: dict[str, str] | None = None) -> str:
     a run's config.toml says what an "auto" value chose."""
     comments = comments or {}
     lines = [f"seed = {cfg.seed}", ""]
-    for name in SECTIONS:
-        section = getattr(cfg, name)
+    for name, section in tables(cfg):
         lines.append(f"[{name}]")
-        for f in dataclasses.fields(section):
+        for f in keys(section):
             line = f"{f.name} = {_toml_value(getattr(section, f.name))}"
             note = comments.get(f"{name}.{f.name}")
             lines.append(f"{line}  # {' '.join(note.split())}" if note else line)

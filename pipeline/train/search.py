@@ -50,22 +50,22 @@ MAX_DRAWS = 200  # draws per trial before giving up on the parameter budget
 
 
 def search_space(tc) -> dict:
-    """The bounds, checked: what the report shows and ``sample`` draws from."""
-    for lo, hi in (("search_lr_min", "search_lr_max"), ("search_width_min", "search_width_max"),
-                   ("search_depth_min", "search_depth_max"),
-                   ("search_kernel_min", "search_kernel_max"), ("search_l2_min", "search_l2_max")):
-        a, b = getattr(tc, lo), getattr(tc, hi)
+    """The bounds of ``tc.search_space``, checked: what the report shows and ``sample`` draws from."""
+    sp = tc.search_space
+    for lo, hi in (("lr_min", "lr_max"), ("width_min", "width_max"), ("depth_min", "depth_max"),
+                   ("kernel_min", "kernel_max"), ("l2_min", "l2_max")):
+        a, b = getattr(sp, lo), getattr(sp, hi)
         if not 0 < a <= b:
-            raise PipelineError(f"[train] {lo}/{hi}: expected 0 < {lo} <= {hi}, got {a} and {b}")
-    if not 0.0 <= tc.search_dropout_max < 1.0:
-        raise PipelineError(f"[train] search_dropout_max: expected 0 <= value < 1, got {tc.search_dropout_max}")
+            raise PipelineError(f"[train.search_space] {lo}/{hi}: expected 0 < {lo} <= {hi}, got {a} and {b}")
+    if not 0.0 <= sp.dropout_max < 1.0:
+        raise PipelineError(f"[train.search_space] dropout_max: expected 0 <= value < 1, got {sp.dropout_max}")
     return {
-        "learning_rate": {"dist": "log-uniform", "low": tc.search_lr_min, "high": tc.search_lr_max},
-        "width": {"dist": "int-uniform", "low": tc.search_width_min, "high": tc.search_width_max},
-        "depth": {"dist": "int-uniform", "low": tc.search_depth_min, "high": tc.search_depth_max},
-        "kernel_size": {"dist": "odd-uniform", "low": tc.search_kernel_min, "high": tc.search_kernel_max},
-        "dropout": {"dist": "uniform", "low": 0.0, "high": tc.search_dropout_max},
-        "l2": {"dist": "log-uniform", "low": tc.search_l2_min, "high": tc.search_l2_max},
+        "learning_rate": {"dist": "log-uniform", "low": sp.lr_min, "high": sp.lr_max},
+        "width": {"dist": "int-uniform", "low": sp.width_min, "high": sp.width_max},
+        "depth": {"dist": "int-uniform", "low": sp.depth_min, "high": sp.depth_max},
+        "kernel_size": {"dist": "odd-uniform", "low": sp.kernel_min, "high": sp.kernel_max},
+        "dropout": {"dist": "uniform", "low": 0.0, "high": sp.dropout_max},
+        "l2": {"dist": "log-uniform", "low": sp.l2_min, "high": sp.l2_max},
         "max_params": tc.max_params,
         "score": f"{SCORE} on the validation split",
     }
@@ -104,7 +104,7 @@ def candidates(tc, base: ModelParams, input_shape: tuple, n_classes: int, seed: 
         else:
             raise PipelineError(
                 f"[train] max_params {tc.max_params}: no model in the search space is that small "
-                f"after {MAX_DRAWS} draws", hint="lower search_width_max/search_depth_max or raise max_params")
+                f"after {MAX_DRAWS} draws", hint="lower [train.search_space] width_max/depth_max or raise max_params")
         out.append(p)
         seen.add(p)
     return out
@@ -554,7 +554,7 @@ def choose(trials: list[dict], max_ram_kb: float, max_latency_ms: float) -> tupl
             f"no search trial meets [train] {' and '.join(targets)}: the smallest needs "
             f"{least_ram['device']['ram_bytes'] / 1024:.1f} KB of RAM, the fastest "
             f"{fastest['device']['latency_ms']:.2f} ms (estimated)",
-            hint="raise [train] max_ram_kb / max_latency_ms, or lower search_width_max / search_depth_max")
+            hint="raise [train] max_ram_kb / max_latency_ms, or lower [train.search_space] width_max / depth_max")
     best = max(done, key=lambda t: (round(t["val_score"], 6), -t["val_loss"]))
     how = "highest validation score" + (f" within {' and '.join(targets)}" if targets else "")
     return best, how

@@ -138,9 +138,10 @@ def _train_steps(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out, 
     net = M.build_model(input_shape, k, base, train_w.X, priors)
     M.check_init_loss(net, train_w.X, train_w.y, priors, tc.init_loss_tolerance, record=sanity)
     del net
-    batch = M.pick_batch(train_w.y, tc.overfit_batch, seed)
-    M.overfit_one_batch(input_shape, k, base, train_w.X[batch], train_w.y[batch], tc.overfit_steps,
-                        tc.overfit_max_loss, seed, tc.overfit_learning_rate, record=sanity)
+    sp = tc.search_space
+    batch = M.pick_batch(train_w.y, sp.overfit_batch, seed)
+    M.overfit_one_batch(input_shape, k, base, train_w.X[batch], train_w.y[batch], sp.overfit_steps,
+                        sp.overfit_max_loss, seed, sp.overfit_learning_rate, record=sanity)
     clock.lap("sanity")
 
     # 2. Baselines, on the same splits.
