@@ -36,7 +36,9 @@ from pipeline.core.artifacts import write_json
 from pipeline.data.datasets import load_csv, load_dataset, load_npz, parse_acquisition
 from pipeline.device.scoring import read_results
 from pipeline.core.errors import GateFailed, PipelineError
-from tinyml_cli import evaluate_on_device, flash, main
+from pipeline.device.stage import evaluate_on_device
+from pipeline.device.stage import flash_device as flash
+from tinyml_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,

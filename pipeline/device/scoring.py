@@ -14,8 +14,8 @@ import numpy as np
 
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.errors import GateFailed, PipelineError
-from pipeline.ml.metrics import METRICS, evaluate, metric_text
 from pipeline.core.safe_io import NUMBER, check_structure, loads_json
+from pipeline.ml.metrics import METRICS, metric_text, score_with_intervals
 
 RESULTS = "device_eval.jsonl"
 REPORT = "device_report.json"
@@ -91,7 +91,7 @@ def build_device_report(
     records: list[dict],
     window_ids: np.ndarray,
     y_true: np.ndarray,
-    clusters: np.ndarray,
+    groups: np.ndarray,
     label_names: list[str],
     host_int8_probs: np.ndarray,
     *,
@@ -99,9 +99,11 @@ def build_device_report(
     throughput: dict,
     require_exact: bool,
     output_quantization: tuple[float, int] | None = None,
-    unit: str = "cluster",
+    group_word: str = "group",
 ) -> dict:
-    """Metrics of the device's predictions, and their agreement with the host int8 model.
+    """Metrics of the device's predictions, and their agreement with the host int8 model;
+    ``groups``: each window's group id (intervals resample what the split kept whole), named
+    ``group_word`` in the text ("subject", "recording").
 
     ``require_exact``: against the virtual device (the same TFLM kernels) anything short of
     100% top-1 agreement means the serial path or the quantization of inputs is broken.
@@ -151,7 +153,7 @@ def build_device_report(
     report = {
         "device": device_info,
         "windows": int(len(window_ids)),
-        "metrics": evaluate(y_true, dev_pred, label_names, clusters=clusters, unit=unit),
+        "metrics": score_with_intervals(y_true, dev_pred, label_names, groups=groups, group_word=group_word),
         "agreement_with_host_int8": {
             "top1": top1,
             "passed": not require_exact or (top1 >= 1.0 and identical in (None, 1.0)),
