@@ -266,11 +266,13 @@ def cmd_monitor(args) -> int:
     if args.port != "emu":
         return _firmware_cli().run_monitor(args)
     from pipeline.core.config import Config
+    from pipeline.device import (
+        connect,  # the virtual device alone, not the whole stage: a quick start
+    )
 
-    device_stage = stage("flash")
     run = Path(args.run)
-    device_stage.require(run, str(device_stage.FLASH_DIR / "model.tflite"), "flash")
-    device = device_stage.boot_virtual_device(Config(), run)
+    connect.require(run, str(connect.FLASH_DIR / "model.tflite"), "flash")
+    device = connect.boot_virtual_device(Config(), run)
     try:
         args.port = device.port
         print(f"monitor: virtual device on {device.port}, sensor playing back the test recordings")

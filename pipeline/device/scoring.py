@@ -115,21 +115,7 @@ def build_device_report(
             f"{RESULTS}: {len(missing)} of {len(window_ids)} test windows have no device result (e.g. {missing[0]!r})",
             hint="run `tinyml eval` again: it resumes where it stopped",
         )
-    k = len(label_names)
-    dev_probs = np.zeros((len(window_ids), k))
-    for i, wid in enumerate(window_ids.tolist()):
-        probs = by_id[wid]["probabilities"]
-        if len(probs) != k:
-            raise PipelineError(f"{RESULTS}: window {wid!r} has {len(probs)} probabilities, the model has {k} classes")
-        names = by_id[wid].get("device_labels")
-        if names is not None:  # mapped by label name, whatever order the device printed them in
-            if sorted(names) != sorted(label_names):
-                raise PipelineError(f"{RESULTS}: window {wid!r} has probabilities of labels {names}, "
-                                    f"the model's are {list(label_names)}",
-                                    hint="run `tinyml eval --restart` against the device flashed with this model")
-            by_name = dict(zip(names, probs, strict=True))
-            probs = [by_name[n] for n in label_names]
-        dev_probs[i] = probs
+    dev_probs = _device_probabilities(by_id, window_ids, label_names)
     dev_pred = dev_probs.argmax(1)
     host_pred = np.asarray(host_int8_probs).argmax(1)
     agree = dev_pred == host_pred
@@ -168,6 +154,26 @@ def build_device_report(
         "throughput": throughput,
     }
     return report
+
+
+def _device_probabilities(by_id: dict[str, dict], window_ids: np.ndarray, label_names: list[str]) -> np.ndarray:
+    """The device's probabilities per test window, in the model's label order."""
+    k = len(label_names)
+    dev_probs = np.zeros((len(window_ids), k))
+    for i, wid in enumerate(window_ids.tolist()):
+        probs = by_id[wid]["probabilities"]
+        if len(probs) != k:
+            raise PipelineError(f"{RESULTS}: window {wid!r} has {len(probs)} probabilities, the model has {k} classes")
+        names = by_id[wid].get("device_labels")
+        if names is not None:  # mapped by label name, whatever order the device printed them in
+            if sorted(names) != sorted(label_names):
+                raise PipelineError(f"{RESULTS}: window {wid!r} has probabilities of labels {names}, "
+                                    f"the model's are {list(label_names)}",
+                                    hint="run `tinyml eval --restart` against the device flashed with this model")
+            by_name = dict(zip(names, probs, strict=True))
+            probs = [by_name[n] for n in label_names]
+        dev_probs[i] = probs
+    return dev_probs
 
 
 def check_agreement(report: dict) -> None:
