@@ -14,11 +14,11 @@ import pytest
 from conftest import copy_run, sigint_default
 
 from firmware_bridge.host.client import Device
-from pipeline.core.errors import BridgeError
 from firmware_bridge.host.streaming import stream_windows
 from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core.artifacts import read_json, sha256_file
 from pipeline.core.config import load_config
+from pipeline.core.errors import BridgeError
 from pipeline.core.ledger import read_ledger
 from pipeline.data.splits import load_split_windows
 from tinyml_cli import main
@@ -183,7 +183,7 @@ def test_eval_on_a_dead_port_is_a_clear_error(fast_run, tmp_path, capsys):
 
 def test_flash_refuses_a_stale_export(fast_run, tmp_path):
     from pipeline.core.errors import GateFailed
-    from tinyml_cli import write_flash_image
+    from pipeline.device.stage import write_flash_image
 
     run = copy_run(fast_run, tmp_path / "run")
     data = bytearray((run / "int8.tflite").read_bytes())

@@ -39,7 +39,9 @@ from pipeline.data.edge_impulse import parse_acquisition
 from pipeline.data.load import load_dataset
 from pipeline.data.npz import load_npz
 from pipeline.device.scoring import read_results
-from tinyml_cli import evaluate_on_device, flash, main
+from pipeline.device.stage import evaluate_on_device
+from pipeline.device.stage import flash_device as flash
+from tinyml_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,

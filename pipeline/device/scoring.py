@@ -14,8 +14,8 @@ import numpy as np
 
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.errors import GateFailed, PipelineError
-from pipeline.ml.metrics import METRICS, evaluate, metric_text
 from pipeline.core.safe_io import NUMBER, check_structure, loads_json
+from pipeline.ml.metrics import METRICS, metric_text, score_with_intervals
 
 RESULTS = "device_eval.jsonl"
 REPORT = "device_report.json"
@@ -91,7 +91,7 @@ def build_device_report(
     records: list[dict],
     window_ids: np.ndarray,
     y_true: np.ndarray,
-    clusters: np.ndarray,
+    groups: np.ndarray,
     label_names: list[str],
     host_int8_probs: np.ndarray,
     *,
@@ -99,9 +99,11 @@ def build_device_report(
     throughput: dict,
     require_exact: bool,
     output_quantization: tuple[float, int] | None = None,
-    unit: str = "cluster",
+    group_word: str = "group",
 ) -> dict:
-    """Metrics of the device's predictions, and their agreement with the host int8 model.
+    """Metrics of the device's predictions, and their agreement with the host int8 model;
+    ``groups``: each window's group id (intervals resample what the split kept whole), named
+    ``group_word`` in the text ("subject", "recording").
 
     ``require_exact``: against the virtual device (the same TFLM kernels) anything short of
     100% top-1 agreement means the serial path or the quantization of inputs is broken.
@@ -113,21 +115,7 @@ def build_device_report(
             f"{RESULTS}: {len(missing)} of {len(window_ids)} test windows have no device result (e.g. {missing[0]!r})",
             hint="run `tinyml eval` again: it resumes where it stopped",
         )
-    k = len(label_names)
-    dev_probs = np.zeros((len(window_ids), k))
-    for i, wid in enumerate(window_ids.tolist()):
-        probs = by_id[wid]["probabilities"]
-        if len(probs) != k:
-            raise PipelineError(f"{RESULTS}: window {wid!r} has {len(probs)} probabilities, the model has {k} classes")
-        names = by_id[wid].get("device_labels")
-        if names is not None:  # mapped by label name, whatever order the device printed them in
-            if sorted(names) != sorted(label_names):
-                raise PipelineError(f"{RESULTS}: window {wid!r} has probabilities of labels {names}, "
-                                    f"the model's are {list(label_names)}",
-                                    hint="run `tinyml eval --restart` against the device flashed with this model")
-            by_name = dict(zip(names, probs, strict=True))
-            probs = [by_name[n] for n in label_names]
-        dev_probs[i] = probs
+    dev_probs = _device_probabilities(by_id, window_ids, label_names)
     dev_pred = dev_probs.argmax(1)
     host_pred = np.asarray(host_int8_probs).argmax(1)
     agree = dev_pred == host_pred
@@ -151,7 +139,7 @@ def build_device_report(
     report = {
         "device": device_info,
         "windows": int(len(window_ids)),
-        "metrics": evaluate(y_true, dev_pred, label_names, clusters=clusters, unit=unit),
+        "metrics": score_with_intervals(y_true, dev_pred, label_names, groups=groups, group_word=group_word),
         "agreement_with_host_int8": {
             "top1": top1,
             "passed": not require_exact or (top1 >= 1.0 and identical in (None, 1.0)),
@@ -166,6 +154,26 @@ def build_device_report(
         "throughput": throughput,
     }
     return report
+
+
+def _device_probabilities(by_id: dict[str, dict], window_ids: np.ndarray, label_names: list[str]) -> np.ndarray:
+    """The device's probabilities per test window, in the model's label order."""
+    k = len(label_names)
+    dev_probs = np.zeros((len(window_ids), k))
+    for i, wid in enumerate(window_ids.tolist()):
+        probs = by_id[wid]["probabilities"]
+        if len(probs) != k:
+            raise PipelineError(f"{RESULTS}: window {wid!r} has {len(probs)} probabilities, the model has {k} classes")
+        names = by_id[wid].get("device_labels")
+        if names is not None:  # mapped by label name, whatever order the device printed them in
+            if sorted(names) != sorted(label_names):
+                raise PipelineError(f"{RESULTS}: window {wid!r} has probabilities of labels {names}, "
+                                    f"the model's are {list(label_names)}",
+                                    hint="run `tinyml eval --restart` against the device flashed with this model")
+            by_name = dict(zip(names, probs, strict=True))
+            probs = [by_name[n] for n in label_names]
+        dev_probs[i] = probs
+    return dev_probs
 
 
 def check_agreement(report: dict) -> None:

@@ -53,29 +53,30 @@ def class_counts(counts: dict[str, dict[str, int]], labels: list[str]) -> bytes:
     return _png(fig)
 
 
-def group_splits(units: list[str], splits: list[str], counts: list[int] | None, unit: str) -> bytes:
-    """Which group (or recording) went to which split: a bar per unit, coloured by split."""
+def group_splits(groups: list[str], splits: list[str], counts: list[int] | None, group_by: str) -> bytes:
+    """Which group (or recording) went to which split: a bar per group, coloured by split;
+    ``group_by`` names what a bar is ("group", "recording")."""
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    n = len(units)
+    n = len(groups)
     fig = _figure(2.6)
     ax = fig.add_subplot()
     heights = counts if counts is not None else [1] * n
     colors = [SPLIT_COLORS.get(s, "#999999") for s in splits]
     ax.bar(np.arange(n), heights, 0.85, color=colors)
     if n <= 40:
-        ax.set_xticks(np.arange(n), [_short(u, 14) for u in units], rotation=60 if n > 8 else 0,
+        ax.set_xticks(np.arange(n), [_short(x, 14) for x in groups], rotation=60 if n > 8 else 0,
                       ha="right" if n > 8 else "center", fontsize=8 if n > 16 else 9)
     else:
         ax.set_xticks([])
-        ax.set_xlabel(f"{n} {unit}s")
+        ax.set_xlabel(f"{n} {group_by}s")
     ax.set_ylabel("recordings" if counts is not None else "")
     if counts is None:
         ax.set_yticks([])
     else:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"Each {unit} lands in one split", loc="left")
+    ax.set_title(f"Each {group_by} lands in one split", loc="left")
     present = [s for s in ("train", "val", "test") if s in splits]
     ax.legend(handles=[Patch(color=SPLIT_COLORS[s], label=s) for s in present], frameon=False,
               ncols=len(present), loc="lower right", bbox_to_anchor=(1.0, 1.0))
