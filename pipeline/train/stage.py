@@ -1,4 +1,5 @@
-"""The train stage: audit, baselines, sanity checks, random search, the float model.
+"""The train stage, on a split the audit stage has passed: baselines, sanity checks, random
+search, the float model.
 
 Karpathy's recipe, enforced: dumb baselines on the same splits and metrics; the loss at
 init checked against the entropy of the class prior; one batch overfitted; seeds fixed
@@ -7,7 +8,10 @@ the best configuration refit, then scored on the test split once (and the look r
 in ``test_ledger.jsonl``). A failed check stops the stage with `GateFailed`; its report is
 still written, with the failure, and no ``float.keras``.
 
-Writes ``float.keras``, ``train_report.json`` and ``config.toml`` in the run directory.
+Writes ``float.keras``, ``train_report.json`` and ``config.toml`` in the run directory. It
+never runs the audit itself (no stage imports another): the CLI runs ``pipeline.audit.stage``
+first and hands its result over; the report's ``timing.audit`` is the time this stage took
+to get the audited split.
 """
 
 from __future__ import annotations
