@@ -23,7 +23,7 @@ from pipeline.data.load import load_dataset
 from pipeline.data.rates import resample
 from pipeline.data.splits import prepare
 from pipeline.data.windows import choose_window
-from pipeline.ml.metrics import clopper_pearson, evaluate, metric_text
+from pipeline.ml.metrics import clopper_pearson, metric_text, score_with_intervals
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def test_clopper_pearson_matches_the_exact_bound():
 
 def test_no_errors_prints_the_count_and_exact_bound_not_a_zero_width_interval():
     y = np.repeat([0, 1], 12)
-    m = evaluate(y, y, ("a", "b"), clusters=np.arange(24) // 2, unit="recording")
+    m = score_with_intervals(y, y, ("a", "b"), groups=np.arange(24) // 2, group_word="recording")
     assert m["ci95"]["balanced_accuracy"] is None and m["uncertainty"]["kind"] == "exact"
     assert metric_text(m, "balanced_accuracy") == "1.000 (12/12 recordings; 95% lower bound 0.74)"
 
@@ -225,11 +225,11 @@ def test_few_groups_print_no_interval_and_the_score_per_group():
     y = rng.integers(0, 2, 200)
     pred = np.where(rng.random(200) < 0.9, y, 1 - y)
     groups = np.where(np.arange(200) < 120, "dev-a", "dev-b")
-    m = evaluate(y, pred, ("a", "b"), clusters=groups, unit="device")
-    assert m["uncertainty"]["kind"] == "few_clusters" and m["ci95"]["macro_f1"] is None
+    m = score_with_intervals(y, pred, ("a", "b"), groups=groups, group_word="device")
+    assert m["uncertainty"]["kind"] == "few_groups" and m["ci95"]["macro_f1"] is None
     assert metric_text(m, "balanced_accuracy").endswith("(2 devices: no interval)")
-    assert set(m["uncertainty"]["per_cluster"]) == {"dev-a", "dev-b"}
-    many = evaluate(y, pred, ("a", "b"), clusters=np.arange(200) % 10)
+    assert set(m["uncertainty"]["per_group"]) == {"dev-a", "dev-b"}
+    many = score_with_intervals(y, pred, ("a", "b"), groups=np.arange(200) % 10)
     assert many["uncertainty"]["kind"] == "bootstrap" and len(many["ci95"]["accuracy"]) == 2
 
 

@@ -18,9 +18,9 @@ import pytest
 from pipeline.core.artifacts import sha256_bytes, sha256_file
 from pipeline.core.config import load_config
 from pipeline.core.errors import GateFailed
-from pipeline.tflite.export import parse_model_data_cc, parse_model_settings_h
 from pipeline.core.ledger import read_ledger
 from pipeline.data.splits import prepare
+from pipeline.tflite.export import parse_model_data_cc, parse_model_settings_h
 from pipeline.tflite.flatbuffer import TFLM_OPS, inspect_model
 from pipeline.tflite.runtime import probe, round_up
 
@@ -93,7 +93,7 @@ def fresh_run(base: Path, name: str, model_path: Path | None = None) -> Path:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     """(cfg, run_dir, report, log lines) of a quantize run that should pass every gate."""
-    from pipeline.quantize.stage import quantize
+    from pipeline.quantize.stage import run as quantize
 
     root = tmp_path_factory.mktemp("quantize")
     cfg = fast_cfg(write_dataset(root / "clean.npz"))
@@ -101,7 +101,7 @@ def clean(tmp_path_factory):
     prepared = prepare(cfg, run)
     train_float(prepared, run / "float.keras")
     lines: list[str] = []
-    report = quantize(cfg, run, out=lines.append)
+    report = quantize(cfg, run, out=lines.append).report
     return cfg, run, report, lines
 
 
@@ -218,7 +218,7 @@ def test_arena_min_is_a_true_minimum_above_the_recorded_total(clean):
 
 
 def test_calibration_set_is_stratified_training_windows(tmp_path):
-    from pipeline.quantize.stage import calibration_set
+    from pipeline.quantize.calibration import calibration_set
 
     train = prepare(load_config(FAST), tmp_path, write=False).windows["train"]
     calib = calibration_set(train, 100, seed=0)
@@ -241,7 +241,7 @@ def test_calibration_set_is_stratified_training_windows(tmp_path):
 def test_spiky_training_windows_are_left_out_of_calibration(tmp_path):
     from dataclasses import replace
 
-    from pipeline.quantize.stage import drop_outliers
+    from pipeline.quantize.calibration import drop_outliers
 
     train = prepare(load_config(FAST), tmp_path, write=False).windows["train"]
     x = train.X.copy()
@@ -256,7 +256,7 @@ def test_spiky_training_windows_are_left_out_of_calibration(tmp_path):
 
 def test_calibration_never_reads_validation_or_test_windows(clean, tmp_path):
     """Poison every val and test window (x1000): the int8 model must not change at all."""
-    from pipeline.quantize.stage import quantize
+    from pipeline.quantize.stage import run as quantize
 
     cfg, run, report, _ = clean
     man = json.loads((run / "splits.json").read_text())
@@ -269,7 +269,7 @@ def test_calibration_never_reads_validation_or_test_windows(clean, tmp_path):
     assert np.abs(prepared.windows["val"].X).max() > 500  # the poison is really there
     shutil.copy(run / "float.keras", prun / "float.keras")
     try:
-        poisoned = quantize(pcfg, prun, out=lambda _: None)
+        poisoned = quantize(pcfg, prun, out=lambda _: None).report
     except GateFailed:  # the poisoned val windows may well fail a gate; the model is what counts
         poisoned = json.loads((prun / "quantize_report.json").read_text())
     assert poisoned["calibration"] == report["calibration"]
@@ -278,7 +278,8 @@ def test_calibration_never_reads_validation_or_test_windows(clean, tmp_path):
 
 
 def test_a_zero_calibration_set_fails_a_gate_naming_the_worst_classes(clean):
-    from pipeline.quantize.stage import check_and_export, convert_int8, load_inputs
+    from pipeline.quantize.stage import check_and_export, load_inputs
+    from pipeline.tflite.convert import convert_int8
 
     cfg, run, report, _ = clean
     zrun = fresh_run(run, "zero-calibration")
@@ -302,8 +303,9 @@ def test_a_zero_calibration_set_fails_a_gate_naming_the_worst_classes(clean):
 def test_accept_drop_exports_and_says_so_first(clean):
     """The zero-calibrated model misses an accuracy gate; with accept_drop it is exported,
     and the override is the first thing in quantize_report.json and the report page."""
-    from pipeline.quantize.stage import check_and_export, convert_int8, load_inputs
+    from pipeline.quantize.stage import check_and_export, load_inputs
     from pipeline.report.document import build_report
+    from pipeline.tflite.convert import convert_int8
 
     cfg, run, report, _ = clean
     arun = fresh_run(run, "accept-drop")
@@ -347,7 +349,7 @@ def test_a_layer_with_a_huge_activation_range_is_named(clean):
     path = run.parent / "blowup.keras"
     model.save(path)
     brun = fresh_run(run, "blowup", path)
-    from pipeline.quantize.stage import quantize
+    from pipeline.quantize.stage import run as quantize
 
     with pytest.raises(GateFailed) as err:
         quantize(fast_cfg(Path(cfg.data.dataset), input_handling="graph"), brun, out=lambda _: None)
@@ -358,7 +360,7 @@ def test_a_layer_with_a_huge_activation_range_is_named(clean):
 
 
 def test_a_ram_budget_the_arena_does_not_fit_fails(clean):
-    from pipeline.quantize.stage import quantize
+    from pipeline.quantize.stage import run as quantize
 
     cfg, run, report, _ = clean
     brun = fresh_run(run, "tight-ram")
@@ -372,7 +374,7 @@ def test_a_ram_budget_the_arena_does_not_fit_fails(clean):
 def test_a_model_too_big_for_the_nicla_sense_me_flash_fails(clean, tmp_path):
     import keras
 
-    from pipeline.quantize.stage import quantize
+    from pipeline.quantize.stage import run as quantize
 
     cfg, run, _, _ = clean
     prepared = prepare(cfg, run, write=False)
@@ -397,7 +399,7 @@ def test_a_model_too_big_for_the_nicla_sense_me_flash_fails(clean, tmp_path):
 def test_an_op_tflm_cannot_run_is_named_with_its_layer(clean, tmp_path):
     import keras
 
-    from pipeline.quantize.stage import quantize
+    from pipeline.quantize.stage import run as quantize
 
     cfg, run, _, _ = clean
     inp = keras.Input((64, 3))
@@ -418,7 +420,7 @@ def test_an_op_tflm_cannot_run_is_named_with_its_layer(clean, tmp_path):
 def test_a_layer_with_no_int8_builtin_is_named(clean, tmp_path):
     import keras
 
-    from pipeline.quantize.stage import quantize
+    from pipeline.quantize.stage import run as quantize
 
     cfg, run, _, _ = clean
     inp = keras.Input((64, 3))
@@ -432,7 +434,9 @@ def test_a_layer_with_no_int8_builtin_is_named(clean, tmp_path):
 
 
 def test_per_tensor_weights_on_request(clean):
-    from pipeline.quantize.stage import calibration_set, convert_int8, load_inputs
+    from pipeline.quantize.calibration import calibration_set
+    from pipeline.quantize.stage import load_inputs
+    from pipeline.tflite.convert import convert_int8
 
     cfg, run, _, _ = clean
     inputs = load_inputs(cfg, run)
@@ -487,7 +491,7 @@ def test_host_interpreter_falls_back_to_tf_lite(tiny_int8, monkeypatch):
     the same reference-kernel outputs."""
     import sys
 
-    from pipeline.quantize.stage import host_interpreter, run_litert
+    from pipeline.tflite.litert import host_interpreter, run_litert
 
     path, data, _ = tiny_int8
     x_q = np.random.default_rng(0).integers(-128, 128, size=(8, 32, 3)).astype(np.int8)

@@ -117,9 +117,9 @@ def _fit_like_train(cfg, run: Path, epochs: int = 80):
     """The train stage's own model (builder, normalization from the training windows, prior
     bias, Adam) fitted on the run's split and saved as float.keras; without the train
     stage's search, baselines and audits, which these tests do not need."""
-    from pipeline.ml import model as M
     from pipeline.core.config import save_config
     from pipeline.data.splits import prepare
+    from pipeline.ml import model as M
 
     prepared = prepare(cfg, run)
     tr, va = prepared.windows["train"], prepared.windows["val"]

@@ -23,8 +23,8 @@ import pytest
 
 from pipeline.core.config import QuantizeConfig, SearchSpace, TrainConfig
 from pipeline.core.errors import GateFailed
-from pipeline.ml.model import ModelParams, class_priors
 from pipeline.data.windows import Windows
+from pipeline.ml.model import ModelParams, class_priors
 
 pytestmark = pytest.mark.slow
 

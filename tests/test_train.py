@@ -43,7 +43,7 @@ def test_cli_train_writes_the_model_report_config_and_one_test_look(trained):
     assert report["model"]["input_shape"] == [64, 3]
     assert report["labels"] == report["model"]["labels"] == ["idle", "wave", "circle", "updown"]
     assert report["audit"]["allow_leakage"] is False and report["audit"]["errors_failed"] == []
-    assert report["split"]["unit"] == "group"
+    assert report["split"]["group_by"] == "group"
     assert load_config(run / "config.toml").train.trials == load_config(FAST).train.trials
     looks = [e for e in read_ledger(run) if e["stage"] == "train"]
     assert len(looks) == 1
@@ -90,7 +90,7 @@ def test_report_holds_baselines_sanity_search_history_and_metrics_per_split(trai
     for split in ("train", "val", "test"):
         m = report["metrics"][split]
         assert m["n"] == report["split"]["windows"][split]
-        assert m["clusters"] == report["split"]["clusters"][split]
+        assert m["groups"] == report["split"]["groups"][split]
         if m["uncertainty"]["kind"] == "bootstrap":
             lo, hi = m["ci95"]["balanced_accuracy"]
             assert lo <= m["balanced_accuracy"] <= hi
@@ -105,9 +105,9 @@ def test_saved_model_is_the_scored_one_and_normalizes_with_training_statistics_o
     normalization statistics are the training windows', not those of validation or test."""
     import keras
 
+    from pipeline.data.splits import load_split_windows
     from pipeline.ml.metrics import scores
     from pipeline.ml.model import normalization_stats
-    from pipeline.data.splits import load_split_windows
 
     _, run, _ = trained
     report = json.loads((run / "train_report.json").read_text())
@@ -135,7 +135,7 @@ def test_digits_train_a_2d_convnet(tmp_path, capsys):
     report = json.loads((run / "train_report.json").read_text())
     assert report["model"]["input_shape"] == [8, 8, 1]
     assert "Conv2D" in {layer["type"] for layer in report["model"]["layers"]}
-    assert report["split"]["unit"] == "sample"
+    assert report["split"]["group_by"] == "sample"
     assert report["metrics"]["val"]["balanced_accuracy"] > 0.5
 
 
@@ -164,20 +164,49 @@ def motion_npz(path: Path, shuffle: bool, seed: int = 0) -> Path:
     return path
 
 
+def train(cfg, run, out):
+    """The audit stage, then the train stage on what it hands over (as the CLI runs them)."""
+    from pipeline.audit import stage as audit
+    from pipeline.train import stage as train_stage
+
+    audited = audit.run(cfg, run, out=out)
+    return train_stage.run(cfg, run, out=out, prepared=audited.reuse["prepared"],
+                           audit_report=audited.report).report
+
+
+def test_train_without_an_audit_of_its_split_stops_before_training(tmp_path):
+    """Called without the audit's report, the stage reads audit.json: there must be one, of
+    this split, and a failed error check in it stops the stage as the audit would."""
+    from pipeline.core.artifacts import write_json
+    from pipeline.core.errors import PipelineError
+    from pipeline.data.splits import prepare
+    from pipeline.train.stage import run as train_run
+
+    cfg, run = load_config(FAST), tmp_path / "run"
+    with pytest.raises(PipelineError, match="audit.json: not found"):
+        train_run(cfg, run, out=lambda _: None)
+    test_sha = prepare(cfg, run).manifest["test_sha256"]
+    write_json(run / "audit.json", {"split": {"test_sha256": "0" * 64}, "errors_failed": []})
+    with pytest.raises(PipelineError, match="audit.json: not of this split"):
+        train_run(cfg, run, out=lambda _: None)
+    write_json(run / "audit.json", {"split": {"test_sha256": test_sha}, "errors_failed": ["group_overlap"]})
+    with pytest.raises(GateFailed, match="group_overlap"):
+        train_run(cfg, run, out=lambda _: None)
+    assert not (run / "train_report.json").exists() and not (run / "float.keras").exists()
+
+
 @pytest.mark.parametrize("shuffle", [False, True], ids=["labels-aligned", "labels-shuffled"])
 def test_labels_shuffled_against_inputs_fail_the_beats_baselines_gate(tmp_path, shuffle):
     """Overfitting one batch works with shuffled labels too (memorization); what catches them
     is that the model cannot beat the input-independent baselines on validation. The same
     data with aligned labels passes the same gate: the test can fail both ways."""
-    from pipeline.train.stage import train
-
     cfg = load_config(FAST, {"data.dataset": str(motion_npz(tmp_path / "motion.npz", shuffle))})
     run = tmp_path / "run"
     lines: list[str] = []
     if not shuffle:
         report = train(cfg, run, out=lines.append)
         assert all(report["sanity"]["beats_baselines"][b] for b in ("prior", "most_frequent", "zero_input_convnet"))
-        assert report["split"]["clusters"]["val"] >= 10
+        assert report["split"]["groups"]["val"] >= 10
         return
     with pytest.raises(GateFailed, match="does not beat the input-independent baseline"):
         train(cfg, run, out=lines.append)
@@ -190,8 +219,6 @@ def test_labels_shuffled_against_inputs_fail_the_beats_baselines_gate(tmp_path, 
 
 
 def test_a_model_that_cannot_fit_one_batch_fails_the_stage(tmp_path):
-    from pipeline.train.stage import train
-
     cfg = load_config(FAST, {"train.width": 1, "train.depth": 1})
     run = tmp_path / "run"
     with pytest.raises(GateFailed, match=r"could not overfit one batch of 16 windows: loss .* after 100 steps"):

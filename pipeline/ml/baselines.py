@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.ml.model import ModelParams
 from pipeline.data.splits import SPLITS, cross_validate_pipeline
 from pipeline.data.windows import Windows
+from pipeline.ml import model as M
+from pipeline.ml.model import ModelParams
 
 
 @dataclass
@@ -113,8 +114,6 @@ def zero_input_baseline(windows: dict[str, Windows], n_classes: int, params: Mod
     run, its validation loss creeps down by tiny steps and early stopping never fires).
     """
     import keras
-
-    from pipeline.ml import model as M
 
     zeros = {s: np.zeros_like(windows[s].X) for s in SPLITS}
     M.seed_everything(seed)

@@ -1,8 +1,12 @@
 """Honest metrics: the ones that survive imbalance, each with a bootstrap interval.
 
-Everything is computed from confusion matrices, so the bootstrap resamples whole groups or
-recordings (clusters) by reweighting their per-cluster confusion matrices: 2000 resamples
-cost milliseconds. Agrees with scikit-learn's definitions (tested).
+Everything is computed from confusion matrices, so the bootstrap resamples whole groups
+(what the split keeps whole: subjects, devices or recordings) by reweighting their per-group
+confusion matrices: 2000 resamples cost milliseconds. Agrees with scikit-learn's
+definitions (tested).
+
+``score_with_intervals`` scores one split of host predictions; the device stage scores the
+device's predictions with it too (``pipeline.device.scoring``).
 """
 
 from __future__ import annotations
@@ -59,33 +63,33 @@ def scores(y_true, y_pred, k: int) -> dict[str, float]:
     return {m: float(v) for m, v in _scores(confusion(y_true, y_pred, k)).items()}
 
 
-def _cluster_confusions(y_true, y_pred, k, clusters):
-    clusters = np.asarray(clusters)
-    _, inv = np.unique(clusters, return_inverse=True)
+def _group_confusions(y_true, y_pred, k, groups):
+    groups = np.asarray(groups)
+    _, inv = np.unique(groups, return_inverse=True)
     n_c = inv.max() + 1
     flat = inv * (k * k) + np.asarray(y_true) * k + np.asarray(y_pred)
     return np.bincount(flat, minlength=n_c * k * k).reshape(n_c, k, k)
 
 
 def _resampled(per: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Confusion matrices of bootstrap resamples: ``weights`` (n_boot, clusters) counts."""
+    """Confusion matrices of bootstrap resamples: ``weights`` (n_boot, groups) counts."""
     return np.einsum("bc,cij->bij", weights, per)
 
 
-def _cluster_weights(n_c: int, n_boot: int, seed: int) -> np.ndarray:
-    """How often each of ``n_c`` clusters is drawn, per resample."""
+def _group_weights(n_c: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each of ``n_c`` groups is drawn, per resample."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=n_boot)
 
 
-def bootstrap_intervals(y_true, y_pred, k: int, clusters=None, n_boot: int = 2000,
+def bootstrap_intervals(y_true, y_pred, k: int, groups=None, n_boot: int = 2000,
                         seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile intervals, resampling whole clusters (groups/recordings) when given."""
+    """Percentile intervals, resampling whole groups (subjects/devices/recordings) when given."""
     y_true = np.asarray(y_true)
-    if clusters is None:
-        clusters = np.arange(y_true.size)
-    per = _cluster_confusions(y_true, y_pred, k, clusters)
-    boot = _resampled(per, _cluster_weights(per.shape[0], n_boot, seed))
+    if groups is None:
+        groups = np.arange(y_true.size)
+    per = _group_confusions(y_true, y_pred, k, groups)
+    boot = _resampled(per, _group_weights(per.shape[0], n_boot, seed))
     alpha = (1 - level) / 2
     out = {}
     for m, vals in _scores(boot).items():
@@ -94,10 +98,10 @@ def bootstrap_intervals(y_true, y_pred, k: int, clusters=None, n_boot: int = 200
     return out
 
 
-# A bootstrap over fewer clusters than this is no interval: with one group every resample is
+# A bootstrap over fewer groups than this is no interval: with one group every resample is
 # that group (an interval of zero width), with two to four the resamples take a handful of
 # values. Then the scores per group are printed instead, and no interval.
-MIN_CLUSTERS_FOR_INTERVAL = 5
+MIN_GROUPS_FOR_INTERVAL = 5
 
 
 def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -110,16 +114,16 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return lo, hi
 
 
-def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, seed: int = 0,
-             unit: str = "cluster") -> dict:
+def score_with_intervals(y_true, y_pred, label_names, groups=None, n_boot: int = 2000, seed: int = 0,
+                         group_word: str = "group") -> dict:
     """The full set for one split: headline metrics with honest 95% uncertainty, per class, confusion.
 
     ``uncertainty`` says which kind applies and ``ci95`` holds an interval only where one
     means something:
-    - ``bootstrap``: clusters (``unit``s: groups or recordings) resampled whole;
-    - ``few_clusters``: fewer than MIN_CLUSTERS_FOR_INTERVAL: no interval, the score of each;
+    - ``bootstrap``: groups (``group_word``s: subjects, devices or recordings) resampled whole;
+    - ``few_groups``: fewer than MIN_GROUPS_FOR_INTERVAL: no interval, the score of each;
     - ``exact``: otherwise, no error (or no correct answer) at all: a bootstrap interval has zero width
-      whatever the sample size, so the Clopper-Pearson bound on the share of clusters right,
+      whatever the sample size, so the Clopper-Pearson bound on the share of groups right,
       with the count, e.g. ``1.000 (12/12 recordings; 95% lower bound 0.74)``.
     """
     k = len(label_names)
@@ -132,33 +136,33 @@ def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, see
                "support": int(support[i])}
         for i, name in enumerate(label_names)
     }
-    ids = np.asarray(clusters).astype(str) if clusters is not None else np.arange(y_true.size).astype(str)
+    ids = np.asarray(groups).astype(str) if groups is not None else np.arange(y_true.size).astype(str)
     n_c = int(np.unique(ids).size)
     right = y_true == y_pred
-    ci = bootstrap_intervals(y_true, y_pred, k, clusters, n_boot=n_boot, seed=seed)
-    uncertainty: dict = {"kind": "bootstrap", "clusters": n_c, "unit": unit, "text": {}}
-    plural = unit if n_c == 1 else f"{unit}s"
-    if n_c < MIN_CLUSTERS_FOR_INTERVAL:
-        # Too few to resample, and too few for a bound on clusters to say anything (one
+    ci = bootstrap_intervals(y_true, y_pred, k, groups, n_boot=n_boot, seed=seed)
+    uncertainty: dict = {"kind": "bootstrap", "groups": n_c, "group_word": group_word, "text": {}}
+    plural = group_word if n_c == 1 else f"{group_word}s"
+    if n_c < MIN_GROUPS_FOR_INTERVAL:
+        # Too few to resample, and too few for a bound on groups to say anything (one
         # device right bounds the share of devices right at 0.03): the count, and each score.
         every = (f"; all {y_true.size} windows right" if right.all()
                  else f"; all {y_true.size} windows wrong" if not right.any() else "")
-        uncertainty.update(kind="few_clusters")
+        uncertainty.update(kind="few_groups")
         uncertainty["text"] = {m: f"({n_c} {plural}: no interval{every})" for m in METRICS}
         ci = {m: None for m in METRICS}
     elif right.all() or not right.any():
-        # Every window right (or every one wrong): count clusters, all of whose windows agree.
+        # Every window right (or every one wrong): count groups, all of whose windows agree.
         lo, hi = clopper_pearson(n_c if right.all() else 0, n_c)
         bound = (f"95% lower bound {lo:.2f}" if right.all() else f"95% upper bound {hi:.2f}")
         uncertainty.update(kind="exact", successes=n_c if right.all() else 0, bound=[lo, hi],
-                           method="Clopper-Pearson, two-sided 95%, on clusters")
+                           method="Clopper-Pearson, two-sided 95%, on groups")
         uncertainty["text"] = {m: f"({n_c if right.all() else 0}/{n_c} {plural}; {bound})" for m in METRICS}
         ci = {m: None for m in METRICS}
-    if n_c < MIN_CLUSTERS_FOR_INTERVAL:
-        uncertainty["per_cluster"] = per_cluster_scores(y_true, y_pred, k, ids)
+    if n_c < MIN_GROUPS_FOR_INTERVAL:
+        uncertainty["per_group"] = per_group_scores(y_true, y_pred, k, ids)
     return {
         "n": int(y_true.size),
-        "clusters": n_c,
+        "groups": n_c,
         **scores(y_true, y_pred, k),
         "ci95": ci,
         "uncertainty": uncertainty,
@@ -167,12 +171,12 @@ def evaluate(y_true, y_pred, label_names, clusters=None, n_boot: int = 2000, see
     }
 
 
-def per_cluster_scores(y_true, y_pred, k: int, clusters) -> dict[str, dict]:
-    """Windows, accuracy and balanced accuracy (over the classes present) per cluster/group."""
-    clusters = np.asarray(clusters).astype(str)
+def per_group_scores(y_true, y_pred, k: int, groups) -> dict[str, dict]:
+    """Windows, accuracy and balanced accuracy (over the classes present) per group."""
+    groups = np.asarray(groups).astype(str)
     out = {}
-    for c in sorted(set(clusters.tolist())):
-        m = clusters == c
+    for c in sorted(set(groups.tolist())):
+        m = groups == c
         s = scores(np.asarray(y_true)[m], np.asarray(y_pred)[m], k)
         out[c] = {"n": int(m.sum()), "accuracy": round(s["accuracy"], 4),
                   "balanced_accuracy": round(s["balanced_accuracy"], 4)}
@@ -180,21 +184,21 @@ def per_cluster_scores(y_true, y_pred, k: int, clusters) -> dict[str, dict]:
 
 
 def metric_text(m: dict, key: str) -> str:
-    """One metric of an ``evaluate`` result as printed: value with its interval, or with the
+    """One metric of a ``score_with_intervals`` result as printed: value with its interval, or with the
     group count, or with the exact bound."""
     note = (m.get("uncertainty") or {}).get("text", {}).get(key)
     return format_metric(m[key], (m.get("ci95") or {}).get(key), note)
 
 
-def paired_delta(y_true, pred_a, pred_b, k: int, metric: str, clusters=None,
+def paired_delta(y_true, pred_a, pred_b, k: int, metric: str, groups=None,
                  n_boot: int = 2000, seed: int = 0) -> dict:
-    """metric(b) - metric(a) on the same samples, with a paired cluster-bootstrap interval."""
+    """metric(b) - metric(a) on the same samples, with a paired group-bootstrap interval."""
     y_true = np.asarray(y_true)
-    if clusters is None:
-        clusters = np.arange(y_true.size)
-    pa = _cluster_confusions(y_true, pred_a, k, clusters)
-    pb = _cluster_confusions(y_true, pred_b, k, clusters)
-    w = _cluster_weights(pa.shape[0], n_boot, seed)
+    if groups is None:
+        groups = np.arange(y_true.size)
+    pa = _group_confusions(y_true, pred_a, k, groups)
+    pb = _group_confusions(y_true, pred_b, k, groups)
+    w = _group_weights(pa.shape[0], n_boot, seed)
     da = _scores(_resampled(pa, w))[metric]
     db = _scores(_resampled(pb, w))[metric]
     point = float(_scores(pb.sum(0))[metric] - _scores(pa.sum(0))[metric])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.tflite.runtime import InputNormalization
 
 # A 1-D input longer than this many steps (1 s of 16 kHz audio is 16,000) is downsampled by the
 # first convolution itself: a stride that brings it to at most this many steps and a kernel of
@@ -293,8 +294,6 @@ def input_normalization(model):
     Keras computes ``(x - mean) / max(sqrt(variance), epsilon)``; the device multiplies by
     the float32 reciprocal, which differs from the division by at most 1 ulp."""
     import keras
-
-    from pipeline.tflite.runtime import InputNormalization
 
     try:
         layer = model.get_layer("normalize")

@@ -25,8 +25,9 @@ import re
 
 import numpy as np
 
-from pipeline.core.progress import progress, quiet_native_stderr
+from pipeline.core.progress import progress
 from pipeline.tflite.flatbuffer import ModelInfo
+from pipeline.tflite.litert import preserved_tensors
 
 # Generous arena for TFLM with every tensor preserved (no buffer is reused, so it needs the
 # sum of all tensors): any model that fits a microcontroller fits this many times over.
@@ -88,24 +89,6 @@ def _layers_named(tensor_name: str, layer_order: list[str]) -> list[str]:
             if base in names and base not in found:
                 found.append(base)
     return found
-
-
-def _litert_tensors(data: bytes, x_q: np.ndarray, indices: list[int]) -> list[np.ndarray]:
-    from pipeline.quantize.stage import host_interpreter
-
-    Interpreter, OpResolverType, _ = host_interpreter()
-    with quiet_native_stderr():
-        interp = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                             experimental_preserve_all_tensors=True, num_threads=1)
-        interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    outs: list[list[np.ndarray]] = [[] for _ in indices]
-    for x in progress(x_q, "per-layer LiteRT", total=len(x_q), unit="window"):
-        interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
-        interp.invoke()
-        for k, i in enumerate(indices):
-            outs[k].append(np.array(interp.get_tensor(i)).reshape(-1))
-    return [np.stack(o) for o in outs]
 
 
 def _tflm_tensors(data: bytes, x_q: np.ndarray, indices: list[int]) -> list[np.ndarray] | None:
@@ -184,7 +167,7 @@ def compare_layers(model, data: bytes, info: ModelInfo, x_float_input: np.ndarra
     sizes = {layer.name: int(np.prod(layer.output.shape[1:])) for layer in model.layers}
     points = comparison_points(info, order, sizes, {layer.name: type(layer).__name__ for layer in model.layers})
     indices = [p["tensor"] for p in points]
-    litert = _litert_tensors(data, x_q, indices)
+    litert = preserved_tensors(data, x_q, indices)
     tflm = _tflm_tensors(data, x_q, indices)
     floats = _float_tensors(model, x_float_input, sorted({p["float_layer"] for p in points if p["float_layer"]},
                                                          key=order.index))

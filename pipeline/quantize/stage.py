@@ -20,42 +20,50 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from pipeline.tflite import export
-
-from pipeline.ml import metrics
 from pipeline.core.artifacts import sha256_bytes, write_bytes, write_json, write_text
-from pipeline.ml.outliers import outlier_scores
-from pipeline.core.boards import BOARDS, get_board, model_budgets
 from pipeline.core.errors import GateFailed, PipelineError
-from pipeline.quantize.layer_compare import compare_layers, jump_message, summary_lines
 from pipeline.core.ledger import record_test_look
-from pipeline.core.progress import progress, quiet_native_stderr
+from pipeline.core.stage import StageResult
 from pipeline.data.splits import Prepared, cv_groups, load_run_split
-from pipeline.tflite.flatbuffer import MACS_NOTE, ModelInfo, inspect_model, layer_of, require_tflm_ops
+from pipeline.data.windows import Windows
+from pipeline.ml import metrics
+from pipeline.quantize.calibration import (
+    calibration_record,
+    calibration_set,
+    drop_outliers,
+    input_clipping,
+)
+from pipeline.quantize.gates import (
+    ACCURACY_GATES,
+    HEADLINE,
+    accuracy_gates,
+    board_section,
+    compare,
+    gate_message,
+    latency_estimates,
+    run_all,
+    runtime_match,
+    worst_classes,
+)
+from pipeline.quantize.layer_compare import compare_layers, jump_message, summary_lines
+from pipeline.quantize.remedies import LADDER, REMEDIES, Candidate, NotApplicable, convert_remedy
+from pipeline.tflite import export
+from pipeline.tflite.flatbuffer import MACS_NOTE, ModelInfo, inspect_model, require_tflm_ops
+from pipeline.tflite.litert import host_interpreter, run_litert
 from pipeline.tflite.runtime import (
     HOST_FIGURE,
     NORMALIZATION_METADATA,
     InputNormalization,
     TFLMRunner,
-    dequantize_int8,
     measure_arena,
     model_input,
     normalize_input,
     read_input_normalization,
-    with_input_normalization,
 )
-from pipeline.data.windows import Windows
 
 FLOAT_MODEL = "float.keras"
 MODEL = "int8.tflite"
@@ -64,7 +72,6 @@ REPORT = "quantize_report.json"
 FIRMWARE = "firmware"
 FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_settings.h")
 TEST_PURPOSE = "int8 model (deployable)"
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -106,495 +113,6 @@ def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
     return StageInputs(model, prepared, list(prepared.manifest["dataset"]["label_names"]))
 
 
-# --------------------------------------------------------------------------- calibration
-
-
-def drop_outliers(train: Windows, outlier_z: float) -> Windows:
-    """The training windows with no value beyond robust z ``outlier_z`` (0: all of them):
-    the audit's outlier scores, so calibration leaves out the windows the audit flags."""
-    if outlier_z <= 0:
-        return train
-    keep = outlier_scores(train.X, train.X) <= outlier_z
-    return train.subset(np.flatnonzero(keep)) if keep.any() else train
-
-
-def calibration_set(train: Windows, n: int, seed: int) -> Windows:
-    """Every training window when ``n`` is 0 or covers them; else ``n`` of them, stratified by
-    class (each class in proportion to its frequency, at least one each), plus, for every
-    class and channel, the windows holding that class's smallest and largest value of the
-    channel: a subset never narrows the ranges the full set calibrates, and no class loses
-    its peaks. Only ever called with (a subset of) the training split."""
-    if n <= 0 or n >= len(train):
-        return train
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(train.y, return_counts=True)
-    flat = train.X.reshape(len(train), -1, train.X.shape[-1])
-    extremes: list[int] = []
-    for c in classes:
-        mine = np.flatnonzero(train.y == c)
-        extremes += mine[flat[mine].max(axis=1).argmax(axis=0)].tolist()
-        extremes += mine[flat[mine].min(axis=1).argmin(axis=0)].tolist()
-    extremes_arr = np.unique(np.asarray(extremes, dtype=np.int64))
-    raw = counts * n / counts.sum()
-    quota = np.minimum(np.maximum(np.floor(raw), 1), counts).astype(int)
-    # Hand out what is left by the largest remainders, as far as each class has windows.
-    for i in np.argsort(-(raw - np.floor(raw)), kind="stable"):
-        if quota.sum() >= n:
-            break
-        if quota[i] < counts[i]:
-            quota[i] += 1
-    picked = [extremes_arr]
-    for c, q in zip(classes, quota, strict=True):
-        rest = np.setdiff1d(np.flatnonzero(train.y == c), extremes_arr)
-        have = int(np.isin(extremes_arr, np.flatnonzero(train.y == c)).sum())
-        take = min(max(q - have, 0), len(rest))
-        if take:
-            picked.append(rng.choice(rest, size=take, replace=False))
-    return train.subset(np.sort(np.concatenate(picked)))
-
-
-def calibration_record(calib: Windows, q, labels: list[str], seed: int, left_out: int,
-                       train_windows: int | None = None) -> dict:
-    counts = np.bincount(calib.y, minlength=len(labels))
-    return {
-        "split": "train",
-        "windows": len(calib),
-        "requested": q.calibration_windows,
-        "per_class": {name: int(c) for name, c in zip(labels, counts, strict=True)},
-        "window_ids_sha256": sha256_bytes("\n".join(calib.window_ids.tolist()).encode()),
-        "seed": seed,
-        "training_windows": train_windows,
-        "sampling": "every training window" if train_windows is not None and len(calib) + left_out >= train_windows
-        else "stratified by class, in proportion to class frequency, at least one per class, plus the "
-        "windows holding each class's smallest and largest value of each channel",
-        "outlier_z": q.calibration_outlier_z,
-        "outlier_windows_left_out": left_out,
-    }
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-# Headroom above the calibrated maximum of the logits (the input of the final SOFTMAX), as
-# a share of their calibrated range. Windows not seen in calibration can have a larger top
-# logit; clamped at the maximum, the top two classes tie and the first index wins. Seen on
-# the 8x8 digits: every one of the 4 windows int8 changed was such a tie (float 0.89 vs
-# 0.11), logits calibrated to [-38.5, 4.8]; headroom 0.1, 0.25 or 0.5 took float/int8
-# agreement from 0.989 to 0.997. The cost: a logit step 1.25x as coarse.
-LOGIT_HEADROOM = 0.25
-
-
-def convert_int8(model, calibration_x: np.ndarray, per_channel: bool = True,
-                 layer_types: dict[str, str] | None = None,
-                 logit_headroom: float = LOGIT_HEADROOM) -> tuple[bytes, float]:
-    """Full-integer TFLite (int8 weights, activations, input and output) and the seconds it took.
-
-    Calibrated in two steps, as TFLite's own quantization debugger does (calibrate only,
-    then ``mlir_quantize``), so that the logits' calibrated range can get its headroom."""
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tf_convert
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    xs = np.asarray(calibration_x, dtype=np.float32)
-    conv.representative_dataset = lambda: ([x[None]] for x in xs)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    if not per_channel:
-        conv._experimental_disable_per_channel = True
-    conv._experimental_calibrate_only = logit_headroom > 0
-    start = time.perf_counter()
-    try:
-        # The converter prints its SavedModel export and warns about input statistics it
-        # does not need (inputs are quantized from the calibration data): keep that quiet.
-        with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = conv.convert()
-            if logit_headroom > 0:
-                data = tf_convert.mlir_quantize(widen_logit_range(bytes(data), logit_headroom),
-                                                disable_per_channel=not per_channel,
-                                                input_data_type=tf.int8, output_data_type=tf.int8)
-    except Exception as exc:  # ConverterError and friends
-        raise _conversion_failed(exc, layer_types or {}) from exc
-    return bytes(data), time.perf_counter() - start
-
-
-def widen_logit_range(calibrated: bytes, headroom: float) -> bytes:
-    """A calibrated (float) model with the recorded maximum of every SOFTMAX input raised by
-    ``headroom`` x its recorded range."""
-    from pipeline.tflite.flatbuffer import _AlignedBuilder, _builtin_names, _schema
-
-    schema = _schema()
-    names = _builtin_names()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(calibrated), 0))
-    for graph in model.subgraphs:
-        for op in graph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "SOFTMAX":
-                continue
-            q = graph.tensors[op.inputs[0]].quantization
-            if q is None or q.min is None or q.max is None or len(q.min) != 1:
-                continue
-            lo, hi = float(q.min[0]), float(q.max[0])
-            q.max = [hi + headroom * (hi - lo)]
-    builder = _AlignedBuilder(len(calibrated) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _conversion_failed(exc: Exception, layer_types: dict[str, str]) -> GateFailed:
-    text = str(exc)
-    ops = sorted(set(re.findall(r"'tf\.(\w+)' op", text)))
-    layers: list[str] = []
-    for path in re.findall(r'"([^"@]+)@__inference', text):
-        layer = layer_of(path, layer_types)
-        if layer and layer not in layers:
-            layers.append(layer)
-    if not ops and not layers:
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        return GateFailed(f"float.keras: int8 conversion failed: {first[:300]}")
-    where = ", ".join(f"{name!r} ({layer_types.get(name, '?')})" for name in layers) or "an unknown layer"
-    return GateFailed(
-        f"float.keras: op(s) {', '.join(ops) or '?'} from layer {where} have no int8 TFLite "
-        "builtin, so TFLM cannot run them",
-        hint="replace that layer with one that converts to TFLM builtins (e.g. Conv1D instead of a recurrent layer)",
-    )
-
-
-def input_clipping(x: np.ndarray, scale: float, zero_point: int) -> dict:
-    """How much of the input falls outside the int8 input range (and is clamped): spikes
-    the calibration windows did not show. Clamped inputs are a common cause of disagreement."""
-    lo = (-128 - zero_point) * scale
-    hi = (127 - zero_point) * scale
-    outside = (x < lo - scale / 2) | (x > hi + scale / 2)
-    return {
-        "range": [float(lo), float(hi)],
-        "values_share": float(outside.mean()) if outside.size else 0.0,
-        "windows_share": float(outside.reshape(len(x), -1).any(axis=1).mean()) if len(x) else 0.0,
-    }
-
-
-# --------------------------------------------------------------------------- running
-
-
-def run_float(model, x: np.ndarray) -> np.ndarray:
-    out = model.predict(x, batch_size=256, verbose=0)
-    return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
-
-
-def host_interpreter():
-    """(Interpreter, OpResolverType, name) of the host TFLite interpreter: LiteRT, the
-    maintained one; else tflite_runtime (its last release fails under NumPy 2); else tf.lite."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        return Interpreter, OpResolverType, "ai_edge_litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter, OpResolverType
-
-        return Interpreter, OpResolverType, "tflite_runtime"
-    except ImportError:
-        pass
-    from pipeline.core.progress import import_tensorflow
-
-    tf = import_tensorflow()
-    return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tf.lite"
-
-
-def run_litert(data: bytes, x_q: np.ndarray, reference: bool = False) -> np.ndarray:
-    """Quantized outputs of the int8 model in LiteRT, one window at a time."""
-    Interpreter, OpResolverType, _ = host_interpreter()
-    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
-    with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
-        interp = Interpreter(model_content=data, experimental_op_resolver_type=kind, num_threads=1)
-        interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    outp = interp.get_output_details()[0]
-    outs = []
-    desc = "LiteRT reference kernels" if reference else "LiteRT"
-    for x in progress(x_q, desc, total=len(x_q), unit="window"):
-        interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
-        interp.invoke()
-        outs.append(interp.get_tensor(outp["index"]).reshape(-1).copy())
-    return np.stack(outs)
-
-
-def _run_default_kernels(data: bytes, x_q: np.ndarray) -> np.ndarray | str:
-    """LiteRT's default kernels, reported and never gated: a model they refuse (XNNPACK
-    rejects some requantization scales an extreme activation range gives) is said, not fatal."""
-    try:
-        return run_litert(data, x_q)
-    except (RuntimeError, ValueError) as exc:
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
-
-
-@dataclass
-class Outputs:
-    """The four runtimes' outputs on one split's windows.
-
-    "int8" is LiteRT with its reference kernels: the arithmetic TFLM implements, so its
-    figures are the ones the device should reproduce. LiteRT's default kernels (XNNPACK and
-    the optimized builtins) requantize with other rounding and approximate softmax; they
-    are run and reported, never gated.
-    """
-
-    float: np.ndarray  # (n, k) float32
-    int8: np.ndarray  # (n, k) int8, LiteRT reference kernels
-    int8_default: np.ndarray | str  # LiteRT default kernels, or why they could not run
-    tflm: np.ndarray  # TFLM (reference kernels, the Python runtime)
-
-
-def run_all(model, data: bytes, x: np.ndarray, info: ModelInfo, arena_bytes: int,
-            norm: InputNormalization | None = None) -> Outputs:
-    inp = info.input
-    x_q = model_input(x, inp.scales[0], inp.zero_points[0], norm)
-    return Outputs(
-        float=run_float(model, x),
-        int8=run_litert(data, x_q, reference=True),
-        int8_default=_run_default_kernels(data, x_q),
-        tflm=TFLMRunner(data, arena_bytes).predict(x_q),
-    )
-
-
-# --------------------------------------------------------------------------- comparing
-
-
-def output_error(reference: np.ndarray, approx: np.ndarray) -> dict:
-    """STM32Cube.AI validate's figures, over all output values of all windows."""
-    r = reference.astype(np.float64).ravel()
-    a = approx.astype(np.float64).ravel()
-    d = a - r
-    norm_r, norm_a = np.linalg.norm(r), np.linalg.norm(a)
-    return {
-        "rmse": float(np.sqrt(np.mean(d**2))),
-        "mae": float(np.mean(np.abs(d))),
-        "relative_l2": float(np.linalg.norm(d) / norm_r) if norm_r else None,
-        "cosine_similarity": float(r @ a / (norm_r * norm_a)) if norm_r and norm_a else None,
-    }
-
-
-def runtime_match(a: np.ndarray, b: np.ndarray) -> dict:
-    """How closely two int8 runtimes agree: top-1, bit-identical outputs, largest LSB gap."""
-    diff = np.abs(a.astype(np.int32) - b.astype(np.int32))
-    return {
-        "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
-        "bit_identical_share": float(np.mean(np.all(diff == 0, axis=1))),
-        "max_lsb_difference": int(diff.max()) if diff.size else 0,
-    }
-
-
-def compare(outs: Outputs, y: np.ndarray, labels: list[str], clusters, seed: int,
-            out_scale: float, out_zp: int, unit: str = "cluster") -> dict:
-    """Every float / int8 / TFLM comparison on one split."""
-    k = len(labels)
-    default_ok = not isinstance(outs.int8_default, str)
-    pred = {name: getattr(outs, name).argmax(1) for name in ("float", "int8", "tflm")}
-    if default_ok:
-        pred["int8_default"] = outs.int8_default.argmax(1)
-    ev = {name: metrics.evaluate(y, pred[name], labels, clusters=clusters, seed=seed, unit=unit)
-          for name in ("float", "int8", "tflm")}
-    per_class = {}
-    for i, name in enumerate(labels):
-        f, q = ev["float"]["per_class"][name], ev["int8"]["per_class"][name]
-        mine = y == i
-        per_class[name] = {
-            "support": f["support"],
-            "changed_share": float(np.mean(pred["float"][mine] != pred["int8"][mine])) if mine.any() else 0.0,
-            "float_recall": f["recall"], "int8_recall": q["recall"], "recall_delta": q["recall"] - f["recall"],
-            "float_f1": f["f1"], "int8_f1": q["f1"], "f1_delta": q["f1"] - f["f1"],
-        }
-    return {
-        "windows": int(len(y)),
-        "clusters": ev["float"]["clusters"],
-        "float": ev["float"],
-        "int8": ev["int8"],
-        "tflm": ev["tflm"],
-        "int8_runtime": "LiteRT reference kernels (TFLM's arithmetic)",
-        "int8_default_kernels": metrics.scores(y, pred["int8_default"], k) if default_ok
-        else {"not_run": outs.int8_default},
-        "delta_int8_minus_float": {
-            m: metrics.paired_delta(y, pred["float"], pred["int8"], k, m, clusters, seed=seed) for m in HEADLINE
-        },
-        "mcnemar_float_vs_int8": metrics.mcnemar(pred["float"] == y, pred["int8"] == y),
-        "per_class": per_class,
-        "agreement": {
-            "float_int8": float(np.mean(pred["float"] == pred["int8"])),
-            "float_tflm": float(np.mean(pred["float"] == pred["tflm"])),
-            "int8_int8_default_kernels": float(np.mean(pred["int8"] == pred["int8_default"])) if default_ok else None,
-        },
-        "litert_vs_tflm": {
-            "reference_kernels": runtime_match(outs.int8, outs.tflm),
-            "default_kernels": {
-                **(runtime_match(outs.int8_default, outs.tflm) if default_ok
-                   else {"top1_agreement": None, "bit_identical_share": None, "max_lsb_difference": None,
-                         "not_run": outs.int8_default}),
-                "gated": False,
-                "why": "LiteRT's default kernels (XNNPACK, optimized builtins) round requantization "
-                "differently and approximate softmax; TFLM implements the reference arithmetic",
-            },
-        },
-        "output_error": {
-            **output_error(outs.float, dequantize_int8(outs.int8, out_scale, out_zp)),
-            "compared": "dequantized int8 output (LiteRT reference kernels) vs float output, "
-            "all values of all windows",
-        },
-    }
-
-
-ACCURACY_GATES = ("balanced_accuracy_drop", "float_int8_agreement")
-"""The gates ``--accept-drop`` may override: what int8 costs in accuracy. The LiteRT/TFLM
-agreement is not one of them: a disagreement there is an implementation fault."""
-
-
-def accuracy_gates(val: dict, q) -> dict:
-    drop = val["float"]["balanced_accuracy"] - val["int8"]["balanced_accuracy"]
-    delta = val["delta_int8_minus_float"]["balanced_accuracy"]
-    ref = val["litert_vs_tflm"]["reference_kernels"]
-
-    def gate(value, rule, threshold, **extra):
-        passed = value <= threshold if rule == "<=" else value >= threshold
-        return {"value": value, "rule": rule, "threshold": threshold, "passed": bool(passed), **extra}
-
-    return {
-        # The point estimate is gated; its 95% interval (paired, resampling whole groups)
-        # is beside it so a reader sees how sure the drop is.
-        "balanced_accuracy_drop": gate(drop, "<=", q.max_balanced_accuracy_drop,
-                                       ci95=[-delta["ci95"][1], -delta["ci95"][0]]),
-        "float_int8_agreement": gate(val["agreement"]["float_int8"], ">=", q.min_float_int8_agreement),
-        "litert_tflm_agreement": gate(ref["top1_agreement"], ">=", q.min_tflm_agreement),
-    }
-
-
-def worst_classes(val: dict, n: int = 3) -> list[str]:
-    """The classes int8 hurt most: largest recall drop, then most predictions changed."""
-    rows = sorted(val["per_class"].items(), key=lambda kv: (kv[1]["recall_delta"], -kv[1]["changed_share"]))
-    hurt = [(name, r) for name, r in rows if r["recall_delta"] < 0 or r["changed_share"] > 0][:n]
-    return [f"{name} (recall {r['float_recall']:.3f} -> {r['int8_recall']:.3f}, "
-            f"{r['changed_share']:.0%} of its windows change class)" for name, r in hurt] or ["none (no class changed)"]
-
-
-# --------------------------------------------------------------------------- budget
-
-
-def board_section(board_name: str, q, model_bytes: int, arena_bytes: int) -> dict:
-    board = get_board(board_name)
-    flash_budget, ram_budget = model_budgets(q, board_name)
-    return {
-        "profile": {"name": board.name, "title": board.title, "mcu": board.mcu, "core": board.core,
-                    "clock_hz": board.clock_hz, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes},
-        "budgets": {
-            "flash_bytes": flash_budget, "ram_bytes": ram_budget,
-            "flash_source": "[quantize] flash_budget_bytes" if q.flash_budget_bytes
-            else f"board flash minus flash_reserve {q.flash_reserve}",
-            "ram_source": "[quantize] ram_budget_bytes" if q.ram_budget_bytes
-            else f"board RAM minus ram_reserve {q.ram_reserve}",
-        },
-        "fits": {
-            "flash": {"used_bytes": model_bytes, "what": "the model's bytes",
-                      "budget_bytes": flash_budget, "passed": model_bytes <= flash_budget},
-            "ram": {"used_bytes": arena_bytes, "what": "kTensorArenaSize (min arena x (1 + margin), 64-bit host)",
-                    "budget_bytes": ram_budget, "passed": arena_bytes <= ram_budget},
-        },
-    }
-
-
-def latency_estimates(macs: int, configured: str) -> dict:
-    return {name: {**b.latency_estimate(macs), "configured": name == configured} for name, b in BOARDS.items()}
-
-
-# --------------------------------------------------------------------------- the stage
-
-
-# Remedies for an int8 model that misses an accuracy gate, tried in this order; the first
-# that meets every gate is kept (what each gave is in the report under "remedies").
-REMEDIES = {
-    "graph": "normalization inside the int8 graph: the device quantizes raw sensor values",
-    "device": "normalization as a float step on the device before the int8 graph (as Edge "
-              "Impulse's DSP runs in float); its constants are in int8.tflite's metadata",
-    "device_trim": "device normalization, and activation ranges calibrated without the training "
-                   "windows whose float logits are the most extreme (above the 90th percentile "
-                   "of their largest |logit|): a few very confident windows otherwise set the scale of "
-                   "the logits, and borderline windows flip; the windows left out are clamped on the device",
-}
-LADDER = tuple(REMEDIES)
-# Share of training windows device_trim leaves out of calibration, by largest |logit|.
-# Measured on the accelerometer + gyroscope generator (tests/sensor_data.py), where the
-# logits of saturated shakes reach -885 and their int8 step is 4 logit units: leaving out
-# 1% / 5% / 10% gave float/int8 agreement 0.984 / 0.988 / 0.992 and a balanced-accuracy
-# change of -1.6 / -1.2 / -0.8 points (0.973 and -2.7 with none left out).
-TRIM_SHARE = 0.10
-
-
-class NotApplicable(Exception):
-    """A remedy this model cannot take (e.g. device normalization without a normalize layer)."""
-
-
-@dataclass
-class Candidate:
-    """One int8 conversion and everything measured about it on the validation windows."""
-
-    remedy: str
-    data: bytes
-    seconds: float
-    norm: InputNormalization | None
-    info: ModelInfo
-    arena: object  # ArenaMeasurement
-    arena_bytes: int
-    outs: Outputs
-    val: dict
-
-    @property
-    def passed(self) -> bool:
-        return all(g["passed"] for g in self.val["gates"].values())
-
-    def summary(self) -> dict:
-        v = self.val
-        d = v["delta_int8_minus_float"]["balanced_accuracy"]
-        return {
-            "remedy": self.remedy, "what": REMEDIES.get(self.remedy, self.remedy),
-            "float_int8_agreement": v["agreement"]["float_int8"],
-            "balanced_accuracy_delta": d["delta"], "balanced_accuracy_delta_ci95": d["ci95"],
-            "litert_tflm_agreement": v["litert_vs_tflm"]["reference_kernels"]["top1_agreement"],
-            "input_clipping_windows_share": v["input_clipping"]["windows_share"],
-            "gates_passed": self.passed, "model_sha256": sha256_bytes(self.data),
-        }
-
-
-def convert_remedy(remedy: str, model, calib_x: np.ndarray, q, layer_types: dict[str, str]
-                   ) -> tuple[bytes, float, InputNormalization | None]:
-    """The int8 model of one remedy: (bytes, seconds, the device's float input step or None)."""
-    if remedy == "graph":
-        data, seconds = convert_int8(model, calib_x, q.per_channel, layer_types)
-        return data, seconds, None
-    from pipeline.ml.model import input_normalization, without_normalization
-
-    norm = input_normalization(model)
-    if norm is None:
-        raise NotApplicable("the model has no 'normalize' layer")
-    if remedy == "device_trim":
-        calib_x = calib_x[~most_extreme_logits(model, calib_x, TRIM_SHARE)]
-    xs = normalize_input(calib_x, norm)
-    data, seconds = convert_int8(without_normalization(model), xs, q.per_channel, layer_types)
-    return with_input_normalization(data, norm), seconds, norm
-
-
-def most_extreme_logits(model, x: np.ndarray, share: float) -> np.ndarray:
-    """Mask of the windows (about ``share`` of them) whose float logits reach the largest
-    magnitude. The logits are the input of the final softmax Dense layer times its weights."""
-    import keras
-
-    head = model.layers[-1]
-    if type(head).__name__ != "Dense" or getattr(head.activation, "__name__", "") != "softmax":
-        raise NotApplicable("the model does not end in a softmax Dense layer")
-    features = keras.Model(model.inputs, head.input).predict(np.asarray(x, np.float32), batch_size=256, verbose=0)
-    w, b = head.get_weights()
-    span = np.abs(features.reshape(len(x), -1) @ w + b).max(axis=1)
-    return span > np.quantile(span, 1.0 - share)
-
-
 def evaluate_candidate(cfg, inputs: StageInputs, remedy: str, data: bytes, seconds: float,
                        norm: InputNormalization | None) -> Candidate:
     """Op check, arena, and the float / int8 / TFLM comparison on validation, with gates."""
@@ -606,7 +124,7 @@ def evaluate_candidate(cfg, inputs: StageInputs, remedy: str, data: bytes, secon
     val_w = inputs.windows["val"]
     outs = run_all(inputs.model, data, val_w.X, info, arena_bytes, norm)
     val = compare(outs, val_w.y, inputs.labels, cv_groups(val_w, inputs.prepared.plan), cfg.seed,
-                  info.output.scales[0], info.output.zero_points[0], unit=inputs.prepared.cluster_word)
+                  info.output.scales[0], info.output.zero_points[0], group_word=inputs.prepared.group_word)
     val["split"] = "val"
     val["input_clipping"] = input_clipping(normalize_input(val_w.X, norm), info.input.scales[0],
                                            info.input.zero_points[0])
@@ -614,8 +132,9 @@ def evaluate_candidate(cfg, inputs: StageInputs, remedy: str, data: bytes, secon
     return Candidate(remedy, data, seconds, norm, info, arena, arena_bytes, outs, val)
 
 
-def quantize(cfg, run_dir: str | Path, out: Callable[[str], None] = print) -> dict:
-    """Convert, check, budget and export the run's float model; return the report."""
+def run(cfg, run_dir: str | Path, *, out: Callable[[str], None] = print) -> StageResult:
+    """The quantize stage (``pipeline.core.stage``): convert, check, budget and export the
+    run's float model. Its report is ``quantize_report.json``, written whether it passes or not."""
     q = cfg.quantize
     run_dir = Path(run_dir)
     inputs = load_inputs(cfg, run_dir)
@@ -623,12 +142,24 @@ def quantize(cfg, run_dir: str | Path, out: Callable[[str], None] = print) -> di
     eligible = drop_outliers(train, q.calibration_outlier_z)
     calib = calibration_set(eligible, q.calibration_windows, cfg.seed)
     calibration = calibration_record(calib, q, inputs.labels, cfg.seed, len(train) - len(eligible), len(train))
+    chosen, remedies = _try_remedies(cfg, run_dir, inputs, calib.X, calibration, out)
+    report = check_and_export(cfg, run_dir, inputs, calibration, chosen.data, chosen.seconds, out,
+                              candidate=chosen, remedies=remedies)
+    return StageResult("quantize", run_dir / REPORT, report,
+                       paths=(run_dir / MODEL, *(run_dir / FIRMWARE / name for name in FIRMWARE_FILES)))
+
+
+def _try_remedies(cfg, run_dir: Path, inputs: StageInputs, calib_x, calibration: dict,
+                  out: Callable[[str], None]) -> tuple[Candidate, dict]:
+    """Convert with each remedy of the ladder in turn until one meets every gate; the kept
+    candidate (that one, or the one int8 hurt least) and what each remedy gave."""
+    q = cfg.quantize
     ladder = LADDER if q.input_handling == "auto" else (q.input_handling,)
     tried: list[Candidate] = []
     skipped: list[dict] = []
     for remedy in ladder:
         try:
-            data, seconds, norm = convert_remedy(remedy, inputs.model, calib.X, q, inputs.layer_types)
+            data, seconds, norm = convert_remedy(remedy, inputs.model, calib_x, q, inputs.layer_types)
         except NotApplicable as exc:
             skipped.append({"remedy": remedy, "what": REMEDIES[remedy], "skipped": str(exc)})
             continue
@@ -639,14 +170,7 @@ def quantize(cfg, run_dir: str | Path, out: Callable[[str], None] = print) -> di
                 "gates_passed": False, "failures": [exc.message],
             })
             raise
-        try:
-            cand = evaluate_candidate(cfg, inputs, remedy, data, seconds, norm)
-        except GateFailed as exc:  # an op TFLM lacks, a model TFLM cannot run: no remedy helps
-            info = inspect_model(data, inputs.layer_types)
-            report = _base_report(cfg, inputs, calibration, data, seconds, info, remedy, norm)
-            report["failures"] = [exc.message]
-            _reject(run_dir, data, report)
-            raise
+        cand = _evaluate_or_reject(cfg, run_dir, inputs, calibration, remedy, data, seconds, norm)
         tried.append(cand)
         if len(ladder) > 1:
             out(f"quantize: remedy {remedy!r}: float/int8 agreement {cand.val['agreement']['float_int8']:.3f}, "
@@ -665,8 +189,21 @@ def quantize(cfg, run_dir: str | Path, out: Callable[[str], None] = print) -> di
                 "order": list(ladder),
                 "qat": "not tried: quantization-aware training needs tensorflow-model-optimization, "
                        "which supports only Keras 2 (tf_keras), not the Keras 3 model trained here"}
-    return check_and_export(cfg, run_dir, inputs, calibration, chosen.data, chosen.seconds, out,
-                            candidate=chosen, remedies=remedies)
+    return chosen, remedies
+
+
+def _evaluate_or_reject(cfg, run_dir: Path, inputs: StageInputs, calibration: dict, remedy: str,
+                        data: bytes, seconds: float, norm: InputNormalization | None) -> Candidate:
+    """``evaluate_candidate``; a model TFLM cannot run (an op it lacks, no arena that works)
+    is rejected with its report written, since no remedy helps."""
+    try:
+        return evaluate_candidate(cfg, inputs, remedy, data, seconds, norm)
+    except GateFailed as exc:
+        report = _base_report(cfg, inputs, calibration, data, seconds,
+                              inspect_model(data, inputs.layer_types), remedy, norm)
+        report["failures"] = [exc.message]
+        _reject(run_dir, data, report)
+        raise
 
 
 def _base_report(cfg, inputs: StageInputs, calibration: dict, data: bytes, seconds: float,
@@ -707,20 +244,12 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
                      seconds: float, out: Callable[[str], None] = print, candidate: Candidate | None = None,
                      remedies: dict | None = None, norm: InputNormalization | None = None) -> dict:
     """Everything after conversion: op check, arena, comparisons, gates, per-layer
-    comparison, test look, export (``candidate``: already evaluated by ``quantize``)."""
+    comparison, test look, export (``candidate``: already evaluated by ``run``)."""
     run_dir = Path(run_dir)
     q = cfg.quantize
-    labels = inputs.labels
     if candidate is None:
         norm = norm if norm is not None else read_input_normalization(data)
-        try:
-            candidate = evaluate_candidate(cfg, inputs, "given", data, seconds, norm)
-        except GateFailed as exc:
-            report = _base_report(cfg, inputs, calibration, data, seconds,
-                                  inspect_model(data, inputs.layer_types), "given", norm)
-            report["failures"] = [exc.message]
-            _reject(run_dir, data, report)
-            raise
+        candidate = _evaluate_or_reject(cfg, run_dir, inputs, calibration, "given", data, seconds, norm)
     norm, info, sha = candidate.norm, candidate.info, sha256_bytes(data)
     report = _base_report(cfg, inputs, calibration, data, seconds, info, candidate.remedy, norm)
     if remedies is not None:
@@ -728,37 +257,9 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
     arena_bytes = candidate.arena_bytes
     report["memory"] = {"model_bytes": len(data), **candidate.arena.as_dict(q.arena_margin)}
     report["board"] = board_section(q.board, q, len(data), arena_bytes)
-    val = candidate.val
-    report["validation"] = val
-
-    val_w = inputs.windows["val"]
-    x_q = model_input(val_w.X, info.input.scales[0], info.input.zero_points[0], norm)
-    try:
-        layers = compare_layers(inputs.model, data, info, val_w.X, x_q, normalize_input(val_w.X, norm),
-                                "normalize" if norm is not None else inputs.model.layers[0].name)
-    except Exception as exc:  # a diagnostic: a model it cannot take apart must not stop the stage
-        layers = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}", "jump": None}
-    report["per_layer"] = layers
-
-    gate_failures = {name: _gate_message(name, g) for name, g in val["gates"].items() if not g["passed"]}
-    failures = list(gate_failures.values())
-    if failures:
-        where = jump_message(layers.get("jump"))
-        if where:
-            failures.append(where)
-        failures.append("worst classes: " + ", ".join(worst_classes(val)))
-        clip = val["input_clipping"]
-        if clip["windows_share"] > 0:
-            failures.append(f"{clip['windows_share']:.0%} of val windows have inputs outside the int8 range "
-                            f"[{clip['range'][0]:.3g}, {clip['range'][1]:.3g}] seen in calibration (clamped)")
-    board_failures = []
-    for part, fit in report["board"]["fits"].items():
-        if not fit["passed"]:
-            board_failures.append(
-                f"{part}: {fit['used_bytes']:,} B ({fit['what']}) over the {q.board} budget of "
-                f"{fit['budget_bytes']:,} B ({report['board']['budgets'][part + '_source']})")
-    failures += board_failures
-    overridable = bool(gate_failures) and set(gate_failures) <= set(ACCURACY_GATES) and not board_failures
+    report["validation"] = candidate.val
+    report["per_layer"] = _per_layer(inputs, data, info, norm)
+    failures, gate_failures, overridable = _failures(report, q.board)
     if failures and q.accept_drop and overridable:
         # The override goes first in the report, so it is the first thing a reader sees.
         report = {"override": {
@@ -783,7 +284,7 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
 
     report["gates_passed"] = "override" not in report
     report["test"] = _test_look(cfg, run_dir, inputs, data, info, arena_bytes, sha, norm)
-    firmware = _firmware_texts(data, sha, info, labels, arena_bytes, q.board,
+    firmware = _firmware_texts(data, sha, info, inputs.labels, arena_bytes, q.board,
                                inputs.prepared.manifest["dataset"].get("rate_hz"), norm)
     report["firmware"] = {"dir": FIRMWARE, "array": export.ARRAY, "length": export.LENGTH, "alignment": 16,
                           "files": {f"{FIRMWARE}/{name}": sha256_bytes(text.encode("utf-8"))
@@ -791,6 +292,42 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
     _publish(run_dir, data, report, firmware)
     _summary(report, out)
     return report
+
+
+def _per_layer(inputs: StageInputs, data: bytes, info: ModelInfo, norm: InputNormalization | None) -> dict:
+    """The per-layer comparison on the validation windows (``layer_compare``), or why not."""
+    val_w = inputs.windows["val"]
+    x_q = model_input(val_w.X, info.input.scales[0], info.input.zero_points[0], norm)
+    try:
+        return compare_layers(inputs.model, data, info, val_w.X, x_q, normalize_input(val_w.X, norm),
+                              "normalize" if norm is not None else inputs.model.layers[0].name)
+    except Exception as exc:  # a diagnostic: a model it cannot take apart must not stop the stage
+        return {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}", "jump": None}
+
+
+def _failures(report: dict, board: str) -> tuple[list[str], dict[str, str], bool]:
+    """What failed (gates, then where and why, then the board budget), the failed gates by
+    name, and whether ``--accept-drop`` may override them (accuracy gates only)."""
+    val, layers = report["validation"], report["per_layer"]
+    gate_failures = {name: gate_message(name, g) for name, g in val["gates"].items() if not g["passed"]}
+    failures = list(gate_failures.values())
+    if failures:
+        where = jump_message(layers.get("jump"))
+        if where:
+            failures.append(where)
+        failures.append("worst classes: " + ", ".join(worst_classes(val)))
+        clip = val["input_clipping"]
+        if clip["windows_share"] > 0:
+            failures.append(f"{clip['windows_share']:.0%} of val windows have inputs outside the int8 range "
+                            f"[{clip['range'][0]:.3g}, {clip['range'][1]:.3g}] seen in calibration (clamped)")
+    board_failures = []
+    for part, fit in report["board"]["fits"].items():
+        if not fit["passed"]:
+            board_failures.append(
+                f"{part}: {fit['used_bytes']:,} B ({fit['what']}) over the {board} budget of "
+                f"{fit['budget_bytes']:,} B ({report['board']['budgets'][part + '_source']})")
+    overridable = bool(gate_failures) and set(gate_failures) <= set(ACCURACY_GATES) and not board_failures
+    return failures + board_failures, gate_failures, overridable
 
 
 def _publish(run_dir: Path, data: bytes, report: dict, firmware: dict[str, str]) -> None:
@@ -808,12 +345,6 @@ def _publish(run_dir: Path, data: bytes, report: dict, firmware: dict[str, str])
 def _tensor_record(t) -> dict:
     return {"shape": list(t.shape), "dtype": t.dtype, "scale": t.scales[0] if t.scales else None,
             "zero_point": t.zero_points[0] if t.zero_points else None}
-
-
-def _gate_message(name: str, g: dict) -> str:
-    fail_rule = ">" if g["rule"] == "<=" else "<"
-    fmt = (lambda v: str(v)) if isinstance(g["value"], int) else (lambda v: f"{v:.4f}")
-    return f"{name} {fmt(g['value'])} {fail_rule} {fmt(g['threshold'])} (val)"
 
 
 def _reject(run_dir: Path, data: bytes | None, report: dict) -> None:
@@ -839,9 +370,9 @@ def _test_look(cfg, run_dir: Path, inputs: StageInputs, data: bytes, info: Model
     x_q = model_input(test_w.X, inp.scales[0], inp.zero_points[0], norm)
     int8 = run_litert(data, x_q, reference=True)
     tflm = TFLMRunner(data, arena_bytes).predict(x_q)
-    clusters = cv_groups(test_w, inputs.prepared.plan)
-    result = metrics.evaluate(test_w.y, int8.argmax(1), inputs.labels, clusters=clusters, seed=cfg.seed,
-                              unit=inputs.prepared.cluster_word)
+    groups = cv_groups(test_w, inputs.prepared.plan)
+    result = metrics.score_with_intervals(test_w.y, int8.argmax(1), inputs.labels, groups=groups, seed=cfg.seed,
+                                          group_word=inputs.prepared.group_word)
     entry = record_test_look(run_dir, "quantize", TEST_PURPOSE, sha, result,
                              split_sha256=inputs.prepared.manifest["test_sha256"])
     return {
@@ -885,7 +416,7 @@ def _summary(report: dict, out: Callable[[str], None]) -> None:
         f"({cal['outlier_windows_left_out']} outlier windows left out), converted in {conv['seconds']:.1f} s; "
         f"input: {REMEDIES.get(conv.get('remedy'), conv.get('remedy'))}")
     if val:
-        out(f"validation split: {val['windows']} windows, {val['clusters']} groups")
+        out(f"validation split: {val['windows']} windows, {val['groups']} groups")
         out(f"  {'':<22}{'float':>10}{'int8 LiteRT':>14}{'int8 TFLM':>12}   (LiteRT: reference kernels)")
         for m in HEADLINE:
             out(f"  {m.replace('_', ' '):<22}{val['float'][m]:>10.3f}{val['int8'][m]:>14.3f}{val['tflm'][m]:>12.3f}")

@@ -287,6 +287,28 @@ def add_metadata(data: bytes, name: str, value: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+def widen_logit_range(calibrated: bytes, headroom: float) -> bytes:
+    """A calibrated (float) model with the recorded maximum of every SOFTMAX input raised by
+    ``headroom`` x its recorded range (``pipeline.tflite.convert`` uses it between
+    calibration and quantization)."""
+    schema = _schema()
+    names = _builtin_names()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(calibrated), 0))
+    for graph in model.subgraphs:
+        for op in graph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "SOFTMAX":
+                continue
+            q = graph.tensors[op.inputs[0]].quantization
+            if q is None or q.min is None or q.max is None or len(q.min) != 1:
+                continue
+            lo, hi = float(q.min[0]), float(q.max[0])
+            q.max = [hi + headroom * (hi - lo)]
+    builder = _AlignedBuilder(len(calibrated) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def _aligned_builder_class():
     import flatbuffers
 

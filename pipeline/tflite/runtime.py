@@ -28,6 +28,7 @@ import numpy as np
 
 from pipeline.core.errors import GateFailed, PipelineError
 from pipeline.core.progress import progress
+from pipeline.tflite.flatbuffer import add_metadata, read_metadata
 
 ARENA_ALIGN = 16
 # Arenas tried in turn until the model runs. The last holds any model a microcontroller
@@ -138,16 +139,12 @@ def model_input(values: np.ndarray, scale: float, zero_point: int,
 
 def read_input_normalization(data: bytes, where: str = "int8.tflite") -> InputNormalization | None:
     """The model's float input step from its metadata, or None when it has none."""
-    from pipeline.tflite.flatbuffer import read_metadata
-
     raw = read_metadata(data).get(NORMALIZATION_METADATA)
     return None if raw is None else InputNormalization.from_json(raw, where)
 
 
 def with_input_normalization(data: bytes, norm: InputNormalization) -> bytes:
     """``data`` with the float input step written into its metadata."""
-    from pipeline.tflite.flatbuffer import add_metadata
-
     return add_metadata(data, NORMALIZATION_METADATA, norm.to_json())
 
 
@@ -245,7 +242,7 @@ def probe(model: bytes | str | Path, arena_size: int | None = None) -> ArenaProb
     figures and its input and output, found in a child process."""
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding the pipeline package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "pipeline.tflite.runtime", *([str(int(arena_size))] if arena_size is not None else [])]

@@ -1,4 +1,5 @@
-"""The train stage: audit, baselines, sanity checks, random search, the float model.
+"""The train stage, on a split the audit stage has passed: baselines, sanity checks, random
+search, the float model.
 
 Karpathy's recipe, enforced: dumb baselines on the same splits and metrics; the loss at
 init checked against the entropy of the class prior; one batch overfitted; seeds fixed
@@ -7,24 +8,50 @@ the best configuration refit, then scored on the test split once (and the look r
 in ``test_ledger.jsonl``). A failed check stops the stage with `GateFailed`; its report is
 still written, with the failure, and no ``float.keras``.
 
-Writes ``float.keras``, ``train_report.json`` and ``config.toml`` in the run directory.
+Writes ``float.keras``, ``train_report.json`` and ``config.toml`` in the run directory. It
+never runs the audit itself (no stage imports another): the CLI runs ``pipeline.audit.stage``
+first and hands its result over; the report's ``timing.audit`` is the time this stage took
+to get the audited split.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.artifacts import atomic_path, sha256_file, write_json
+from pipeline.core.artifacts import atomic_path, read_json, sha256_file, write_json
+from pipeline.core.boards import get_board
 from pipeline.core.config import as_dict, save_config
-from pipeline.core.errors import GateFailed
-from pipeline.ml.metrics import METRICS, evaluate, paired_delta, per_cluster_scores, scores
-from pipeline.data.splits import SPLITS, chosen_comments, cv_groups
+from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.core.ledger import record_test_look
+from pipeline.core.progress import import_tensorflow, progress
+from pipeline.core.stage import StageResult
+from pipeline.data.splits import SPLITS, Prepared, chosen_comments, cv_groups, prepare
+from pipeline.ml import baselines as B
+from pipeline.ml import model as M
+from pipeline.ml.metrics import (
+    METRICS,
+    paired_delta,
+    per_group_scores,
+    score_with_intervals,
+    scores,
+)
+from pipeline.train.engine import Engine, open_engine
+from pipeline.train.search import (
+    SearchInterrupted,
+    device_budget,
+    random_search,
+    recheck_and_reseed,
+    run_trial,
+    seed_spread,
+)
 
 REPORT = "train_report.json"
+AUDIT = "audit.json"  # the audit stage's report (pipeline.audit.stage writes it)
 MODEL = "float.keras"
 PURPOSE = "float model final evaluation"
 CONVNET = "convnet"
@@ -48,13 +75,21 @@ class Clock:
         return {**self.seconds, "total": round(time.perf_counter() - self.start, 2)}
 
 
-def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
-    """Run the train stage into ``run_dir``; return the report (also written as JSON)."""
-    from pipeline.audit.stage import audit_stage
+def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepared | None = None,
+        audit_report: dict | None = None) -> StageResult:
+    """The train stage (``pipeline.core.stage``) into ``run_dir``, on an audited split.
 
+    ``prepared`` and ``audit_report`` are what the audit stage just handed back (the CLI runs
+    it first and passes ``result.reuse["prepared"]`` and ``result.report``). Without them the
+    split is read with ``pipeline.data.splits.prepare`` (``splits.json`` reused) and the
+    audit from ``audit.json``, which must be of that split.
+    """
     run_dir = Path(run_dir)
     clock = Clock()
-    prepared, audit_report = audit_stage(cfg, run_dir, allow_leakage=allow_leakage, out=out)
+    if prepared is None:
+        prepared = prepare(cfg, run_dir)
+    if audit_report is None:
+        audit_report = read_audit(run_dir, prepared, allow_leakage)
     clock.lap("audit")
     report = {
         "status": "running",
@@ -65,7 +100,10 @@ def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
         "config": as_dict(cfg),
     }
     try:
-        _train(cfg, run_dir, prepared, report, clock, out)
+        # Ray (when the search runs on it) starts first: an unreachable cluster is an error in
+        # seconds, and one session serves the search and the seed refits.
+        with open_engine(cfg.train) as engine:
+            _train(Job(cfg, run_dir, prepared, report, clock, out, engine))
     except GateFailed as exc:
         # The report of a failed run is whole: what was checked, what failed. No model is
         # left behind, so nothing downstream (make quantize) can pick up a stale one.
@@ -92,157 +130,201 @@ def train(cfg, run_dir, allow_leakage: bool = False, out=print) -> dict:
     for line in summary_lines(report):
         out(line)
     out(f"train: wrote {run_dir / MODEL} and {run_dir / REPORT} in {report['timing']['total']:.0f} s")
-    return report
+    return StageResult("train", run_dir / REPORT, report, paths=(run_dir / MODEL, run_dir / "config.toml"),
+                       reuse={"prepared": prepared})
 
 
-def _train(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out) -> None:
-    from pipeline.train.search import open_engine
+def read_audit(run_dir: Path, prepared: Prepared, allow_leakage: bool) -> dict:
+    """``audit.json`` of this run, for a train stage called without the audit's report: it
+    must be of this split, and its failed error checks stop the stage as the audit would
+    (unless ``allow_leakage``)."""
+    path = run_dir / AUDIT
+    doc = read_json(path, "the audit report") if path.exists() else None
+    if not doc or (doc.get("split") or {}).get("test_sha256") != prepared.manifest["test_sha256"]:
+        raise PipelineError(f"{path}: {'not of this split' if doc else 'not found'}",
+                            hint="run `tinyml audit` (make audit) first, or `tinyml train`, which audits")
+    failed = doc.get("errors_failed") or []
+    if failed and not allow_leakage:
+        raise GateFailed(f"audit: {len(failed)} error-level check(s) failed: {', '.join(failed)} (details in {path})",
+                         hint=f"or pass --allow-leakage to go on anyway (recorded in {AUDIT})")
+    return doc
 
-    # Ray (when the search runs on it) starts first: an unreachable cluster is an error in
-    # seconds, and one session serves the search and the seed refits.
-    with open_engine(cfg.train) as engine:
-        _train_steps(cfg, run_dir, prepared, report, clock, out, engine)
+
+@dataclass
+class Job:
+    """One train stage at work: where it writes, what it reads, and what it has found."""
+
+    cfg: object
+    run_dir: Path
+    prepared: Prepared
+    report: dict
+    clock: Clock
+    out: object  # Callable[[str], None]
+    engine: Engine
+
+    @property
+    def windows(self) -> dict:
+        return self.prepared.windows
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.prepared.dataset.label_names)
+
+    @property
+    def k(self) -> int:
+        return len(self.names)
 
 
-def _train_steps(cfg, run_dir: Path, prepared, report: dict, clock: Clock, out, engine) -> None:
-    from pipeline.ml import baselines as B
-    from pipeline.ml import model as M
-    from pipeline.core.progress import progress
-    from pipeline.train.search import (
-        SearchInterrupted,
-        device_budget,
-        random_search,
-        recheck_and_reseed,
-        run_trial,
-        seed_spread,
-    )
-
+def _train(job: Job) -> None:
+    """Karpathy's recipe, step by step; each step's findings go into ``job.report``."""
+    cfg, tc, w = job.cfg, job.cfg.train, job.windows
     _quiet_tensorflow()
-    tc, seed = cfg.train, cfg.seed
-    w, plan = prepared.windows, prepared.plan
-    names = tuple(prepared.dataset.label_names)
-    k = len(names)
-    train_w, val_w = w["train"], w["val"]
-    input_shape = tuple(train_w.X.shape[1:])
-    clusters = {s: cv_groups(w[s], plan) for s in SPLITS}
-    word = prepared.cluster_word
-    priors = M.class_priors(train_w.y, k)
+    input_shape = tuple(w["train"].X.shape[1:])
+    groups = {s: cv_groups(w[s], job.prepared.plan) for s in SPLITS}
+    priors = M.class_priors(w["train"].y, job.k)
     base = M.ModelParams.from_config(tc)
+    check_input_budget(input_shape, cfg, job.prepared.dataset.rate_hz)
 
-    check_input_budget(input_shape, cfg, prepared.dataset.rate_hz)
-
-    # 1. Sanity at init: loss at init, then one batch overfitted. Cheap, so first.
-    out(f"train: {len(train_w)} training windows {input_shape}, {k} classes; sanity checks at init")
-    sanity = report["sanity"] = {"seed": seed, "seeded": ["python", "numpy", "tensorflow", "op determinism"]}
-    M.seed_everything(seed)
-    net = M.build_model(input_shape, k, base, train_w.X, priors)
-    M.check_init_loss(net, train_w.X, train_w.y, priors, tc.init_loss_tolerance, record=sanity)
-    del net
-    sp = tc.search_space
-    batch = M.pick_batch(train_w.y, sp.overfit_batch, seed)
-    M.overfit_one_batch(input_shape, k, base, train_w.X[batch], train_w.y[batch], sp.overfit_steps,
-                        sp.overfit_max_loss, seed, sp.overfit_learning_rate, record=sanity)
-    clock.lap("sanity")
-
+    sanity = _sanity_at_init(job, input_shape, base, priors)  # 1. cheap, so first
+    job.clock.lap("sanity")
     # 2. Baselines, on the same splits.
-    out("train: baselines (dummy prior / most frequent, convnet on zero inputs, linear with group-aware CV)")
-    baselines = B.dummy_baselines(w, k, seed)
-    baselines.append(B.zero_input_baseline(w, k, base, priors, tc.batch_size, seed))
-    baselines.append(B.linear_baseline(w, clusters["train"], k, cfg.split.folds, seed))
-    clock.lap("baselines")
-
-    # 3. Random search, scored on validation, each trial with its cost on the board.
-    where = engine.describe()
-    out(f"train: random search, {tc.trials} trials of up to {tc.search_epochs} epochs, costed on "
-        f"{cfg.quantize.board} ({where['engine']}, {where['address']}, {where['cpus'] or 1} CPUs)")
-    try:
-        search = report["search"] = random_search(train_w, val_w, k, priors, tc, base, seed,
-                                                   device_budget(cfg.quantize), engine)
-    except SearchInterrupted as exc:
-        report["search"] = exc.search
-        raise
-    best = M.ModelParams(**search["best"]["params"])
-    clock.lap("search")
-
+    job.out("train: baselines (dummy prior / most frequent, convnet on zero inputs, linear with group-aware CV)")
+    baselines = B.dummy_baselines(w, job.k, cfg.seed)
+    baselines.append(B.zero_input_baseline(w, job.k, base, priors, tc.batch_size, cfg.seed))
+    baselines.append(B.linear_baseline(w, groups["train"], job.k, cfg.split.folds, cfg.seed))
+    job.clock.lap("baselines")
+    search = _search(job, priors, base)  # 3.
+    job.clock.lap("search")
     # 4. Reproducibility: the best trial again, from the same seed, must match exactly. It
     # runs on the search's engine, in one round with the refits of more seeds (step 5).
     if tc.reproducibility_check or tc.seeds > 1:
-        out(f"train: reproducibility check (the best trial again, same seed) and {tc.seeds - 1} refit(s) "
-            "with more seeds, for the spread of the score")
-    again, more_seeds = recheck_and_reseed(search["best"], train_w, val_w, k, priors, tc, seed,
-                                           device_budget(cfg.quantize), engine)
-    if tc.reproducibility_check:
-        keys = ("train_score", "val_score", "train_loss", "val_loss", "epochs")
-        first = {key: search["best"][key] for key in keys}
-        second = {key: again[key] for key in keys}
-        sanity["reproducible"] = first == second
-        sanity["reproducibility"] = {"compared": "best search trial, trained twice from one seed "
-                                     "(both on the search's engine)",
-                                     "first": first, "second": second}
-        if not sanity["reproducible"]:
-            raise GateFailed(
-                f"two runs with seed {seed} gave different metrics ({first} vs {second}): "
-                "training is not reproducible",
-                hint="something unseeded or nondeterministic runs in training",
-            )
-    else:
+        job.out(f"train: reproducibility check (the best trial again, same seed) and {tc.seeds - 1} refit(s) "
+                "with more seeds, for the spread of the score")
+    again, more_seeds = recheck_and_reseed(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed,
+                                           device_budget(cfg.quantize), job.engine)
+    _check_reproducible(sanity, search["best"], again, tc, cfg.seed)
+    job.clock.lap("reproducibility")
+    best = M.ModelParams(**search["best"]["params"])
+    net, proba, final = _refit(job, best, priors)  # 5.
+    job.report["refit_seeds"] = seed_spread(final, cfg.seed, more_seeds, search["best"]["val_score"], tc)
+    _validate(job, proba, baselines, groups)  # 6.
+    _test_look(job, net, best, proba, baselines, groups, input_shape)  # 7.
+    job.clock.lap("evaluate")
+    # 8. The new-subject estimate: the chosen configuration without each training-side group.
+    job.report["leave_one_group_out"] = leave_one_group_out(job.prepared, best, job.k, tc, final["best_epoch"],
+                                                            cfg.seed, job.out)
+    job.clock.lap("leave_one_group_out")
+
+
+def _sanity_at_init(job: Job, input_shape: tuple, base, priors) -> dict:
+    """The loss at init against the entropy of the class prior, then one batch overfitted."""
+    tc, seed, train_w = job.cfg.train, job.cfg.seed, job.windows["train"]
+    job.out(f"train: {len(train_w)} training windows {input_shape}, {job.k} classes; sanity checks at init")
+    sanity = job.report["sanity"] = {"seed": seed, "seeded": ["python", "numpy", "tensorflow", "op determinism"]}
+    M.seed_everything(seed)
+    net = M.build_model(input_shape, job.k, base, train_w.X, priors)
+    M.check_init_loss(net, train_w.X, train_w.y, priors, tc.init_loss_tolerance, record=sanity)
+    del net
+    batch = M.pick_batch(train_w.y, tc.search_space.overfit_batch, seed)
+    M.overfit_one_batch(input_shape, job.k, base, train_w.X[batch], train_w.y[batch], tc.search_space.overfit_steps,
+                        tc.search_space.overfit_max_loss, seed, tc.search_space.overfit_learning_rate, record=sanity)
+    return sanity
+
+
+def _search(job: Job, priors, base) -> dict:
+    """Random search, scored on validation, each trial with its cost on the board."""
+    cfg, tc = job.cfg, job.cfg.train
+    where = job.engine.describe()
+    job.out(f"train: random search, {tc.trials} trials of up to {tc.search_epochs} epochs, costed on "
+            f"{cfg.quantize.board} ({where['engine']}, {where['address']}, {where['cpus'] or 1} CPUs)")
+    try:
+        search = job.report["search"] = random_search(job.windows["train"], job.windows["val"], job.k, priors, tc,
+                                                      base, cfg.seed, device_budget(cfg.quantize), job.engine)
+    except SearchInterrupted as exc:
+        job.report["search"] = exc.search
+        raise
+    return search
+
+
+def _check_reproducible(sanity: dict, first_run: dict, again: dict | None, tc, seed: int) -> None:
+    """The best search trial and its rerun from the same seed must give the same figures."""
+    if not tc.reproducibility_check:
         sanity["reproducible"] = None
         sanity["reproducibility"] = {"skipped": "[train] reproducibility_check = false"}
-    clock.lap("reproducibility")
+        return
+    keys = ("train_score", "val_score", "train_loss", "val_loss", "epochs")
+    first = {key: first_run[key] for key in keys}
+    second = {key: again[key] for key in keys}
+    sanity["reproducible"] = first == second
+    sanity["reproducibility"] = {"compared": "best search trial, trained twice from one seed "
+                                 "(both on the search's engine)",
+                                 "first": first, "second": second}
+    if not sanity["reproducible"]:
+        raise GateFailed(
+            f"two runs with seed {seed} gave different metrics ({first} vs {second}): "
+            "training is not reproducible",
+            hint="something unseeded or nondeterministic runs in training",
+        )
 
-    # 5. Refit the best configuration with the full epoch budget.
-    out(f"train: refit of the best configuration (trial {search['best']['trial']}), up to {tc.epochs} epochs")
+
+def _refit(job: Job, best, priors) -> tuple[object, dict, dict]:
+    """The best configuration refit with the full epoch budget: the net, its train/val
+    probabilities, and its trial record."""
+    tc, w, report = job.cfg.train, job.windows, job.report
+    job.out(f"train: refit of the best configuration (trial {report['search']['best']['trial']}), "
+            f"up to {tc.epochs} epochs")
     bar = iter(progress(range(tc.epochs), "refit", total=tc.epochs, unit="epoch"))
-    final, (net, fitted) = run_trial(best, train_w, val_w, k, priors, tc, tc.epochs, seed,
+    final, (net, fitted) = run_trial(best, w["train"], w["val"], job.k, priors, tc, tc.epochs, job.cfg.seed,
                                      on_epoch=lambda _: next(bar, None))
     # Per-epoch lists (the report draws curves from them), the epochs run and the epoch
     # whose weights were kept.
     report["history"] = {**fitted["history"], "epochs_run": fitted["epochs_run"],
                          "best_epoch": fitted["best_epoch"]}
     report["refit"] = final
-    clock.lap("refit")
-    report["refit_seeds"] = seed_spread(final, seed, more_seeds, search["best"]["val_score"], tc)
+    job.clock.lap("refit")
+    return net, dict(fitted["proba"]), final
 
-    # 6. Validation: the convnet against every baseline, before anyone looks at test.
-    proba = dict(fitted["proba"])  # the refit's own train/val predictions
-    metrics = report["metrics"] = {}
-    base_report = report["baselines"] = {}
+
+def _validate(job: Job, proba: dict, baselines: list, groups: dict) -> None:
+    """The convnet against every baseline on train and validation, before anyone looks at test."""
+    w, seed, word = job.windows, job.cfg.seed, job.prepared.group_word
+    metrics = job.report["metrics"] = {}
+    base_report = job.report["baselines"] = {}
     for s in ("train", "val"):
-        metrics[s] = _evaluate(w[s].y, proba[s], names, clusters[s], seed, word)
+        metrics[s] = _score(w[s].y, proba[s], job.names, groups[s], seed, word)
     for b in baselines:
         base_report[b.name] = {"description": b.description, "input_independent": b.input_independent,
                                **b.extra}
         for s in ("train", "val"):
-            base_report[b.name][s] = _evaluate(w[s].y, b.proba[s], names, clusters[s], seed, word)
-    _check_beats_baselines(sanity, baselines, val_w.y, proba["val"].argmax(1), k, clusters["val"], seed)
+            base_report[b.name][s] = _score(w[s].y, b.proba[s], job.names, groups[s], seed, word)
+    _check_beats_baselines(job.report["sanity"], baselines, w["val"].y, proba["val"].argmax(1), job.k,
+                           groups["val"], seed)
 
-    # 7. The model, then the one look at the test split (convnet and baselines together).
-    path = run_dir / MODEL
+
+def _test_look(job: Job, net, best, proba: dict, baselines: list, groups: dict, input_shape: tuple) -> None:
+    """The model written, then the one look at the test split (convnet and baselines together)."""
+    w, seed, word, report = job.windows, job.cfg.seed, job.prepared.group_word, job.report
+    metrics, base_report = report["metrics"], report["baselines"]
+    path = job.run_dir / MODEL
     save_model(net, path)
     sha = sha256_file(path)
     proba["test"] = M.predict_proba(net, w["test"].X)
-    metrics["test"] = _evaluate(w["test"].y, proba["test"], names, clusters["test"], seed, word)
+    metrics["test"] = _score(w["test"].y, proba["test"], job.names, groups["test"], seed, word)
     look = {key: metrics["test"][key] for key in ("n", *METRICS)}
     for b in baselines:
-        base_report[b.name]["test"] = _evaluate(w["test"].y, b.proba["test"], names, clusters["test"], seed, word)
+        base_report[b.name]["test"] = _score(w["test"].y, b.proba["test"], job.names, groups["test"], seed, word)
         for key in HEADLINE:
             look[f"baseline.{b.name}.{key}"] = base_report[b.name]["test"][key]
-    from pipeline.core.ledger import record_test_look
-
-    entry = record_test_look(run_dir, "train", PURPOSE, sha, look, prepared.manifest["test_sha256"])
+    entry = record_test_look(job.run_dir, "train", PURPOSE, sha, look, job.prepared.manifest["test_sha256"])
     report["test_look"] = {"purpose": PURPOSE, "look": entry["look"], "warning": entry.get("warning")}
-    if prepared.dataset.has_groups:
-        report["by_group"] = {s: per_cluster_scores(w[s].y, (proba[s]).argmax(1), k, w[s].group_ids)
+    if job.prepared.dataset.has_groups:
+        report["by_group"] = {s: per_group_scores(w[s].y, (proba[s]).argmax(1), job.k, w[s].group_ids)
                               for s in SPLITS}
     report["model"] = {
         "file": MODEL, "sha256": sha, "params": int(net.count_params()),
-        "input_shape": list(input_shape), "labels": list(names), "hyperparameters": best.as_dict(),
+        "input_shape": list(input_shape), "labels": list(job.names), "hyperparameters": best.as_dict(),
         "normalization": M.normalization_stats(net), "layers": M.describe(net),
     }
-    clock.lap("evaluate")
-    # 8. The new-subject estimate: the chosen configuration without each training-side group.
-    report["leave_one_group_out"] = leave_one_group_out(prepared, best, k, tc, final["best_epoch"], seed, out)
-    clock.lap("leave_one_group_out")
 
 
 def check_input_budget(input_shape: tuple, cfg, rate_hz) -> None:
@@ -250,9 +332,6 @@ def check_input_budget(input_shape: tuple, cfg, rate_hz) -> None:
     least the int8 input and its normalized copy (2 bytes per input value), before any layer.
     The first convolution downsamples long inputs (``model.front_end_stride``), so what is
     left to set is the window or the rate."""
-    from pipeline.core.boards import get_board
-    from pipeline.core.errors import PipelineError
-
     q = cfg.quantize
     board = get_board(q.board)
     budget = q.ram_budget_bytes or int(board.ram_bytes * (1 - q.ram_reserve))
@@ -277,9 +356,7 @@ def leave_one_group_out(prepared, best, k: int, tc, epochs: int, seed: int, out=
     into that many folds (GroupKFold). Not run with fewer than 3 groups, or when
     ``logo_folds`` is 0.
     """
-    import keras
-
-    from pipeline.ml import model as M
+    import keras  # heavy: imported when used
 
     ds, w = prepared.dataset, prepared.windows
     if not ds.has_groups or tc.logo_folds == 0:
@@ -294,7 +371,7 @@ def leave_one_group_out(prepared, best, k: int, tc, epochs: int, seed: int, out=
         folds = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in uniq]
         how = "leave one group out"
     else:
-        from sklearn.model_selection import GroupKFold
+        from sklearn.model_selection import GroupKFold  # heavy: imported when used
 
         folds = list(GroupKFold(n_splits=tc.logo_folds).split(X, y, groups))
         how = f"{tc.logo_folds} folds of whole groups (GroupKFold), more groups than [train] logo_folds"
@@ -314,22 +391,21 @@ def leave_one_group_out(prepared, best, k: int, tc, epochs: int, seed: int, out=
         del net
         keras.backend.clear_session(free_memory=False)
     ba = np.array([r["balanced_accuracy"] for r in results])
-    return {"unit": "group", "how": how, "epochs": int(epochs), "scores": results,
+    return {"group_by": "group", "how": how, "epochs": int(epochs), "scores": results,
             "mean": float(ba.mean()), "sd": float(ba.std(ddof=1)) if ba.size > 1 else 0.0,
             "min": float(ba.min()), "max": float(ba.max()),
             "note": "balanced accuracy over the classes each held-out group holds"}
 
 
-def _evaluate(y, proba, names, clusters, seed, unit: str = "cluster") -> dict:
-    from pipeline.ml.model import cross_entropy
-
-    result = evaluate(y, proba.argmax(1), names, clusters=clusters, seed=seed, unit=unit)
-    result["log_loss"] = cross_entropy(proba, y)
+def _score(y, proba, names, groups, seed, group_word: str = "group") -> dict:
+    """``score_with_intervals`` of the predictions, with the log loss of the probabilities."""
+    result = score_with_intervals(y, proba.argmax(1), names, groups=groups, seed=seed, group_word=group_word)
+    result["log_loss"] = M.cross_entropy(proba, y)
     return result
 
 
-def _check_beats_baselines(sanity, baselines, y_val, pred_val, k, clusters, seed) -> None:
-    """Beating a baseline means a paired cluster-bootstrap interval of the gain in validation
+def _check_beats_baselines(sanity, baselines, y_val, pred_val, k, groups, seed) -> None:
+    """Beating a baseline means a paired group-bootstrap interval of the gain in validation
     balanced accuracy above zero, not a point estimate a lucky split could give.
 
     Not beating an input-independent baseline means the model learned nothing from its
@@ -339,7 +415,7 @@ def _check_beats_baselines(sanity, baselines, y_val, pred_val, k, clusters, seed
     deltas, beats = {}, {}
     for b in baselines:
         d = paired_delta(y_val, b.predictions("val"), pred_val, k, "balanced_accuracy",
-                         clusters=clusters, seed=seed)
+                         groups=groups, seed=seed)
         deltas[b.name] = d
         beats[b.name] = bool(d["ci95"][0] > 0)
     sanity["beats_baselines"] = beats
@@ -371,11 +447,11 @@ def _split_summary(prepared) -> dict:
     plan, w = prepared.plan, prepared.windows
     names = prepared.dataset.label_names
     return {
-        "strategy": plan.strategy, "unit": plan.unit, "seed": plan.seed,
+        "strategy": plan.strategy, "group_by": plan.group_by, "seed": plan.seed,
         "windows": {s: len(w[s]) for s in SPLITS},
         "class_counts": {s: dict(zip(names, np.bincount(w[s].y, minlength=len(names)).tolist(), strict=True))
                          for s in SPLITS},
-        "clusters": {s: int(np.unique(cv_groups(w[s], plan)).size) for s in SPLITS},
+        "groups": {s: int(np.unique(cv_groups(w[s], plan)).size) for s in SPLITS},
         "window_length": plan.window_length, "window_stride": plan.window_stride,
         "window_ms": plan.window_ms, "stride_ms": plan.stride_ms,
         "test_sha256": prepared.manifest["test_sha256"], "notes": list(plan.notes),
@@ -391,8 +467,6 @@ def _audit_summary(audit_report: dict, allow_leakage: bool) -> dict:
 
 
 def _quiet_tensorflow() -> None:
-    from pipeline.core.progress import import_tensorflow
-
     tf = import_tensorflow()
     # Retracing notices for each new small model are expected here and say nothing useful.
     tf.get_logger().setLevel("ERROR")
@@ -410,19 +484,19 @@ def summary_lines(report: dict) -> list[str]:
     """The terminal summary: baselines and convnet side by side, train / val / test."""
     rows = [(name, b) for name, b in report["baselines"].items()] + [(CONVNET, report["metrics"])]
     width = max(len(name) for name, _ in rows) + 4
-    unit = report["split"]["unit"]
+    group_by = report["split"]["group_by"]
     lines = []
     for key in HEADLINE:
         lines.append("")
-        lines.append(f"{key.replace('_', ' ')}, 95% CI ({unit}s resampled)")
+        lines.append(f"{key.replace('_', ' ')}, 95% CI ({group_by}s resampled)")
         lines.append("  " + "model".ljust(width) + "".join(s.ljust(20) for s in SPLITS))
         for name, m in rows:
             cells = [_cell(m[s], key) for s in SPLITS]
             lines.append("  " + name.ljust(width) + "".join(c.ljust(max(20, len(c) + 2)) for c in cells))
     for s in SPLITS:
-        per = (report["metrics"][s].get("uncertainty") or {}).get("per_cluster")
-        if per and not (unit == "group" and report.get("by_group")):  # else the table below says it
-            lines.append(f"convnet {s} per {unit}: " + ", ".join(
+        per = (report["metrics"][s].get("uncertainty") or {}).get("per_group")
+        if per and not (group_by == "group" and report.get("by_group")):  # else the table below says it
+            lines.append(f"convnet {s} per {group_by}: " + ", ".join(
                 f"{c} {v['balanced_accuracy']:.3f} ({v['n']} windows)" for c, v in per.items()))
     by_group = report.get("by_group")
     if by_group:

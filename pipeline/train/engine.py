@@ -1,0 +1,282 @@
+"""Where the search's trials run: ``sequential`` (one after another in this process) or
+``ray`` (Ray Tune: an embedded local Ray with the machine's cores, or an existing cluster
+when ``RAY_ADDRESS`` or ``[train] ray_address`` is set).
+
+An engine runs ``trial(task, data)`` for each task and gives back one record per task, in
+task order, whatever finished first; a trial that raised is recorded as failed, and Ctrl-C
+leaves the tasks not run recorded as stopped. Both engines give the same records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.progress import import_tensorflow, interactive, quiet_native_stderr
+from pipeline.ml.model import ModelParams
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    index: int
+    params: ModelParams
+    source: str  # "config", "random" or "seed"
+    epochs: int
+    seed: int
+    cost: bool = True  # convert to int8 and measure the device cost
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+# One CPU per trial and one TensorFlow thread in it. TensorFlow sizes its intra-op and
+# inter-op pools to every core of the machine, so two trials side by side on 2 cores would
+# each run 2+2 threads and take turns on the cores; these small convnets gain nothing from
+# intra-op threads, so one thread per trial and one trial per core keep the cores busy
+# without oversubscribing them. (Training is bit-identical with 1 or 2 threads under op
+# determinism: the same seed gives the same metrics, checked by the equality test.)
+TRIAL_CPUS = 1
+TF_THREADS = 1
+CONNECT_TIMEOUT_S = 5.0
+
+
+class TrialBar:
+    """One progress bar over trials, with the best validation score so far (on a terminal)."""
+
+    def __init__(self, total: int, desc: str):
+        self.best: dict | None = None
+        self.bar = None
+        if interactive():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="trial", leave=False, dynamic_ncols=True)
+
+    def done(self, record: dict) -> None:
+        if record.get("status") == "ok" and (self.best is None or record["val_score"] > self.best["val_score"]):
+            self.best = record
+        if self.bar is not None:
+            if self.best is not None:
+                self.bar.set_postfix_str(f"best {self.best['val_score']:.3f} (trial {self.best['trial']})")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def ray_address(tc) -> str | None:
+    """The cluster to run on: ``[train] ray_address``, else ``RAY_ADDRESS``; None: embedded."""
+    return (tc.ray_address or os.environ.get("RAY_ADDRESS", "")).strip() or None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a cluster that does not answer: ray.init retries for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise PipelineError(f"Ray cluster address {address!r}: expected host:port, ray://host:port or auto",
+                            hint="set RAY_ADDRESS or [train] ray_address, or unset both for an embedded Ray")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise PipelineError(f"Ray cluster at {address} cannot be reached ({exc.strerror or exc})",
+                            hint="start it (ray start --head) or unset RAY_ADDRESS / [train] ray_address "
+                            "for an embedded Ray") from None
+
+
+class Engine:
+    """Where the trials run: ``sequential`` (this process) or ``ray`` (Tune, local or a cluster)."""
+
+    def __init__(self, name: str, address: str | None = None):
+        self.name = name
+        self.address = address
+        self.cpus: int | None = None
+        self._owned = False  # this engine started Ray (and stops it)
+        self._depth = 0  # nested ``with``: Ray stays up for the outermost
+
+    def describe(self) -> dict:
+        where = (self.address or "local") if self.name == "ray" else "this process"
+        return {"engine": self.name, "address": where, "cpus": self.cpus}
+
+    # ---- Ray session
+
+    def __enter__(self) -> Engine:
+        self._depth += 1
+        if self.name != "ray" or self._depth > 1:
+            return self
+        try:
+            self._start_ray()
+        except BaseException:
+            self._depth -= 1
+            raise
+        return self
+
+    def _start_ray(self) -> None:
+        for key, value in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_AIR_NEW_OUTPUT", "0"),
+                           ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), ("RAY_DEDUP_LOGS", "0")):
+            os.environ.setdefault(key, value)
+        import ray
+
+        if self.address is not None:
+            _check_reachable(self.address)
+        if not ray.is_initialized():
+            root = Path(__file__).resolve().parents[1]  # the pipeline package
+            env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+            if self.address is None:  # same machine: the workers import this very package
+                env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root.parent), os.environ.get("PYTHONPATH")) if p)
+                runtime_env = {"env_vars": env}
+            else:  # a cluster: ship the package (its nodes need the same Python packages)
+                runtime_env = {"env_vars": env, "py_modules": [str(root)]}
+            # Connecting to a cluster, Ray's C++ client logs each retry on stderr (a wrong
+            # token, a version mismatch): kept off the terminal, the error says it in one line.
+            # (Not for a local start: the processes it starts would inherit the muted stderr.)
+            quiet = quiet_native_stderr() if self.address else contextlib.nullcontext()
+            try:
+                with quiet:
+                    ray.init(address=self.address or "local", num_cpus=None if self.address else os.cpu_count(),
+                             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                             runtime_env=runtime_env)
+            except Exception as exc:  # ConnectionError, RuntimeError, ValueError: all one line
+                raise PipelineError(
+                    f"Ray cluster at {self.address or 'local'}: could not connect ({one_line(exc)})",
+                    hint="check RAY_ADDRESS / [train] ray_address; a cluster with token authentication "
+                    "needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
+            self._owned = True
+        self.cpus = int(ray.cluster_resources().get("CPU", 0))
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._owned and self._depth == 0:
+            import ray
+
+            ray.shutdown()
+            self._owned = False
+
+    # ---- running trials
+
+    def run(self, tasks: list[TrialTask], data, desc: str,
+            trial: Callable[[TrialTask, object], dict]) -> tuple[list[dict], bool]:
+        """One record per task, in task order, and whether Ctrl-C stopped the run."""
+        bar = TrialBar(len(tasks), desc)
+        try:
+            if self.name == "sequential":
+                return self._run_here(tasks, data, trial, bar)
+            return self._run_ray(tasks, data, trial, bar)
+        finally:
+            bar.close()
+
+    def _run_here(self, tasks, data, trial, bar) -> tuple[list[dict], bool]:
+        records: list[dict] = []
+        try:
+            for task in tasks:
+                try:
+                    records.append(trial(task, data))
+                except Exception as exc:  # noqa: BLE001 - as Tune records a trial that raised
+                    records.append({**_stopped(task), "status": "failed", "error": one_line(exc)})
+                bar.done(records[-1])
+        except KeyboardInterrupt:
+            return records + [_stopped(t) for t in tasks[len(records):]], True
+        return records, False
+
+    def _run_ray(self, tasks, data, trial, bar) -> tuple[list[dict], bool]:
+        from ray import tune
+
+        storage = tempfile.mkdtemp(prefix="tinyml-tune-")
+        trainable = tune.with_resources(
+            tune.with_parameters(_tune_trial, tasks=tasks, data=data, trial=trial), {"cpu": TRIAL_CPUS})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"task": tune.grid_search(list(range(len(tasks))))},
+            # Actors reused between trials: each worker imports TensorFlow once, not per trial.
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
+                                      callbacks=[_bar_callback(bar)],
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        tune_log = logging.getLogger("ray.tune")
+        level = tune_log.level
+        tune_log.setLevel(logging.CRITICAL)  # a failed trial is recorded, not printed as a traceback
+        try:
+            grid = tuner.fit()
+        finally:
+            tune_log.setLevel(level)
+            shutil.rmtree(storage, ignore_errors=True)
+        records: list[dict | None] = [None] * len(tasks)
+        for result in grid:
+            if not result.config:  # Ctrl-C came before this trial started
+                continue
+            i = result.config["task"]
+            if result.metrics and "record" in result.metrics:
+                records[i] = json.loads(result.metrics["record"])
+            elif result.error is not None:  # the worker died (out of memory, killed) or Ray failed
+                records[i] = {**_stopped(tasks[i]), "status": "failed", "error": _ray_error(result.error)}
+        interrupted = any(r is None for r in records)
+        return [r if r is not None else _stopped(t) for r, t in zip(records, tasks, strict=True)], interrupted
+
+
+def _ray_error(err: BaseException) -> str:
+    """The trial's own exception rather than Ray's wrapper (RayTaskError, its traceback)."""
+    cause = getattr(err, "cause", None)
+    return one_line(cause if isinstance(cause, BaseException) else err)
+
+
+def _stopped(task: TrialTask) -> dict:
+    return {"trial": task.index, "source": task.source, "seed": task.seed, "status": "stopped",
+            "params": task.params.as_dict(), "model_params": None, "train_score": None, "val_score": None,
+            "train_loss": None, "val_loss": None, "epochs": None, "best_epoch": None}
+
+
+def _tune_trial(config: dict, tasks=None, data=None, trial=None) -> dict:  # runs in a Ray worker
+    _limit_tensorflow_threads(TF_THREADS)
+    return {"record": json.dumps(trial(tasks[config["task"]], data), default=_json_default)}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def _limit_tensorflow_threads(n: int) -> None:
+    tf = import_tensorflow()
+    tf.get_logger().setLevel("ERROR")
+    with contextlib.suppress(RuntimeError):  # a reused worker has set them already
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+
+
+def _bar_callback(bar: TrialBar):
+    """A Tune callback (it runs in the driver) that moves the bar as trials end."""
+    from ray import tune
+
+    class BarCallback(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            bar.done(json.loads(result["record"]) if "record" in result else {"status": "stopped"})
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            bar.done({"status": "failed"})
+
+    return BarCallback()
+
+
+def open_engine(tc) -> Engine:
+    """The engine ``[train] search_engine`` names, at the address it resolves to."""
+    if tc.search_engine == "sequential":
+        return Engine("sequential")
+    return Engine("ray", ray_address(tc))
