@@ -52,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help=STAGES["audit"], description=STAGES["audit"])
     _add_common(p)
     p.add_argument("--allow-leakage", action="store_true", help="do not fail on error-level findings (recorded in audit.json)")
+    p.add_argument("--strict", action="store_true", help="refuse what would be repaired (sets [split] strict)")
 
     p = sub.add_parser("train", help=STAGES["train"], description=STAGES["train"])
     _add_common(p)
     p.add_argument("--allow-leakage", action="store_true", help="train even if the audit finds an error (recorded in the reports)")
+    p.add_argument("--strict", action="store_true", help="refuse what would be repaired (sets [split] strict)")
 
     p = sub.add_parser("quantize", help=STAGES["quantize"], description=STAGES["quantize"])
     _add_common(p)
@@ -125,6 +127,8 @@ def load_cfg(args):
         overrides["quantize.board"] = args.board
     if getattr(args, "accept_drop", False):
         overrides["quantize.accept_drop"] = True
+    if getattr(args, "strict", False):
+        overrides["split.strict"] = True
     if getattr(args, "per_tensor", False):
         overrides["quantize.per_channel"] = False
     if getattr(args, "device", None):

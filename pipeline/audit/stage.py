@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.audit import confounding, leakage, quality
 from pipeline.audit.fixes import FIXES
 from pipeline.audit.pool import Pool, finding, id_list, make_pool, summary_features
-from pipeline.core.artifacts import write_json
+from pipeline.core.artifacts import remove_downstream, write_json
 from pipeline.core.errors import GateFailed
 from pipeline.core.stage import StageResult
 from pipeline.data.splits import SPLITS, Prepared, prepare
@@ -171,6 +171,8 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False) -> StageResult:
     handed on in ``reuse["prepared"]`` for the train stage of the same process."""
     run_dir = Path(run_dir)
     prepared = prepare(cfg, run_dir)
+    if not prepared.reused:  # a new split: every model and score made on the old one is stale
+        remove_downstream(run_dir, "audit")
     doc = audit_document(prepared, run_audit(prepared, cfg), allow_leakage)
     path = write_json(run_dir / AUDIT, doc)
     skipped = prepared.manifest.get("skipped") or {}

@@ -154,3 +154,30 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# What each stage of a run writes that a later stage reads, in the stages' order. A stage
+# that makes new results removes what every later stage made from the old ones, so that
+# neither make (file targets) nor the report can pair a new model with an old evaluation
+# (the stage contract, pipeline.core.stage). Reports go too: a quantize report of a model
+# that no longer exists would be read as this model's.
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "audit": ("splits.json", "audit.json"),
+    "train": ("float.keras", "train_report.json"),
+    "quantize": ("int8.tflite", "int8.rejected.tflite", "quantize_report.json", "firmware/model_data.h",
+                 "firmware/model_data.cc", "firmware/model_settings.h"),
+    "flash": ("device_report.json",),
+}
+
+
+def remove_downstream(run_dir: str | os.PathLike, stage: str) -> list[Path]:
+    """Remove the outputs of every stage after ``stage`` (see STAGE_OUTPUTS); the removed paths."""
+    order = list(STAGE_OUTPUTS)
+    removed = []
+    for later in order[order.index(stage) + 1:]:
+        for name in STAGE_OUTPUTS[later]:
+            path = Path(run_dir) / name
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -67,6 +67,9 @@ class SplitConfig:
     (Edge Impulse's "zero-pad data"), "drop" skips them; both are counted and reported."""
     gap_s: float = 0.0
     """With strategy "time": seconds between the end of one split and the start of the next (recordings within it are dropped)."""
+    strict: bool = False
+    """Refuse instead of repair: what the pipeline would repair and report (cuts of one recording across
+    splits, labels spelled two ways, a class only in test, files listed but missing) becomes an error (--strict)."""
 
 
 @dataclass

@@ -24,7 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.artifacts import sha256_bytes, write_bytes, write_json, write_text
+from pipeline.core.artifacts import (
+    remove_downstream,
+    sha256_bytes,
+    write_bytes,
+    write_json,
+    write_text,
+)
 from pipeline.core.errors import GateFailed, PipelineError
 from pipeline.core.ledger import record_test_look
 from pipeline.core.stage import StageResult
@@ -138,6 +144,7 @@ def run(cfg, run_dir: str | Path, *, out: Callable[[str], None] = print) -> Stag
     q = cfg.quantize
     run_dir = Path(run_dir)
     inputs = load_inputs(cfg, run_dir)
+    remove_downstream(run_dir, "quantize")
     train = inputs.windows["train"]
     eligible = drop_outliers(train, q.calibration_outlier_z)
     calib = calibration_set(eligible, q.calibration_windows, cfg.seed)

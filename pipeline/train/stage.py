@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.artifacts import atomic_path, read_json, sha256_file, write_json
+from pipeline.core.artifacts import (
+    atomic_path,
+    read_json,
+    remove_downstream,
+    sha256_file,
+    write_json,
+)
 from pipeline.core.boards import get_board
 from pipeline.core.config import as_dict, save_config
 from pipeline.core.errors import GateFailed, PipelineError
@@ -85,6 +91,7 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
     audit from ``audit.json``, which must be of that split.
     """
     run_dir = Path(run_dir)
+    remove_downstream(run_dir, "train")
     clock = Clock()
     if prepared is None:
         prepared = prepare(cfg, run_dir)
