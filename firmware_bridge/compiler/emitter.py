@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_bridge.compiler.ctext import c_array
+from firmware_bridge.compiler.context import Emitter
 from firmware_bridge.compiler.ops import KERNELS
 from firmware_bridge.compiler.planner import Plan
-from firmware_bridge.compiler.reader import ALIAS_OPS, CompileError, COp, CTensor, Graph
+from firmware_bridge.compiler.reader import ALIAS_OPS, COp, CTensor, Graph
 from firmware_bridge.sources import KERNEL_DIR
 
 COMPILED_DIR = Path("firmware") / "compiled"
@@ -27,62 +27,16 @@ HEADER = "model_compiled.h"
 SOURCE = "model_compiled.c"
 
 
-class Emitter:
-    """What the op emitters write into: declarations (constants, parameter structs), the
-    calls in ``tinyml_model_invoke``, the kernel sources needed; and where each tensor is."""
-
-    def __init__(self, tensors: list[CTensor], plan: Plan):
-        self.tensors = tensors
-        self.plan = plan
-        self.decls: list[str] = []
-        self.calls: list[str] = []
-        self.kernels: set[str] = set()
-        self.consts: dict[int, str] = {}
-
-    def ptr(self, index: int, writable: bool = False) -> str:
-        """The C expression of a tensor's data."""
-        where = self.plan.location[index]
-        if where == "input":
-            if writable:
-                raise CompileError("internal: an op would write into the caller's input")
-            return "input"
-        if where == "output":
-            return "output"
-        if where == "const":
-            return self.const(index)
-        return f"(tm_arena + {where})"
-
-    def const(self, index: int) -> str:
-        """The name of a constant tensor's array, declared at its first use."""
-        if index not in self.consts:
-            t = self.tensors[index]
-            ctype = {"int8": "int8_t", "int32": "int32_t", "int16": "int16_t"}.get(t.dtype)
-            if ctype is None:
-                raise CompileError(f"constant {t.name!r} is {t.dtype}; the kernels take int8/int32")
-            name = f"tensor{index}"
-            self.decls.append(f"/* {t.name} {list(t.shape)} */\n" + c_array(ctype, name, t.data))
-            self.consts[index] = name
-        return self.consts[index]
-
-    def decl(self, text: str) -> None:
-        self.decls.append(text)
-
-    def call(self, op: COp, text: str) -> None:
-        """The op's kernel call, under a comment naming the op and its layer."""
-        where = f"from {op.layer}" if op.layer else ""
-        in_place = " (in place)" if op.index in self.plan.in_place else ""
-        self.calls.append(f"  /* op {op.index} {op.name} {where}{in_place} */")
-        self.calls.append(f"  {text}")
-
-    def emit(self, op: COp) -> None:
-        if op.name in ALIAS_OPS:
-            self.calls.append(f"  /* op {op.index} {op.name}: an alias, no code */")
-            return
-        kernel = KERNELS[op.name]
-        self.kernels.add(kernel.source)
-        kernel.emit(self, op)
-        out = op.outputs[0]
-        self.calls.append(f"  TM_DEBUG({op.index}, {self.ptr(out)}, {self.tensors[out].nbytes});")
+def emit_op(em: Emitter, op: COp) -> None:
+    """One op's C, from the one table ``ops.KERNELS`` (aliases write no code)."""
+    if op.name in ALIAS_OPS:
+        em.calls.append(f"  /* op {op.index} {op.name}: an alias, no code */")
+        return
+    kernel = KERNELS[op.name]
+    em.kernels.add(kernel.source)
+    kernel.emit(em, op)
+    out = op.outputs[0]
+    em.calls.append(f"  TM_DEBUG({op.index}, {em.ptr(out)}, {em.tensors[out].nbytes});")
 
 
 @dataclass
@@ -176,7 +130,7 @@ def emit_model(graph: Graph, plan: Plan, source: str, sha: str) -> CompiledModel
     """The C sources of a planned graph (``source``, ``sha``: the model file, for the comments)."""
     em = Emitter(graph.tensors, plan)
     for op in graph.ops:
-        em.emit(op)
+        emit_op(em, op)
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     files = {HEADER: _header_text(x, y, plan.arena_bytes, source, sha),
              SOURCE: _source_text(em, plan, source, sha)}

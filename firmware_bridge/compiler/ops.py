@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from firmware_bridge.compiler.context import Emitter
 from firmware_bridge.compiler.ctext import c_array, c_struct
 from firmware_bridge.compiler.prepare import (
     activation_range,
@@ -30,9 +30,6 @@ from firmware_bridge.compiler.reader import (
     shape4,
     where,
 )
-
-if TYPE_CHECKING:  # only for annotations: the emitter imports this table
-    from firmware_bridge.compiler.emitter import Emitter
 
 
 def _bias(op: COp) -> int | None:
