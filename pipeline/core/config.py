@@ -33,7 +33,7 @@ else:  # pragma: no cover
 class DataConfig:
     dataset: str = "motion"
     """`motion`, `digits`, or a path: an Edge Impulse export folder, a folder of
-    acquisition files, a `.npz` or a `.csv` file."""
+    acquisition files, a folder of WAV files, a `.npz` or a `.csv` file."""
     motion_seed: int = 0
     """Seed of the embedded motion dataset itself (fixed, unlike the run's `seed`)."""
     motion_subjects: int = 12
@@ -44,6 +44,9 @@ class DataConfig:
     """Sampling rate every time series is brought to, in Hz. "auto": the most common rate
     among the samples; samples at another rate are resampled (``scipy.signal.resample_poly``,
     anti-aliased), counted and reported."""
+    wav_pattern: str = "{label}_{group}_{index}.wav"
+    """How a WAV file's name gives its label and group (speaker): fields {label}, {group},
+    {index}, the rest literal. In per-label folders the folder gives the label (see docs/data.md)."""
 
 
 @dataclass
