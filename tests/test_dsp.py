@@ -224,3 +224,63 @@ def test_featurize_replaces_every_split(tmp_path):
         assert w.X.shape[1:] == (1 + (prepared.windows[name].length - 160) // 80, 32)
         np.testing.assert_array_equal(w.y, prepared.windows[name].y)
     assert blocks.featurize(prepared, load_config(overrides={"data.dataset": str(root)})) is prepared
+
+
+# ----------------------------------------------------------------------------- Cortex-M4 bits
+
+
+def _check_windows(seed: int) -> np.ndarray:
+    """tm_dsp_check.c's generator, in numpy: an LCG scaled by a ramp, in float32."""
+    s, raw = 12345 + seed, np.empty(4000, np.float32)
+    for i in range(4000):
+        s = (s * 1664525 + 1013904223) & 0xFFFFFFFF
+        raw[i] = (s >> 16) - 32768
+    ramp = (np.arange(4000) % 400).astype(np.float32)
+    vals = raw * ramp / np.float32(400.0)  # float32 as the C: (value * ramp) / 400
+    return vals
+
+
+def _fnv1a(a: np.ndarray) -> str:
+    h = 2166136261
+    for byte in a.astype("<f4").tobytes():
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def test_features_are_bit_identical_on_the_cortex_m4(tmp_path):
+    """The same C built for the emulated Cortex-M4 (QEMU mps2-an386, the firmware's CPU flags
+    plus -ffp-contract=off) gives the host library's bits, every block, three windows each."""
+    import shutil
+    import subprocess
+
+    from firmware_bridge.sources import BOARDS_DIR
+    from firmware_bridge.targets.qemu import CPU_FLAGS
+
+    if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
+        pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
+    board, dsp = BOARDS_DIR / "mps2_an386", build.DSP_DIR
+    elf = tmp_path / "check.elf"
+    subprocess.run(["arm-none-eabi-gcc", *CPU_FLAGS, "-O2", "-std=c99", "-ffp-contract=off", "--specs=nano.specs",
+                    "-nostartfiles", "-Wl,--gc-sections", f"-I{board}", f"-I{dsp}", f"-T{board / 'mps2_an386.ld'}",
+                    str(dsp / "check" / "tm_dsp_check.c"), str(dsp / "tm_dsp.c"),
+                    *(str(board / f) for f in ("startup.c", "syscalls.c", "cmsdk_uart.c", "systick.c")),
+                    "-lm", "-lc", "-lgcc", "-o", str(elf)], check=True, capture_output=True)
+    proc = subprocess.Popen(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
+                             "-serial", "stdio", "-kernel", str(elf)], stdout=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            if line.strip() == "done":
+                break
+            lines.append(line.split())
+    finally:
+        proc.kill()
+        proc.wait()
+    device = {(int(b), int(s)): (int(n), h) for _, b, s, n, h in lines}
+    names = {1: "spectral", 2: "mfe", 3: "mfcc", 4: "spectrogram"}
+    assert len(device) == 12
+    for (b, seed), (n, h) in device.items():
+        kw = {"fft_length": 64 if b == 1 else 256, "filter_type": "low" if b == 1 else "none",
+              "filter_cutoff": 1000.0, "filter_order": 4, "lifter": 22 if b == 3 else 0}
+        feats = blocks.features(_check_windows(seed)[None, :, None], dsp_cfg(**kw), 8000.0, names[b])
+        assert feats.size == n and _fnv1a(feats.ravel()) == h, (names[b], seed)
