@@ -33,7 +33,7 @@ else:  # pragma: no cover
 class DataConfig:
     dataset: str = "motion"
     """`motion`, `digits`, or a path: an Edge Impulse export folder, a folder of
-    acquisition files, a `.npz` or a `.csv` file."""
+    acquisition files, a folder of WAV files, a `.npz` or a `.csv` file."""
     motion_seed: int = 0
     """Seed of the embedded motion dataset itself (fixed, unlike the run's `seed`)."""
     motion_subjects: int = 12
@@ -44,6 +44,9 @@ class DataConfig:
     """Sampling rate every time series is brought to, in Hz. "auto": the most common rate
     among the samples; samples at another rate are resampled (``scipy.signal.resample_poly``,
     anti-aliased), counted and reported."""
+    wav_pattern: str = "{label}_{group}_{index}.wav"
+    """How a WAV file's name gives its label and group (speaker): fields {label}, {group},
+    {index}, the rest literal. In per-label folders the folder gives the label (see docs/data.md)."""
 
 
 @dataclass
@@ -260,6 +263,51 @@ ENGINES = ("compiled", "tflm")
 
 
 @dataclass
+class DspConfig:
+    """``[dsp]``: the front end between the raw window and the model, one C99 implementation
+    for the host and the device (``pipeline.dsp``, docs/dsp.md). Names and defaults are Edge
+    Impulse's processing blocks' (edgeimpulse/processing-blocks, */parameters.json)."""
+
+    block: Literal["raw", "spectral", "mfe", "mfcc", "spectrogram"] = "raw"
+    """What the model reads: "raw" windows, "spectral" features per axis (motion), "mfe" or
+    "mfcc" (audio), or a "spectrogram"."""
+    scale_axes: float = 1.0
+    """spectral: every value is multiplied by this first (Edge Impulse's scale-axes)."""
+    filter_type: Literal["none", "low", "high"] = "none"
+    """spectral: a Butterworth low- or high-pass filter before the FFT (filter-type)."""
+    filter_cutoff: float = 3.0
+    """spectral: the filter's cut-off in Hz (filter-cutoff); also masks the FFT bins beyond it."""
+    filter_order: int = 6
+    """spectral: the filter's order, even, up to 8; 0 only masks the FFT bins (filter-order)."""
+    fft_length: int | Literal["auto"] = "auto"
+    """FFT points, a power of two. "auto": Edge Impulse's default of the block (spectral 16,
+    mfe and mfcc 256, spectrogram 128)."""
+    do_log: bool = True
+    """spectral: log10 of the spectral power (do-log)."""
+    do_fft_overlap: bool = True
+    """spectral: FFT frames overlap by half when more than one covers the window (do-fft-overlap)."""
+    frame_length: float = 0.02
+    """mfe, mfcc, spectrogram: seconds per frame."""
+    frame_stride: float | Literal["auto"] = "auto"
+    """mfe, mfcc, spectrogram: seconds between frames. "auto": Edge Impulse's default
+    (mfe and spectrogram 0.01, mfcc 0.02)."""
+    num_filters: int = 32
+    """mfe, mfcc: mel filters in the filter bank (2 to 128)."""
+    low_frequency: float = 300.0
+    """mfe, mfcc: lowest band edge of the mel filters, in Hz."""
+    high_frequency: float = 0.0
+    """mfe, mfcc: highest band edge, in Hz; 0: half the sampling rate."""
+    noise_floor_db: float = -52.0
+    """mfe, spectrogram: dB below which a bin is 0 (the output is scaled from here to +12 dB)."""
+    num_cepstral: int = 13
+    """mfcc: cepstral coefficients kept."""
+    pre_cof: float = 0.98
+    """mfe, mfcc: pre-emphasis coefficient (y[t] = x[t] - pre_cof x[t-1]); 0: none."""
+    lifter: int = 0
+    """mfcc: sinusoidal lifter length (1 + L/2 sin(pi k / L)); 0: none (Edge Impulse has none)."""
+
+
+@dataclass
 class Config:
     seed: int = 0
     """Seed of the run: the split, the search's draws, training and calibration all derive from it."""
@@ -269,6 +317,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    dsp: DspConfig = field(default_factory=DspConfig)
 
 
 SECTIONS = {name: tp for name, tp in typing.get_type_hints(Config).items() if name != "seed"}
@@ -482,6 +531,16 @@ FIELD_RANGES: dict[str, Range] = {
     "device.baud": AT_LEAST_1,
     "device.chunk_size": AT_LEAST_1,
     "device.timeout_s": POSITIVE,
+    "dsp.scale_axes": Range(None, what="a finite number"),
+    "dsp.filter_cutoff": POSITIVE,
+    "dsp.filter_order": Range(0, 8),
+    "dsp.fft_length": Range(4, 65536),
+    "dsp.frame_length": POSITIVE,
+    "dsp.frame_stride": POSITIVE,
+    "dsp.num_filters": Range(2, 128),
+    "dsp.noise_floor_db": Range(None, 0, hi_open=True, what="a negative number (dB)"),
+    "dsp.num_cepstral": AT_LEAST_1,
+    "dsp.pre_cof": Range(0, 1),
 }
 """Intervals beyond DEFAULT_RANGE, by "section.key" (a key absent here gets the default)."""
 

@@ -18,6 +18,7 @@ from pipeline.data.edge_impulse import (
     load_zip,
 )
 from pipeline.data.npz import load_npz
+from pipeline.data.wav import DEFAULT_PATTERN, has_wav_files, load_wav_folder
 
 EMBEDDED = ("motion", "digits")
 
@@ -73,7 +74,7 @@ def load_digits() -> Dataset:
 
 
 def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, motion_sessions: int = 3,
-                 rate_hz="auto") -> Dataset:
+                 rate_hz="auto", wav_pattern: str = DEFAULT_PATTERN) -> Dataset:
     """Load a dataset by name (`motion`, `digits`) or path (folder, .zip, .npz, .csv).
 
     ``rate_hz`` ("auto": the most common rate) is the one rate acquisition files are brought to.
@@ -86,11 +87,13 @@ def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, mot
     if not path.exists():
         raise PipelineError(
             f"dataset {spec!r}: no such file or folder",
-            hint=f"use one of {', '.join(EMBEDDED)}, an Edge Impulse export folder, a .npz or a .csv",
+            hint=f"use one of {', '.join(EMBEDDED)}, an Edge Impulse export folder, a folder of WAV files, a .npz or a .csv",
         )
     if path.is_dir():
         if info_labels_files(path):
             return load_edge_impulse_export(path, rate_hz)
+        if has_wav_files(path):
+            return load_wav_folder(path, wav_pattern, rate_hz)
         return load_acquisition_folder(path, rate_hz)
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
@@ -114,4 +117,5 @@ def dataset_from_config(cfg) -> Dataset:
         motion_subjects=cfg.data.motion_subjects,
         motion_sessions=cfg.data.motion_sessions,
         rate_hz=cfg.data.rate_hz,
+        wav_pattern=cfg.data.wav_pattern,
     )

@@ -43,6 +43,7 @@ from pipeline.device.connect import (
     require,
     verify_model,
 )
+from pipeline.dsp.blocks import featurize
 from pipeline.tflite.export import parse_model_data_cc, parse_model_settings_h
 from pipeline.tflite.runtime import (
     TFLMRunner,
@@ -158,7 +159,7 @@ def _write_sensor_recordings(sensor: Path, prepared) -> None:
 
 
 def _check_flashed(cfg, run: Path, prepared, out) -> int:
-    test = prepared.windows["test"]
+    test = featurize(prepared, cfg).windows["test"]  # [dsp]: the model's input size
     with Connected(cfg, run, out) as (client, _):
         info = verify_model(client, _model_sha256(run), prepared.manifest["dataset"]["label_names"],
                             int(test.X[0].size) if len(test) else None)
@@ -203,7 +204,8 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None, out
     """Stream the test split to the device, resumably; score it; compare with host int8."""
     run = Path(run)
     model_sha = _model_sha256(run)  # int8.tflite, and the one the quantize report describes
-    prepared = prepared or load_run_split(cfg, run)
+    # [dsp]: until the firmware runs the DSP on raw windows, the host computes the features and streams them
+    prepared = featurize(prepared or load_run_split(cfg, run), cfg)
     earlier = scoring.read_results(run / scoring.RESULTS)  # an edited line stops here, named
     connection = Connected(cfg, run, out)
     with connection as (client, info):

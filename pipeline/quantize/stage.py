@@ -36,6 +36,7 @@ from pipeline.core.ledger import record_test_look
 from pipeline.core.stage import StageResult
 from pipeline.data.splits import Prepared, cv_groups, load_run_split
 from pipeline.data.windows import Windows
+from pipeline.dsp.blocks import featurize
 from pipeline.ml import metrics
 from pipeline.quantize.calibration import (
     calibration_record,
@@ -104,7 +105,7 @@ def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
     path = run_dir / FLOAT_MODEL
     if not path.exists():
         raise PipelineError(f"{path}: not found", hint="run `tinyml train` (make train) first")
-    prepared = load_run_split(cfg, run_dir)
+    prepared = featurize(load_run_split(cfg, run_dir), cfg)  # [dsp]: what the model reads
     import keras
 
     try:

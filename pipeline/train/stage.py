@@ -37,6 +37,7 @@ from pipeline.core.ledger import record_test_look
 from pipeline.core.progress import import_tensorflow, progress
 from pipeline.core.stage import StageResult
 from pipeline.data.splits import SPLITS, Prepared, chosen_comments, cv_groups, prepare
+from pipeline.dsp.blocks import describe, featurize
 from pipeline.ml import baselines as B
 from pipeline.ml import model as M
 from pipeline.ml.metrics import (
@@ -98,6 +99,8 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
     if audit_report is None:
         audit_report = read_audit(run_dir, prepared, allow_leakage)
     clock.lap("audit")
+    raw_shape = tuple(prepared.windows["train"].X.shape[1:])
+    prepared = featurize(prepared, cfg)  # [dsp]: the model reads the block's features of the raw windows
     report = {
         "status": "running",
         "dataset": prepared.dataset.summary(),
@@ -105,6 +108,7 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
         "audit": _audit_summary(audit_report, allow_leakage),
         "labels": list(prepared.dataset.label_names),
         "config": as_dict(cfg),
+        "dsp": describe(cfg.dsp, prepared.dataset.rate_hz, raw_shape),
     }
     try:
         # Ray (when the search runs on it) starts first: an unreachable cluster is an error in
