@@ -44,6 +44,12 @@ class DataConfig:
     """Sampling rate every time series is brought to, in Hz. "auto": the most common rate
     among the samples; samples at another rate are resampled (``scipy.signal.resample_poly``,
     anti-aliased), counted and reported."""
+    merge_labels: bool = True
+    """Labels that differ only in case, spaces, hyphens or underscores ("x-circle left",
+    "xcircle left") are one label, spelled as most often in training; said loudly. false: kept apart."""
+    label_map: dict[str, str] = field(default_factory=dict)
+    """Labels renamed by hand before anything else, a table "from" = "to"
+    (`label_map = { "testing" = "idle" }`): merges any other pair of labels."""
 
 
 @dataclass
@@ -279,6 +285,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is dict:
+        return "table of " + " = ".join(_type_name(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -292,6 +300,12 @@ def _check_value(where: str, tp: Any, value: Any) -> Any:
             except PipelineError:
                 continue
         raise PipelineError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise PipelineError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+        return {_check_value(f"{where} key", key_tp, k): _check_value(f"{where} {k!r}", value_tp, v)
+                for k, v in value.items()}
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise PipelineError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -566,6 +580,8 @@ def _toml_value(value: Any) -> str:
         escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
                           for c in value.replace("\\", "\\\\").replace('"', '\\"'))
         return f'"{escaped}"'
+    if isinstance(value, dict):  # an inline table: label_map = { "from" = "to" }
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(type(value))
 
 
