@@ -228,7 +228,8 @@ class QuantizeConfig:
     max_balanced_accuracy_drop: float = 0.01
     """Gate: int8 may lose at most this much validation balanced accuracy against float (1 point)."""
     min_float_int8_agreement: float = 0.98
-    """Gate: share of validation windows where int8 and float give the same top-1 class."""
+    """Floor of the agreement gate (share of validation windows where int8 and float agree): int8 fails it only if it
+    changes more predictions than this floor and than a refit with another seed does, and scores lower with its interval."""
     min_tflm_agreement: float = 0.995
     """Top-1 agreement of TFLM with LiteRT's reference kernels (the arithmetic TFLM implements).
     Their difference in LSB is reported per layer, not gated: the two are not bit-identical

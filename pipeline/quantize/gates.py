@@ -114,7 +114,8 @@ def compare(outs: Outputs, y: np.ndarray, labels: list[str], groups, seed: int,
         "int8_default_kernels": metrics.scores(y, pred["int8_default"], k) if default_ok
         else {"not_run": outs.int8_default},
         "delta_int8_minus_float": {
-            m: metrics.paired_delta(y, pred["float"], pred["int8"], k, m, groups, seed=seed) for m in HEADLINE
+            m: metrics.paired_delta(y, pred["float"], pred["int8"], k, m, groups, seed=seed,
+                                  group_word=group_word) for m in HEADLINE
         },
         "mcnemar_float_vs_int8": metrics.mcnemar(pred["float"] == y, pred["int8"] == y),
         "per_class": per_class,
