@@ -48,6 +48,8 @@ def test_paired_delta_from_one_group_has_no_interval():
     assert metrics.delta_text(eight) == (f"{eight['delta']:+.3f} [{eight['ci95'][0]:+.3f}, "
                                          f"{eight['ci95'][1]:+.3f}]")
     assert metrics.delta_text(None) == "n/a"
+    same = metrics.paired_delta(y, a, a, 2, "balanced_accuracy", groups=np.arange(200) % 8, seed=0)
+    assert same["ci95"] is None and metrics.delta_text(same) == "+0.000 (the same in every resample of the 8 groups: no interval)"
 
 
 def test_refit_disagreement_is_the_share_of_changed_predictions():

@@ -212,12 +212,18 @@ def paired_delta(y_true, pred_a, pred_b, k: int, metric: str, groups=None,
     ci = [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))]
     n_c = int(pa.shape[0])
     out = {"metric": metric, "delta": point, "ci95": ci, "groups": n_c}
+    plural = group_word if n_c == 1 else f"{group_word}s"
     if n_c < MIN_GROUPS_FOR_INTERVAL:
-        plural = group_word if n_c == 1 else f"{group_word}s"
         out.update(ci95=None, ci95_bootstrap=ci,
                    uncertainty={"kind": "few_groups", "groups": n_c,
                                 "text": f"({n_c} {plural}: no interval; at least "
                                         f"{MIN_GROUPS_FOR_INTERVAL} are needed)"})
+    elif ci[0] == ci[1]:
+        # Every resample gives one value (the two models err on the same windows, or neither
+        # errs): a zero-width interval would look certain, so none, and why.
+        out.update(ci95=None, ci95_bootstrap=ci,
+                   uncertainty={"kind": "constant", "groups": n_c,
+                                "text": f"(the same in every resample of the {n_c} {plural}: no interval)"})
     return out
 
 
