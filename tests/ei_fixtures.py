@@ -352,6 +352,64 @@ LEAKY = {
 }
 
 
+# --------------------------------------------------------------------------- exports as they come (issue 21)
+
+
+def export_two_spellings(root: Path) -> Path:
+    """A label spelled two ways, as in a real drone-gesture export: ``x-circle left`` in
+    training, and both ``x-circle left`` and ``xcircle left`` in testing (the last 3 of the
+    test board's 6 waves carry the second spelling)."""
+    files = motion_files()
+    for f in files:
+        if f["label"] == "wave":
+            f["label"] = "x-circle left"
+    tests = [f for f in files if f["category"] == "testing" and f["label"] == "x-circle left"]
+    for f in tests[-3:]:
+        f["label"] = "xcircle left"
+    return write_files(root, files)
+
+
+def export_test_only_class(root: Path, label: str = "testing", count: int = 1) -> Path:
+    """The basic export plus ``count`` test sample(s) of a class no training sample has
+    (a real gesture export: one test sample labelled ``testing``)."""
+    files = motion_files()
+    rng = np.random.default_rng(13)
+    for k in range(count):
+        files.append({"category": "testing", "label": label, "name": f"dev-e.extra{k:02d}",
+                      "doc": acquisition(motion_values("updown", 1.0, RATE_HZ, rng), "dev-e")})
+    return write_files(root, files)
+
+
+def export_zip_test_only_class(root: Path) -> Path:
+    """``export_test_only_class`` zipped inside one top folder, as a browser saves it."""
+    folder = export_test_only_class(root / "unzipped" / "gesture-export")
+    path = root / "gesture-export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(folder.parent))
+    return path
+
+
+def export_listed_missing(root: Path, missing: int = 2) -> Path:
+    """info.labels lists every file, and ``missing`` of them (one training, one testing
+    first) are not in the export (a real TI LaunchPad export: 2 of 101)."""
+    write_files(root, motion_files())
+    gone = [sorted((root / "training").glob("*.json"))[0], sorted((root / "testing").glob("*.json"))[0]]
+    gone += sorted((root / "training").glob("*.json"))[1:missing - 1]
+    for p in gone[:missing]:
+        p.unlink()
+    return root
+
+
+REPAIRED = {
+    "two_spellings": export_two_spellings,
+    "test_only_class": export_test_only_class,
+    "zip_test_only_class": export_zip_test_only_class,
+    "listed_missing": export_listed_missing,
+}
+
+
 if __name__ == "__main__":  # write every variant, for trying by hand: python tests/ei_fixtures.py DIR
     import sys
 

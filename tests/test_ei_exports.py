@@ -91,7 +91,7 @@ def test_moved_files_are_found_by_name_and_missing_ones_are_counted(tmp_path):
     d = load_dataset(str(fx.export_moved_files(tmp_path / "moved")))
     assert len(d) == 90 and "found by name" in d.notes["loader"][0]
     with pytest.raises(PipelineError, match=r"3 file\(s\) listed in info.labels are missing.*: training/\S+, "):
-        load_dataset(str(fx.export_moved_files(tmp_path / "gone", missing=3)))
+        load_dataset(str(fx.export_moved_files(tmp_path / "gone", missing=3)), strict=True)
 
 
 def test_zipped_export_loads_and_climbing_members_are_refused(tmp_path):

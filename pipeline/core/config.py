@@ -58,6 +58,12 @@ class DataConfig:
     wav_pattern: str = "{label}_{group}_{index}.wav"
     """How a WAV file's name gives its label and group (speaker): fields {label}, {group},
     {index}, the rest literal. In per-label folders the folder gives the label (see docs/data.md)."""
+    merge_labels: bool = True
+    """Labels that differ only in case, spaces, hyphens or underscores ("x-circle left",
+    "xcircle left") are one label, spelled as most often in training; said loudly. false: kept apart."""
+    label_map: dict[str, str] = field(default_factory=dict)
+    """Labels renamed by hand before anything else, a table "from" = "to"
+    (`label_map = { "testing" = "idle" }`): merges any other pair of labels."""
 
 
 @dataclass
@@ -236,7 +242,8 @@ class QuantizeConfig:
     max_balanced_accuracy_drop: float = 0.01
     """Gate: int8 may lose at most this much validation balanced accuracy against float (1 point)."""
     min_float_int8_agreement: float = 0.98
-    """Gate: share of validation windows where int8 and float give the same top-1 class."""
+    """Floor of the agreement gate (share of validation windows where int8 and float agree): int8 fails it only if it
+    changes more predictions than this floor and than a refit with another seed does, and scores lower with its interval."""
     min_tflm_agreement: float = 0.995
     """Top-1 agreement of TFLM with LiteRT's reference kernels (the arithmetic TFLM implements).
     Their difference in LSB is reported per layer, not gated: the two are not bit-identical
@@ -487,6 +494,8 @@ def _toml_value(value: Any) -> str:
         escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
                           for c in value.replace("\\", "\\\\").replace('"', '\\"'))
         return f'"{escaped}"'
+    if isinstance(value, dict):  # an inline table: label_map = { "from" = "to" }
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(type(value))
 
 

@@ -19,6 +19,8 @@ def type_name(tp: Any) -> str:
         return " or ".join(type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is dict:
+        return "table of " + " = ".join(type_name(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -32,6 +34,12 @@ def check_value(where: str, tp: Any, value: Any) -> Any:
             except PipelineError:
                 continue
         raise PipelineError(f"{where}: expected {type_name(tp)}, got {type(value).__name__} {value!r}")
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise PipelineError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+        return {check_value(f"{where} key", key_tp, k): check_value(f"{where} {k!r}", value_tp, v)
+                for k, v in value.items()}
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise PipelineError(f"{where}: expected {type_name(tp)}, got {value!r}")

@@ -142,7 +142,35 @@ class Dataset:
             "skipped": dict(self.skipped),
             "resampled": self.notes.get("resampled"),
             "loader_notes": list(self.notes.get("loader", [])),
+            "repairs": list(self.notes.get("repairs", [])),
         }
+
+
+# --------------------------------------------------------------------------- repairs
+
+REPAIR_KINDS = ("merged_labels", "test_only_class", "missing_files")
+
+
+def add_repair(ds_or_notes, kind: str, what: str, items: list) -> dict:
+    """Record one repair the loaders made in ``notes["repairs"]`` (splits.json, the audit, the
+    train summary and the report show them at the top): ``kind``, ``what`` (one line a person
+    reads), ``count`` and ``items`` (the sample ids or files concerned)."""
+    if kind not in REPAIR_KINDS:
+        raise ValueError(kind)
+    notes = ds_or_notes.notes if isinstance(ds_or_notes, Dataset) else ds_or_notes
+    entry = {"kind": kind, "what": what, "count": len(items), "items": list(items)}
+    notes.setdefault("repairs", []).append(entry)
+    return entry
+
+
+def repairs(ds: Dataset) -> list[dict]:
+    return list(ds.notes.get("repairs", []))
+
+
+def say_repairs(ds: Dataset, out=print) -> None:
+    """Each repair as one loud line, when the data loads."""
+    for r in repairs(ds):
+        out(f"repaired: {r['what']}")
 
 
 # --------------------------------------------------------------------------- helpers of the loaders

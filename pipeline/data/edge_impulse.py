@@ -24,7 +24,7 @@ from pipeline.core.safe_io import (
     read_file_bytes,
     resolved,
 )
-from pipeline.data.dataset import Dataset, labels_to_ints
+from pipeline.data.dataset import Dataset, add_repair, labels_to_ints
 from pipeline.data.rates import one_rate
 
 
@@ -197,13 +197,15 @@ def _read_info(info_path: Path) -> list:
     return files
 
 
-def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | None = None) -> Dataset:
+def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | None = None,
+                             strict: bool = False) -> Dataset:
     """An Edge Impulse export: ``info.labels`` with ``training/`` and ``testing/`` (or ``test/``).
 
     Reads what real exports hold: ``info.labels`` at the root or one per split folder, entries
     with the older or newer keys (``name``, ``metadata``; ``boundingBoxes`` is not needed), and
     a listed file that is not at its path but is under the export by its name (an author who
-    moved the files into one folder per label). Only files missing everywhere are an error.
+    moved the files into one folder per label). Files missing everywhere are skipped and
+    said loudly (a repair), or with ``strict`` an error.
     """
     folder = Path(folder)
     source = source or str(folder)
@@ -246,17 +248,25 @@ def load_edge_impulse_export(folder: str | Path, rate_hz="auto", source: str | N
             acq = parse_acquisition(read_file_bytes(path, f"{where}: file {path} listed in info.labels"), str(path))
             items.append((acq, label, "test" if category == "testing" else "train"))
     if missing:
-        raise PipelineError(
-            f"{source}: {len(missing)} file(s) listed in info.labels are missing, neither at their path nor "
-            f"anywhere under the export by name: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}",
-            hint="restore the files, or remove their entries from info.labels",
-        )
+        said = f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"
+        if strict or not items:
+            raise PipelineError(
+                f"{source}: {len(missing)} file(s) listed in info.labels are missing, neither at their path nor "
+                f"anywhere under the export by name: {said}",
+                hint="restore the files, or remove their entries from info.labels"
+                     + ("; without --strict they are skipped" if strict and items else ""),
+            )
+        skipped["listed in info.labels, missing"] += len(missing)
     for sub in SPLIT_FOLDERS:
         for p in sorted((folder / sub).glob("*")):
             if p.suffix in ACQ_SUFFIXES and resolved(p) not in found:
                 skipped["not listed in info.labels"] += 1
     ds = _dataset_from_acquisitions(Path(source).stem if source.endswith(".zip") else folder.name,
                                     source, items, dict(skipped), rate_hz)
+    if missing:
+        add_repair(ds, "missing_files",
+                   f"{len(missing)} of {len(missing) + len(items)} file(s) listed in info.labels are missing "
+                   f"(neither at their path nor anywhere under the export by name), skipped: {said}", missing)
     if moved:
         ds.notes["loader"].insert(0, f"{len(moved)} file(s) listed in info.labels were not at their path and were "
                                      f"found by name under the export (moved), e.g. {moved[0]}")
@@ -334,7 +344,7 @@ def _export_root(folder: Path) -> Path:
     return folder
 
 
-def load_zip(path: Path, rate_hz="auto") -> Dataset:
+def load_zip(path: Path, rate_hz="auto", strict: bool = False) -> Dataset:
     """A zipped export (``--dataset export.zip``), unpacked to a temporary folder and read there.
 
     Member names that are absolute or climb out with ``..`` are refused, and the unpacked size
@@ -359,7 +369,7 @@ def load_zip(path: Path, rate_hz="auto") -> Dataset:
         zf.extractall(tmp)
         root = _export_root(Path(tmp))
         if info_labels_files(root):
-            return load_edge_impulse_export(root, rate_hz, source=str(path))
+            return load_edge_impulse_export(root, rate_hz, source=str(path), strict=strict)
         return load_acquisition_folder(root, rate_hz, source=str(path))
 
 

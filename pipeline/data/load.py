@@ -10,13 +10,14 @@ import numpy as np
 from pipeline.core.errors import PipelineError
 from pipeline.data import motion
 from pipeline.data.csv_table import load_csv
-from pipeline.data.dataset import Dataset
+from pipeline.data.dataset import Dataset, say_repairs
 from pipeline.data.edge_impulse import (
     info_labels_files,
     load_acquisition_folder,
     load_edge_impulse_export,
     load_zip,
 )
+from pipeline.data.labels import reconcile_labels
 from pipeline.data.npz import load_npz
 from pipeline.data.wav import DEFAULT_PATTERN, has_wav_files, load_wav_folder
 
@@ -74,11 +75,20 @@ def load_digits() -> Dataset:
 
 
 def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, motion_sessions: int = 3,
-                 rate_hz="auto", wav_pattern: str = DEFAULT_PATTERN) -> Dataset:
-    """Load a dataset by name (`motion`, `digits`) or path (folder, .zip, .npz, .csv).
+                 rate_hz="auto", wav_pattern: str = DEFAULT_PATTERN, *, strict: bool = False,
+                 merge_labels: bool = True, label_map: dict[str, str] | None = None) -> Dataset:
+    """Load a dataset by name (`motion`, `digits`) or path (folder, .zip, .npz, .csv), its
+    labels reconciled (``pipeline.data.labels``: ``label_map``, spellings merged, classes only
+    in test left out; each a repair in ``notes["repairs"]``, or with ``strict`` an error).
 
     ``rate_hz`` ("auto": the most common rate) is the one rate acquisition files are brought to.
     """
+    ds = _load(spec, motion_seed, motion_subjects, motion_sessions, rate_hz, strict, wav_pattern)
+    return reconcile_labels(ds, merge=merge_labels, label_map=label_map, strict=strict)
+
+
+def _load(spec: str, motion_seed: int, motion_subjects: int, motion_sessions: int, rate_hz,
+          strict: bool, wav_pattern: str = DEFAULT_PATTERN) -> Dataset:
     if spec == "motion":
         return load_motion(seed=motion_seed, subjects=motion_subjects, sessions=motion_sessions)
     if spec == "digits":
@@ -91,7 +101,7 @@ def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, mot
         )
     if path.is_dir():
         if info_labels_files(path):
-            return load_edge_impulse_export(path, rate_hz)
+            return load_edge_impulse_export(path, rate_hz, strict=strict)
         if has_wav_files(path):
             return load_wav_folder(path, wav_pattern, rate_hz)
         return load_acquisition_folder(path, rate_hz)
@@ -99,7 +109,7 @@ def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, mot
     if path.stat().st_size == 0:
         raise PipelineError(f"{path}: empty file")
     if suffix == ".zip":
-        return load_zip(path, rate_hz)
+        return load_zip(path, rate_hz, strict=strict)
     if suffix == ".npz":
         return load_npz(path)
     if suffix == ".csv":
@@ -109,13 +119,19 @@ def load_dataset(spec: str, motion_seed: int = 0, motion_subjects: int = 12, mot
     raise PipelineError(f"{path}: unknown dataset format {suffix!r}", hint="expected a folder, .zip, .npz or .csv")
 
 
-def dataset_from_config(cfg) -> Dataset:
-    """The dataset the config names (``[data]``)."""
-    return load_dataset(
+def dataset_from_config(cfg, out=print) -> Dataset:
+    """The dataset the config names (``[data]``; ``[split] strict``), each repair said as one
+    loud line on ``out``."""
+    ds = load_dataset(
         cfg.data.dataset,
         motion_seed=cfg.data.motion_seed,
         motion_subjects=cfg.data.motion_subjects,
         motion_sessions=cfg.data.motion_sessions,
         rate_hz=cfg.data.rate_hz,
         wav_pattern=cfg.data.wav_pattern,
+        strict=cfg.split.strict,
+        merge_labels=cfg.data.merge_labels,
+        label_map=cfg.data.label_map,
     )
+    say_repairs(ds, out)
+    return ds

@@ -191,8 +191,14 @@ def metric_text(m: dict, key: str) -> str:
 
 
 def paired_delta(y_true, pred_a, pred_b, k: int, metric: str, groups=None,
-                 n_boot: int = 2000, seed: int = 0) -> dict:
-    """metric(b) - metric(a) on the same samples, with a paired group-bootstrap interval."""
+                 n_boot: int = 2000, seed: int = 0, group_word: str = "group") -> dict:
+    """metric(b) - metric(a) on the same samples, with a paired group-bootstrap interval.
+
+    Below MIN_GROUPS_FOR_INTERVAL groups there is no interval (``ci95`` None, the reason in
+    ``uncertainty``): one group resampled gives every resample that group, so the interval
+    "+0.043 [+0.043, +0.043]" would look certain and say nothing (issue 21). ``ci95_bootstrap``
+    keeps the resampled quantiles for a caller that must decide something (train's "beats the
+    baseline"), never for printing."""
     y_true = np.asarray(y_true)
     if groups is None:
         groups = np.arange(y_true.size)
@@ -203,8 +209,58 @@ def paired_delta(y_true, pred_a, pred_b, k: int, metric: str, groups=None,
     db = _scores(_resampled(pb, w))[metric]
     point = float(_scores(pb.sum(0))[metric] - _scores(pa.sum(0))[metric])
     diff = db - da
-    return {"metric": metric, "delta": point,
-            "ci95": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))]}
+    ci = [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))]
+    n_c = int(pa.shape[0])
+    out = {"metric": metric, "delta": point, "ci95": ci, "groups": n_c}
+    plural = group_word if n_c == 1 else f"{group_word}s"
+    if n_c < MIN_GROUPS_FOR_INTERVAL:
+        out.update(ci95=None, ci95_bootstrap=ci,
+                   uncertainty={"kind": "few_groups", "groups": n_c,
+                                "text": f"({n_c} {plural}: no interval; at least "
+                                        f"{MIN_GROUPS_FOR_INTERVAL} are needed)"})
+    elif ci[0] == ci[1]:
+        # Every resample gives one value (the two models err on the same windows, or neither
+        # errs): a zero-width interval would look certain, so none, and why.
+        out.update(ci95=None, ci95_bootstrap=ci,
+                   uncertainty={"kind": "constant", "groups": n_c,
+                                "text": f"(the same in every resample of the {n_c} {plural}: no interval)"})
+    return out
+
+
+def delta_text(d: dict | None, digits: int = 3) -> str:
+    """A ``paired_delta`` as printed: "+0.012 [-0.004, +0.031]", or the point with why it has
+    no interval. Reads older reports too (no ``groups`` key: the interval as stored)."""
+    if not isinstance(d, dict) or not isinstance(d.get("delta"), (int, float)):
+        return "n/a"
+    head = f"{d['delta']:+.{digits}f}"
+    note = (d.get("uncertainty") or {}).get("text")
+    ci = d.get("ci95")
+    if note or not ci:
+        return f"{head} {note or '(no interval)'}"
+    return f"{head} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def disagreement(pred_a, pred_b) -> float:
+    """Share of samples on which two models predict different classes."""
+    a, b = np.asarray(pred_a), np.asarray(pred_b)
+    return float(np.mean(a != b)) if a.size else 0.0
+
+
+def refit_disagreement(kept_pred, refits: list[dict]) -> dict:
+    """How many validation predictions retraining changes: for each refit with another seed
+    (a trial record holding ``val_predictions``, removed from it here), the share of
+    validation windows where it predicts another class than the kept model. The quantize
+    stage's agreement gate compares int8's changes with these."""
+    runs = []
+    for r in refits:
+        pred = r.pop("val_predictions", None)
+        if r.get("status") == "ok" and pred is not None and len(pred) == len(kept_pred):
+            runs.append({"seed": r["seed"], "share": disagreement(kept_pred, pred)})
+    shares = [r["share"] for r in runs]
+    return {"runs": runs, "windows": int(len(kept_pred)),
+            "max": max(shares) if shares else None, "mean": float(np.mean(shares)) if shares else None,
+            "what": "share of validation windows where a refit with another seed predicts another "
+                    "class than the kept model (float.keras)"}
 
 
 def mcnemar(correct_a, correct_b) -> dict:

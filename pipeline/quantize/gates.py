@@ -114,7 +114,8 @@ def compare(outs: Outputs, y: np.ndarray, labels: list[str], groups, seed: int,
         "int8_default_kernels": metrics.scores(y, pred["int8_default"], k) if default_ok
         else {"not_run": outs.int8_default},
         "delta_int8_minus_float": {
-            m: metrics.paired_delta(y, pred["float"], pred["int8"], k, m, groups, seed=seed) for m in HEADLINE
+            m: metrics.paired_delta(y, pred["float"], pred["int8"], k, m, groups, seed=seed,
+                                  group_word=group_word) for m in HEADLINE
         },
         "mcnemar_float_vs_int8": metrics.mcnemar(pred["float"] == y, pred["int8"] == y),
         "per_class": per_class,
@@ -147,7 +148,9 @@ ACCURACY_GATES = ("balanced_accuracy_drop", "float_int8_agreement")
 agreement is not one of them: a disagreement there is an implementation fault."""
 
 
-def accuracy_gates(val: dict, q) -> dict:
+def accuracy_gates(val: dict, q, refit: dict | None = None) -> dict:
+    """The gates on validation; ``refit`` is train_report.json's ``refit_seeds.val_disagreement``
+    (how many validation predictions retraining with other seeds changes), or None."""
     drop = val["float"]["balanced_accuracy"] - val["int8"]["balanced_accuracy"]
     delta = val["delta_int8_minus_float"]["balanced_accuracy"]
     ref = val["litert_vs_tflm"]["reference_kernels"]
@@ -156,20 +159,78 @@ def accuracy_gates(val: dict, q) -> dict:
         passed = value <= threshold if rule == "<=" else value >= threshold
         return {"value": value, "rule": rule, "threshold": threshold, "passed": bool(passed), **extra}
 
+    ci = delta.get("ci95")
     return {
         # The point estimate is gated; its 95% interval (paired, resampling whole groups)
-        # is beside it so a reader sees how sure the drop is.
+        # is beside it so a reader sees how sure the drop is (none from fewer than 5 groups).
         "balanced_accuracy_drop": gate(drop, "<=", q.max_balanced_accuracy_drop,
-                                       ci95=[-delta["ci95"][1], -delta["ci95"][0]]),
-        "float_int8_agreement": gate(val["agreement"]["float_int8"], ">=", q.min_float_int8_agreement),
+                                       ci95=[-ci[1], -ci[0]] if ci else None,
+                                       **({"uncertainty": delta["uncertainty"]} if delta.get("uncertainty") else {})),
+        "float_int8_agreement": agreement_gate(val, q, refit),
         "litert_tflm_agreement": gate(ref["top1_agreement"], ">=", q.min_tflm_agreement),
     }
+
+
+def retrain_changes(refit: dict | None, windows: int) -> float | None:
+    """The largest share of validation predictions a refit with another seed changed
+    (train's record), or None when train recorded none for these windows."""
+    if not isinstance(refit, dict) or refit.get("windows") != windows or refit.get("max") is None:
+        return None
+    return float(refit["max"])
+
+
+def agreement_gate(val: dict, q, refit: dict | None = None) -> dict:
+    """Float/int8 top-1 agreement: a diagnostic, gated only where it means harm.
+
+    int8 is rejected for agreement only if (1) quantization changes more validation
+    predictions than retraining does: more than the largest share a refit of the float
+    model with another seed changed (train's ``refit_seeds.val_disagreement``), and more than
+    ``1 - min_float_int8_agreement`` (the floor when there are no refits, and a floor for
+    refits that happen to agree on a small validation split); and (2) int8's balanced
+    accuracy is lower than float's with its interval: the paired 95% interval of
+    int8 - float lies below 0 (from fewer than 5 groups there is no interval: the point
+    estimate below 0).
+
+    Why, from data: on a real phone export int8 scored 0.917 balanced accuracy against
+    float's 0.874 and was rejected at agreement 0.953 < 0.98 (reported in issue 21): the
+    changed predictions were corrections, so agreement alone says nothing about harm. On
+    ei-nano33-fall (measured: seed 0, ``[train] seeds = 3``, --allow-leakage) both refits
+    changed 0 of the 58 validation predictions (every model scored 1.000 there): with
+    retraining as the only reference, one changed window of 58 would reject int8, so the
+    configured share stays as a floor under it. There the graph-normalized int8 changed 2
+    of 58 (balanced accuracy -0.034, interval [-0.088, 0.000]): not rejected for agreement,
+    rejected by the drop gate; the device-normalized int8 changed none and was kept.
+    """
+    agreement = val["agreement"]["float_int8"]
+    changed = 1.0 - agreement
+    configured = 1.0 - q.min_float_int8_agreement
+    retrain = retrain_changes(refit, val["windows"])
+    allowed = configured if retrain is None else max(configured, retrain)
+    d = val["delta_int8_minus_float"]["balanced_accuracy"]
+    ci = d.get("ci95")
+    lower = bool(d["delta"] < 0 and (ci is None or ci[1] < 0))
+    more = changed > allowed + 1e-12
+    passed = not (more and lower)
+    basis = ("the configured floor (train recorded no refits with other seeds)" if retrain is None
+             else f"retraining with another seed changed up to {retrain:.1%} of them" if retrain >= configured
+             else f"the configured floor {configured:.1%} (refits with other seeds changed up to {retrain:.1%})")
+    why = (f"int8 changes {changed:.1%} of validation predictions; allowed {allowed:.1%}: {basis}; "
+           f"int8 - float balanced accuracy {metrics.delta_text(d)}: "
+           + ("lower" if lower else "not lower"))
+    if not passed:
+        why += ": int8 changes more predictions than retraining does, and scores lower"
+    elif more:
+        why += ": more changes than retraining, but not rejected for agreement (int8 is not lower)"
+    return {"value": agreement, "rule": ">=", "threshold": 1.0 - allowed, "passed": passed,
+            "configured_threshold": q.min_float_int8_agreement,
+            "retrain_changed_max": retrain, "int8_changed": changed, "int8_lower": lower, "why": why}
 
 
 def gate_message(name: str, g: dict) -> str:
     fail_rule = ">" if g["rule"] == "<=" else "<"
     fmt = (lambda v: str(v)) if isinstance(g["value"], int) else (lambda v: f"{v:.4f}")
-    return f"{name} {fmt(g['value'])} {fail_rule} {fmt(g['threshold'])} (val)"
+    msg = f"{name} {fmt(g['value'])} {fail_rule} {fmt(g['threshold'])} (val)"
+    return f"{msg}: {g['why']}" if g.get("why") else msg
 
 
 def worst_classes(val: dict, n: int = 3) -> list[str]:

@@ -62,6 +62,7 @@ class Candidate:
             "remedy": self.remedy, "what": REMEDIES.get(self.remedy, self.remedy),
             "float_int8_agreement": v["agreement"]["float_int8"],
             "balanced_accuracy_delta": d["delta"], "balanced_accuracy_delta_ci95": d["ci95"],
+            "balanced_accuracy_delta_uncertainty": d.get("uncertainty"),
             "litert_tflm_agreement": v["litert_vs_tflm"]["reference_kernels"]["top1_agreement"],
             "input_clipping_windows_share": v["input_clipping"]["windows_share"],
             "gates_passed": self.passed, "model_sha256": sha256_bytes(self.data),

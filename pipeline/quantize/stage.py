@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.artifacts import (
+    read_json,
     remove_downstream,
     sha256_bytes,
     write_bytes,
@@ -76,6 +77,7 @@ FLOAT_MODEL = "float.keras"
 MODEL = "int8.tflite"
 REJECTED = "int8.rejected.tflite"
 REPORT = "quantize_report.json"
+TRAIN_REPORT = "train_report.json"  # read, not imported: no stage imports another
 FIRMWARE = "firmware"
 FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_settings.h")
 TEST_PURPOSE = "int8 model (deployable)"
@@ -89,6 +91,7 @@ class StageInputs:
     model: object  # keras.Model
     prepared: Prepared
     labels: list[str]
+    refit: dict | None = None  # train_report.json's refit_seeds.val_disagreement (the agreement gate's reference)
 
     @property
     def windows(self) -> dict[str, Windows]:
@@ -117,7 +120,17 @@ def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
     if got != expected:
         raise PipelineError(f"{path}: the model takes inputs of shape {got}, the split's windows are {expected}",
                             hint="retrain: the split changed since float.keras was written")
-    return StageInputs(model, prepared, list(prepared.manifest["dataset"]["label_names"]))
+    return StageInputs(model, prepared, list(prepared.manifest["dataset"]["label_names"]), _refit_record(run_dir))
+
+
+def _refit_record(run_dir: Path) -> dict | None:
+    """How many validation predictions train's refits with other seeds changed, or None
+    (an older run, ``[train] seeds = 1``, or no train report)."""
+    path = run_dir / TRAIN_REPORT
+    if not path.exists():
+        return None
+    rec = read_json(path, "the train report").get("refit_seeds")
+    return rec.get("val_disagreement") if isinstance(rec, dict) else None
 
 
 def evaluate_candidate(cfg, inputs: StageInputs, remedy: str, data: bytes, seconds: float,
@@ -135,7 +148,7 @@ def evaluate_candidate(cfg, inputs: StageInputs, remedy: str, data: bytes, secon
     val["split"] = "val"
     val["input_clipping"] = input_clipping(normalize_input(val_w.X, norm), info.input.scales[0],
                                            info.input.zero_points[0])
-    val["gates"] = accuracy_gates(val, q)
+    val["gates"] = accuracy_gates(val, q, inputs.refit)
     return Candidate(remedy, data, seconds, norm, info, arena, arena_bytes, outs, val)
 
 
@@ -443,13 +456,16 @@ def _summary(report: dict, out: Callable[[str], None]) -> None:
         if clip["windows_share"] > 0:
             out(f"  {clip['windows_share']:.1%} of windows have inputs outside the int8 input range "
                 f"[{clip['range'][0]:.3g}, {clip['range'][1]:.3g}] (clamped)")
-        out(f"  int8 - float balanced accuracy {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+        out(f"  int8 - float balanced accuracy {metrics.delta_text(d)}, "
             f"McNemar p={val['mcnemar_float_vs_int8']['p_value']:.3g}; output RMSE {e['rmse']:.4f}, "
             f"cosine {'n/a' if e['cosine_similarity'] is None else format(e['cosine_similarity'], '.5f')}")
         for name, g in val["gates"].items():
             value = g["value"] if isinstance(g["value"], int) else round(g["value"], 4)
             ci = f" (95% CI [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}])" if g.get("ci95") else ""
-            out(f"  gate {name}: {value}{ci} {g['rule']} {g['threshold']}  {'ok' if g['passed'] else 'FAILED'}")
+            threshold = g["threshold"] if isinstance(g["threshold"], int) else round(g["threshold"], 4)
+            out(f"  gate {name}: {value}{ci} {g['rule']} {threshold}  {'ok' if g['passed'] else 'FAILED'}")
+            if g.get("why"):
+                out(f"    ({g['why']})")
     layers = report.get("per_layer")
     if layers and layers.get("error"):
         out(f"per layer: not compared ({layers['error']})")
@@ -484,9 +500,8 @@ def _summary(report: dict, out: Callable[[str], None]) -> None:
         f"{est['optimized_kernels_ms']:.2f} ms (optimized) - estimated, not measured")
     test = report.get("test")
     if test:
-        ci = test["ci95"]["balanced_accuracy"]
         out(f"test split (int8, look {test['ledger']['look']} in test_ledger.jsonl): balanced accuracy "
-            f"{metrics.format_metric(test['balanced_accuracy'], ci)}, macro-F1 {test['macro_f1']:.3f}")
+            f"{metrics.metric_text(test, 'balanced_accuracy')}, macro-F1 {test['macro_f1']:.3f}")
     if report.get("gates_passed"):
         out(f"wrote {MODEL}, {REPORT}, " + ", ".join(report["firmware"]["files"]))
     else:

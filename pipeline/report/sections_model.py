@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.data.splits import SPLITS
 from pipeline.ml.metrics import METRICS as HEADLINE
+from pipeline.ml.metrics import delta_text
 from pipeline.report import plots
 from pipeline.report.blocks import (
     H,
@@ -135,7 +136,7 @@ def _beats_baselines(t: dict) -> list:
     deltas = gd(t, "sanity", "baseline_deltas")
     if deltas:
         beats = gd(t, "sanity", "beats_baselines")
-        rows = [[name, f"{num(gn(d, 'delta'))} [{num(gn(d, 'ci95', 0))}, {num(gn(d, 'ci95', 1))}]",
+        rows = [[name, delta_text(d),
                  verdict(beats.get(name), "yes", "NO")] for name, d in deltas.items() if isinstance(d, dict)]
         out.append(H("Does the convnet beat each baseline? (validation)"))
         out.append(Table(["baseline", "gain in balanced accuracy [95% CI]", "beats it"], rows,
@@ -332,7 +333,7 @@ def _validation(val: dict) -> list:
         deltas = {m: d for m, d in gd(val, "delta_int8_minus_float").items() if isinstance(d, dict)}
         mc = gd(val, "mcnemar_float_vs_int8")
         if deltas or mc:
-            rows = [[m.replace("_", " "), f"{num(gn(d, 'delta'))} [{num(gn(d, 'ci95', 0))}, {num(gn(d, 'ci95', 1))}]"]
+            rows = [[m.replace("_", " "), delta_text(d)]
                     for m, d in deltas.items()]
             if mc:
                 rows.append(["McNemar test, float vs int8", f"p = {num(gn(mc, 'p_value'), 3)} (float right and int8 "
@@ -426,8 +427,8 @@ def _per_layer(q: dict) -> list:
         out.append(Table(["remedy", "what", "float/int8 agreement", "balanced accuracy int8 − float", "gates"], [
             [text(g(r, "remedy")), text(g(r, "what")), "skipped" if g(r, "skipped") else pct(gn(r, "float_int8_agreement")),
              text(g(r, "skipped")) if g(r, "skipped") else
-             f"{num(gn(r, 'balanced_accuracy_delta'))} [{num(gn(r, 'balanced_accuracy_delta_ci95', 0))}, "
-             f"{num(gn(r, 'balanced_accuracy_delta_ci95', 1))}]",
+             delta_text({"delta": g(r, "balanced_accuracy_delta"), "ci95": g(r, "balanced_accuracy_delta_ci95"),
+                         "uncertainty": g(r, "balanced_accuracy_delta_uncertainty")}),
              "" if g(r, "skipped") else verdict(g(r, "passed") if "passed" in r else g(r, "gates_passed"), "met", "missed")]
             for r in gl(rem, "tried") if isinstance(r, dict)],
             f"kept: {text(g(rem, 'kept'))}; {text(g(rem, 'qat'))}"))

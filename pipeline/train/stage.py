@@ -42,8 +42,10 @@ from pipeline.ml import baselines as B
 from pipeline.ml import model as M
 from pipeline.ml.metrics import (
     METRICS,
+    delta_text,
     paired_delta,
     per_group_scores,
+    refit_disagreement,
     score_with_intervals,
     scores,
 )
@@ -218,6 +220,7 @@ def _train(job: Job) -> None:
     best = M.ModelParams(**search["best"]["params"])
     net, proba, final = _refit(job, best, priors)  # 5.
     job.report["refit_seeds"] = seed_spread(final, cfg.seed, more_seeds, search["best"]["val_score"], tc)
+    job.report["refit_seeds"]["val_disagreement"] = refit_disagreement(proba["val"].argmax(1), more_seeds)
     _validate(job, proba, baselines, groups)  # 6.
     _test_look(job, net, best, proba, baselines, groups, input_shape)  # 7.
     job.clock.lap("evaluate")
@@ -428,7 +431,7 @@ def _check_beats_baselines(sanity, baselines, y_val, pred_val, k, groups, seed) 
         d = paired_delta(y_val, b.predictions("val"), pred_val, k, "balanced_accuracy",
                          groups=groups, seed=seed)
         deltas[b.name] = d
-        beats[b.name] = bool(d["ci95"][0] > 0)
+        beats[b.name] = bool((d["ci95"] or d["ci95_bootstrap"])[0] > 0)
     sanity["beats_baselines"] = beats
     sanity["baseline_deltas"] = deltas
     sanity["beats_every_baseline"] = all(beats.values())
@@ -437,8 +440,8 @@ def _check_beats_baselines(sanity, baselines, y_val, pred_val, k, groups, seed) 
         d = deltas[lost[0]]
         raise GateFailed(
             f"the convnet does not beat the input-independent baseline(s) {', '.join(lost)} on "
-            f"validation (balanced accuracy gain {d['delta']:+.3f}, 95% CI [{d['ci95'][0]:.3f}, "
-            f"{d['ci95'][1]:.3f}]): it learned nothing from its input; check that labels line up with inputs",
+            f"validation (balanced accuracy gain {delta_text(d)}): it learned nothing from its input; "
+            "check that labels line up with inputs",
             hint="see sanity.baseline_deltas in train_report.json",
         )
 
