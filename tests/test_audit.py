@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_splits import datasets as split_datasets
 
-from pipeline.audit.pool import summary_features
+from pipeline.audit.leakage import _nearest, _standardized_rows, _variation, check_near_duplicates
+from pipeline.audit.pool import make_pool, summary_features
 from pipeline.audit.stage import audit_stage, run_audit
 from pipeline.core.artifacts import to_json
 from pipeline.core.config import SplitConfig, load_config
@@ -146,6 +147,48 @@ def test_near_duplicates_across_splits_are_flagged():
     assert not near["passed"]  # ... but near ones
     assert {"s06.r00", "s06.r01", "s07.r02"} <= set(near["detail"]["recordings"])
     assert near["detail"]["flagged"] == 27  # every window of the three recordings
+
+
+@pytest.mark.parametrize("shift", ["level", "gain"])
+def test_copies_shifted_in_level_or_gain_are_refused(shift):
+    """Training windows placed in test again, offset by two thirds of the level spread or read
+    1.5 times larger (tests/copies.py): every copy is a near-duplicate error."""
+    from copies import SPLIT_OF_GROUP as IMU_SPLIT
+    from copies import gain_shifted_copies, level_shifted_copies
+
+    ds, copies = (level_shifted_copies if shift == "level" else gain_shifted_copies)()
+    pool = make_pool(prepared_by_hand(ds, IMU_SPLIT))
+    check = check_near_duplicates(pool, CFG.audit, CFG.seed, ds.label_names)
+    assert not check["passed"] and check["severity"] == "error"
+    assert check["detail"]["flagged"] == len(copies) == 6
+    assert set(copies) <= set(check["detail"]["recordings"])
+    assert check["detail"]["flagged_by_view"][shift] == 6
+    assert check["detail"]["by_split"] == {"val": 0, "test": 6}
+    # What the fixture is for: the old rule (nearest by the raw window, level included, judged
+    # by the variation) missed them: the copies' ratios to those neighbours were 0.33 (gain)
+    # or about 1 (level: 4 of 6, whose nearest raw window was another one).
+    Z = _standardized_rows(pool)
+    S, var = _variation(Z, pool.X.shape[1:])
+    q = np.flatnonzero(np.isin(pool.recording_ids, copies))
+    _, old = _nearest(Z, q, pool.where("train", "val"))
+    old_ratio = np.linalg.norm(S[q] - S[old], axis=1) / var[q]
+    assert np.sum(old_ratio >= CFG.audit.near_duplicate_ratio) >= 4
+
+
+def test_the_copies_base_is_clean_and_a_sample_says_so():
+    from copies import SPLIT_OF_GROUP as IMU_SPLIT
+    from copies import imu_windows
+
+    ds = imu_windows()
+    pool = make_pool(prepared_by_hand(ds, IMU_SPLIT))
+    check = check_near_duplicates(pool, CFG.audit, CFG.seed, ds.label_names)
+    assert check["passed"] and check["detail"]["smallest_ratio"] > 0.3, check["message"]  # 0.41
+    assert not check["detail"]["sampled"] and "sampled" not in check["message"]
+    few = load_config(overrides={"audit.max_distance_queries": 50}).audit
+    check = check_near_duplicates(pool, few, CFG.seed, ds.label_names)
+    n = check["detail"]["candidates"]
+    assert check["detail"]["sampled"] and check["detail"]["queries"] == 50 and n == 192  # 1 + 2 subjects x 64
+    assert f"sampled 50 of {n} validation/test windows" in check["message"]
 
 
 def test_group_in_two_splits_is_an_error_when_the_pipeline_split():
