@@ -27,6 +27,7 @@ import pytest
 from conftest import copy_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reach import NOT_REACHED, must_reach
 
 from firmware_bridge.host import protocol
 from firmware_bridge.host.client import parse_model_info
@@ -44,6 +45,10 @@ from pipeline.device.stage import flash_device as flash
 from tinyml_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+# A fuzz test whose success branch asserts must load something: fail if fewer than this of its
+# 60 examples loaded (measured: acquisition 38, info.labels 12-15, csv 6-10, config 6-12;
+# before well-formed inputs were mixed in, 3, 0, 0 and 4: those assertions were next to vacuous).
+MIN_PARSED = 3
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 
@@ -521,17 +526,23 @@ def acquisition_docs(draw):
     return doc
 
 
+# Well-formed documents among the junk, so that what loads is checked too (tests/reach.py).
+good_acquisitions = st.lists(st.lists(st.floats(-1e4, 1e4), min_size=1, max_size=1), min_size=1,
+                             max_size=8).map(acquisition)
+
+
+@must_reach(MIN_PARSED)
 @FUZZ
-@given(doc=acquisition_docs(), as_cbor=st.booleans())
+@given(doc=acquisition_docs() | good_acquisitions, as_cbor=st.booleans())
 def test_fuzz_acquisition_json_and_cbor(doc, as_cbor):
     try:
         data = cbor2.dumps(doc) if as_cbor else json.dumps(doc).encode()
     except (ValueError, OverflowError, TypeError):  # values JSON or CBOR cannot hold
-        return
+        return NOT_REACHED
     try:
         acq = parse_acquisition(data, "x.cbor" if as_cbor else "x.json")
     except PipelineError:
-        return
+        return NOT_REACHED  # refused, as it may be; what loads must hold up
     assert np.all(np.isfinite(acq.values)) and acq.interval_ms > 0
 
 
@@ -553,25 +564,48 @@ info_entries = st.fixed_dictionaries(
 )
 
 
+# Entries of the right shape that a real export may hold: unlabelled, another category, a file not there.
+odd_entries = st.fixed_dictionaries(
+    {"path": st.sampled_from(["training/idle.0.json", "training/wave.0.json", "missing.json", "testing/x.json"]),
+     "category": st.sampled_from(["training", "testing", "anomaly"]),
+     "label": st.fixed_dictionaries({"type": st.sampled_from(["label", "unlabeled"]),
+                                     "label": st.sampled_from(["idle", "wave"])})})
+good_entries = [{"path": f"training/{label}.0.json", "category": "training", "label": {"type": "label", "label": label}}
+                for label in ("idle", "wave")]
+
+
+@must_reach(MIN_PARSED)
 @FUZZ
-@given(files=st.lists(info_entries, max_size=4) | json_values)
+@given(files=st.lists(info_entries, max_size=4) | json_values
+       | st.tuples(st.permutations(good_entries), st.lists(odd_entries, max_size=2)).map(lambda t: t[0] + t[1]))
 def test_fuzz_info_labels(tmp_path_factory, files):
     root = export(tmp_path_factory.mktemp("ei") / "e", good_docs(1))
     (root / "info.labels").write_text(json.dumps({"version": 1, "files": files}))
-    with contextlib.suppress(PipelineError):
+    try:
         ds = load_dataset(str(root))
-        assert set(ds.label_names) <= {"idle", "wave"}
+    except PipelineError:
+        return NOT_REACHED
+    assert set(ds.label_names) <= {"idle", "wave"}
 
 
+def csv_body(seed: int) -> str:
+    """Rows of 4 recordings of 2 labels, 12 steps each, values from ``seed``: a table that loads."""
+    rng = np.random.default_rng(seed)
+    return "".join(f"r{r},{'ab'[r % 2]},{i / 10:g},{rng.normal():.3f}\n" for r in range(4) for i in range(12))
+
+
+@must_reach(MIN_PARSED)
 @FUZZ
-@given(body=st.text(alphabet='abr01,.-e"\r\n\tx\x00\ufeffnaif', max_size=200),
+@given(body=st.text(alphabet='abr01,.-e"\r\n\tx\x00\ufeffnaif', max_size=200) | st.integers(0, 999).map(csv_body),
        header=st.sampled_from(["", "recording,label,t,ax\n", "\ufeffrecording,label,t,ax,group\n"]))
 def test_fuzz_csv(tmp_path_factory, header, body):
     path = tmp_path_factory.mktemp("csv") / "d.csv"
     path.write_text(header + body, encoding="utf-8", errors="surrogatepass")
-    with contextlib.suppress(PipelineError):
+    try:
         ds = load_csv(path)
-        assert all(np.all(np.isfinite(s)) and s.size for s in ds.samples)
+    except PipelineError:
+        return NOT_REACHED
+    assert all(np.all(np.isfinite(s)) and s.size for s in ds.samples)
 
 
 npz_arrays = st.sampled_from([
@@ -598,11 +632,15 @@ def test_fuzz_npz_metadata(tmp_path_factory, arrays, flips):
 toml_scalars = (st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.floats() | st.booleans()
                 | st.text(max_size=6) | st.lists(st.integers(), max_size=2))
 config_keys = [(s, f.name) for s, cls in config_mod.SECTIONS.items() for f in dataclasses.fields(cls)]
+# Keys with their default (a valid value), among the junk: so that what loads is round-tripped.
+_defaults = {(s, k): getattr(getattr(config_mod.load_config(), s), k) for s, k in config_keys}
+good_settings = st.sampled_from(sorted(sk for sk, v in _defaults.items() if isinstance(v, (bool, int, float, str))))
 
 
+@must_reach(MIN_PARSED)
 @FUZZ
-@given(entries=st.lists(st.tuples(st.sampled_from(config_keys + [("train", "nope"), ("nope", "x")]), toml_scalars),
-                        max_size=4),
+@given(entries=st.lists(st.tuples(st.sampled_from(config_keys + [("train", "nope"), ("nope", "x")]), toml_scalars)
+                        | good_settings.map(lambda sk: (sk, _defaults[sk])), max_size=4),
        seed=st.none() | toml_scalars)
 def test_fuzz_toml_config(tmp_path_factory, entries, seed):
     raw: dict = {} if seed is None else {"seed": seed}
@@ -611,7 +649,7 @@ def test_fuzz_toml_config(tmp_path_factory, entries, seed):
     try:
         cfg = config_mod.config_from_dict(raw, "fuzz.toml")
     except PipelineError:
-        return
+        return NOT_REACHED
     # What loads, loads again from the config.toml a run saves, unchanged.
     path = tmp_path_factory.mktemp("toml") / "config.toml"
     path.write_text(config_mod.to_toml(cfg), encoding="utf-8")

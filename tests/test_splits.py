@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from reach import must_reach
 
 from pipeline.core.artifacts import to_json
 from pipeline.core.config import SplitConfig, load_config
@@ -30,6 +31,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWa
 RATE = 10.0  # Hz: a 1 s window is 10 steps, a 0.5 s stride 5
 PROPERTY = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+# Examples that must reach the assertions. Refused inputs are rejected (hypothesis.assume),
+# so hypothesis draws others until 40 are valid; 30 leaves room for hypothesis stopping
+# early, and none for a splitter that refuses most of what it is given.
+REACHED = 30
 
 
 # --------------------------------------------------------------------------- random datasets
@@ -87,13 +92,14 @@ def _plan(dataset, strategy, seed=0, gap_s=0.0):
     return plan, make_windows(dataset, plan)
 
 
-def _plan_or_skip(dataset, strategy, seed=0, gap_s=0.0):
-    """Too little data for three splits is a PipelineError, which is the right outcome."""
+def _plan_or_reject(dataset, strategy, seed=0, gap_s=0.0):
+    """Too little data for three splits is a PipelineError, which is the right outcome: the
+    example is rejected (hypothesis draws another) and does not count towards ``REACHED``."""
     try:
         return _plan(dataset, strategy, seed, gap_s)
     except PipelineError as exc:
-        assert exc.message  # a one-line reason, never a crash
-        return None, None
+        assert exc.message and "\n" not in exc.message  # a one-line reason, never a crash
+        assume(False)
 
 
 def assert_leakage_safe(dataset, plan, windows):
@@ -168,12 +174,11 @@ def assert_reproducible_and_round_trips(dataset, plan, windows, strategy, gap_s=
 # --------------------------------------------------------------------------- properties
 
 
+@must_reach(REACHED)
 @PROPERTY
 @given(dataset=datasets(windowed=False), seed=st.integers(0, 50))
 def test_group_split_of_recordings_is_leakage_safe(dataset, seed):
-    plan, windows = _plan_or_skip(dataset, "group", seed)
-    if plan is None:
-        return
+    plan, windows = _plan_or_reject(dataset, "group", seed)
     if plan.group_by == "recording" and dataset.has_groups:
         # Too few groups for every class in every split: the fallback says so.
         assert any("split by recording instead" in n or "one subject/device only" in n for n in plan.notes)
@@ -183,38 +188,36 @@ def test_group_split_of_recordings_is_leakage_safe(dataset, seed):
     assert_reproducible_and_round_trips(dataset, plan, windows, "group")
 
 
+@must_reach(REACHED)
 @PROPERTY
 @given(dataset=datasets(windowed=True), seed=st.integers(0, 50))
 def test_group_split_of_windowed_rows_is_leakage_safe(dataset, seed):
-    plan, windows = _plan_or_skip(dataset, "group", seed)
-    if plan is None:
-        return
+    plan, windows = _plan_or_reject(dataset, "group", seed)
     assert_leakage_safe(dataset, plan, windows)
     assert_reproducible_and_round_trips(dataset, plan, windows, "group")
 
 
+@must_reach(REACHED)
 @PROPERTY
 @given(dataset=datasets(windowed=False), gap_s=st.sampled_from([0.0, 2.0]))
 def test_time_split_is_chronological_and_keeps_recordings_whole(dataset, gap_s):
-    plan, windows = _plan_or_skip(dataset, "time", 0, gap_s)
-    if plan is None:
-        return
+    plan, windows = _plan_or_reject(dataset, "time", 0, gap_s)
     assert plan.group_by == "recording"
     assert_leakage_safe(dataset, plan, windows)
     assert_chronological(plan, windows, gap_s)
     assert_reproducible_and_round_trips(dataset, plan, windows, "time", gap_s)
 
 
+@must_reach(REACHED)
 @PROPERTY
 @given(dataset=datasets(windowed=True), gap_s=st.sampled_from([0.0, 1.0]))
 def test_time_split_of_windowed_rows_is_chronological(dataset, gap_s):
-    plan, windows = _plan_or_skip(dataset, "time", 0, gap_s)
-    if plan is None:
-        return
+    plan, windows = _plan_or_reject(dataset, "time", 0, gap_s)
     assert_leakage_safe(dataset, plan, windows)
     assert_chronological(plan, windows, gap_s)
 
 
+@must_reach(REACHED)
 @PROPERTY
 @given(dataset=datasets(windowed=True), seed=st.integers(0, 50))
 def test_random_split_only_without_structure(dataset, seed):
@@ -223,26 +226,24 @@ def test_random_split_only_without_structure(dataset, seed):
         with pytest.raises(PipelineError, match="random"):
             _plan(dataset, "random", seed)
         return
-    plan, windows = _plan_or_skip(dataset, "random", seed)
-    if plan is None:
-        return
+    plan, windows = _plan_or_reject(dataset, "random", seed)
     assert plan.group_by == "sample" and any("random split" in n for n in plan.notes)
     assert_leakage_safe(dataset, plan, windows)
     assert_reproducible_and_round_trips(dataset, plan, windows, "random")
 
 
+@must_reach(REACHED)
 @PROPERTY
 @given(dataset=datasets(windowed=False, predefined=True), seed=st.integers(0, 50))
 def test_predefined_test_split_is_kept(dataset, seed):
-    plan, windows = _plan_or_skip(dataset, "group", seed)
-    if plan is None:
-        return
+    plan, windows = _plan_or_reject(dataset, "group", seed)
     assert plan.predefined_test
     assert set(plan.indices["test"].tolist()) == set(np.flatnonzero(dataset.predefined_split == "test").tolist())
     assert_leakage_safe(dataset, plan, windows)
     assert_reproducible_and_round_trips(dataset, plan, windows, "group")
 
 
+@must_reach(REACHED)
 @PROPERTY
 @given(n_groups=st.integers(2, 12), n=st.integers(12, 80), k=st.integers(2, 4),
        n_splits=st.integers(2, 6), seed=st.integers(0, 100))

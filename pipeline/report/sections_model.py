@@ -76,12 +76,18 @@ def _scores_by_split(run: Run) -> list:
         out.append(para("No scores recorded: the stage stopped before scoring any model."))
     for metric in ("balanced_accuracy", "macro_f1", "mcc", "accuracy") if models else ():
         rows = [[name, *[with_ci(gd(m, sp), metric) for sp in SPLITS]] for name, m in models]
+        head = ["model", "train", "validation (used for selection)", "test (unbiased)"]
         if metric in ("balanced_accuracy", "macro_f1"):
             out.append(H(metric.replace("_", " ").replace("f1", "F1")))
-            out.append(Table(["model", "train", "validation", "test"], rows, caption))
+            out.append(Table(head, rows, caption))
         else:
-            out.append(Table(["model", "train", "validation", "test"], rows, caption,
+            out.append(Table(head, rows, caption,
                              fold=f"{'MCC' if metric == 'mcc' else 'plain accuracy'}, the same way"))
+        if metric == "balanced_accuracy":
+            out.append(para("The convnet's validation score is ", Mark("used for selection", "warn"),
+                            ": the search, early stopping and the refit's epoch were chosen on it, so it is "
+                            "optimistic. The test score, looked at once (test_ledger.jsonl), is the unbiased "
+                            "estimate."))
         if metric == "balanced_accuracy":
             out += _metric_figure(models, metric)
             if few:

@@ -507,6 +507,8 @@ def summary_lines(report: dict) -> list[str]:
         for name, m in rows:
             cells = [_cell(m[s], key) for s in SPLITS]
             lines.append("  " + name.ljust(width) + "".join(c.ljust(max(20, len(c) + 2)) for c in cells))
+    lines.append("convnet val: used for selection (the search, early stopping and the refit's epoch chose on it), "
+                 "so optimistic; test is the unbiased estimate, looked at once (test_ledger.jsonl)")
     for s in SPLITS:
         per = (report["metrics"][s].get("uncertainty") or {}).get("per_group")
         if per and not (group_by == "group" and report.get("by_group")):  # else the table below says it
@@ -542,7 +544,7 @@ def summary_lines(report: dict) -> list[str]:
                  "beating means its 95% CI is above 0)")
     t = report["search"]["best"]
     lines.append(f"search: {len(report['search']['trials'])} trials; best trial {t['trial']} "
-                 f"val {t['val_score']:.3f} (train {t['train_score']:.3f}); refit model "
+                 f"val {t['val_score']:.3f} (used for selection; train {t['train_score']:.3f}); refit model "
                  f"{report['model']['params']} parameters, weights of epoch "
                  f"{report['refit']['best_epoch']} of {report['refit']['epochs']}")
     lines.extend(search_lines(report))
