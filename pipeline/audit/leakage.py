@@ -269,6 +269,13 @@ def check_near_duplicates(pool: Pool, acfg, seed: int, label_names=None) -> dict
               "low_information": {"rms_below": acfg.low_information_rms, "windows": int(low.sum()),
                                   "by_split_and_class": low_by},
               "examples": examples}
+    return _near_duplicates_finding(pool, acfg, queries, low, flagged, smallest, detail, label_names)
+
+
+def _near_duplicates_finding(pool: Pool, acfg, queries, low, flagged, smallest, detail: dict, label_names) -> dict:
+    """The near_duplicates finding's message: the copies (or none), what was set apart, and
+    whether the check sampled."""
+    sampled, candidates = detail["sampled"], detail["candidates"]
     lows = int(low[queries].sum())
     per = Counter(pool.y[queries][low[queries]].tolist())
     by_class = ", ".join(f"{label_names[c] if label_names else c} {n}" for c, n in sorted(per.items()))
@@ -290,7 +297,6 @@ def check_near_duplicates(pool: Pool, acfg, seed: int, label_names=None) -> dict
                   f"{f', {shifted} at another gain' if shifted else ''}; "
                   f"{', '.join(recs[:4])}{', ...' if len(recs) > 4 else ''}): re-uploads, or copies offset or "
                   f"rescaled{aside}", **detail)
-
 
 VIEWS = ("level", "gain")  # how a copy was told: its mean-removed variation, or that divided by its RMS
 # The gain view fits one more thing (the scale), so a look-alike gets closer in it: two devices
