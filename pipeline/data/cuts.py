@@ -111,8 +111,19 @@ def shared_rows(dataset: Dataset, i: int, j: int) -> int:
 
 def cut_recordings(dataset: Dataset) -> np.ndarray:
     """The recording each sample is a cut of by name: its id without the final ``.sN`` (Edge
-    Impulse's split-sample naming), or its own id."""
-    return np.asarray([m.group("recording") if (m := CUT_NAME.match(s)) else s for s in dataset.sample_ids.tolist()])
+    Impulse's split-sample naming), or its own id. Cuts of one recording come from one device
+    at one rate, so the name counts only with the same device (when the data names devices)
+    and the same recorded rate: "wave.s0" and "wave.s2" of two boards are two recordings."""
+    keys = []
+    for i, sid in enumerate(dataset.sample_ids.tolist()):
+        m = CUT_NAME.match(sid)
+        if m is None:
+            keys.append(sid)
+            continue
+        device = str(dataset.group_ids[i]) if dataset.has_groups else ""
+        rate = str(dataset.meta["rate_hz"][i]) if "rate_hz" in dataset.meta else ""
+        keys.append("\x1f".join((m.group("recording"), device, rate)))
+    return np.asarray(keys)
 
 
 def cut_links(dataset: Dataset) -> list[tuple[int, int, str]]:
