@@ -18,11 +18,19 @@ from pipeline.audit.leakage import check_shared_segments
 from pipeline.audit.stage import audit_document, format_report, run_audit
 from pipeline.core.config import SplitConfig, load_config
 from pipeline.core.errors import GateFailed
-from pipeline.data.cuts import RUN_STEPS, cut_links, shared_stretches
+from pipeline.data.cuts import cut_links, linked_groups, shared_stretches
 from pipeline.data.dataset import Dataset
 from pipeline.data.load import load_dataset
 from pipeline.data.repairs import REPAIR_KEYS, repair, repair_lines
-from pipeline.data.splits import MANIFEST, Prepared, SplitPlan, make_windows, manifest, plan_split, prepare
+from pipeline.data.splits import (
+    MANIFEST,
+    Prepared,
+    SplitPlan,
+    make_windows,
+    manifest,
+    plan_split,
+    prepare,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,8 +182,9 @@ def test_three_samples_sharing_one_stretch_count_three_pairs():
     c = check_shared_segments(prepared)
     assert not c["passed"] and c["detail"]["pairs"] == 3
     assert {e["shared_rows"] for e in c["detail"]["examples"]} == {40}
-    # The splitter keeps the three together (the fourth is elsewhere).
-    assert RUN_STEPS <= 40
+    # For the splitter the three are one recording; the fourth is its own.
+    groups = linked_groups(ds.recording_ids, cut_links(ds))
+    assert groups[0] == groups[1] == groups[2] != groups[3]
 
 
 # --------------------------------------------------------------------------- the record
