@@ -332,6 +332,50 @@ def export_idle_lookalikes(root: Path, sessions: int = 12) -> Path:
     return write_files(root, files)
 
 
+def _add_named(root: Path, category: str, label: str, stem: str, name: str, values, device: str) -> Path:
+    """One acquisition file named as Edge Impulse names it (``<label>.<stem>.json``), listed in
+    info.labels with the sample ``name`` Edge Impulse shows."""
+    path = root / category / f"{label}.{stem}.json"
+    path.write_text(json.dumps(acquisition(values, device)))
+    info = json.loads((root / "info.labels").read_text())
+    info["files"].append({"path": f"{category}/{path.name}", "name": name, "category": category,
+                          "label": {"type": "label", "label": label}})
+    (root / "info.labels").write_text(json.dumps(info))
+    return path
+
+
+def export_split_sample_cuts(root: Path) -> Path:
+    """Edge Impulse's "split sample" across training and testing, as in ei-nano33-fall's
+    ``Fall.3b4m1pql.s2``: one 6 s recording cut into six 1 s cuts named ``NAME.s1``..``NAME.s6``
+    (files ``wave.NAME.<id>.ingestion-<host>.s<k>.json``), cuts 1-4 in training and 5-6 in
+    testing. Cut 5 starts 18 rows before cut 4 ends (they share 18 identical rows, the real
+    pair's count); the others only abut: they are one recording by name alone."""
+    write_files(root, motion_files())
+    long = motion_values("wave", 6.0, RATE_HZ, np.random.default_rng(13))
+    n = int(RATE_HZ)  # 62 rows a cut
+    starts = [0, n, 2 * n, 3 * n, 4 * n - 18, 5 * n]
+    for k, start in enumerate(starts, 1):
+        category = "testing" if k >= 5 else "training"
+        _add_named(root, category, "wave", f"Wave.3b4m1pql.s2.cbor.5n3ba6je.ingestion-5dc7597686-fqvwl.s{k}",
+                   f"Wave.3b4m1pql.s2.s{k}", long[start:start + n], "dev-b")
+    return root
+
+
+def export_two_uploads(root: Path) -> Path:
+    """One recording uploaded twice under two ingestion ids (the same sample name, other ids),
+    the two uploads covering overlapping stretches of it: 16 of their 125 rows (12.8%, as in the
+    real phone export) are the same. One upload is in testing, the other in training, where
+    the split would put it in validation or training."""
+    write_files(root, motion_files())
+    long = motion_values("updown", 4.0, RATE_HZ, np.random.default_rng(17))
+    n = int(2 * RATE_HZ)
+    for category, start, ident, host in (("testing", 0, "5p669cj9", "54c4c64498-pc7gv"),
+                                         ("training", n - 16, "5p48ltra", "54c4c64498-nkn7w")):
+        _add_named(root, category, "updown", f"phone.7a.{ident}.ingestion-{host}.s1", "phone.7a.s1",
+                   long[start:start + n], "phone-1")
+    return root
+
+
 CLEAN = {
     "basic": export_basic,
     "two_rates": export_two_rates,
@@ -349,6 +393,10 @@ LEAKY = {
     "reupload": export_reupload,
     "rescaled_copy": export_rescaled_copy,
     "overlapping_cuts": export_overlapping_cuts,
+}
+REPAIRED = {  # leaky as exported; repaired by default (quarantined), refused with [split] strict
+    "split_sample_cuts": export_split_sample_cuts,
+    "two_uploads": export_two_uploads,
 }
 
 
@@ -414,5 +462,5 @@ if __name__ == "__main__":  # write every variant, for trying by hand: python te
     import sys
 
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "ei-fixtures")
-    for name, gen in {**CLEAN, **LEAKY}.items():
+    for name, gen in {**CLEAN, **LEAKY, **REPAIRED}.items():
         print(name, gen(out / name))

@@ -14,10 +14,9 @@ from pipeline.core.artifacts import to_json
 from pipeline.core.config import SplitConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.data.dataset import Dataset
+from pipeline.data.folds import GroupAwareKFold, cross_validate_pipeline
 from pipeline.data.splits import (
     SPLITS,
-    GroupAwareKFold,
-    cross_validate_pipeline,
     load_run_split,
     make_windows,
     manifest,

@@ -11,7 +11,8 @@ FIXES = {
     "cross_split_duplicates": "remove the duplicated samples from the dataset (keep one copy) and re-split",
     "near_duplicates": "look at the listed pairs; remove re-uploads and near copies, then re-split",
     "shared_segments": "put every cut of a recording in one split (with a predefined test split: move the listed "
-                       "training samples to the testing category, or delete them), then remove splits.json",
+                       "training samples to the testing category, or delete them), then remove splits.json; "
+                       "without [split] strict the pipeline quarantines them itself",
     "window_overlap": "keep each recording in one split (strategy 'group' or 'time'), never window before splitting",
     "temporal_order": "use [split] strategy 'time' with a gap_s that covers the window length",
     "missing_classes": "add data for the missing classes, or lower [split] test_size/val_size",

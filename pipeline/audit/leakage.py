@@ -15,7 +15,7 @@ from itertools import combinations
 import numpy as np
 
 from pipeline.audit.pool import MAX_IDS, Pool, cv_score, fast_baseline, finding, id_list
-from pipeline.data.cuts import RUN_STEPS, shared_stretches
+from pipeline.data.cuts import RUN_STEPS, cut_recordings, shared_rows, shared_stretches
 from pipeline.data.splits import SPLITS, Prepared
 
 
@@ -336,30 +336,49 @@ def _copy_ratios(pool: Pool, S: np.ndarray, var: np.ndarray, queries: np.ndarray
 
 
 def check_shared_segments(prepared: Prepared) -> dict:
-    """Samples in different splits that share a stretch of identical time steps: overlapping
-    cuts of one recording (or one file cut twice), on both sides of the split. Looked for in
-    the values as recorded (before any resampling). An error at any count."""
+    """Samples in different splits that are one recording: they share a stretch of identical
+    time steps (overlapping cuts, or one file cut twice or uploaded twice), looked for in the
+    values as recorded (before any resampling), or they are cuts of one recording by name
+    (``NAME.sN``). Every pair counts, also when three or more samples share one stretch, and in
+    every strategy (time splits too). An error at any count; by default the splitter has
+    already kept such samples together or quarantined them (``splits.json``: repairs)."""
     ds, plan = prepared.dataset, prepared.plan
     if ds.windowed:
         return finding("shared_segments", "info", True, "samples are windows already: exact copies are checked on windows")
     split_of = np.full(len(ds), -1)
     for k, s in enumerate(SPLITS):
         split_of[plan.indices[s]] = k
-    pairs = {ab: n for ab, n in shared_stretches(ds, np.flatnonzero(split_of >= 0)).items()
+    pairs = {ab: ("stretch", n) for ab, n in shared_stretches(ds, np.flatnonzero(split_of >= 0)).items()
              if split_of[ab[0]] != split_of[ab[1]]}
+    names = cut_recordings(ds)
+    for name in np.unique(names[split_of >= 0]):
+        members = np.flatnonzero((names == name) & (split_of >= 0))
+        for a, b in combinations(members.tolist(), 2):
+            if split_of[a] != split_of[b]:
+                pairs.setdefault((a, b), ("name", 0.0))
+    order = sorted(pairs.items(), key=lambda kv: (kv[1][0] != "stretch", -kv[1][1], kv[0]))
     listed = [{"samples": [ds.sample_ids[a], ds.sample_ids[b]], "splits": [SPLITS[split_of[a]], SPLITS[split_of[b]]],
-               "shared_share": round(float(n), 4)} for (a, b), n in sorted(pairs.items(), key=lambda kv: -kv[1])]
-    detail = {"run_steps": RUN_STEPS, "pairs": len(listed), "examples": listed[:20],
-              "recordings": id_list([x for p in listed for x in p["samples"]])}
+               "link": why, "shared_share": round(float(n), 4),
+               **({"shared_rows": shared_rows(ds, a, b)} if why == "stretch" and k < 20 else {})}
+              for k, ((a, b), (why, n)) in enumerate(order)]
+    quarantined = [r for r in prepared.manifest.get("repairs") or [] if r.get("kind") == "quarantined_cuts"]
+    detail = {"run_steps": RUN_STEPS, "pairs": len(listed),
+              "by_link": {w: sum(1 for p in listed if p["link"] == w) for w in ("stretch", "name")},
+              "examples": listed[:20], "recordings": id_list([x for p in listed for x in p["samples"]]),
+              "quarantined": sum(r.get("count", 0) for r in quarantined)}
     if listed:
-        shown = ", ".join(" = ".join(p["samples"]) for p in listed[:3])
+        shown = ", ".join(" = ".join(p["samples"]) + (f" ({p['shared_rows']} rows)" if "shared_rows" in p else " (by name)")
+                          for p in listed[:3])
         return finding("shared_segments", "error", False,
-                      f"{len(listed)} pair(s) of samples in different splits share stretches of identical time "
-                      f"steps ({shown}{', ...' if len(listed) > 3 else ''}): overlapping cuts of one recording, or copies "
-                      "of one file", **detail)
+                      f"{len(listed)} pair(s) of samples in different splits are one recording "
+                      f"({detail['by_link']['stretch']} share stretches of identical time steps, "
+                      f"{detail['by_link']['name']} are cuts of it by name; {shown}{', ...' if len(listed) > 3 else ''}): "
+                      "overlapping cuts of one recording, or copies of one file", **detail)
+    aside = (f"; {detail['quarantined']} cut(s) of test recordings quarantined from training and validation "
+             "(splits.json: repairs)" if detail["quarantined"] else "")
     return finding("shared_segments", "error", True,
-                  f"no two samples of different splits share {RUN_STEPS} identical time steps", **detail)
-
+                  f"no two samples of different splits share {RUN_STEPS} identical time steps or are cuts of "
+                  f"one recording by name{aside}", **detail)
 
 
 def check_window_overlap(pool: Pool, rate_hz: float | None) -> dict:

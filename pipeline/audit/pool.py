@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data.splits import SPLITS, Prepared, cross_validate_pipeline, cv_groups
+from pipeline.data.folds import cross_validate_pipeline
+from pipeline.data.splits import SPLITS, Prepared, cv_groups
 
 MAX_IDS = 50  # ids listed per finding; counts are always complete
 

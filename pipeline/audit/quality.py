@@ -13,7 +13,8 @@ import warnings
 import numpy as np
 
 from pipeline.audit.pool import MAX_IDS, Pool, cv_score, fast_baseline, finding, id_list
-from pipeline.data.splits import SPLITS, GroupAwareKFold
+from pipeline.data.folds import GroupAwareKFold
+from pipeline.data.splits import SPLITS
 
 
 def class_counts(pool: Pool, names) -> dict[str, dict[str, int]]:

@@ -25,6 +25,7 @@ from pipeline.audit.pool import Pool, finding, id_list, make_pool, summary_featu
 from pipeline.core.artifacts import remove_downstream, write_json
 from pipeline.core.errors import GateFailed
 from pipeline.core.stage import StageResult
+from pipeline.data.repairs import repair_lines
 from pipeline.data.splits import SPLITS, Prepared, prepare
 from pipeline.ml.outliers import outlier_scores
 
@@ -125,10 +126,13 @@ def _run_audit(prepared: Prepared, cfg) -> dict:
 
 
 def format_report(doc: dict) -> list[str]:
-    """The lines a person reads: counts per split, then every check, failures first."""
+    """The lines a person reads: any repairs to the data (a warning), counts per split, then
+    every check, failures first."""
     s = doc["summary"]
     names = list(next(iter(s["class_counts"].values())))
-    lines = [f"audit: {doc['dataset']['name']} split by {s['group_by']} (strategy {s['strategy']}, seed {s['seed']}), "
+    # Repairs first: what the pipeline changed in the data is the first thing a person reads.
+    lines = repair_lines(doc.get("repairs"))
+    lines += [f"audit: {doc['dataset']['name']} split by {s['group_by']} (strategy {s['strategy']}, seed {s['seed']}), "
              f"windows of {s['window']['length']} steps every {s['window']['stride']}"]
     head = f"  {'split':<6}{'samples':>8}{'windows':>8}{'recs':>6}{'groups':>7}  " + "  ".join(names)
     lines.append(head)
@@ -200,6 +204,8 @@ def audit_document(prepared: Prepared, report: dict, allow_leakage: bool = False
         "split": {"strategy": plan.strategy, "group_by": plan.group_by, "seed": plan.seed,
                   "predefined_test": plan.predefined_test, "reused": prepared.reused,
                   "test_sha256": prepared.manifest["test_sha256"]},
+        # Every repair, the loader's and the split's (splits.json "repairs"; pipeline.data.repairs).
+        "repairs": list(prepared.manifest.get("repairs") or []),
         **report,
         "passed": not report["errors_failed"],
         "allow_leakage": bool(allow_leakage),

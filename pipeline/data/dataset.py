@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.data.repairs import repair
 
 Kind = Literal["timeseries", "image"]
 
@@ -158,7 +159,7 @@ def add_repair(ds_or_notes, kind: str, what: str, items: list) -> dict:
     if kind not in REPAIR_KINDS:
         raise ValueError(kind)
     notes = ds_or_notes.notes if isinstance(ds_or_notes, Dataset) else ds_or_notes
-    entry = {"kind": kind, "what": what, "count": len(items), "items": list(items)}
+    entry = repair(kind, what, items)
     notes.setdefault("repairs", []).append(entry)
     return entry
 

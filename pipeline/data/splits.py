@@ -20,18 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import (
-    BaseCrossValidator,
-    GroupKFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-)
+from sklearn.model_selection import StratifiedKFold
 
 from pipeline.core.artifacts import read_json, write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.safe_io import NUMBER, check_structure
-from pipeline.data.cuts import linked_cuts
+from pipeline.data.cuts import cut_links, linked_groups, quarantine_cuts
 from pipeline.data.dataset import Dataset
+from pipeline.data.folds import group_folds
 from pipeline.data.load import dataset_from_config
 from pipeline.data.windows import (
     PAD_MIN_SHARE,
@@ -65,6 +61,8 @@ class SplitPlan:
     pad: str = "drop"  # samples shorter than a window: "zero" (padded) or "drop"
     requested: dict = field(default_factory=dict)  # window_ms/stride_ms as configured ("auto" or ms)
     window_why: str = ""  # how the window was chosen
+    repairs: list[dict] = field(default_factory=list)  # what the split repaired (pipeline.data.repairs)
+    strict: bool = False  # [split] strict: refuse instead of repair
 
 
 def split_groups(dataset: Dataset, strategy: str = "group") -> tuple[np.ndarray, str]:
@@ -98,17 +96,6 @@ def resolve_strategy(dataset: Dataset, requested: str) -> str:
     return requested
 
 
-def _group_folds(n_folds: int, y: np.ndarray, seed: int):
-    """Folds that keep groups whole, stratified by class when any class can fill every fold.
-
-    StratifiedGroupKFold raises when every class has fewer members than folds (tiny data);
-    then the folds are only shuffled, and the caller still prefers folds with every class.
-    """
-    if np.unique(y, return_counts=True)[1].max() >= n_folds:
-        return StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-
-
 def _best_fold(folds, labels_all, n_classes, target_share, total):
     """Pick the fold whose held-out part has every class and the size closest to target."""
     best, best_key = None, None
@@ -134,7 +121,7 @@ def _hold_out(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray, share: fl
                 hint=f"add {group_by}s, or lower [split] test_size/val_size",
             )
         n_folds = min(n_folds, n_groups)
-        cv = _group_folds(n_folds, y, seed)
+        cv = group_folds(n_folds, y, seed)
         folds = list(cv.split(np.zeros(idx.size), y, groups[idx]))
     else:
         min_class = np.bincount(y).min() if y.size else 0
@@ -186,16 +173,22 @@ def _time_split(dataset: Dataset, cfg, groups: np.ndarray) -> tuple[dict, dict, 
     return idx, excl_ids, notes
 
 
-def check_enough_samples(dataset: Dataset, predefined: bool) -> None:
-    """Refuse, in one line, data too small for three splits with every class in each."""
-    per_class = np.bincount(dataset.labels, minlength=dataset.num_classes)
+def check_enough_samples(dataset: Dataset, predefined: bool, out: np.ndarray | None = None) -> None:
+    """Refuse, in one line, data too small for three splits with every class in each
+    (``out``: indices of samples left out, quarantined)."""
+    keep = np.ones(len(dataset), bool)
+    if out is not None:
+        keep[out] = False
     if predefined:
-        per_class = np.bincount(dataset.labels[dataset.predefined_split != "test"], minlength=dataset.num_classes)
+        keep &= dataset.predefined_split != "test"
+    per_class = np.bincount(dataset.labels[keep], minlength=dataset.num_classes)
     need = 2 if predefined else 3  # one sample of each class per split it must fill
     short = {n: int(c) for n, c in zip(dataset.label_names, per_class, strict=True) if c < need}
     if short:
         have = ", ".join(f"{n} {c}" for n, c in short.items())
         where = "outside the predefined test split" if predefined else "in all"
+        if out is not None and out.size:
+            where += f" once {out.size} quarantined sample(s) are left out (splits.json: repairs)"
         raise PipelineError(
             f"{dataset.source}: too few samples to split: have {have} {where}; need at least {need} of every "
             f"class ({need * dataset.num_classes} samples) for {'training and validation' if predefined else 'training, validation and test'}",
@@ -208,6 +201,11 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
     predefined = dataset.predefined_split is not None and bool(np.any(dataset.predefined_split == "test"))
     check_enough_samples(dataset, predefined)
     groups, group_by, notes = _kept_whole(dataset, strategy)
+    strict = bool(getattr(cfg, "strict", False))
+    links = cut_links(dataset)
+    quarantined, repairs, excluded = _quarantine(dataset, links, predefined and strategy != "time", strict)
+    if quarantined.size:
+        check_enough_samples(dataset, predefined, quarantined)
     choice = choose_window(dataset, cfg.window_ms, cfg.stride_ms)
     pad = getattr(cfg, "pad", "drop")
     if not dataset.windowed:
@@ -220,9 +218,13 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
             "random split: the data has no recordings or groups, so samples are split independently; "
             "the test score estimates performance on new samples from the same sources"
         )
-    excluded: dict[str, list[str]] = {}
+    if links:
+        kinds = {why: sum(1 for *_, w in links if w == why) for why in ("stretch", "name")}
+        notes.append(f"{kinds['stretch']} pair(s) of samples share stretches of identical time steps and "
+                     f"{kinds['name']} link(s) join cuts of one recording by name (NAME.sN): each such family "
+                     "is one recording for the split, kept in one split")
     if strategy == "time":
-        idx, excluded, time_notes = _time_split(dataset, cfg, groups)
+        idx, excluded, time_notes = _time_split(dataset, cfg, linked_groups(groups, links))
         notes.extend(time_notes)
         if dataset.has_groups:
             notes.append(
@@ -230,7 +232,8 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
                 "so the test score estimates performance on known subjects at a later time"
             )
     else:
-        idx, group_by = _held_out_split(dataset, cfg, seed, strategy, predefined, groups, group_by, notes)
+        idx, group_by = _held_out_split(dataset, cfg, seed, strategy, predefined, groups, group_by, notes,
+                                        links, quarantined)
     for name in SPLITS:
         idx[name] = np.sort(np.asarray(idx[name], dtype=np.int64))
         if idx[name].size == 0:
@@ -244,7 +247,23 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
         predefined_test=predefined, notes=notes, excluded=excluded,
         sizes={"test_size": cfg.test_size, "val_size": cfg.val_size, "gap_s": cfg.gap_s},
         pad=pad, requested={"window_ms": cfg.window_ms, "stride_ms": cfg.stride_ms}, window_why=choice.why,
+        repairs=repairs, strict=strict,
     )
+
+
+QUARANTINED = "quarantined: cut of a recording the predefined test split holds"
+
+
+def _quarantine(dataset: Dataset, links, predefined: bool, strict: bool) -> tuple[np.ndarray, list, dict]:
+    """With a predefined test split: the samples outside it that are one recording with a test
+    sample (quarantined), the repair that lists them, and the plan's ``excluded``. In strict mode
+    nothing is quarantined: the audit's ``shared_segments`` then refuses, as it did before repairs."""
+    if not predefined or strict:
+        return np.zeros(0, np.int64), [], {}
+    out, rep = quarantine_cuts(dataset, links, dataset.predefined_split == "test")
+    if rep is None:
+        return out, [], {}
+    return out, [rep], {QUARANTINED: dataset.sample_ids[out].tolist()}
 
 
 def _kept_whole(dataset: Dataset, strategy: str) -> tuple[np.ndarray, str, list[str]]:
@@ -264,14 +283,15 @@ def _kept_whole(dataset: Dataset, strategy: str) -> tuple[np.ndarray, str, list[
 
 
 def _assign(dataset: Dataset, cfg, seed: int, strategy: str, predefined: bool,
-            groups: np.ndarray, group_by: str) -> dict[str, np.ndarray]:
-    """Hold out test (unless the source fixed it), then validation, keeping groups whole."""
+            groups: np.ndarray, group_by: str, out: np.ndarray) -> dict[str, np.ndarray]:
+    """Hold out test (unless the source fixed it), then validation, keeping groups whole;
+    the samples in ``out`` (quarantined) go nowhere."""
     k = dataset.num_classes
     all_idx = np.arange(len(dataset))
     share = cfg.val_size / (1.0 - cfg.test_size)
     if predefined:
         test = all_idx[dataset.predefined_split == "test"]
-        rest = all_idx[dataset.predefined_split != "test"]
+        rest = all_idx[(dataset.predefined_split != "test") & ~np.isin(all_idx, out)]
         train, val = _hold_out(rest, dataset.labels, groups, share, k, seed, strategy != "random", group_by)
         return {"train": train, "val": val, "test": test}
     grouped = strategy == "group"
@@ -281,14 +301,12 @@ def _assign(dataset: Dataset, cfg, seed: int, strategy: str, predefined: bool,
 
 
 def _held_out_split(dataset: Dataset, cfg, seed: int, strategy: str, predefined: bool,
-                    groups: np.ndarray, group_by: str, notes: list[str]) -> tuple[dict[str, np.ndarray], str]:
-    """A group or random split (indices per split, and what was kept whole); appends its notes."""
-    if group_by == "recording":
-        groups, n_linked = linked_cuts(dataset, groups)
-        if n_linked:
-            notes.append(f"{n_linked} pair(s) of samples share stretches of identical time steps (overlapping "
-                         "cuts of one recording): each such family is kept in one split")
-    idx = _assign(dataset, cfg, seed, strategy, predefined, groups, group_by)
+                    groups: np.ndarray, group_by: str, notes: list[str], links: list,
+                    out: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    """A group or random split (indices per split, and what was kept whole); appends its notes.
+    Linked samples (``links``: cuts of one recording) are kept in one split; ``out`` go nowhere."""
+    groups = linked_groups(groups, links)
+    idx = _assign(dataset, cfg, seed, strategy, predefined, groups, group_by, out)
     lacking = [s for s in SPLITS if np.unique(dataset.labels[idx[s]]).size < dataset.num_classes]
     if group_by == "group" and lacking:
         # Few subjects/devices, some holding one class only (two boards, one of which
@@ -296,8 +314,8 @@ def _held_out_split(dataset: Dataset, cfg, seed: int, strategy: str, predefined:
         # by recording does; a new-device estimate is then not possible, and it says so.
         outside_test = groups if dataset.predefined_split is None else groups[dataset.predefined_split != "test"]
         n_groups = np.unique(outside_test).size
-        groups, group_by = linked_cuts(dataset, dataset.recording_ids)[0], "recording"
-        idx = _assign(dataset, cfg, seed, strategy, predefined, groups, group_by)
+        groups, group_by = linked_groups(dataset.recording_ids, links), "recording"
+        idx = _assign(dataset, cfg, seed, strategy, predefined, groups, group_by, out)
         notes.append(
             f"{n_groups} subjects/devices, too few to split by group with every class in every split "
             f"({', '.join(lacking)} would lack a class): split by recording instead; the scores estimate "
@@ -344,7 +362,16 @@ def manifest(dataset: Dataset, plan: SplitPlan, windows: dict[str, Windows], ski
         "excluded": plan.excluded,
         "sizes": plan.sizes,
         "skipped": skipped,
+        "strict": plan.strict,
+        # Every repair, the loader's and the split's (pipeline.data.repairs; docs/data.md).
+        "repairs": _repairs(dataset, plan),
     }
+
+
+def _repairs(dataset: Dataset, plan: SplitPlan) -> list[dict]:
+    """The loader's repairs (``Dataset.notes["repairs"]``), then the split's, each once."""
+    out = list(dataset.notes.get("repairs") or [])
+    return out + [r for r in plan.repairs if r not in out]
 
 
 MANIFEST_SCHEMA = {
@@ -353,7 +380,7 @@ MANIFEST_SCHEMA = {
     "window": {"length": int, "stride": int, "window_ms": NUMBER, "stride_ms": NUMBER,
                "pad?": str, "requested?": dict, "why?": str},
     "splits": {name: [str] for name in SPLITS},
-    "test_sha256": str, "notes?": list, "excluded?": dict, "sizes?": dict,
+    "test_sha256": str, "notes?": list, "excluded?": dict, "sizes?": dict, "repairs?": list, "strict?": bool,
 }
 """What readers of ``splits.json`` rely on; anything else in it is for people."""
 
@@ -399,6 +426,7 @@ def plan_from_manifest(dataset: Dataset, man: dict, path: str = MANIFEST) -> Spl
         stride_ms=w["stride_ms"], predefined_test=man.get("predefined_test", False),
         notes=man.get("notes", []), excluded=man.get("excluded", {}), sizes=man.get("sizes", {}),
         pad=w.get("pad", "drop"), requested=w.get("requested", {}), window_why=w.get("why", ""),
+        repairs=man.get("repairs", []), strict=man.get("strict", False),
     )
 
 
@@ -446,6 +474,8 @@ def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
         and requested.get("window_ms") == cfg.split.window_ms
         and requested.get("stride_ms") == cfg.split.stride_ms
         and w.get("pad", "drop") == cfg.split.pad
+        # Strict refuses what the default repairs: a split made one way is not the other's.
+        and man.get("strict", False) == cfg.split.strict
     )
 
 
@@ -490,36 +520,6 @@ def load_split_windows(cfg, run_dir: str | Path, name: str) -> Windows:
     return load_run_split(cfg, run_dir).windows[name]
 
 
-class GroupAwareKFold(BaseCrossValidator):
-    """K folds that keep groups whole, stratified by class as far as groups allow.
-
-    A scikit-learn CV object: pass it as ``cv=`` anywhere. Give the groups at construction
-    (``GroupAwareKFold(4, groups=windows.group_ids)``) or to ``split``.
-    """
-
-    def __init__(self, n_splits: int = 4, groups=None, seed: int = 0):
-        self.n_splits = n_splits
-        self.groups = groups
-        self.seed = seed
-
-    def get_n_splits(self, X=None, y=None, groups=None):
-        g = self.groups if self.groups is not None else groups
-        if g is None:
-            return self.n_splits
-        return min(self.n_splits, np.unique(np.asarray(g)).size)
-
-    def split(self, X, y=None, groups=None):
-        g = np.asarray(self.groups if self.groups is not None else groups)
-        if g.ndim == 0:
-            raise ValueError("GroupAwareKFold needs groups: pass them at construction or to split()")
-        if len(g) != len(X):
-            raise ValueError(f"groups has {len(g)} entries for {len(X)} samples")
-        n = self.get_n_splits(X, y, g)
-        if n < 2:
-            raise ValueError(f"GroupAwareKFold needs at least 2 groups, got {np.unique(g).size}")
-        y = np.zeros(len(X)) if y is None else np.asarray(y)
-        yield from _group_folds(n, y, self.seed).split(np.zeros(len(X)), y, g)
-
 def cv_groups(windows: Windows, plan: SplitPlan) -> np.ndarray:
     """The ids to keep whole when cross-validating over ``windows``."""
     if plan.group_by == "group":
@@ -527,18 +527,6 @@ def cv_groups(windows: Windows, plan: SplitPlan) -> np.ndarray:
     if plan.group_by == "recording":
         return windows.recording_ids
     return windows.window_ids
-
-
-def cross_validate_pipeline(estimator, X, y, groups, n_splits: int = 4, seed: int = 0,
-                            scoring=("balanced_accuracy",), n_jobs: int | None = None) -> dict:
-    """Cross-validate a whole scikit-learn Pipeline, refit inside each fold (ESL 7.10.2),
-    with groups kept whole and training scores beside validation scores."""
-    from sklearn.model_selection import cross_validate
-
-    X2 = np.asarray(X).reshape(len(X), -1)
-    cv = GroupAwareKFold(n_splits, groups=groups, seed=seed)
-    return cross_validate(estimator, X2, y, cv=cv, scoring=list(scoring),
-                          return_train_score=True, n_jobs=n_jobs, error_score="raise")
 
 
 def chosen_comments(prepared: Prepared) -> dict[str, str]:

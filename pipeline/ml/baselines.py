@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.data.splits import SPLITS, cross_validate_pipeline
+from pipeline.data.folds import cross_validate_pipeline
+from pipeline.data.splits import SPLITS
 from pipeline.data.windows import Windows
 from pipeline.ml import model as M
 from pipeline.ml.model import ModelParams

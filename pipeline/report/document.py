@@ -32,7 +32,7 @@ from pipeline.report.blocks import Mark, Section, Table, g, gd, gl, gn, pct, tex
 from pipeline.report.info_sheet import section_info_sheet
 from pipeline.report.render import render_html, render_md
 from pipeline.report.run import Run, load_run, one_line
-from pipeline.report.sections_data import section_audit, section_data
+from pipeline.report.sections_data import repairs_row, section_audit, section_data
 from pipeline.report.sections_device import section_device
 from pipeline.report.sections_model import section_baselines, section_quantization, section_training
 
@@ -46,7 +46,8 @@ MD = "report.md"
 def glance(run: Run) -> Table:
     a, t, q, d = run.audit, run.train, run.quantize, run.device
     err, warn = gl(a, "errors_failed"), gl(a, "warnings_failed")
-    rows = [["data and audit",
+    rows = [repairs_row(run.splits)] if gl(run.splits, "repairs") else []
+    rows += [["data and audit",
              verdict(not err, "passed", "FAILED") if a is not None else Mark("not run", "muted"),
              f"{len(gl(a, 'checks'))} checks, {len(err)} error(s), {len(warn)} warning(s)" if a is not None else "make train"]]
     if t is None:

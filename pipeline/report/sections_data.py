@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.audit.fixes import FIXES
+from pipeline.data.repairs import item_text
 from pipeline.data.splits import SPLITS
 from pipeline.report import plots
 from pipeline.report.blocks import (
@@ -53,9 +54,34 @@ CHECK_MEANING = {
 # --------------------------------------------------------------------------- 1. the data
 
 
+def repairs_row(splits: dict) -> list:
+    """The first row of "At a glance" when the data were repaired: a warning, every repair's
+    one line (``splits.json`` "repairs", whatever their kind)."""
+    repairs = [r for r in gl(splits, "repairs") if isinstance(r, dict)]
+    return ["data repairs", Mark(f"REPAIRED ({len(repairs)})", "warn"),
+            [f"{text(r.get('what'))} ({num(r.get('count'))}; section 1 lists them)" for r in repairs]
+            + ["[split] strict = true (--strict) refuses instead"]]
+
+
+def _repairs(run: Run) -> list:
+    """Every repair with every item it touched, first in section 1."""
+    repairs = [r for r in gl(run.splits, "repairs") if isinstance(r, dict)]
+    if not repairs:
+        return []
+    out: list = [H("Repairs to the data")]
+    for r in repairs:
+        out.append(para(Mark(f"repaired ({text(r.get('kind'))}): ", "warn"), text(r.get("what"))))
+        items = r.get("items") if isinstance(r.get("items"), list) else []
+        if items:
+            out.append(Table(["item"], [[item_text(x)] for x in items], fold=f"{text(r.get('kind'))}: every item"))
+    out.append(para("The run went on with these repairs; ", Mark("[split] strict = true", "muted"),
+                    " (or --strict) refuses instead."))
+    return out
+
+
 def section_data(run: Run) -> list:
     """What the data are, how they were split, and what the audit found in them to look at."""
-    out = _overview(run)
+    out = _repairs(run) + _overview(run)
     groups = gd(run.audit, "summary", "groups")
     out += _class_counts(run, groups)
     out.append(H("Groups and recordings per split"))  # which group went where

@@ -36,6 +36,7 @@ from pipeline.core.errors import GateFailed, PipelineError
 from pipeline.core.ledger import record_test_look
 from pipeline.core.progress import import_tensorflow, progress
 from pipeline.core.stage import StageResult
+from pipeline.data.repairs import repair_lines
 from pipeline.data.splits import SPLITS, Prepared, chosen_comments, cv_groups, prepare
 from pipeline.dsp.blocks import describe, featurize
 from pipeline.ml import baselines as B
@@ -469,6 +470,7 @@ def _split_summary(prepared) -> dict:
         "window_length": plan.window_length, "window_stride": plan.window_stride,
         "window_ms": plan.window_ms, "stride_ms": plan.stride_ms,
         "test_sha256": prepared.manifest["test_sha256"], "notes": list(plan.notes),
+        "repairs": list(prepared.manifest.get("repairs") or []),
     }
 
 
@@ -499,7 +501,8 @@ def summary_lines(report: dict) -> list[str]:
     rows = [(name, b) for name, b in report["baselines"].items()] + [(CONVNET, report["metrics"])]
     width = max(len(name) for name, _ in rows) + 4
     group_by = report["split"]["group_by"]
-    lines = []
+    # What was repaired in the data first: the scores below are of the repaired data.
+    lines = repair_lines(report["split"].get("repairs"))
     for key in HEADLINE:
         lines.append("")
         lines.append(f"{key.replace('_', ' ')}, 95% CI ({group_by}s resampled)")
