@@ -18,8 +18,8 @@ from conftest import copy_run
 from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core import config as config_mod
 from pipeline.core.errors import GateFailed
-from pipeline.device.stage import evaluate_on_device, host_int8_probabilities
 from pipeline.data.splits import load_split_windows
+from pipeline.device.stage import evaluate_on_device, host_int8_probabilities
 from tinyml_cli import main
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,7 @@ def test_a_device_that_disagrees_fails_eval_with_exit_1_and_the_report_is_writte
     assert "a third-party firmware with other kernels may need a lower [device] min_agreement" in err
 
     md = (run / "report.md").read_text()  # the report document, refreshed after the failure
-    assert (run / "report.html").is_file()
+    assert (run / "report.html").is_file() and "FAILED: the device disagrees" in md
     assert f"{agreement['top1']:.2%}" in md and "required 100%" in md and f"{agreement['differing']} windows differ" in md
     looks = [json.loads(x)["purpose"] for x in (run / "test_ledger.jsonl").read_text().splitlines()]
     assert looks.count("on-device evaluation") == 2  # the failed evaluation looked at the test set too
