@@ -8,8 +8,6 @@ only talks to the device and writes what it said.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.artifacts import write_error
+from pipeline.core.artifacts import append_line, read_json_lines
 from pipeline.core.errors import BridgeError
 
 
@@ -51,35 +49,11 @@ class DeviceMismatch(BridgeError):
     would not change that, so nothing reconnects on it."""
 
 
-class _QuietClose:
-    """Close a results file without raising: every whole line is already fsynced, and after
-    a full disk the rest of a torn line must not replace the error that says so."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.f.close()
-
-
 def finished_ids(path: Path) -> set[str]:
-    """Window ids with a whole line in ``path``; a torn last line is cut off the file."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    whole_end = data.rfind(b"\n") + 1
-    ids = set()
-    for line in data[:whole_end].splitlines():
-        try:
-            ids.add(json.loads(line)["window_id"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    if whole_end != len(data):
-        # A line torn by a crash mid-write: drop it, its window runs again.
-        with open(path, "r+b") as f:
-            f.truncate(whole_end)
-    return ids
+    """Window ids with a whole line in ``path``; a torn last line is cut off the file
+    (quietly: the stage read and reported the file before streaming), its window runs again."""
+    found = read_json_lines(path, warn=None, cut=True)
+    return {rec["window_id"] for _, rec in found.records if isinstance(rec, dict) and isinstance(rec.get("window_id"), str)}
 
 
 def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os.PathLike,
@@ -106,46 +80,36 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
     streamed = 0
     retried_before = getattr(device, "timeouts_retried", 0)
     iterator = progress(todo, total=len(todo)) if progress else todo
-    try:
-        f = open(out_path, "a", encoding="utf-8")
-    except OSError as exc:
-        raise write_error(out_path, exc, f"the {len(done)} results in it are kept") from None
-    with contextlib.closing(_QuietClose(f)):
-        for i in iterator:
-            features = np.asarray(X[i], dtype=np.float32).ravel()
-            try:
-                result = device.classify(features)
-            except BridgeError as exc:
-                have = len(done) + streamed
-                raise type(exc)(
-                    f"{exc.message} (after {have} of {len(window_ids)} windows; they are kept in {out_path})",
-                    hint="reconnect the device and run `tinyml eval` again: it resumes where it stopped",
-                ) from exc
+    for i in iterator:
+        features = np.asarray(X[i], dtype=np.float32).ravel()
+        try:
+            result = device.classify(features)
+        except BridgeError as exc:
             have = len(done) + streamed
-            probabilities = checked_probabilities(result.probabilities, label_names, strict_order,
-                                                  f"{device.port}: window {str(window_ids[i])!r}", have,
-                                                  len(window_ids), out_path)
-            line = {
-                "window_id": str(window_ids[i]),
-                "label": str(labels[i]),
-                "probabilities": list(probabilities.values()),
-                "device_labels": list(probabilities),
-                "prediction": result.label,
-                "timing": result.timing,
-                "model_sha256": model_sha256,
-                "device": device_identity,
-                "time": time.time(),
-            }
-            try:
-                f.write(json.dumps(line, allow_nan=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            except OSError as exc:
-                # A line cut by a full disk is torn: the next run drops it and redoes its window.
-                raise write_error(out_path, exc, f"the {have} results before window {str(window_ids[i])!r} are kept; "
-                                  "`tinyml eval` resumes from them") from None
-            streamed += 1
-            payload += features.size * 4
+            raise type(exc)(
+                f"{exc.message} (after {have} of {len(window_ids)} windows; they are kept in {out_path})",
+                hint="reconnect the device and run `tinyml eval` again: it resumes where it stopped",
+            ) from exc
+        have = len(done) + streamed
+        probabilities = checked_probabilities(result.probabilities, label_names, strict_order,
+                                              f"{device.port}: window {str(window_ids[i])!r}", have,
+                                              len(window_ids), out_path)
+        line = {
+            "window_id": str(window_ids[i]),
+            "label": str(labels[i]),
+            "probabilities": list(probabilities.values()),
+            "device_labels": list(probabilities),
+            "prediction": result.label,
+            "timing": result.timing,
+            "model_sha256": model_sha256,
+            "device": device_identity,
+            "time": time.time(),
+        }
+        # One write of the whole line, fsynced; a write the disk cuts short is undone.
+        append_line(out_path, line, f"the {have} results before window {str(window_ids[i])!r} are kept; "
+                    "`tinyml eval` resumes from them")
+        streamed += 1
+        payload += features.size * 4
     return StreamStats(len(done), streamed, len(window_ids), time.perf_counter() - start, payload,
                        getattr(device, "timeouts_retried", 0) - retried_before)
 

@@ -2,6 +2,13 @@
 
 Every artifact goes to a temporary file in the same directory and is renamed over the
 target, so a reader sees the old file or the new one, never a torn one.
+
+Two files are appended in place instead, one JSON line at a time: ``device_eval.jsonl``
+(one line per window the device answered, so a stopped evaluation resumes without
+redoing a window) and ``test_ledger.jsonl`` (one line per look at the test set, which
+must never be rewritten away). Rewriting them whole at each line would cost a copy of
+the file per line; ``append_line`` writes each line with one ``write`` and fsyncs it, and
+``read_json_lines`` drops a torn last line (a writer killed mid-line) and says so.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +190,117 @@ def remove_downstream(run_dir: str | os.PathLike, stage: str) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+# ------------------------------------------------------------------------------ appended files
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass
+class JsonLines:
+    """What ``read_json_lines`` found: each whole line's value with its line number, and
+    the torn last line it dropped (``torn``: 0 or 1)."""
+
+    records: list[tuple[int, Any]] = field(default_factory=list)
+    torn: int = 0
+
+
+def read_json_lines(path: str | os.PathLike, *, warn: Callable[[str], None] | None = _stderr,
+                    max_depth: int | None = None, cut: bool = False, hint: str = "delete that line") -> JsonLines:
+    """The JSON lines of an appended file (see the module's doc); a missing file has none.
+
+    The last line is torn when it has no newline at its end or is not valid JSON (a kill,
+    a power cut, a full disk mid-line): it is dropped, with one line to ``warn`` saying so,
+    and with ``cut`` removed from the file (a writer about to append does that, so the torn
+    piece never ends up between two whole lines). Any other line that is not JSON is a
+    PipelineError naming the file and the line (``hint``: what to do about it): only the
+    end of a file can be torn.
+    """
+    from pipeline.core.errors import PipelineError
+    from pipeline.core.safe_io import MAX_JSON_DEPTH, loads_json
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return JsonLines()
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = data.split(b"\n")  # the piece after the last newline: b"" when the file ends whole
+    found, torn_at, why, whole_end = JsonLines(), None, "", len(data)
+    if lines[-1].strip():
+        torn_at, why, whole_end = len(lines), "no newline at its end", len(data) - len(lines[-1])
+    offset = 0
+    for lineno, line in enumerate(lines[:-1], start=1):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            found.records.append((lineno, loads_json(line, f"{path}: line {lineno}", max_depth or MAX_JSON_DEPTH)))
+        except PipelineError as exc:
+            if torn_at is not None or lineno != len(lines) - 1 or "nested" in exc.message:
+                raise PipelineError(exc.message, hint="only the last line of an appended file can be torn (its writer "
+                                    f"stopped mid-line): this one was edited or damaged; {hint}") from None
+            torn_at, why, whole_end = lineno, "not valid JSON", start
+    if torn_at is not None:
+        found.torn = 1
+        if cut:
+            with open(path, "r+b") as f:
+                f.truncate(whole_end)
+        if warn:
+            warn(f"warning: {path}: line {torn_at} is torn ({why}: its writer was stopped mid-line); "
+                 + ("cut from the file" if cut else "dropped"))
+    return found
+
+
+def append_line(path: str | os.PathLike, obj: Any, kept: str = "",
+                warn: Callable[[str], None] | None = _stderr) -> None:
+    """Append ``obj`` to ``path`` as one JSON line: one ``write`` of the whole encoded line
+    (O_APPEND), then fsync, so a kill leaves the line whole or absent. A short write (a full
+    disk, a file-size limit) is undone and raised as the PipelineError naming ``path``
+    (``kept``: what is safe); a torn last line a killed writer left is cut first, said."""
+    line = (json.dumps(obj, default=_json_default, allow_nan=False) + "\n").encode("utf-8")
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise write_error(path, exc, kept) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            whole = _whole_lines_end(fd, size)
+            os.ftruncate(fd, whole)
+            if warn:
+                warn(f"warning: {path}: its last line was torn ({size - whole} bytes without a newline: "
+                     "its writer was stopped mid-line); cut before appending")
+            size = whole
+        written = os.write(fd, line)
+        if written < len(line):
+            try:  # the rest: raises the kernel's reason (ENOSPC, EFBIG), or completes the line
+                written += os.write(fd, line[written:])
+            finally:
+                if written < len(line):
+                    os.ftruncate(fd, size)  # no torn line left behind
+            if written < len(line):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+        os.fsync(fd)
+    except OSError as exc:
+        raise write_error(path, exc, kept) from None
+    finally:
+        os.close(fd)
+
+
+def _whole_lines_end(fd: int, size: int, block: int = 1 << 16) -> int:
+    """The offset just after the last newline of the open file ``fd`` (0 without one)."""
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        at = os.pread(fd, end - start, start).rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0

@@ -275,6 +275,11 @@ class DeviceConfig:
     engine: str = "compiled"
     """What runs the model in the board's sketch: "compiled" (the model as C, byte-identical
     to TFLM by test, no library, less RAM) or "tflm" (the interpreter library)."""
+    min_agreement: float = 1.0
+    """Least share of test windows on which the device's top class must be the host int8 model's, else eval fails
+    (exit 1). 1.0: this project's firmware (virtual device, QEMU, the generated sketch) is byte-identical to the
+    host's TFLM by design, so one differing window is a fault; a third-party firmware with other kernels may need
+    lower. device_report.json records it."""
 
 
 ENGINES = ("compiled", "tflm")
@@ -433,6 +438,7 @@ FIELD_RANGES: dict[str, Range] = {
     "device.baud": AT_LEAST_1,
     "device.chunk_size": AT_LEAST_1,
     "device.timeout_s": POSITIVE,
+    "device.min_agreement": SHARE,
     "dsp.scale_axes": Range(None, what="a finite number"),
     "dsp.filter_cutoff": POSITIVE,
     "dsp.filter_order": Range(0, 8),

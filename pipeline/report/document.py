@@ -66,7 +66,8 @@ def glance(run: Run) -> Table:
     if d is None:
         rows.append(["flash", Mark("not run", "muted"), "make flash"])
     else:
-        rows.append(["flash", Mark("done", "good"),
+        rows.append(["flash", verdict(g(d, "agreement_with_host_int8", "passed") is not False, "passed",
+                                      "FAILED: the device disagrees"),
                      f"device test balanced accuracy {with_ci(gd(d, 'metrics'), 'balanced_accuracy')}; agreement with "
                      f"host int8 {pct(gn(d, 'agreement_with_host_int8', 'top1'), 2)}"])
     looks, repeated = run.test_looks
