@@ -129,7 +129,7 @@ def saturating_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
 
 
 def convert(model, calibration: np.ndarray) -> bytes:
-    from pipeline.quantize.stage import convert_int8
+    from pipeline.tflite.convert import convert_int8
 
     data, _ = convert_int8(model, calibration)
     return data

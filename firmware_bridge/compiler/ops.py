@@ -67,10 +67,21 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
     em.decl(c_struct("tm_conv_params", f"{n}_params", fields)
             + c_array("int32_t", f"{n}_multiplier", mults)
             + c_array("int32_t", f"{n}_shift", shifts))
+    bias_c = em.const(bias) if bias is not None else "NULL"
+    if not depthwise and o.dilationHFactor == 1 and o.dilationWFactor == 1:
+        # tm_conv_fast.c: windows inside the image start from bias + input_offset * sum(filter),
+        # in int32 as the C sums it (wrapping alike).
+        sums = np.asarray(w.data, dtype=np.int64).reshape(oc, -1).sum(axis=1)
+        b = np.zeros(oc, np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
+        eff = ((b + (-x.zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
+        em.decl(c_array("int32_t", f"{n}_bias_eff", eff))
+        em.kernels.update(("tm_conv_fast.c", "tm_fast.h"))
+        em.call(op, f"tm_conv2d_fast_s8(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, {bias_c}, "
+                    f"{n}_bias_eff, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+        return
     fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
     em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
-                f"{em.const(bias) if bias is not None else 'NULL'}, {n}_multiplier, "
-                f"{n}_shift, {em.ptr(y.index, True)});")
+                f"{bias_c}, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
 
 
 def emit_conv_2d(em: Emitter, op: COp) -> None:
