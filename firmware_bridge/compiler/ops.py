@@ -74,10 +74,11 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
         sums = np.asarray(w.data, dtype=np.int64).reshape(oc, -1).sum(axis=1)
         b = np.zeros(oc, np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
         eff = ((b + (-x.zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
-        em.decl(c_array("int32_t", f"{n}_bias_eff", eff))
+        em.decl(c_array("int32_t", f"{n}_bias_eff", eff)
+                + c_array("int32_t", f"{n}_tap_sums", np.asarray(w.data, np.int64).sum(axis=-1).reshape(-1)))
         em.kernels.update(("tm_conv_fast.c", "tm_fast.h"))
         em.call(op, f"tm_conv2d_fast_s8(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, {bias_c}, "
-                    f"{n}_bias_eff, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+                    f"{n}_bias_eff, {n}_tap_sums, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
         return
     fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
     em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "

@@ -6,7 +6,7 @@
  * For a window wholly inside the image this is bias_eff + sum filter * input, with
  * bias_eff = bias + input_offset * sum filter computed at compile time (integers: the
  * same sum, in another order; int32 wraps alike). Windows that cross the border (SAME
- * padding) are computed the reference way, tap by tap.
+ * padding) sum the taps inside and add input_offset times those taps' filter sums.
  *
  * The window of an output pixel is filter_h rows of filter_w * in_c contiguous bytes (NHWC),
  * as is each output channel's filter (OHWI): no im2col copy. Two output channels times two
@@ -92,27 +92,33 @@ TM_INLINE int32_t tm_dot_1x1(const int8_t *w, const int8_t *x, int n, int32_t s)
 #define TM_OUT(acc, c) \
   tm_clamp8(tm_requantize((acc), multiplier[c], shift[c]) + p->output_offset, p->act_min, p->act_max)
 
-/* A pixel whose window crosses the border: tap by tap, as the reference kernel. */
+/* A pixel whose window crosses the border (SAME padding): the taps inside the image are
+ * contiguous spans of each window row, summed as inside; the padded taps contribute nothing,
+ * so the input offset is added once per channel with the filter sums of the taps inside
+ * (tap_sums[oc][ky][kx] = sum over in_c of the filter, at compile time). */
 static void tm_conv_border_pixel(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
-                                 const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
-                                 int oy, int ox, int8_t *out) {
+                                 const int32_t *bias, const int32_t *tap_sums,
+                                 const int32_t *multiplier, const int32_t *shift, int oy, int ox,
+                                 int8_t *out) {
   const int in_y0 = oy * p->stride_h - p->pad_h, in_x0 = ox * p->stride_w - p->pad_w;
-  int oc, ky, kx, ic;
+  const int ky0 = in_y0 < 0 ? -in_y0 : 0;
+  const int ky1 = in_y0 + p->filter_h > p->in_h ? p->in_h - in_y0 : p->filter_h;
+  const int kx0 = in_x0 < 0 ? -in_x0 : 0;
+  const int kx1 = in_x0 + p->filter_w > p->in_w ? p->in_w - in_x0 : p->filter_w;
+  const int span = (kx1 - kx0) * p->in_c, taps = p->filter_h * p->filter_w;
+  int oc, ky, kx;
   for (oc = 0; oc < p->out_c; ++oc) {
-    int32_t acc = bias ? bias[oc] : 0;
-    for (ky = 0; ky < p->filter_h; ++ky) {
-      const int iy = in_y0 + ky;
-      if (iy < 0 || iy >= p->in_h) continue;
-      for (kx = 0; kx < p->filter_w; ++kx) {
-        const int ix = in_x0 + kx;
-        const int8_t *x, *f;
-        if (ix < 0 || ix >= p->in_w) continue;
-        x = input + ((long)iy * p->in_w + ix) * p->in_c;
-        f = filter + (((long)oc * p->filter_h + ky) * p->filter_w + kx) * p->in_c;
-        for (ic = 0; ic < p->in_c; ++ic) acc += (int32_t)f[ic] * ((int32_t)x[ic] + p->input_offset);
-      }
+    const int32_t *ts = tap_sums + (long)oc * taps;
+    uint32_t acc = bias ? (uint32_t)bias[oc] : 0u;
+    int32_t tap_sum = 0;
+    for (ky = ky0; ky < ky1; ++ky) {
+      const int8_t *w = filter + (((long)oc * p->filter_h + ky) * p->filter_w + kx0) * p->in_c;
+      const int8_t *x = input + ((long)(in_y0 + ky) * p->in_w + in_x0 + kx0) * p->in_c;
+      for (kx = kx0; kx < kx1; ++kx) tap_sum += ts[ky * p->filter_w + kx];
+      acc += (uint32_t)tm_dot_1x1(w, x, span, 0);
     }
-    out[oc] = TM_OUT(acc, oc);
+    acc += (uint32_t)p->input_offset * (uint32_t)tap_sum;
+    out[oc] = TM_OUT((int32_t)acc, oc);
   }
 }
 
@@ -162,8 +168,8 @@ static void tm_conv_single(const tm_conv_params *p, const int8_t *x, const int8_
 }
 
 void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
-                       const int32_t *bias, const int32_t *bias_eff, const int32_t *multiplier,
-                       const int32_t *shift, int8_t *output) {
+                       const int32_t *bias, const int32_t *bias_eff, const int32_t *tap_sums,
+                       const int32_t *multiplier, const int32_t *shift, int8_t *output) {
   const long pixel_step = (long)p->stride_w * p->in_c;
   int oy, ox;
   for (oy = 0; oy < p->out_h; ++oy) {
@@ -175,7 +181,7 @@ void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_
       const int in_x0 = ox * p->stride_w - p->pad_w;
       const int8_t *x0;
       if (!rows_inside || in_x0 < 0 || in_x0 + p->filter_w > p->in_w) {
-        tm_conv_border_pixel(p, input, filter, bias, multiplier, shift, oy, ox,
+        tm_conv_border_pixel(p, input, filter, bias, tap_sums, multiplier, shift, oy, ox,
                              out_row + (long)ox * p->out_c);
         ox += 1;
         continue;
