@@ -107,6 +107,14 @@ void tm_add_s8(const tm_binary_params *p, const int8_t *in1, const int8_t *in2, 
 void tm_sub_s8(const tm_binary_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 void tm_mul_s8(const tm_binary_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
+/* An element-wise op with one constant operand as a table: outer * period elements, element
+ * i looked up in table[(i % period) * 256 + (uint8_t)input[i]]. */
+typedef struct {
+  int outer, period;
+} tm_lut_params;
+
+void tm_lut_s8(const tm_lut_params *p, const int8_t *input, const int8_t *table, int8_t *output);
+
 /* ---------------------------------------------------------------- reductions, softmax */
 
 typedef struct {

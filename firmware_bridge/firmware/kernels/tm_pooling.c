@@ -43,8 +43,42 @@ int tm_average_pool_s8(const tm_pool_params *p, const int8_t *input, int8_t *out
   return 0;
 }
 
+/* MAX_POOL_2D without padding: every window inside the image, no clipping; channels
+ * innermost, output written in the same order as the general loop (in-place safe alike). */
+static void tm_max_pool_valid(const tm_pool_params *p, const int8_t *input, int8_t *output) {
+  const int channels = p->channels;
+  const long row = (long)p->in_w * channels;
+  const int clamp = p->act_min > -128 || p->act_max < 127;
+  int oy, ox, c, fy, fx;
+  for (oy = 0; oy < p->out_h; ++oy) {
+    for (ox = 0; ox < p->out_w; ++ox) {
+      const int8_t *win = input + (long)oy * p->stride_h * row + (long)ox * p->stride_w * channels;
+      for (c = 0; c < channels; ++c) {
+        const int8_t *x = win + c;
+        int32_t max = -128;
+        for (fy = 0; fy < p->filter_h; ++fy, x += row) {
+          for (fx = 0; fx < p->filter_w; ++fx) {
+            const int32_t v = x[fx * channels];
+            if (v > max) max = v;
+          }
+        }
+        if (clamp) {
+          if (max < p->act_min) max = p->act_min;
+          if (max > p->act_max) max = p->act_max;
+        }
+        *output++ = (int8_t)max;
+      }
+    }
+  }
+}
+
 void tm_max_pool_s8(const tm_pool_params *p, const int8_t *input, int8_t *output) {
   int oy, ox, c, fy, fx;
+  if (p->pad_h == 0 && p->pad_w == 0 && (p->out_h - 1) * p->stride_h + p->filter_h <= p->in_h &&
+      (p->out_w - 1) * p->stride_w + p->filter_w <= p->in_w) {
+    tm_max_pool_valid(p, input, output);
+    return;
+  }
   for (oy = 0; oy < p->out_h; ++oy) {
     for (ox = 0; ox < p->out_w; ++ox) {
       const int in_y0 = oy * p->stride_h - p->pad_h;
