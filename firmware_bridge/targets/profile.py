@@ -70,13 +70,18 @@ static void put_hex(const int8_t *p, int n) {
 }
 
 #ifdef TINYML_MODEL_DEBUG
+static int g_input;
+static uint32_t g_op_fnv[PROFILE_N][PROFILE_OPS]; /* FNV-1a of each op's output bytes */
+
 void tinyml_model_debug(int op, const int8_t *data, int bytes) {
   const uint64_t now = systick_ticks();
-  (void)data;
-  (void)bytes;
   if (op >= 0 && op < PROFILE_OPS) {
+    uint32_t h = 2166136261u;
+    int i;
     g_op_ticks[op] += now - g_prev;
     g_op_calls[op]++;
+    for (i = 0; i < bytes; i++) h = (h ^ (uint8_t)data[i]) * 16777619u; /* not timed */
+    g_op_fnv[g_input][op] = h;
   }
   g_prev = systick_ticks();
 }
@@ -124,6 +129,9 @@ int main(void) {
   put("HOOK 64 "); put_u(empty); put("\n");
 #endif
   for (n = 0; n < PROFILE_N; n++) {
+#ifdef TINYML_MODEL_DEBUG
+    g_input = n;
+#endif
     for (r = 0; r < PROFILE_REPEATS; r++) {
       uint64_t ticks;
       const uint32_t s = invoke_measured(profile_inputs[n], &ticks);
@@ -137,6 +145,13 @@ int main(void) {
     put("OP "); put_u((uint64_t)op); put(" "); put_u(g_op_ticks[op]); put(" ");
     put_u(g_op_calls[op]); put("\n");
   }
+#ifdef TINYML_MODEL_DEBUG
+  for (n = 0; n < PROFILE_N; n++)
+    for (op = 0; op < PROFILE_OPS; op++)
+      if (g_op_calls[op]) {
+        put("FNV "); put_u((uint64_t)n); put(" "); put_u((uint64_t)op); put(" "); put_u(g_op_fnv[n][op]); put("\n");
+      }
+#endif
   put("STACK "); put_u(stack); put("\n");
   put("END\n");
   for (;;) __asm volatile("wfi");
@@ -152,6 +167,7 @@ class ProfileRun:
     op_ticks: dict[int, tuple[int, int]]
     hook_ticks_per_call: float
     outputs: list[np.ndarray]
+    op_fnv: dict[tuple[int, int], int]  # (input, op) -> FNV-1a of the op's output (debug build)
     stack_bytes: int
     elf: Path
     objects: list[Path]
@@ -214,7 +230,7 @@ def run_image(elf: Path, timeout: float = RUN_TIMEOUT_S) -> list[str]:
 
 
 def parse(lines: list[str], elf: Path, objects: list[Path]) -> ProfileRun:
-    invoke, ops, outputs, hook, stack = [], {}, [], 0.0, 0
+    invoke, ops, outputs, hook, stack, fnv = [], {}, [], 0.0, 0, {}
     for line in lines:
         f = line.split()
         if not f:
@@ -227,9 +243,19 @@ def parse(lines: list[str], elf: Path, objects: list[Path]) -> ProfileRun:
             outputs.append(np.frombuffer(bytes.fromhex(f[2]), dtype=np.int8).copy())
         elif f[0] == "HOOK":
             hook = int(f[2]) / int(f[1])
+        elif f[0] == "FNV":
+            fnv[(int(f[1]), int(f[2]))] = int(f[3])
         elif f[0] == "STACK":
             stack = int(f[1])
-    return ProfileRun(invoke, ops, hook, outputs, stack, elf, objects)
+    return ProfileRun(invoke, ops, hook, outputs, fnv, stack, elf, objects)
+
+
+def fnv1a(data: bytes) -> int:
+    """The image's checksum of an op's output (FNV-1a, 32 bits)."""
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
 
 
 def run_on_qemu(compiled_dir: str | os.PathLike, x_q: np.ndarray, n_ops: int, work: str | os.PathLike,
