@@ -77,7 +77,9 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
         eff = ((b + (-x.zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
         em.decl(c_array("int32_t", f"{n}_bias_eff", eff)
                 + c_array("int32_t", f"{n}_tap_sums", np.asarray(w.data, np.int64).sum(axis=-1).reshape(-1)))
-        em.kernels.update(("tm_conv_fast.c", "tm_fast.h"))
+        if "tm_conv_fast.h" not in em.kernels:  # inlined into each call with the layer's constants
+            em.decl('#include "tm_conv_fast.h"\n')
+        em.kernels.update(("tm_conv_fast.h", "tm_fast.h"))
         em.call(op, f"tm_conv2d_fast_s8(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, {bias_c}, "
                     f"{n}_bias_eff, {n}_tap_sums, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
         return
@@ -129,6 +131,7 @@ def _pool(em: Emitter, op: COp, fn: str) -> None:
               "pad_w": padding(o.padding, o.strideW, 1, iw, o.filterWidth, ow),
               "act_min": act_min, "act_max": act_max}
     n = f"op{op.index}"
+    em.kernels.add("tm_fast.h")
     em.decl(c_struct("tm_pool_params", f"{n}_params", fields))
     call = f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.ptr(y.index, True)})"
     if fn == "tm_average_pool_s8":

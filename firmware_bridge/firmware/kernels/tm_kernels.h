@@ -48,12 +48,7 @@ void tm_conv2d_s8(const tm_conv_params *p, const int8_t *input, const int8_t *fi
                   const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
                   int8_t *output);
 
-/* CONV_2D with dilation 1, fast (tm_conv_fast.c): the same bytes as tm_conv2d_s8.
- * bias_eff[c] = bias[c] + input_offset * (sum of filter c) and tap_sums[c][ky][kx] = the
- * sum over in_c of filter c at that tap, computed at compile time. */
-void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
-                       const int32_t *bias, const int32_t *bias_eff, const int32_t *tap_sums,
-                       const int32_t *multiplier, const int32_t *shift, int8_t *output);
+/* CONV_2D with dilation 1, fast: tm_conv2d_fast_s8 in tm_conv_fast.h (inlined per layer). */
 
 /* DEPTHWISE_CONV_2D, per-channel: filter [1][filter_h][filter_w][out_c]. */
 void tm_depthwise_conv2d_s8(const tm_conv_params *p, const int8_t *input,

@@ -13,7 +13,15 @@
  * output pixels share every load (the blocking of CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16,
  * without its int16 im2col buffer). On a core with the DSP extension four int8 products are
  * two SXTB16 per operand and two SMLAD; elsewhere plain C99.
+ *
+ * A header, included by model_compiled.c, whose calls pass each layer's parameters as a
+ * static const struct: the compiler inlines the kernel into every call with that layer's
+ * shape as constants (window length, strides, channel counts), so the loops over a window
+ * row are unrolled and their offsets are immediates, for each layer as its own kernel.
  */
+#ifndef TM_CONV_FAST_H_
+#define TM_CONV_FAST_H_
+
 #include "tm_fast.h"
 
 /* acc += dot(w[0..n), x[0..n)) for two filters (w0, w1) and two windows (x0, x1). */
@@ -123,7 +131,7 @@ static void tm_conv_border_pixel(const tm_conv_params *p, const int8_t *input, c
 }
 
 /* Two pixels wholly inside the image (windows at x0 and x1), every output channel. */
-static void tm_conv_pair(const tm_conv_params *p, const int8_t *x0, const int8_t *x1,
+TM_INLINE void tm_conv_pair(const tm_conv_params *p, const int8_t *x0, const int8_t *x1,
                          const int8_t *filter, const int32_t *bias_eff, const int32_t *multiplier,
                          const int32_t *shift, int8_t *out0, int8_t *out1) {
   const int row_len = p->filter_w * p->in_c, k_len = p->filter_h * row_len;
@@ -153,7 +161,7 @@ static void tm_conv_pair(const tm_conv_params *p, const int8_t *x0, const int8_t
 }
 
 /* One pixel wholly inside the image. */
-static void tm_conv_single(const tm_conv_params *p, const int8_t *x, const int8_t *filter,
+TM_INLINE void tm_conv_single(const tm_conv_params *p, const int8_t *x, const int8_t *filter,
                            const int32_t *bias_eff, const int32_t *multiplier, const int32_t *shift,
                            int8_t *out) {
   const int row_len = p->filter_w * p->in_c, k_len = p->filter_h * row_len;
@@ -167,7 +175,7 @@ static void tm_conv_single(const tm_conv_params *p, const int8_t *x, const int8_
   }
 }
 
-void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
+TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
                        const int32_t *bias, const int32_t *bias_eff, const int32_t *tap_sums,
                        const int32_t *multiplier, const int32_t *shift, int8_t *output) {
   const long pixel_step = (long)p->stride_w * p->in_c;
@@ -198,3 +206,5 @@ void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_
     }
   }
 }
+
+#endif /* TM_CONV_FAST_H_ */
