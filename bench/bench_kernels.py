@@ -128,7 +128,11 @@ def main(argv=None) -> int:
     models = {"default": default_model}
     if args.all:
         models.update(dscnn=dscnn_model, mobilenet=mobilenet_model)
-    results = {}
+    import platform
+
+    results = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                        "load_average_1min": round(os.getloadavg()[0], 2)}}
     with tempfile.TemporaryDirectory(prefix="bench-kernels-") as tmp:
         for name, build in models.items():
             p = measure(name, build, Path(tmp))
