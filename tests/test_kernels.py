@@ -111,6 +111,12 @@ def model_2d():
     return keras.Model(inp, out), X
 
 
+def _profile_inputs(n: int, size: int) -> np.ndarray:
+    from firmware_bridge.targets.profile import default_inputs
+
+    return default_inputs(size, n)
+
+
 def _every_value_inputs(shape, n: int) -> np.ndarray:
     """Inputs in which every channel sees all 256 int8 values (the tables' every entry)."""
     size = int(np.prod(shape))
@@ -167,3 +173,33 @@ def test_dsp_path_on_the_emulated_cortex_m4_is_tflm_byte_for_byte(model):
         for op, out in ref.layers(x).items():
             assert run.op_fnv[(i, op)] == P.fnv1a(out.astype(np.int8).tobytes()), \
                 f"model {name}, input {i}: op {op} differs on QEMU"
+
+
+@needs_qemu
+def test_tinyml_profile_cli_writes_the_table_and_profile_json(model, tmp_path, capsys):
+    from pipeline.core.artifacts import read_json
+    from tinyml_cli import main
+
+    name, data, ref, *_ = model
+    if name != "1d":
+        pytest.skip("one model is enough for the command")
+    path = tmp_path / "m.tflite"
+    path.write_bytes(data)
+    assert main(["profile", "--model", str(path)]) == 0
+    out = capsys.readouterr().out
+    p = read_json(tmp_path / "profile.json")
+    ops = [op for op in ref.ops if op.name not in C.ALIAS_OPS]
+    assert [r["index"] for r in p["layers"]] == [op.index for op in ops]
+    assert all(r["instructions"] > 0 for r in p["layers"]) and abs(sum(r["share"] for r in p["layers"]) - 1) < 1e-3
+    # The per-op figures (hook build, hook cost taken off) add up to the whole invoke measured
+    # without hooks, within the SysTick resolution of each op and the hook calls' own few
+    # instructions (op count x 40 + 20 per op).
+    total = p["instructions_per_inference"]
+    assert abs(sum(r["instructions"] for r in p["layers"]) - total) <= 60 * len(ops), (p["layers"], total)
+    conv = [r for r in p["layers"] if r["op"] == "CONV_2D"]
+    assert all(r["macs"] > 0 and r["instructions_per_mac"] > 0 for r in conv)
+    assert p["flash_bytes_text_plus_rodata"] > 0 and p["static_ram_bytes"] >= p["arena_bytes"] > 0
+    assert 0 < p["stack_high_water_bytes"] < 4096
+    x = _profile_inputs(len(p["outputs_on_qemu"]), int(np.prod(ref.shape[1:])))
+    assert p["outputs_on_qemu"] == [ref.run(v).tolist() for v in x]
+    assert "instructions per inference" in out and "stack high-water" in out

@@ -328,12 +328,20 @@ def profile_model(data: bytes, out_dir: str | os.PathLike, x_q: np.ndarray | Non
         instr = round((ticks / calls - per_op.hook_ticks_per_call) * tick)
         m = macs.get(op.index, 0)
         rows.append({"index": op.index, "op": op.name, "layer": op.layer, "shape": _shape_text(graph, op),
-                     "macs": m, "instructions": instr,
+                     "macs": m, "output_elements": graph.tensors[op.outputs[0]].size, "instructions": instr,
                      "instructions_per_mac": round(instr / m, 2) if m else None})
     layer_sum = sum(r["instructions"] for r in rows)
     for r in rows:
         r["share"] = round(r["instructions"] / layer_sum, 4) if layer_sum else 0.0
     total_macs = sum(macs.values())
+    by_type: dict[str, dict] = {}
+    for r in rows:  # the basis of a latency model: per op type, per MAC or per output element
+        t = by_type.setdefault(r["op"], {"instructions": 0, "macs": 0, "output_elements": 0})
+        for k in t:
+            t[k] += r[k]
+    for t in by_type.values():
+        t["instructions_per_mac"] = round(t["instructions"] / t["macs"], 3) if t["macs"] else None
+        t["instructions_per_output_element"] = round(t["instructions"] / t["output_elements"], 3)
     return {
         "machine": f"qemu-system-arm -M {qemu.MACHINE} -icount shift=0 (Cortex-M4F), "
                    f"arm-none-eabi-gcc {' '.join(qemu.COMPILE_FLAGS[:5])}",
@@ -345,6 +353,7 @@ def profile_model(data: bytes, out_dir: str | os.PathLike, x_q: np.ndarray | Non
         "macs": total_macs,
         "instructions_per_mac": round(total / total_macs, 2) if total_macs else None,
         "layers": rows,
+        "op_types": by_type,
         "layers_note": ("per op: the ticks between the hooks the emitted code calls after every op "
                         "(-DTINYML_MODEL_DEBUG), less the hook's own, averaged over every invoke"),
         **_model_sizes(release.objects),
