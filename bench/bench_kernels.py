@@ -56,7 +56,7 @@ def dscnn_model():
     from keras import layers as L
 
     keras.utils.set_random_seed(0)
-    inp = keras.Input((49, 10, 1))
+    inp = keras.Input((49, 10, 1), batch_size=1)  # static shapes: Flatten is a RESHAPE, not SHAPE
     z = L.ReLU()(L.BatchNormalization()(L.Conv2D(64, (10, 4), strides=2, padding="same")(inp)))
     for _ in range(4):
         z = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(z)))
@@ -71,8 +71,8 @@ def mobilenet_model():
     import keras
 
     keras.utils.set_random_seed(0)
-    net = keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None, classes=2,
-                                       include_top=True)
+    net = keras.applications.MobileNet(input_tensor=keras.Input((96, 96, 3), batch_size=1), alpha=0.25,
+                                       weights=None, classes=2, include_top=True)
     X = np.random.default_rng(0).uniform(-1, 1, size=(32, 96, 96, 3)).astype(np.float32)
     return net, X
 

@@ -205,13 +205,16 @@ def run_image(elf: Path, timeout: float = RUN_TIMEOUT_S) -> list[str]:
     """Boot ``elf`` under -icount shift=0 and the lines it prints up to END."""
     cmd = ["qemu-system-arm", "-M", qemu.MACHINE, "-nographic", "-monitor", "none", "-serial", "stdio",
            "-icount", "shift=0", "-kernel", str(elf)]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    with tempfile.TemporaryDirectory(prefix="tinyml-profile-") as tmp:
+        path = Path(tmp) / "uart.txt"
+        # QEMU writes through its own descriptor; we read through another (one shared
+        # descriptor would share the file offset, and a seek here would move QEMU's writes).
+        with open(path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                log.seek(0)
-                text = log.read().decode("utf-8", "replace")
+                text = path.read_bytes().decode("utf-8", "replace")
                 if "\nEND" in text or proc.poll() is not None:
                     break
                 time.sleep(0.05)
