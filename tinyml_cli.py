@@ -18,6 +18,7 @@ STAGES = {
     "train": "audit, baselines, sanity checks, random search, float model (writes float.keras)",
     "quantize": "full-int8 TFLite, checked against float and TFLM, budgeted, exported as C",
     "compile": "the int8 model as plain C, byte-identical to TFLM (writes firmware/compiled/)",
+    "profile": "the compiled model on the emulated Cortex-M4, layer by layer (writes profile.json)",
     "flash": "put the int8 model on a device (virtual by default) and evaluate it there",
     "eval": "stream the test split to a device over serial and score what comes back",
     "report": "one page a person can read (report.html, report.md)",
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="DIR", default="models", help="run directory holding int8.tflite (default: models)")
     p.add_argument("--model", metavar="FILE", help="a .tflite to compile instead of RUN/int8.tflite")
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/firmware/compiled)")
+
+    p = sub.add_parser("profile", help=STAGES["profile"], description=STAGES["profile"])
+    p.add_argument("--run", metavar="DIR", default="models", help="run directory (default: models)")
+    p.add_argument("--model", metavar="FILE", help="a .tflite to profile instead of RUN/int8.tflite")
+    p.add_argument("--device", default="qemu", choices=["qemu"], help="where to run it (default: qemu)")
 
     p = sub.add_parser("flash", help=STAGES["flash"], description=STAGES["flash"])
     _add_common(p)
@@ -242,6 +248,13 @@ def compile_run(run: Path, model: Path | None = None, out: Path | None = None) -
 def cmd_compile(args) -> int:
     compile_run(Path(args.run), Path(args.model) if args.model else None,
                 Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from firmware_bridge.targets import profile
+
+    profile.run(args.run, model=args.model, device=args.device)
     return 0
 
 

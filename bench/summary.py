@@ -61,6 +61,14 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
         ("TFLM arena, minimum (64-bit host figure)", ("ram", "tflm_arena_min_bytes"), "B"),
         ("model compiled to C: Cortex-M4 flash", ("flash_cortex_m4", "flash_bytes"), "B"),
     ]),
+    "kernels": ("bench/bench_kernels.py", [
+        ("default architecture, 125 steps: instructions per inference (emulated Cortex-M4)",
+         ("default_vs_cmsis_nn", "ours"), ""),
+        ("the same layers with CMSIS-NN (issue 24)", ("default_vs_cmsis_nn", "cmsis_nn"), ""),
+        ("ratio to CMSIS-NN (target at most 0.8)", ("default_vs_cmsis_nn", "ratio"), ""),
+        ("DS-CNN 49x10x1: instructions per inference", ("dscnn", "instructions_per_inference"), ""),
+        ("MobileNetV1-0.25 96x96x3: instructions per inference", ("mobilenet", "instructions_per_inference"), ""),
+    ]),
     "search": ("bench/bench_search.py", [
         ("search, sequential: trials per minute", ("sequential", "trials_per_min"), "/min"),
         ("search, embedded Ray: trials per minute", ("ray", "trials_per_min"), "/min"),

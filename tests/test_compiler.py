@@ -129,7 +129,7 @@ def saturating_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
 
 
 def convert(model, calibration: np.ndarray) -> bytes:
-    from pipeline.quantize.stage import convert_int8
+    from pipeline.tflite.convert import convert_int8
 
     data, _ = convert_int8(model, calibration)
     return data
@@ -251,11 +251,36 @@ def test_the_issue_build_command_and_header_api(fast_run, tmp_path):
         subprocess.run(["cc", *flags, "-I", str(folder), *sources, str(main), "-o", str(exe), "-lm"],
                        check=True, capture_output=True)
         assert subprocess.run([str(exe)]).returncode == 0
-    # Only libc headers the issue allows.
+    # Only libc headers the issue allows, and ACLE's arm_acle.h behind __ARM_FEATURE_DSP.
     for path in folder.iterdir():
         for inc in re.findall(r'#include [<"]([^>"]+)[>"]', path.read_text()):
             assert inc in ("stdint.h", "string.h", "math.h", "stddef.h", "stdio.h", C.HEADER,
-                           "tm_kernels.h"), (path.name, inc)
+                           "tm_kernels.h", "tm_fast.h", "tm_conv_fast.h", "arm_acle.h"), (path.name, inc)
+            if inc == "arm_acle.h":
+                assert "#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP\n#include <arm_acle.h>" \
+                    in path.read_text(), path.name
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="qemu-system-arm / arm-none-eabi-gcc not installed")
+def test_default_model_dsp_path_on_qemu_real_and_saturating_windows(fast_run, default_model, tmp_path):
+    """The kernels' DSP path (arm_acle.h) on the emulated Cortex-M4: real validation windows
+    and saturating ones give TFLM's bytes at every layer (FNV-1a checksums from the image)."""
+    from firmware_bridge.targets import profile as P
+    from pipeline.core.config import load_config
+    from pipeline.data.splits import load_run_split
+    from pipeline.tflite.runtime import quantize_int8
+
+    _, ref, comp = default_model
+    val = load_run_split(load_config(fast_run / "config.toml"), fast_run).windows["val"].X[:8]
+    q = ref.interp.get_input_details(0)["quantization_parameters"]
+    x_q = np.concatenate([quantize_int8(val, float(q["scales"][0]), int(q["zero_points"][0])).reshape(len(val), -1),
+                          saturating_inputs(ref.shape[1:], 8, seed=6).reshape(8, -1)])
+    run = P.run_on_qemu(comp.dir, x_q, len(ref.ops), tmp_path, debug=True)
+    for i, x in enumerate(x_q):
+        assert np.array_equal(ref.run(x), run.outputs[i]), f"input {i}: output differs on QEMU"
+        for op, out in ref.layers(x).items():
+            assert run.op_fnv[(i, op)] == P.fnv1a(out.astype(np.int8).tobytes()), f"input {i}: op {op} differs on QEMU"
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")

@@ -15,6 +15,7 @@ from firmware_bridge.compiler.context import Emitter
 from firmware_bridge.compiler.ctext import c_array, c_struct
 from firmware_bridge.compiler.prepare import (
     activation_range,
+    binary_element,
     padding,
     quantize_multiplier,
     quantize_multiplier_greater_than_one,
@@ -64,10 +65,24 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
     em.decl(c_struct("tm_conv_params", f"{n}_params", fields)
             + c_array("int32_t", f"{n}_multiplier", mults)
             + c_array("int32_t", f"{n}_shift", shifts))
+    bias_c = em.const(bias) if bias is not None else "NULL"
+    if not depthwise and o.dilationHFactor == 1 and o.dilationWFactor == 1:
+        # tm_conv_fast.c: windows inside the image start from bias + input_offset * sum(filter),
+        # in int32 as the C sums it (wrapping alike).
+        sums = np.asarray(w.data, dtype=np.int64).reshape(oc, -1).sum(axis=1)
+        b = np.zeros(oc, np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
+        eff = ((b + (-x.zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
+        em.decl(c_array("int32_t", f"{n}_bias_eff", eff)
+                + c_array("int32_t", f"{n}_tap_sums", np.asarray(w.data, np.int64).sum(axis=-1).reshape(-1)))
+        if "tm_conv_fast.h" not in em.kernels:  # inlined into each call with the layer's constants
+            em.decl('#include "tm_conv_fast.h"\n')
+        em.kernels.update(("tm_conv_fast.h", "tm_fast.h"))
+        em.call(op, f"tm_conv2d_fast_s8(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, {bias_c}, "
+                    f"{n}_bias_eff, {n}_tap_sums, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+        return
     fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
     em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
-                f"{em.const(bias) if bias is not None else 'NULL'}, {n}_multiplier, "
-                f"{n}_shift, {em.ptr(y.index, True)});")
+                f"{bias_c}, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
 
 
 def emit_conv_2d(em: Emitter, op: COp) -> None:
@@ -113,6 +128,7 @@ def _pool(em: Emitter, op: COp, fn: str) -> None:
               "pad_w": padding(o.padding, o.strideW, 1, iw, o.filterWidth, ow),
               "act_min": act_min, "act_max": act_max}
     n = f"op{op.index}"
+    em.kernels.add("tm_fast.h")
     em.decl(c_struct("tm_pool_params", f"{n}_params", fields))
     call = f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.ptr(y.index, True)})"
     if fn == "tm_average_pool_s8":
@@ -157,6 +173,45 @@ def _binary_multipliers(op: COp, a: CTensor, b: CTensor, y: CTensor) -> dict:
     return fields
 
 
+# The largest constant operand made a table: 256 bytes of flash per constant value. The
+# input normalization's SUB and MUL have one value per input channel (3 on the motion
+# data, 9 on a 9-axis export); 64 values (16 KB) keeps a per-channel table within a few
+# percent of a 256 KB-flash board.
+TABLE_MAX_VALUES = 64
+
+
+def _emit_table(em: Emitter, op: COp, ins, strides, out4: list[int], fields: dict) -> bool:
+    """ADD/SUB/MUL with one constant operand broadcast as a scalar or along the last axis:
+    a table per constant value (tm_lut_s8), computed with the kernels' own integer arithmetic
+    (prepare.binary_element). False when the op does not take that form."""
+    const = [k for k in (0, 1) if ins[k].data is not None]
+    if len(const) != 1 or ins[1 - const[0]].data is not None:
+        return False
+    k = const[0]
+    values = np.asarray(ins[k].data).reshape(-1).astype(np.int64)
+    s = [0 if out4[d] == 1 else strides[k][d] for d in range(4)]  # an index that is always 0
+    if s == [0, 0, 0, 0]:
+        period = 1
+    elif s == [0, 0, 0, 1] and len(values) == out4[3]:
+        period = out4[3]
+    else:
+        return False
+    whole = [0 if out4[d] == 1 else int(np.prod(out4[d + 1:])) for d in range(4)]
+    if period > TABLE_MAX_VALUES or [0 if out4[d] == 1 else strides[1 - k][d] for d in range(4)] != whole:
+        return False
+    table = np.empty((period, 256), np.int64)
+    for c in range(period):
+        for v in range(-128, 128):
+            pair = (int(values[c]), v) if k == 0 else (v, int(values[c]))
+            table[c, v & 255] = binary_element(op.name, *pair, fields)
+    n = f"op{op.index}"
+    var = ins[1 - k]
+    em.decl(c_struct("tm_lut_params", f"{n}_params", {"outer": int(np.prod(out4)) // period, "period": period})
+            + c_array("int8_t", f"{n}_table", table.reshape(-1)))
+    em.call(op, f"tm_lut_s8(&{n}_params, {em.ptr(var.index)}, {n}_table, {em.ptr(op.outputs[0], True)});")
+    return True
+
+
 def emit_binary(em: Emitter, op: COp) -> None:
     """ADD, SUB and MUL, with broadcasting."""
     a, b, y = em.tensors[op.inputs[0]], em.tensors[op.inputs[1]], em.tensors[op.outputs[0]]
@@ -177,6 +232,8 @@ def emit_binary(em: Emitter, op: COp) -> None:
               "output_offset": y.zero_point, **_binary_multipliers(op, a, b, y),
               "act_min": act_min, "act_max": act_max}
     n = f"op{op.index}"
+    if _emit_table(em, op, (a, b), (in1_strides, in2_strides), out4, fields):
+        return
     em.decl(c_struct("tm_binary_params", f"{n}_params", fields))
     fn = {"ADD": "tm_add_s8", "SUB": "tm_sub_s8", "MUL": "tm_mul_s8"}[op.name]
     em.call(op, f"{fn}(&{n}_params, {em.ptr(a.index)}, {em.ptr(b.index)}, {em.ptr(y.index, True)});")

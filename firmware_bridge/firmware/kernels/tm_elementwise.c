@@ -75,3 +75,21 @@ void tm_mul_s8(const tm_binary_params *p, const int8_t *in1, const int8_t *in2, 
     out[o] = (int8_t)tm_clamp(raw, p->act_min, p->act_max);
   });
 }
+
+/* ADD, SUB or MUL with one constant operand, as a table computed at compile time
+ * (firmware_bridge/compiler/ops.py, with the arithmetic above in Python integers): the
+ * output of element i is table[c][input byte], c = i % period the constant's element.
+ * Safe in place: element i is written after it is read. */
+void tm_lut_s8(const tm_lut_params *p, const int8_t *input, const int8_t *table, int8_t *output) {
+  long i = 0;
+  int o, c;
+  if (p->period == 1) {
+    const long n = (long)p->outer;
+    for (i = 0; i < n; ++i) output[i] = table[(uint8_t)input[i]];
+    return;
+  }
+  for (o = 0; o < p->outer; ++o) {
+    const int8_t *t = table;
+    for (c = 0; c < p->period; ++c, ++i, t += 256) output[i] = t[(uint8_t)input[i]];
+  }
+}

@@ -48,6 +48,8 @@ void tm_conv2d_s8(const tm_conv_params *p, const int8_t *input, const int8_t *fi
                   const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
                   int8_t *output);
 
+/* CONV_2D with dilation 1, fast: tm_conv2d_fast_s8 in tm_conv_fast.h (inlined per layer). */
+
 /* DEPTHWISE_CONV_2D, per-channel: filter [1][filter_h][filter_w][out_c]. */
 void tm_depthwise_conv2d_s8(const tm_conv_params *p, const int8_t *input,
                             const int8_t *filter, const int32_t *bias,
@@ -99,6 +101,14 @@ typedef struct {
 void tm_add_s8(const tm_binary_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 void tm_sub_s8(const tm_binary_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 void tm_mul_s8(const tm_binary_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+
+/* An element-wise op with one constant operand as a table: outer * period elements, element
+ * i looked up in table[(i % period) * 256 + (uint8_t)input[i]]. */
+typedef struct {
+  int outer, period;
+} tm_lut_params;
+
+void tm_lut_s8(const tm_lut_params *p, const int8_t *input, const int8_t *table, int8_t *output);
 
 /* ---------------------------------------------------------------- reductions, softmax */
 

@@ -1,0 +1,210 @@
+/* CONV_2D, int8 per-channel, dilation 1: the fast path.
+ *
+ * Must match byte for byte what tm_conv.c computes, i.e. tflite-micro
+ * tensorflow/lite/kernels/internal/reference/integer_ops/conv.h (ConvPerChannel):
+ *   acc = bias + sum filter * (input + input_offset) over the window inside the image.
+ * For a window wholly inside the image this is bias_eff + sum filter * input, with
+ * bias_eff = bias + input_offset * sum filter computed at compile time (integers: the
+ * same sum, in another order; int32 wraps alike). Windows that cross the border (SAME
+ * padding) sum the taps inside and add input_offset times those taps' filter sums.
+ *
+ * The window of an output pixel is filter_h rows of filter_w * in_c contiguous bytes (NHWC),
+ * as is each output channel's filter (OHWI): no im2col copy. Two output channels times two
+ * output pixels share every load (the blocking of CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16,
+ * without its int16 im2col buffer). On a core with the DSP extension four int8 products are
+ * two SXTB16 per operand and two SMLAD; elsewhere plain C99.
+ *
+ * A header, included by model_compiled.c, whose calls pass each layer's parameters as a
+ * static const struct: the compiler inlines the kernel into every call with that layer's
+ * shape as constants (window length, strides, channel counts), so the loops over a window
+ * row are unrolled and their offsets are immediates, for each layer as its own kernel.
+ */
+#ifndef TM_CONV_FAST_H_
+#define TM_CONV_FAST_H_
+
+#include "tm_fast.h"
+
+/* acc += dot(w[0..n), x[0..n)) for two filters (w0, w1) and two windows (x0, x1). */
+TM_INLINE void tm_dot_2x2(const int8_t *w0, const int8_t *w1, const int8_t *x0, const int8_t *x1,
+                          int n, int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11) {
+  int32_t s00 = *a00, s01 = *a01, s10 = *a10, s11 = *a11;
+  int k = 0;
+#if TM_DSP
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xa = tm_read4(x0 + k), xb = tm_read4(x1 + k);
+    const uint32_t wa = tm_read4(w0 + k), wb = tm_read4(w1 + k);
+    const int32_t xa02 = __sxtb16(xa), xa13 = tm_sxtb16_ror8(xa);
+    const int32_t xb02 = __sxtb16(xb), xb13 = tm_sxtb16_ror8(xb);
+    const int32_t wa02 = __sxtb16(wa), wa13 = tm_sxtb16_ror8(wa);
+    const int32_t wb02 = __sxtb16(wb), wb13 = tm_sxtb16_ror8(wb);
+    s00 = __smlad(wa02, xa02, s00);
+    s00 = __smlad(wa13, xa13, s00);
+    s01 = __smlad(wa02, xb02, s01);
+    s01 = __smlad(wa13, xb13, s01);
+    s10 = __smlad(wb02, xa02, s10);
+    s10 = __smlad(wb13, xa13, s10);
+    s11 = __smlad(wb02, xb02, s11);
+    s11 = __smlad(wb13, xb13, s11);
+  }
+#endif
+  for (; k < n; ++k) {
+    const int32_t xa = x0[k], xb = x1[k], wa = w0[k], wb = w1[k];
+    s00 += wa * xa;
+    s01 += wa * xb;
+    s10 += wb * xa;
+    s11 += wb * xb;
+  }
+  *a00 = s00;
+  *a01 = s01;
+  *a10 = s10;
+  *a11 = s11;
+}
+
+/* acc += dot(w, x0), dot(w, x1): one filter, two windows. */
+TM_INLINE void tm_dot_1x2(const int8_t *w, const int8_t *x0, const int8_t *x1, int n, int32_t *a0,
+                          int32_t *a1) {
+  int32_t s0 = *a0, s1 = *a1;
+  int k = 0;
+#if TM_DSP
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xa = tm_read4(x0 + k), xb = tm_read4(x1 + k), wa = tm_read4(w + k);
+    const int32_t w02 = __sxtb16(wa), w13 = tm_sxtb16_ror8(wa);
+    s0 = __smlad(w02, __sxtb16(xa), s0);
+    s0 = __smlad(w13, tm_sxtb16_ror8(xa), s0);
+    s1 = __smlad(w02, __sxtb16(xb), s1);
+    s1 = __smlad(w13, tm_sxtb16_ror8(xb), s1);
+  }
+#endif
+  for (; k < n; ++k) {
+    s0 += (int32_t)w[k] * x0[k];
+    s1 += (int32_t)w[k] * x1[k];
+  }
+  *a0 = s0;
+  *a1 = s1;
+}
+
+/* acc += dot(w, x): one filter, one window. */
+TM_INLINE int32_t tm_dot_1x1(const int8_t *w, const int8_t *x, int n, int32_t s) {
+  int k = 0;
+#if TM_DSP
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xa = tm_read4(x + k), wa = tm_read4(w + k);
+    s = __smlad(__sxtb16(wa), __sxtb16(xa), s);
+    s = __smlad(tm_sxtb16_ror8(wa), tm_sxtb16_ror8(xa), s);
+  }
+#endif
+  for (; k < n; ++k) s += (int32_t)w[k] * x[k];
+  return s;
+}
+
+#define TM_OUT(acc, c) \
+  tm_clamp8(tm_requantize((acc), multiplier[c], shift[c]) + p->output_offset, p->act_min, p->act_max)
+
+/* A pixel whose window crosses the border (SAME padding): the taps inside the image are
+ * contiguous spans of each window row, summed as inside; the padded taps contribute nothing,
+ * so the input offset is added once per channel with the filter sums of the taps inside
+ * (tap_sums[oc][ky][kx] = sum over in_c of the filter, at compile time). */
+static void tm_conv_border_pixel(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
+                                 const int32_t *bias, const int32_t *tap_sums,
+                                 const int32_t *multiplier, const int32_t *shift, int oy, int ox,
+                                 int8_t *out) {
+  const int in_y0 = oy * p->stride_h - p->pad_h, in_x0 = ox * p->stride_w - p->pad_w;
+  const int ky0 = in_y0 < 0 ? -in_y0 : 0;
+  const int ky1 = in_y0 + p->filter_h > p->in_h ? p->in_h - in_y0 : p->filter_h;
+  const int kx0 = in_x0 < 0 ? -in_x0 : 0;
+  const int kx1 = in_x0 + p->filter_w > p->in_w ? p->in_w - in_x0 : p->filter_w;
+  const int span = (kx1 - kx0) * p->in_c, taps = p->filter_h * p->filter_w;
+  int oc, ky, kx;
+  for (oc = 0; oc < p->out_c; ++oc) {
+    const int32_t *ts = tap_sums + (long)oc * taps;
+    uint32_t acc = bias ? (uint32_t)bias[oc] : 0u;
+    int32_t tap_sum = 0;
+    for (ky = ky0; ky < ky1; ++ky) {
+      const int8_t *w = filter + (((long)oc * p->filter_h + ky) * p->filter_w + kx0) * p->in_c;
+      const int8_t *x = input + ((long)(in_y0 + ky) * p->in_w + in_x0 + kx0) * p->in_c;
+      for (kx = kx0; kx < kx1; ++kx) tap_sum += ts[ky * p->filter_w + kx];
+      acc += (uint32_t)tm_dot_1x1(w, x, span, 0);
+    }
+    acc += (uint32_t)p->input_offset * (uint32_t)tap_sum;
+    out[oc] = TM_OUT((int32_t)acc, oc);
+  }
+}
+
+/* Two pixels wholly inside the image (windows at x0 and x1), every output channel. */
+TM_INLINE void tm_conv_pair(const tm_conv_params *p, const int8_t *x0, const int8_t *x1,
+                         const int8_t *filter, const int32_t *bias_eff, const int32_t *multiplier,
+                         const int32_t *shift, int8_t *out0, int8_t *out1) {
+  const int row_len = p->filter_w * p->in_c, k_len = p->filter_h * row_len;
+  const long in_row = (long)p->in_w * p->in_c;
+  int oc = 0, ky;
+  for (; oc + 2 <= p->out_c; oc += 2) {
+    const int8_t *w0 = filter + (long)oc * k_len, *w1 = w0 + k_len;
+    int32_t a00 = bias_eff[oc], a01 = a00, a10 = bias_eff[oc + 1], a11 = a10;
+    for (ky = 0; ky < p->filter_h; ++ky) {
+      tm_dot_2x2(w0 + ky * row_len, w1 + ky * row_len, x0 + ky * in_row, x1 + ky * in_row, row_len,
+                 &a00, &a01, &a10, &a11);
+    }
+    out0[oc] = TM_OUT(a00, oc);
+    out1[oc] = TM_OUT(a01, oc);
+    out0[oc + 1] = TM_OUT(a10, oc + 1);
+    out1[oc + 1] = TM_OUT(a11, oc + 1);
+  }
+  if (oc < p->out_c) {
+    const int8_t *w = filter + (long)oc * k_len;
+    int32_t a0 = bias_eff[oc], a1 = a0;
+    for (ky = 0; ky < p->filter_h; ++ky) {
+      tm_dot_1x2(w + ky * row_len, x0 + ky * in_row, x1 + ky * in_row, row_len, &a0, &a1);
+    }
+    out0[oc] = TM_OUT(a0, oc);
+    out1[oc] = TM_OUT(a1, oc);
+  }
+}
+
+/* One pixel wholly inside the image. */
+TM_INLINE void tm_conv_single(const tm_conv_params *p, const int8_t *x, const int8_t *filter,
+                           const int32_t *bias_eff, const int32_t *multiplier, const int32_t *shift,
+                           int8_t *out) {
+  const int row_len = p->filter_w * p->in_c, k_len = p->filter_h * row_len;
+  const long in_row = (long)p->in_w * p->in_c;
+  int oc, ky;
+  for (oc = 0; oc < p->out_c; ++oc) {
+    const int8_t *w = filter + (long)oc * k_len;
+    int32_t acc = bias_eff[oc];
+    for (ky = 0; ky < p->filter_h; ++ky) acc = tm_dot_1x1(w + ky * row_len, x + ky * in_row, row_len, acc);
+    out[oc] = TM_OUT(acc, oc);
+  }
+}
+
+TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
+                       const int32_t *bias, const int32_t *bias_eff, const int32_t *tap_sums,
+                       const int32_t *multiplier, const int32_t *shift, int8_t *output) {
+  const long pixel_step = (long)p->stride_w * p->in_c;
+  int oy, ox;
+  for (oy = 0; oy < p->out_h; ++oy) {
+    const int in_y0 = oy * p->stride_h - p->pad_h;
+    const int rows_inside = in_y0 >= 0 && in_y0 + p->filter_h <= p->in_h;
+    int8_t *out_row = output + (long)oy * p->out_w * p->out_c;
+    ox = 0;
+    while (ox < p->out_w) {
+      const int in_x0 = ox * p->stride_w - p->pad_w;
+      const int8_t *x0;
+      if (!rows_inside || in_x0 < 0 || in_x0 + p->filter_w > p->in_w) {
+        tm_conv_border_pixel(p, input, filter, bias, tap_sums, multiplier, shift, oy, ox,
+                             out_row + (long)ox * p->out_c);
+        ox += 1;
+        continue;
+      }
+      x0 = input + ((long)in_y0 * p->in_w + in_x0) * p->in_c;
+      if (ox + 1 < p->out_w && in_x0 + p->stride_w + p->filter_w <= p->in_w) {
+        tm_conv_pair(p, x0, x0 + pixel_step, filter, bias_eff, multiplier, shift,
+                     out_row + (long)ox * p->out_c, out_row + (long)(ox + 1) * p->out_c);
+        ox += 2;
+      } else {
+        tm_conv_single(p, x0, filter, bias_eff, multiplier, shift, out_row + (long)ox * p->out_c);
+        ox += 1;
+      }
+    }
+  }
+}
+
+#endif /* TM_CONV_FAST_H_ */

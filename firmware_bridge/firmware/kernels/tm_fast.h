@@ -1,0 +1,75 @@
+/* The fast kernels' shared pieces: TFLM's requantization in few instructions, unaligned
+ * 4-byte reads, and the Cortex-M DSP extension (ACLE, arm_acle.h) when the target has it.
+ *
+ * Must match byte for byte tflite-micro tensorflow/lite/kernels/internal/common.h
+ * MultiplyByQuantizedMultiplier (default build, two roundings) and gemmlowp
+ * fixedpoint/fixedpoint.h SaturatingRoundingDoublingHighMul and RoundingDivideByPOT,
+ * which tm_common.c follows line for line. tests/test_kernels.py checks tm_requantize
+ * against tm_multiply_by_quantized_multiplier on random and edge values, on the host and
+ * on the emulated Cortex-M4.
+ */
+#ifndef TM_FAST_H_
+#define TM_FAST_H_
+
+#include <stdint.h>
+#include <string.h>
+
+#include "tm_kernels.h"
+
+#if defined(__GNUC__)
+#define TM_INLINE static inline __attribute__((always_inline))
+#else
+#define TM_INLINE static inline
+#endif
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define TM_DSP 1
+#else
+#define TM_DSP 0
+#endif
+
+/* Four bytes from any address (one LDR on a Cortex-M4, which allows unaligned words). */
+TM_INLINE uint32_t tm_read4(const int8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* SaturatingRoundingDoublingHighMul(a, m) for m >= 0 (a multiplier from QuantizeMultiplier,
+ * so the one saturating case a == m == INT32_MIN cannot occur): gemmlowp adds a nudge of
+ * 2^30 (or 1 - 2^30 when a*m < 0) and divides by 2^31 truncating toward zero. For a*m < 0
+ * truncation toward zero is floor((a*m + 1 - 2^30 + 2^31 - 1) / 2^31), the same
+ * floor((a*m + 2^30) / 2^31) as for a*m >= 0: one rounding shift of the 64-bit product. */
+TM_INLINE int32_t tm_srdhm_pos(int32_t a, int32_t m) {
+  return (int32_t)(((int64_t)a * m + ((int64_t)1 << 30)) >> 31);
+}
+
+/* RoundingDivideByPOT(x, e), 0 <= e <= 31: round half away from zero. */
+TM_INLINE int32_t tm_rdbpot(int32_t x, int e) {
+  const int32_t mask = (int32_t)(((uint32_t)1 << e) - 1u);
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> e) + ((x & mask) > threshold ? 1 : 0);
+}
+
+/* MultiplyByQuantizedMultiplier(acc, multiplier, shift). */
+TM_INLINE int32_t tm_requantize(int32_t acc, int32_t multiplier, int shift) {
+  const int left = shift > 0 ? shift : 0;
+  const int right = shift > 0 ? 0 : -shift;
+  return tm_rdbpot(tm_srdhm_pos((int32_t)((uint32_t)acc << left), multiplier), right);
+}
+
+TM_INLINE int8_t tm_clamp8(int32_t v, int32_t lo, int32_t hi) {
+  return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+#if TM_DSP
+/* Bytes 1 and 3 of x, sign-extended into two halfwords (SXTB16 with ROR #8). */
+TM_INLINE int32_t tm_sxtb16_ror8(uint32_t x) {
+  int32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+#endif
+
+#endif /* TM_FAST_H_ */
