@@ -41,9 +41,9 @@ TARGET_RATIO = 0.8
 
 
 def default_model():
-    from pipeline.ml.model import ModelParams, build_model
-
     import keras
+
+    from pipeline.ml.model import ModelParams, build_model
 
     keras.utils.set_random_seed(0)
     X = np.random.default_rng(0).normal(0, 2, size=(256, 125, 3)).astype(np.float32)
@@ -78,9 +78,10 @@ def mobilenet_model():
 
 
 def measure(name: str, build, work: Path) -> dict:
+    from tflite_micro.python.tflite_micro import runtime
+
     from firmware_bridge.targets import profile as P
     from pipeline.tflite.convert import convert_int8
-    from tflite_micro.python.tflite_micro import runtime
 
     model, X = build()
     data, _ = convert_int8(model, X)

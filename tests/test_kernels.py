@@ -14,9 +14,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from test_compiler import Compiled, Reference, assert_identical, convert, saturating_inputs
 
 from firmware_bridge import compiler as C
-from test_compiler import Compiled, Reference, assert_identical, convert, saturating_inputs
 
 QEMU = shutil.which("qemu-system-arm") is not None and shutil.which("arm-none-eabi-gcc") is not None
 needs_qemu = pytest.mark.skipif(not QEMU, reason="qemu-system-arm / arm-none-eabi-gcc not installed")
@@ -83,9 +83,9 @@ def _scaled(model, factor: float = 4.0):
 def model_1d():
     """The default architecture (input normalization as SUB/MUL, CONV 1xK SAME with its
     border pixels, MAX_POOL, MEAN, FULLY_CONNECTED, SOFTMAX) at a small size, odd widths."""
-    from pipeline.ml.model import ModelParams, build_model
-
     import keras
+
+    from pipeline.ml.model import ModelParams, build_model
 
     keras.utils.set_random_seed(1)
     X = np.random.default_rng(1).normal(0, 2, size=(128, 37, 3)).astype(np.float32) + [3.0, -1.0, 0.5]
