@@ -124,11 +124,10 @@ def _every_value_inputs(shape, n: int) -> np.ndarray:
     return np.stack(rows).astype(np.int8).reshape(n, *shape)
 
 
-@pytest.fixture(scope="module", params=["1d", "2d"])
-def model(request, tmp_path_factory):
-    model, X = {"1d": model_1d, "2d": model_2d}[request.param]()
+def _model(name: str, tmp_path_factory):
+    model, X = {"1d": model_1d, "2d": model_2d}[name]()
     data = convert(_scaled(model), X)
-    work = tmp_path_factory.mktemp(f"kernels_{request.param}")
+    work = tmp_path_factory.mktemp(f"kernels_{name}")
     ref = Reference(data)
     from pipeline.tflite.runtime import quantize_int8
 
@@ -137,7 +136,18 @@ def model(request, tmp_path_factory):
     x_q = np.concatenate([
         quantize_int8(X[:8], float(q["scales"][0]), int(q["zero_points"][0])).reshape(8, *shape),
         saturating_inputs(shape, 12, seed=4), _every_value_inputs(shape, 4)])
-    return request.param, data, ref, Compiled(data, work), x_q, work
+    return name, data, ref, Compiled(data, work), x_q, work
+
+
+@pytest.fixture(scope="module", params=["1d", "2d"])
+def model(request, tmp_path_factory):
+    return _model(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model_1d_only(tmp_path_factory):
+    """One model is enough for the command (the kernels are checked on both above)."""
+    return _model("1d", tmp_path_factory)
 
 
 def test_portable_path_on_the_host_is_tflm_byte_for_byte(model):
@@ -176,13 +186,11 @@ def test_dsp_path_on_the_emulated_cortex_m4_is_tflm_byte_for_byte(model):
 
 
 @needs_qemu
-def test_tinyml_profile_cli_writes_the_table_and_profile_json(model, tmp_path, capsys):
+def test_tinyml_profile_cli_writes_the_table_and_profile_json(model_1d_only, tmp_path, capsys):
     from pipeline.core.artifacts import read_json
     from tinyml_cli import main
 
-    name, data, ref, *_ = model
-    if name != "1d":
-        pytest.skip("one model is enough for the command")
+    name, data, ref, *_ = model_1d_only
     path = tmp_path / "m.tflite"
     path.write_bytes(data)
     assert main(["profile", "--model", str(path)]) == 0
