@@ -1,0 +1,197 @@
+"""The host board: the firmware's C++ core and the compiled model built with g++ for this
+computer, its UART on a real pseudo-terminal opened with pyserial (firmware_bridge.host.client).
+
+Nothing is stood in for: the model is a real (tiny) int8 convnet compiled to C, the board
+answers the AT protocol from the same core as the QEMU image and the Arduino sketch, and its
+int8 outputs are compared byte for byte with TFLM's Python interpreter and LiteRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from firmware_bridge.host.client import Device
+from firmware_bridge.targets import host_board
+from pipeline.core.errors import BridgeError
+from pipeline.tflite.export import ModelSettings, model_data_cc, model_data_h, model_settings_h
+
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("gcc") is None,
+                               reason="the host board needs g++ (Debian package g++)")
+RATE = 62.5
+MACS = 1152
+
+
+def _quantization(data: bytes):
+    from pipeline.tflite.litert import host_interpreter
+
+    Interpreter, _, _ = host_interpreter()
+    interp = Interpreter(model_content=data)
+    qi = interp.get_input_details()[0]["quantization"]
+    qo = interp.get_output_details()[0]["quantization"]
+    return (float(qi[0]), int(qi[1])), (float(qo[0]), int(qo[1]))
+
+
+def write_run(run, data: bytes, labels, *, recordings: np.ndarray | None = None):
+    """A run directory as quantize leaves it, for the tiny model: int8.tflite, the firmware's
+    model_settings.h and the quantize report's MAC count; the test recordings when given."""
+    (qi_scale, qi_zp), (qo_scale, qo_zp) = _quantization(data)
+    firmware = run / "firmware"
+    firmware.mkdir(parents=True)
+    (run / "int8.tflite").write_bytes(data)
+    settings = ModelSettings(labels=list(labels), input_shape=[1, 32, 3], input_scale=qi_scale,
+                             input_zero_point=qi_zp, output_scale=qo_scale, output_zero_point=qo_zp,
+                             arena_bytes=4096, macs=MACS, ops=["Conv2D"], sha256=hashlib.sha256(data).hexdigest(),
+                             board="nano33ble", sample_rate_hz=RATE)
+    (firmware / "model_settings.h").write_text(model_settings_h(settings))
+    (firmware / "model_data.h").write_text(model_data_h())
+    (firmware / "model_data.cc").write_text(model_data_cc(data))
+    (run / "quantize_report.json").write_text(json.dumps({"board": "nano33ble", "macs": {"total": MACS}}))
+    if recordings is not None:
+        flash = run / "device" / "flash"
+        flash.mkdir(parents=True)
+        np.savez(flash / "sensor.npz", X=recordings, rate_hz=np.float64(RATE))
+    return run
+
+
+@pytest.fixture(scope="module")
+def board_run(tiny_int8, tmp_path_factory):
+    if shutil.which("g++") is None or shutil.which("gcc") is None:
+        pytest.skip("the host board needs g++ (Debian package g++)")
+    _, data, labels = tiny_int8
+    rng = np.random.default_rng(3)
+    recordings = rng.normal(0, 2, size=(2, 200, 3)).astype(np.float32)
+    run = write_run(tmp_path_factory.mktemp("host") / "run", data, labels, recordings=recordings)
+    image = host_board.build_host_board(run)
+    return run, image, data, labels, recordings
+
+
+def test_without_a_compiler_one_line_names_the_package(tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(BridgeError) as info:
+        host_board.build_host_board(tmp_path)
+    assert "g++" in info.value.message and "\n" not in info.value.message
+    assert "apt-get install" in info.value.hint
+
+
+@needs_gxx
+def test_the_build_is_cached_by_content_hash(board_run, tmp_path):
+    run, image, *_ = board_run
+    again = host_board.build_host_board(run)
+    assert not again.rebuilt and again.exe == image.exe and again.inputs_sha256 == image.inputs_sha256
+    record = json.loads((run / host_board.BUILD_DIR / host_board.BUILD_RECORD).read_text())
+    assert record["inputs_sha256"] == image.inputs_sha256 and record["has_compiled_model"]
+    # Another flag is another build, named by its own hash.
+    other = host_board.build_host_board(run, chunk_size=64)
+    assert other.rebuilt and other.inputs_sha256 != image.inputs_sha256
+    # The model's settings are an input: a changed byte is a new build.
+    settings = run / "firmware" / "model_settings.h"
+    original = settings.read_text()
+    settings.write_text(original + "\n// changed\n")
+    try:
+        changed = host_board.build_host_board(run)
+        assert changed.rebuilt and changed.inputs_sha256 not in (image.inputs_sha256, other.inputs_sha256)
+    finally:
+        settings.write_text(original)
+    assert host_board.build_host_board(run).exe.is_file()
+
+
+@needs_gxx
+def test_answers_the_at_protocol_on_a_pty_and_is_always_stopped(board_run):
+    run, _, data, labels, _ = board_run
+    image, board = host_board.boot(run)
+    with board:
+        assert board.port.startswith("/dev/pts/")
+        client = Device(board.port, timeout=5.0)
+        try:
+            assert client.config.device_type == "TINYML_HOST_BOARD"
+            info = client.model_info()
+            assert info.sha256 == hashlib.sha256(data).hexdigest() and info.labels == list(labels)
+            result = client.classify(np.zeros(96, np.float32))
+            # Board time: MACs x 8 cycles/MAC over the Nano's 64 MHz, never host time.
+            assert result.timing["classification_ms"] == pytest.approx(MACS * 8 / 64e6 * 1e3, abs=1e-3)
+            profile = client.command("AT+PROFILE?")
+            assert "64000000 Hz" in profile and f"{MACS * 8} (modelled" in profile
+        finally:
+            client.close()
+        pid = board.process.pid
+    assert not board.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@needs_gxx
+def test_an_error_inside_the_with_block_stops_the_board(board_run):
+    run = board_run[0]
+    _, board = host_board.boot(run)
+    with pytest.raises(RuntimeError), board:
+        raise RuntimeError("boom")
+    assert not board.running
+
+
+@needs_gxx
+def test_int8_outputs_are_byte_identical_to_tflm_and_litert(board_run):
+    """The compiled C on the board against the host references, every output byte: identical
+    to TFLM's interpreter; against LiteRT, different exactly where TFLM is."""
+    from pipeline.tflite.litert import run_litert
+    from pipeline.tflite.runtime import TFLMRunner, model_input
+
+    run, _, data, labels, _ = board_run
+    (qi_scale, qi_zp), (qo_scale, qo_zp) = _quantization(data)
+    rng = np.random.default_rng(7)
+    X = rng.normal(0, 3, size=(40, 32, 3)).astype(np.float32)
+    x_q = model_input(X, qi_scale, qi_zp, None)
+    tflm = TFLMRunner(data, 1 << 16).predict(x_q)
+    litert = run_litert(data, x_q, reference=True)
+    _, board = host_board.boot(run)
+    with board:
+        client = Device(board.port, timeout=5.0)
+        try:
+            printed = np.array([client.classify(x.reshape(-1)).array for x in X])
+        finally:
+            client.close()
+    device_q = (np.rint(printed / qo_scale) + qo_zp).astype(np.int64)
+    assert np.array_equal(device_q, tflm.astype(np.int64))
+    # LiteRT's reference kernels are another implementation: where they round an output
+    # differently (1 of 40 windows here, by one step, in the softmax), TFLM does too, and
+    # the board is TFLM's, byte for byte.
+    assert np.array_equal(device_q != litert, tflm.astype(np.int64) != litert)
+
+
+@needs_gxx
+def test_reset_starts_the_firmware_over_on_the_same_pty(board_run):
+    run = board_run[0]
+    _, board = host_board.boot(run)
+    with board:
+        client = Device(board.port, timeout=5.0)
+        try:
+            client.classify(np.zeros(96, np.float32))
+            assert "Inferences:           1" in client.command("AT+PROFILE?")
+            board.reset()
+            time.sleep(0.3)
+            client.close()
+            client = Device(board.port, timeout=5.0)
+            assert "Inferences:           0" in client.command("AT+PROFILE?")
+            assert board.running
+        finally:
+            client.close()
+
+
+@needs_gxx
+def test_sigterm_and_a_dead_parent_leave_no_board(board_run):
+    run = board_run[0]
+    _, board = host_board.boot(run)
+    pid = board.process.pid
+    board.process.send_signal(signal.SIGKILL)
+    board.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
