@@ -195,3 +195,96 @@ def test_sigterm_and_a_dead_parent_leave_no_board(board_run):
     board.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Engines, the agreement gate
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["emu", "qemu"])
+def test_tflm_on_a_board_of_the_compiled_engine_is_one_clear_line(port):
+    from pipeline.core.config import Config
+    from pipeline.core.errors import PipelineError
+    from pipeline.device.connect import check_engine
+
+    cfg = Config()
+    cfg.device.port, cfg.device.engine = port, "tflm"
+    with pytest.raises(PipelineError) as info:
+        check_engine(cfg)
+    assert "compiled engine only" in info.value.message and "\n" not in info.value.message
+    assert f"--device {port}" in info.value.message
+    cfg.device.port = "/dev/ttyACM0"  # the Arduino sketch has the library
+    check_engine(cfg)
+
+
+def test_one_differing_output_is_an_error_naming_window_and_output():
+    from pipeline.core.errors import GateFailed
+    from pipeline.device import agreement
+
+    scale, zp = 1 / 256, -128
+    tflm_q = np.array([[10, -20, 30], [5, 6, 7], [-128, 127, 0]])
+    device_q = tflm_q.copy()
+    litert_q = tflm_q.copy()
+    litert_q[0, 1] += 1  # LiteRT's own rounding: reported, not the firmware's fault
+    ok = agreement.int8_agreement((device_q - zp) * scale, (tflm_q - zp) * scale, litert_q, ["a", "b", "c"],
+                                  ["x", "y", "z"], (scale, zp))
+    assert ok["passed"] and ok["tflm"]["outputs_identical"] == 9
+    assert ok["litert_reference_kernels"]["outputs_identical"] == 8
+    agreement.check(ok)
+    device_q[1, 2] -= 1
+    bad = agreement.int8_agreement((device_q - zp) * scale, (tflm_q - zp) * scale, litert_q, ["a", "b", "c"],
+                                   ["x", "y", "z"], (scale, zp))
+    assert not bad["passed"] and bad["tflm"]["outputs_identical"] == 8 and bad["tflm"]["windows_identical"] == 2
+    with pytest.raises(GateFailed) as info:
+        agreement.check(bad)
+    assert "8 of 9 outputs" in info.value.message
+    assert "window 'b', output 2 ('z'): device 6, TFLM 7" in info.value.message
+
+
+# ---------------------------------------------------------------------------------------
+# The sensor: the run's recordings played as the board's IMU, in board time
+# ---------------------------------------------------------------------------------------
+
+
+@needs_gxx
+def test_runimpulse_classifies_the_recordings_the_imu_plays(board_run):
+    from firmware_bridge.host.monitor import monitor
+    from pipeline.tflite.runtime import TFLMRunner, dequantize_int8, model_input
+
+    run, _, data, labels, recordings = board_run
+    _, board = host_board.boot(run, time_scale=50)  # the 2 s pauses pass in 40 ms
+    with board:
+        mon = monitor(board.port, count=3, timeout=5.0)
+    (qi_scale, qi_zp), (qo_scale, qo_zp) = _quantization(data)
+    stream = recordings.reshape(-1, 3)
+    windows = np.stack([stream[i * 32:(i + 1) * 32] for i in range(3)])  # played one frame a reading
+    q = TFLMRunner(data, 1 << 16).predict(model_input(windows, qi_scale, qi_zp, None))
+    probs = dequantize_int8(q, qo_scale, qo_zp)
+    assert [r.label for r in mon.results] == [labels[int(k)] for k in probs.argmax(1)]
+    for result, p in zip(mon.results, probs, strict=True):  # the board's own numbers, 6 decimals
+        assert [result.predictions[lab] for lab in labels] == pytest.approx(p.tolist(), abs=1e-6)
+        # Board time, printed as the SDK prints it (whole us below 1 ms): 1152 MACs x 8 / 64 MHz.
+        assert result.timing["classification_ms"] == pytest.approx(0.144)
+
+
+@needs_gxx
+def test_samplestart_records_the_played_frames_byte_for_byte(board_run):
+    from firmware_bridge.host import sampling
+
+    run, _, _, _, recordings = board_run
+    _, board = host_board.boot(run, time_scale=50)
+    with board:
+        client = Device(board.port, timeout=5.0)
+        try:
+            sensor = client.config.sensors[0]
+            assert sensor.frequencies_hz == (RATE,)
+            client.set_sample_settings("wave", 1000 / RATE, 480, hmac_key="k3y")
+            reply = client.sample_start(sensor.name, timeout=10.0)
+            got = client.read_buffer(reply.start, reply.end)
+        finally:
+            client.close()
+    readings = int(480 // (1000 / RATE))  # 30
+    want = sampling.encode_acquisition(client.config.device_id, "TINYML_HOST_BOARD", 1000 / RATE,
+                                       recordings.reshape(-1, 3)[:readings], "k3y")
+    assert got == want
