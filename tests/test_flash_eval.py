@@ -219,3 +219,51 @@ def test_monitor_reads_live_predictions_from_the_host_board(fast_run):
     expected = [labels[int(k)] for k in host_int8_probabilities(fast_run, windows).argmax(1)]
     assert [r.label for r in mon.results] == expected
     assert mon.accuracy == expected.count("idle") / 3
+
+
+def _host_board_pids(run: Path) -> list[int]:
+    """Processes running the host board built in ``run`` (read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+                state = (entry / "stat").read_text().split(") ", 1)[1][0]
+            except (OSError, IndexError):
+                continue
+            if argv0.startswith(str(run / "device" / "host" / "firmware-").encode()) and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_kill_9_of_the_host_board_mid_evaluation_scores_every_window_once(fast_run, tmp_path):
+    import os
+    import threading
+
+    run = copy_run(fast_run, tmp_path / "run")
+    results = run / "device_eval.jsonl"
+    reference = lines(results)
+    results.unlink()
+    killed = []
+
+    def kill_when_20_are_in():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if results.exists() and len(results.read_bytes().splitlines()) >= 20:
+                for pid in _host_board_pids(run):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_20_are_in)
+    killer.start()
+    try:
+        assert main(["eval", "--run", str(run)]) == 0
+    finally:
+        killer.join()
+    assert killed, "the host board was never killed"
+    final = lines(results)
+    assert [r["window_id"] for r in final] == [r["window_id"] for r in reference]  # each once, in order
+    assert [r["probabilities"] for r in final] == [r["probabilities"] for r in reference]
+    assert not _host_board_pids(run)  # and the board booted again was stopped

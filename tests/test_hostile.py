@@ -400,13 +400,13 @@ def test_a_device_printing_nan_or_inf_is_refused_and_nothing_is_written(fast_run
 def test_results_of_another_device_are_not_resumed(fast_run, tmp_path, capsys):
     run = copy_run(fast_run, tmp_path / "run")
     emu = [json.loads(x) for x in (run / "device_eval.jsonl").read_text().splitlines()]
-    assert {r["device"]["port_type"] for r in emu} == {"virtual"}
+    assert {r["device"]["port_type"] for r in emu} == {"host"}  # flashed to the host board
     stale_tmp = run / ".device_report.json.4194999.abcd1234.tmp"  # a killed writer's leftover
     stale_tmp.write_text("{")
     with lying_device(run, lambda fw: None) as port:  # an honest device on a serial port
         assert evaluate_on_device(run_config(run, port), run) == 0
     out = capsys.readouterr().out
-    assert "holds results of another device" in out and "'port_type': 'virtual'" in out
+    assert "holds results of another device" in out and "'port_type': 'host'" in out
     final = [json.loads(x) for x in (run / "device_eval.jsonl").read_text().splitlines()]
     assert len(final) == len(emu) and {r["device"]["port_type"] for r in final} == {"serial"}
     assert [r["probabilities"] for r in final] == [r["probabilities"] for r in emu]

@@ -146,8 +146,15 @@ class Connected:
         return self.client, info
 
     def reconnect(self):
-        """A fresh client on the same port (after the device reset or stopped answering)."""
+        """A fresh client on the same port (after the device reset or stopped answering); a
+        host board whose process died (kill -9, a crash) is booted again, on a new pty."""
         self.client.close()
+        if self.kind == "host" and not self.board.running:
+            self.out(f"eval: the host board exited ({'; '.join(self.board.output_tail()) or 'no message'}); "
+                     "booting it again")
+            self.board.stop()
+            self.board = boot_host_board(self.cfg, self.run, self.image, out=self.out)
+            self.port = self.board.port
         self.client = Device(self.port, baud=self.cfg.device.baud, timeout=self.cfg.device.timeout_s)
         return self.client
 
