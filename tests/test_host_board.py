@@ -288,3 +288,69 @@ def test_samplestart_records_the_played_frames_byte_for_byte(board_run):
     want = sampling.encode_acquisition(client.config.device_id, "TINYML_HOST_BOARD", 1000 / RATE,
                                        recordings.reshape(-1, 3)[:readings], "k3y")
     assert got == want
+
+
+# ---------------------------------------------------------------------------------------
+# A hostile host: the firmware never hangs
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def device(board_run):
+    _, board = host_board.boot(board_run[0])
+    with board:
+        client = Device(board.port, timeout=5.0)
+        client.board = board
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def _prompt_after(device: Device, data: bytes, timeout: float = 10.0) -> str:
+    device.write(data)
+    device.write(b"AT\r")
+    out = device.wait_prompt(timeout=timeout)
+    device._drain()
+    return out
+
+
+@needs_gxx
+def test_garbage_bytes_and_a_one_megabyte_line_do_not_disturb_it(device):
+    from firmware_bridge.host.protocol import LINE_TOO_LONG
+
+    garbage = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
+    _prompt_after(device, garbage.replace(b"\r", b"."))
+    assert device.command("AT") == "Not a valid AT command (AT)\n"
+    for _ in range(64):
+        device.write(b"A" * (1 << 14))
+    device.write(b"\r")
+    out = device.wait_prompt(timeout=60.0)  # a guard against a hang, not a timing check
+    assert out.endswith("A" * 256 + "\r\n" + LINE_TOO_LONG + "> ")
+    assert "AT Version: 1.8.0" in device.command("AT+DEVICEINFO?")
+
+
+@needs_gxx
+def test_a_reset_mid_transfer_and_the_board_classifies_again(device):
+    import base64
+    import struct
+
+    device.send("AT+RUNIMPULSESTATIC=n,96")
+    device._expect(re_compile(rb"OK CHUNK=32\r\n"), "OK CHUNK=")
+    text = base64.b64encode(struct.pack("<96f", *np.ones(96)))
+    device.write(text[:64])  # two chunks of the window, then the reset button
+    device.board.reset()
+    time.sleep(0.3)
+    device.close()
+    again = Device(device.board.port, timeout=5.0)
+    try:
+        assert "Inferences:           0" in again.command("AT+PROFILE?")
+        assert again.classify(np.ones(96, np.float32)).label in again.model_info().labels
+    finally:
+        again.close()
+
+
+def re_compile(pattern: bytes):
+    import re
+
+    return re.compile(pattern)
