@@ -66,9 +66,10 @@ def summary(section: dict) -> str:
             f"({t['windows_identical']} of {t['windows']} windows)")
     lit = section.get("litert_reference_kernels", {})
     if "outputs" in lit:
-        line += (f"; to LiteRT's reference kernels: {lit['outputs_identical']:,} of {lit['outputs']:,} "
-                 f"(TFLM differs from LiteRT on {lit['differences_tflm_shares']} of the "
-                 f"{lit['outputs'] - lit['outputs_identical']} that differ)")
+        line += f"; to LiteRT's reference kernels: {lit['outputs_identical']:,} of {lit['outputs']:,}"
+        if lit["outputs_identical"] < lit["outputs"]:
+            line += (f" (TFLM differs from LiteRT on {lit['differences_tflm_shares']} of the "
+                     f"{lit['outputs'] - lit['outputs_identical']} that differ)")
     return line
 
 
