@@ -354,3 +354,21 @@ def re_compile(pattern: bytes):
     import re
 
     return re.compile(pattern)
+
+
+@needs_gxx
+def test_board_time_takes_the_instructions_qemu_measured_for_this_model_only(board_run, tmp_path):
+    run, _, data, _, _ = board_run
+    shutil.copy(run / "int8.tflite", tmp_path / "int8.tflite")
+    shutil.copy(run / "quantize_report.json", tmp_path / "quantize_report.json")
+    modelled = host_board.board_timing(tmp_path)
+    assert modelled["cycles_per_inference"] == MACS * 8 and modelled["source"].startswith("modelled")
+    record = tmp_path / "device" / "qemu" / "profile.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"model_sha256": hashlib.sha256(data).hexdigest(),
+                                  "instructions_per_inference": 23456, "machine": "qemu"}))
+    measured = host_board.board_timing(tmp_path)
+    assert measured["cycles_per_inference"] == 23456 and measured["source"].startswith("measured")
+    assert measured["clock_hz"] == 64_000_000
+    record.write_text(json.dumps({"model_sha256": "0" * 64, "instructions_per_inference": 23456}))
+    assert host_board.board_timing(tmp_path) == modelled  # another model's count is not this one's

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
-from firmware_bridge.targets.qemu import _die_with_parent, ensure_compiled_model
-from pipeline.core.artifacts import read_json, write_bytes, write_json
+from firmware_bridge.targets.qemu import PROFILE_RECORD, _die_with_parent, ensure_compiled_model
+from pipeline.core.artifacts import read_json, sha256_file, write_bytes, write_json
 from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE, DEFAULT_BOARD, get_board
 from pipeline.core.errors import BridgeError, PipelineError
 from pipeline.core.safe_io import load_npz_arrays
@@ -175,9 +175,11 @@ def build_host_board(run_dir: str | os.PathLike, *, with_model: bool = True, chu
 
 
 def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
-    """The board's clock (boards.py) and the cycles an inference takes there: the MACs of
-    the model (quantize_report.json) x the reference kernels' cycles per MAC, a model said
-    to be one. Empty when the run has no MAC count."""
+    """The board's clock (boards.py) and the cycles an inference takes there: the instructions
+    QEMU's Cortex-M4 measured for this very model (RUN/device/qemu/profile.json, written by
+    `tinyml flash --device qemu`; one cycle an instruction, a lower bound), else the model's
+    MACs (quantize_report.json) x the reference kernels' cycles per MAC, said to be a model.
+    Without either, no cycle count: the board times the inference on its clock."""
     run_dir = Path(run_dir)
     report = read_json(run_dir / "quantize_report.json", "the quantize report") \
         if (run_dir / "quantize_report.json").is_file() else {}
@@ -186,11 +188,21 @@ def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
         profile = get_board(name)
     except PipelineError:
         profile = get_board(DEFAULT_BOARD)
+    timing = {"board": profile.name, "clock_hz": profile.clock_hz}
+    measured = run_dir / "device" / "qemu" / PROFILE_RECORD
+    model = run_dir / "int8.tflite"
+    if measured.is_file() and model.is_file():
+        record = read_json(measured, "the QEMU profile")
+        if isinstance(record, dict) and record.get("model_sha256") == sha256_file(model) \
+                and isinstance(record.get("instructions_per_inference"), int):
+            n = record["instructions_per_inference"]
+            return {**timing, "cycles_per_inference": n,
+                    "source": f"measured: {n} instructions per inference on QEMU's Cortex-M4, 1 cycle each"}
     macs = (report.get("macs") or {}).get("total") if isinstance(report.get("macs"), dict) else None
     if not macs:
-        return {"board": profile.name, "clock_hz": profile.clock_hz}
+        return timing
     cycles = round(int(macs) * CYCLES_PER_MAC_REFERENCE)
-    return {"board": profile.name, "clock_hz": profile.clock_hz, "cycles_per_inference": cycles,
+    return {**timing, "cycles_per_inference": cycles,
             "source": f"modelled: {int(macs)} MACs x {CYCLES_PER_MAC_REFERENCE:g} cycles/MAC, MLPerf Tiny reference kernels",
             "source_detail": CYCLES_SOURCE}
 

@@ -142,7 +142,8 @@ class Connected:
             info["emulator"] = f"qemu-system-arm -M {self.board.command[2]} -icount shift=0"
         elif self.kind == "host":
             info["host_board"] = {"exe": str(self.image.exe), "inputs_sha256": self.image.inputs_sha256,
-                                  "built_by": "g++ from firmware/core, firmware/boards/host and RUN/firmware/compiled"}
+                                  "built_by": "g++ from firmware/core, firmware/boards/host and RUN/firmware/compiled",
+                                  "timing": self.board.timing}
         return self.client, info
 
     def reconnect(self):

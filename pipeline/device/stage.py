@@ -307,8 +307,9 @@ def _score(run: Path, prepared, info: dict, streamed: dict, out) -> dict:
     return report
 
 
-HOST_TIMING_NOTE = ("board time of the host board: the model's MACs x cycles/MAC (an estimate, not a "
-                    "measurement) over the board's clock (pipeline/core/boards.py); never this computer's time")
+HOST_TIMING_NOTE = ("board time of the host board: cycles per inference (device.host_board.timing.source: measured "
+                    "on QEMU's Cortex-M4 for this model, else modelled from its MACs) over the board's clock "
+                    "(pipeline/core/boards.py); never this computer's time")
 QEMU_TIMING_NOTE = ("virtual time of QEMU's -icount shift=0 (1 ms = 1,000,000 instructions): an instruction "
                     "count, not a latency; see measured_on_emulated_cortex_m4")
 
@@ -326,7 +327,9 @@ def _qemu_measurements(run: Path, image, client, window) -> dict:
         client.classify(window)
         profile = qemu.read_profile(client)
     macs = read_json(run / "quantize_report.json", "the quantize report").get("macs", {}).get("total")
-    return qemu.measured_figures(image, profile, macs)
+    figures = qemu.measured_figures(image, profile, macs)
+    qemu.record_profile(image, figures, sha256_file(run / "int8.tflite"))  # the host board's board time
+    return figures
 
 
 def _qemu_summary(m: dict) -> str:
