@@ -89,7 +89,8 @@ def run_emulate_host(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with host_board.HostBoard(image, sensor=sensor, timing=timing, time_scale=args.time_scale) as board:
         print(board.port, flush=True)
-        print(f"host board {image.exe} ({'built in %.1f s' % image.build_seconds if image.rebuilt else 'up to date'}): "
+        built = f"built in {image.build_seconds:.1f} s" if image.rebuilt else "up to date"
+        print(f"host board {image.exe} ({built}): "
               f"the firmware's C++ core and {run}'s compiled model, built with g++; UART on {board.port}")
         print(f"timing: board time of {timing['board']} at {timing['clock_hz']:,} Hz, "
               + (f"{timing['cycles_per_inference']:,} cycles per inference ({timing['source']})"
