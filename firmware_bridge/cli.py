@@ -87,7 +87,8 @@ def run_emulate_host(args: argparse.Namespace) -> int:
         if args.sensor or npz.is_file() else None
     timing = host_board.board_timing(run, args.board)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with host_board.HostBoard(image, sensor=sensor, timing=timing, time_scale=args.time_scale) as board:
+    with host_board.HostBoard(image, sensor=sensor, timing=timing, time_scale=args.time_scale,
+                              sensor_name=host_board.sensor_name(npz) if sensor else None) as board:
         print(board.port, flush=True)
         built = f"built in {image.build_seconds:.1f} s" if image.rebuilt else "up to date"
         print(f"host board {image.exe} ({built}): "

@@ -278,7 +278,7 @@ def test_samplestart_records_the_played_frames_byte_for_byte(board_run):
         client = Device(board.port, timeout=5.0)
         try:
             sensor = client.config.sensors[0]
-            assert sensor.frequencies_hz == (RATE,)
+            assert sensor.name == "Playback of sensor.npz" and sensor.frequencies_hz == (RATE,)
             client.set_sample_settings("wave", 1000 / RATE, 480, hmac_key="k3y")
             reply = client.sample_start(sensor.name, timeout=10.0)
             got = client.read_buffer(reply.start, reply.end)

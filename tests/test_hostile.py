@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.host import protocol
-from firmware_bridge.host.client import parse_model_info
+from firmware_bridge.host.client import Device, parse_model_info
 from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core import config as config_mod
 from pipeline.core.artifacts import write_json
@@ -381,10 +381,10 @@ def test_a_device_printing_nan_or_inf_is_refused_and_nothing_is_written(fast_run
         fw._classify = classify
 
     with lying_device(run, lie) as port:
-        emu = json.loads(kept[0])["device"]
-        # The same device, reached through a plain serial port: these lines are resumed.
-        results.write_text("".join(json.dumps(dict(json.loads(k), device=dict(emu, port_type="serial"))) + "\n"
-                                   for k in kept))
+        with Device(port, timeout=5.0) as dev:  # the device on that port, as a resumed line names it
+            same = {"port_type": "serial", "device_id": dev.config.device_id, "device_type": dev.config.device_type}
+        # Lines of the same device, reached through a plain serial port: these are resumed.
+        results.write_text("".join(json.dumps(dict(json.loads(k), device=same)) + "\n" for k in kept))
         if bad != bad:  # NaN, the case, through the CLI
             line = refused(["eval", "--run", str(run), "--device", port], capsys)
         else:

@@ -207,6 +207,11 @@ def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
             "source_detail": CYCLES_SOURCE}
 
 
+def sensor_name(npz: str | os.PathLike) -> str:
+    """What AT+CONFIG? calls the IMU that plays ``npz`` (no comma: it would end the field)."""
+    return ("Playback of " + Path(npz).name).replace(",", "_")[:120]
+
+
 def write_sensor_file(npz: str | os.PathLike, out: str | os.PathLike) -> Path:
     """The board's recording file from an ``.npz`` (``X`` (n, T, C) numbers, scalar ``rate_hz``):
     the recordings one after another, as float32 frames behind a short header."""
@@ -243,9 +248,11 @@ class HostBoard:
     """
 
     def __init__(self, image: HostImage | str | os.PathLike, *, sensor: str | os.PathLike | None = None,
-                 timing: dict | None = None, time_scale: float = 1.0, device_type: str | None = None):
+                 timing: dict | None = None, time_scale: float = 1.0, device_type: str | None = None,
+                 sensor_name: str | None = None):
         self.exe = Path(image.exe if isinstance(image, HostImage) else image)
         self.sensor = Path(sensor) if sensor else None
+        self.sensor_name = sensor_name
         self.timing = timing or {}
         self.time_scale = time_scale
         self.device_type = device_type
@@ -259,6 +266,8 @@ class HostBoard:
         cmd = [str(self.exe), "--pty"]
         if self.sensor:
             cmd += ["--sensor", str(self.sensor)]
+            if self.sensor_name:
+                cmd += ["--sensor-name", self.sensor_name]
         if self.time_scale != 1.0:
             cmd += ["--time-scale", repr(float(self.time_scale))]
         if self.timing.get("clock_hz"):
@@ -353,5 +362,6 @@ def boot(run_dir: str | os.PathLike, *, sensor: str | os.PathLike | None = None,
     sensor_bin = None
     if sensor or npz.is_file():
         sensor_bin = write_sensor_file(npz, run_dir / BUILD_DIR / SENSOR_FILE)
-    board_ = HostBoard(image, sensor=sensor_bin, timing=board_timing(run_dir, board), time_scale=time_scale)
+    board_ = HostBoard(image, sensor=sensor_bin, timing=board_timing(run_dir, board), time_scale=time_scale,
+                       sensor_name=sensor_name(npz) if sensor_bin else None)
     return image, board_.start()

@@ -67,7 +67,8 @@ def boot_host_board(cfg, run: Path, image=None, out=print):
     npz = run / FLASH_DIR / "sensor.npz"
     sensor = host_board.write_sensor_file(npz, run / host_board.BUILD_DIR / host_board.SENSOR_FILE) \
         if npz.is_file() else None
-    board = host_board.HostBoard(image, sensor=sensor, timing=host_board.board_timing(run, cfg.quantize.board))
+    board = host_board.HostBoard(image, sensor=sensor, timing=host_board.board_timing(run, cfg.quantize.board),
+                                 sensor_name=host_board.sensor_name(npz) if sensor else None)
     return board.start()
 
 

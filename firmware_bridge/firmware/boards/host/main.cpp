@@ -51,6 +51,7 @@ struct Options {
   bool pty = false;
   int pty_fd = -1;  // after a reset: the pseudo-terminal the board already has
   const char* sensor = nullptr;
+  const char* sensor_name = nullptr;  // default: "Playback of <file name>"
   double time_scale = 1.0;
   unsigned long long clock_hz = 64000000ull;
   unsigned long long cycles_per_inference = 0;  // 0: not known, Timing uses the clock
@@ -155,7 +156,7 @@ int open_pty(char* path, size_t cap) {
 // float64 rate_hz (little-endian), then frames x axes float32.
 class RecordedImu : public tinyml::MotionSensor {
  public:
-  bool load(const char* path) {
+  bool load(const char* path, const char* name) {
     FILE* f = fopen(path, "rb");
     if (f == nullptr) return fail(path, "cannot open");
     char magic[8];
@@ -176,7 +177,11 @@ class RecordedImu : public tinyml::MotionSensor {
     axes_ = static_cast<int>(axes);
     frames_ = frames;
     const char* base = strrchr(path, '/');
-    snprintf(name_, sizeof(name_), "Playback of %s", base ? base + 1 : path);
+    if (name != nullptr) {
+      snprintf(name_, sizeof(name_), "%s", name);
+    } else {
+      snprintf(name_, sizeof(name_), "Playback of %s", base ? base + 1 : path);
+    }
     for (char* c = name_; *c; c++) {
       if (*c == ',') *c = '_';  // a comma would end the name field of AT+CONFIG?
     }
@@ -291,7 +296,7 @@ size_t build_command_table() {
 
 [[noreturn]] void usage(const char* why) {
   fprintf(stderr,
-          "host board: %s\nusage: firmware [--pty] [--sensor FILE] [--time-scale X] "
+          "host board: %s\nusage: firmware [--pty] [--sensor FILE [--sensor-name NAME]] [--time-scale X] "
           "[--clock-hz N] [--cycles-per-inference N --cycles-source TEXT] [--device-type T]\n",
           why);
   exit(2);
@@ -313,6 +318,9 @@ void parse_args(int argc, char** argv) {
       g_options.pty_fd = static_cast<int>(strtol(v, &end, 10));
     } else if (strcmp(a, "--sensor") == 0) {
       g_options.sensor = v;
+      end = const_cast<char*>(v) + strlen(v);
+    } else if (strcmp(a, "--sensor-name") == 0) {
+      g_options.sensor_name = v;
       end = const_cast<char*>(v) + strlen(v);
     } else if (strcmp(a, "--time-scale") == 0) {
       g_options.time_scale = strtod(v, &end);
@@ -388,7 +396,7 @@ int main(int argc, char** argv) {
   }
   g_uart.attach(in_fd, out_fd);
   if (g_options.sensor != nullptr) {
-    if (!g_imu.load(g_options.sensor)) return 4;
+    if (!g_imu.load(g_options.sensor, g_options.sensor_name)) return 4;
     g_has_sensor = true;
   }
   tinyml::DeviceInfo info = {"02:00:00:70:6F:73", g_options.device_type};
