@@ -21,11 +21,14 @@ from pipeline.core.errors import BridgeError
 
 def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("emu", "qemu"), default="emu",
-                        help="emu: the virtual device (TFLM in Python, default); qemu: the firmware itself on "
-                             "QEMU's emulated Cortex-M4 (mps2-an386), built from the run directory")
+                        help="emu: the host board, the firmware's C++ core and the run's compiled model built with "
+                             "g++ for this computer (default); qemu: the firmware on QEMU's emulated Cortex-M4 "
+                             "(mps2-an386); both built from the run directory")
     parser.add_argument("--run", metavar="DIR", default="models",
-                        help="run directory: boot its flash image DIR/device/flash (default: models)")
-    parser.add_argument("--model", metavar="FILE", help="boot this .tflite instead of the flash image")
+                        help="run directory: its quantize outputs are built into the board (default: models)")
+    parser.add_argument("--model", metavar="FILE",
+                        help="boot this .tflite in the Python virtual device instead (being retired: the host board "
+                             "runs a run directory's model)")
     parser.add_argument("--labels", metavar="A,B,...",
                         help="class labels for --model (default: quantize_report.json beside it, else class0..)")
     parser.add_argument("--board", default=None,
@@ -39,7 +42,8 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", type=int, metavar="PORT", default=None,
                         help="also serve on socket://127.0.0.1:PORT (0: any free port)")
     parser.add_argument("--time-scale", type=float, default=1.0,
-                        help="emulator only: multiply every device wait by this (0.1 = ten times faster)")
+                        help="run the board's clock this many times faster (host board) or multiply every wait by it "
+                             "(virtual device); the AT+RUNIMPULSESTATIC chunk timeout is on that clock too")
 
 
 def _device_from_args(args):
@@ -61,9 +65,52 @@ def _device_from_args(args):
 
 
 def run_emulate(args: argparse.Namespace) -> int:
-    """Boot a virtual device and serve it until Ctrl-C; the first line printed is its port."""
+    """Boot the host board (or QEMU) and serve it until Ctrl-C; the first line printed is its port."""
     if getattr(args, "device", "emu") == "qemu":
         return run_emulate_qemu(args)
+    if not (args.model or args.socket is not None or args.throttle):
+        return run_emulate_host(args)
+    return _run_virtual_device(args)
+
+
+def run_emulate_host(args: argparse.Namespace) -> int:
+    """Build (if stale) and run the host board; print its pty first; run until Ctrl-C or
+    until the firmware exits. The firmware is stopped on the way out, whatever the way."""
+    from firmware_bridge.targets import host_board
+
+    if args.time_scale <= 0:
+        raise BridgeError(f"--time-scale: expected a positive number, got {args.time_scale:g}")
+    run = Path(args.run)
+    image = host_board.build_host_board(run, chunk_size=args.chunk_size)
+    npz = Path(args.sensor) if args.sensor else run / "device" / "flash" / "sensor.npz"
+    sensor = host_board.write_sensor_file(npz, run / host_board.BUILD_DIR / host_board.SENSOR_FILE) \
+        if args.sensor or npz.is_file() else None
+    timing = host_board.board_timing(run, args.board)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with host_board.HostBoard(image, sensor=sensor, timing=timing, time_scale=args.time_scale,
+                              sensor_name=host_board.sensor_name(npz) if sensor else None) as board:
+        print(board.port, flush=True)
+        built = f"built in {image.build_seconds:.1f} s" if image.rebuilt else "up to date"
+        print(f"host board {image.exe} ({built}): "
+              f"the firmware's C++ core and {run}'s compiled model, built with g++; UART on {board.port}")
+        print(f"timing: board time of {timing['board']} at {timing['clock_hz']:,} Hz, "
+              + (f"{timing['cycles_per_inference']:,} cycles per inference ({timing['source']})"
+                 if timing.get("cycles_per_inference") else "no MAC count: inference timed on the board's clock"))
+        print(f"sensor: {npz} played at its recorded rate" if sensor else
+              "sensor: none (AT+RUNIMPULSE and AT+SAMPLESTART answer with an error; --sensor FILE.npz)")
+        print("serving the Edge Impulse AT protocol (AT+HELP; AT+PROFILE? for the board's timing); Ctrl-C to stop",
+              flush=True)
+        try:
+            while board.running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return 0
+    raise BridgeError(f"the host board exited by itself: {'; '.join(board.output_tail()) or 'no message'}")
+
+
+def _run_virtual_device(args: argparse.Namespace) -> int:
+    """The Python virtual device, for what the host board does not do yet (--model, --socket,
+    --throttle)."""
     device = _device_from_args(args).start()
     fw = device.firmware
     print(device.port, flush=True)

@@ -1,5 +1,6 @@
-"""flash and eval end to end: the virtual device on a real pseudo-terminal, the real TFLM
-kernels, the exported C array parsed back, results streamed, resumed and scored."""
+"""flash and eval end to end: the host board (the firmware's C++ core and the compiled model,
+built with g++) on a real pseudo-terminal, the exported C array parsed back, results
+streamed, resumed, scored and compared byte for byte with TFLM."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from conftest import copy_run, sigint_default
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.streaming import stream_windows
-from firmware_bridge.targets.virtual_device import VirtualDevice
+from firmware_bridge.targets import host_board
 from pipeline.core.artifacts import read_json, sha256_file
 from pipeline.core.config import load_config
 from pipeline.core.errors import BridgeError
@@ -46,10 +47,14 @@ def test_flash_writes_the_image_from_the_c_export_and_scores_the_device(fast_run
     agreement = report["agreement_with_host_int8"]
     assert agreement["top1"] == 1.0 and agreement["differing"] == 0
     assert agreement["max_abs_probability_difference"] < 1e-6
+    int8 = report["int8_agreement"]  # every output of every window, byte for byte
+    assert int8["passed"] and int8["tflm"]["outputs"] == test_windows * len(settings["labels"])
+    assert int8["tflm"]["outputs_identical"] == int8["tflm"]["outputs"]
+    assert report["device"]["board"] == "host" and report["device"]["device_type"] == "TINYML_HOST_BOARD"
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "ci95", "confusion"):
         assert key in report["metrics"]
     assert report["timing_reported_by_device"]["classification_ms"]["n"] == test_windows
-    assert "estimate" in report["device"]["timing_note"]
+    assert "board time" in report["device"]["timing_note"] and "never this computer's time" in report["timing_note"]
 
     results = lines(fast_run / "device_eval.jsonl")
     assert len(results) == test_windows == len({r["window_id"] for r in results})
@@ -122,7 +127,7 @@ def test_unplugged_device_gives_a_clear_error_and_keeps_results(fast_run, tmp_pa
     test = load_split_windows(cfg, fast_run, "test")
     labels = read_json(fast_run / "splits.json")["dataset"]["label_names"]
     out = tmp_path / "device_eval.jsonl"
-    device = VirtualDevice.from_flash_dir(fast_run / "device" / "flash").start()
+    _, device = host_board.boot(fast_run)
     client = Device(device.port, timeout=2.0)
 
     def unplug_after(items, total):
@@ -193,21 +198,72 @@ def test_flash_refuses_a_stale_export(fast_run, tmp_path):
         write_flash_image(load_config(run / "config.toml"), run)
 
 
-def test_monitor_reads_live_predictions_from_the_virtual_device(fast_run):
-    """The monitor's three predictions are the model's on the first three sensor windows."""
+def test_monitor_reads_live_predictions_from_the_host_board(fast_run):
+    """The monitor's three predictions are the model's (host TFLM) on the first three windows
+    of the recordings the board's IMU plays."""
     import numpy as np
 
     from firmware_bridge.host.monitor import monitor
-    from firmware_bridge.targets.virtual_device import SensorPlayback
+    from pipeline.device.stage import host_int8_probabilities
 
-    sensor = fast_run / "device" / "flash" / "sensor.npz"
-    device = VirtualDevice.from_flash_dir(fast_run / "device" / "flash", sensor=sensor, time_scale=0.02).start()
+    _, device = host_board.boot(fast_run, time_scale=50)  # the 2 s pauses in 40 ms
     try:
         mon = monitor(device.port, label="idle", count=3, timeout=5.0)
     finally:
         device.stop()
-    fw, playback = device.firmware, SensorPlayback(sensor)  # the same recordings from the start
-    expected = [fw.labels[int(np.argmax(fw.model.classify(playback.next_window(fw.samples_per_window).ravel())[1]))]
-                for _ in range(3)]
+    with np.load(fast_run / "device" / "flash" / "sensor.npz") as f:
+        stream = f["X"].reshape(-1, f["X"].shape[2])
+    labels = read_json(fast_run / "splits.json")["dataset"]["label_names"]
+    n = load_split_windows(load_config(fast_run / "config.toml"), fast_run, "test").X[0].shape[0]  # frames
+    windows = np.stack([stream[i * n:(i + 1) * n] for i in range(3)])
+    expected = [labels[int(k)] for k in host_int8_probabilities(fast_run, windows).argmax(1)]
     assert [r.label for r in mon.results] == expected
     assert mon.accuracy == expected.count("idle") / 3
+
+
+def _host_board_pids(run: Path) -> list[int]:
+    """Processes running the host board built in ``run`` (read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+                state = (entry / "stat").read_text().split(") ", 1)[1][0]
+            except (OSError, IndexError):
+                continue
+            if argv0.startswith(str(run / "device" / "host" / "firmware-").encode()) and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_kill_9_of_the_host_board_mid_evaluation_scores_every_window_once(fast_run, tmp_path):
+    import os
+    import threading
+
+    run = copy_run(fast_run, tmp_path / "run")
+    results = run / "device_eval.jsonl"
+    reference = lines(results)
+    results.unlink()
+    killed = []
+
+    def kill_when_20_are_in():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if results.exists() and len(results.read_bytes().splitlines()) >= 20:
+                for pid in _host_board_pids(run):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_20_are_in)
+    killer.start()
+    try:
+        assert main(["eval", "--run", str(run)]) == 0
+    finally:
+        killer.join()
+    assert killed, "the host board was never killed"
+    final = lines(results)
+    assert [r["window_id"] for r in final] == [r["window_id"] for r in reference]  # each once, in order
+    assert [r["probabilities"] for r in final] == [r["probabilities"] for r in reference]
+    assert not _host_board_pids(run)  # and the board booted again was stopped

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from reach import NOT_REACHED, must_reach
 
 from firmware_bridge.host import protocol
-from firmware_bridge.host.client import parse_model_info
+from firmware_bridge.host.client import Device, parse_model_info
 from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core import config as config_mod
 from pipeline.core.artifacts import write_json
@@ -386,10 +386,10 @@ def test_a_device_printing_nan_or_inf_is_refused_and_nothing_is_written(fast_run
         fw._classify = classify
 
     with lying_device(run, lie) as port:
-        emu = json.loads(kept[0])["device"]
-        # The same device, reached through a plain serial port: these lines are resumed.
-        results.write_text("".join(json.dumps(dict(json.loads(k), device=dict(emu, port_type="serial"))) + "\n"
-                                   for k in kept))
+        with Device(port, timeout=5.0) as dev:  # the device on that port, as a resumed line names it
+            same = {"port_type": "serial", "device_id": dev.config.device_id, "device_type": dev.config.device_type}
+        # Lines of the same device, reached through a plain serial port: these are resumed.
+        results.write_text("".join(json.dumps(dict(json.loads(k), device=same)) + "\n" for k in kept))
         if bad != bad:  # NaN, the case, through the CLI
             line = refused(["eval", "--run", str(run), "--device", port], capsys)
         else:
@@ -405,13 +405,13 @@ def test_a_device_printing_nan_or_inf_is_refused_and_nothing_is_written(fast_run
 def test_results_of_another_device_are_not_resumed(fast_run, tmp_path, capsys):
     run = copy_run(fast_run, tmp_path / "run")
     emu = [json.loads(x) for x in (run / "device_eval.jsonl").read_text().splitlines()]
-    assert {r["device"]["port_type"] for r in emu} == {"virtual"}
+    assert {r["device"]["port_type"] for r in emu} == {"host"}  # flashed to the host board
     stale_tmp = run / ".device_report.json.4194999.abcd1234.tmp"  # a killed writer's leftover
     stale_tmp.write_text("{")
     with lying_device(run, lambda fw: None) as port:  # an honest device on a serial port
         assert evaluate_on_device(run_config(run, port), run) == 0
     out = capsys.readouterr().out
-    assert "holds results of another device" in out and "'port_type': 'virtual'" in out
+    assert "holds results of another device" in out and "'port_type': 'host'" in out
     final = [json.loads(x) for x in (run / "device_eval.jsonl").read_text().splitlines()]
     assert len(final) == len(emu) and {r["device"]["port_type"] for r in final} == {"serial"}
     assert [r["probabilities"] for r in final] == [r["probabilities"] for r in emu]

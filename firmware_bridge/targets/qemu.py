@@ -533,3 +533,14 @@ def measured_figures(image: FirmwareImage, profile: dict, macs: int | None) -> d
             "source": CYCLES_SOURCE,
         }
     return figures
+
+
+PROFILE_RECORD = "profile.json"  # beside fw.elf: what the host board takes its board time from
+
+
+def record_profile(image: FirmwareImage, figures: dict, model_sha256: str) -> Path:
+    """RUN/device/qemu/profile.json: the instructions per inference measured on this model,
+    for the host board's Timing lines (host_board.board_timing)."""
+    return write_json(image.elf.parent / PROFILE_RECORD, {
+        "model_sha256": model_sha256, "instructions_per_inference": int(figures["instructions_per_inference"]),
+        "machine": figures["machine"]})

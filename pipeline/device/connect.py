@@ -1,8 +1,9 @@
-"""Reaching the device: the virtual device booted from its flash image, the firmware booted in
-QEMU, or a port; and what the device must say about its model before anything is scored.
+"""Reaching the device: the firmware built for this computer (the host board, ``emu``), the
+firmware booted in QEMU (``qemu``), or a port; and what the device must say about its model
+before anything is scored.
 
 Kept apart from the stage (``pipeline.device.stage``) so that ``tinyml monitor emu`` boots the
-virtual device without importing the data and scoring side (scikit-learn among it).
+host board without importing the data and scoring side (scikit-learn among it).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from pathlib import Path
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.ports import detect_port
-from firmware_bridge.targets import qemu
-from firmware_bridge.targets.virtual_device import VirtualDevice
+from firmware_bridge.targets import host_board, qemu
 from pipeline.core.errors import GateFailed, PipelineError
 
 FLASH_DIR = Path("device") / "flash"
@@ -35,15 +35,44 @@ def build_qemu_image(run: Path, announce: bool = False, out=print):
     return image
 
 
-def boot_virtual_device(cfg, run: Path):
-    """The virtual device booted from RUN/device/flash, its sensor playing the test recordings."""
-    flash_dir = run / FLASH_DIR
-    sensor = flash_dir / "sensor.npz"
-    device = VirtualDevice.from_flash_dir(
-        flash_dir, chunk_size=cfg.device.chunk_size, baud=cfg.device.baud,
-        throttle=cfg.device.throttle, sensor=sensor if sensor.exists() else None,
-    )
-    return device.start()
+# The boards that run the compiled model and only it: the TFLM library is the Arduino sketch's.
+COMPILED_ONLY = {"emu": "the host board", "qemu": "QEMU's mps2-an386"}
+
+
+def check_engine(cfg) -> None:
+    """``[device] engine = "tflm"`` on a board that runs the compiled engine: one line saying so."""
+    target = cfg.device.port
+    if cfg.device.engine != "compiled" and target in COMPILED_ONLY:
+        raise PipelineError(
+            f'[device] engine = "{cfg.device.engine}": {COMPILED_ONLY[target]} (--device {target}) runs the compiled '
+            'engine only; the TFLM library is for the Arduino sketch on a real board',
+            hint='set [device] engine = "compiled" (the default), or flash a board: --device auto or a port')
+
+
+def build_host_image(cfg, run: Path, announce: bool = False, out=print):
+    """The host board of ``run``, built with g++ only when its inputs changed."""
+    image = host_board.build_host_board(run, chunk_size=cfg.device.chunk_size)
+    if announce or image.rebuilt:
+        out(f"flash: host board {image.exe} ("
+            + (f"built in {image.build_seconds:.1f} s" if image.rebuilt else "up to date")
+            + "): the firmware's C++ core and the compiled model, built with g++ for this computer")
+    return image
+
+
+def boot_host_board(cfg, run: Path, image=None, out=print):
+    """The host board of ``run`` running, its sensor playing the test recordings
+    (RUN/device/flash/sensor.npz, when the data have them)."""
+    check_engine(cfg)
+    image = image or build_host_image(cfg, run, out=out)
+    npz = run / FLASH_DIR / "sensor.npz"
+    sensor = host_board.write_sensor_file(npz, run / host_board.BUILD_DIR / host_board.SENSOR_FILE) \
+        if npz.is_file() else None
+    board = host_board.HostBoard(image, sensor=sensor, timing=host_board.board_timing(run, cfg.quantize.board),
+                                 sensor_name=host_board.sensor_name(npz) if sensor else None)
+    return board.start()
+
+
+boot_virtual_device = boot_host_board  # `tinyml monitor emu` (tinyml_cli.py) boots it by this name
 
 
 def verify_model(client, want: str, labels: list[str] | None = None, input_size: int | None = None) -> dict:
@@ -78,26 +107,28 @@ def verify_model(client, want: str, labels: list[str] | None = None, input_size:
 def device_identity(client, info: dict) -> dict:
     """What resumed results are keyed by, beside the model: the kind of port and the device."""
     port = str(info["port"])
-    port_type = "virtual" if info["virtual"] else (port.split("://", 1)[0] if "://" in port else "serial")
+    port_type = info.get("board") or (port.split("://", 1)[0] if "://" in port else "serial")
     return {"port_type": port_type, "device_id": client.config.device_id, "device_type": client.config.device_type}
 
 
 class Connected:
-    """A connected client: to the virtual device booted from the flash image, to the
-    firmware booted in QEMU, or a port."""
+    """A connected client: to the host board, to the firmware booted in QEMU, or a port.
+    ``kind`` says which: "host", "qemu" or None (a port)."""
 
     def __init__(self, cfg, run: Path, out=print):
-        self.cfg, self.run, self.out, self.virtual, self.board, self.image = cfg, run, out, None, None, None
+        self.cfg, self.run, self.out, self.board, self.image, self.kind = cfg, run, out, None, None, None
 
     def __enter__(self):
         target = self.cfg.device.port
+        check_engine(self.cfg)
         if target == "emu":
             require(self.run, str(FLASH_DIR / "model.tflite"), "flash")
-            self.virtual = boot_virtual_device(self.cfg, self.run)
-            port = self.virtual.port
+            self.image = build_host_image(self.cfg, self.run, out=self.out)
+            self.board, self.kind = boot_host_board(self.cfg, self.run, self.image, out=self.out), "host"
+            port = self.board.port
         elif target == "qemu":
             self.image = build_qemu_image(self.run, out=self.out)
-            self.board = qemu.QemuBoard(self.image.elf).start()
+            self.board, self.kind = qemu.QemuBoard(self.image.elf).start(), "qemu"
             port = self.board.port
         else:
             port = detect_port() if target == "auto" else target
@@ -107,13 +138,25 @@ class Connected:
         except BaseException:
             self.__exit__(None, None, None)
             raise
-        return self.client, {"port": port, "virtual": self.virtual is not None,
-                             **({"emulator": f"qemu-system-arm -M {self.board.command[2]} -icount shift=0"}
-                                if self.board else {})}
+        info = {"port": port, "virtual": False, "board": self.kind}
+        if self.kind == "qemu":
+            info["emulator"] = f"qemu-system-arm -M {self.board.command[2]} -icount shift=0"
+        elif self.kind == "host":
+            info["host_board"] = {"exe": str(self.image.exe), "inputs_sha256": self.image.inputs_sha256,
+                                  "built_by": "g++ from firmware/core, firmware/boards/host and RUN/firmware/compiled",
+                                  "timing": self.board.timing}
+        return self.client, info
 
     def reconnect(self):
-        """A fresh client on the same port (after the device reset or stopped answering)."""
+        """A fresh client on the same port (after the device reset or stopped answering); a
+        host board whose process died (kill -9, a crash) is booted again, on a new pty."""
         self.client.close()
+        if self.kind == "host" and not self.board.running:
+            self.out(f"eval: the host board exited ({'; '.join(self.board.output_tail()) or 'no message'}); "
+                     "booting it again")
+            self.board.stop()
+            self.board = boot_host_board(self.cfg, self.run, self.image, out=self.out)
+            self.port = self.board.port
         self.client = Device(self.port, baud=self.cfg.device.baud, timeout=self.cfg.device.timeout_s)
         return self.client
 
@@ -121,8 +164,6 @@ class Connected:
         client = getattr(self, "client", None)
         if client is not None:
             client.close()
-        if self.virtual is not None:
-            self.virtual.stop()
         if self.board is not None:
             self.board.stop()
         return False

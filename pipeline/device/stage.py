@@ -34,11 +34,13 @@ from pipeline.core.ledger import record_test_look
 from pipeline.core.progress import progress
 from pipeline.core.stage import StageResult
 from pipeline.data.splits import cv_groups, load_run_split
-from pipeline.device import scoring
+from pipeline.device import agreement, scoring
 from pipeline.device.connect import (
     FLASH_DIR,
     Connected,
+    build_host_image,
     build_qemu_image,
+    check_engine,
     device_identity,
     require,
     verify_model,
@@ -81,6 +83,7 @@ def flash_device(cfg, run: Path, dry_run: bool = False, evaluate: bool = True, o
     """The Arduino sketch, the image for ``[device] port``, then (``evaluate``) the evaluation."""
     require(run, "int8.tflite", "quantize")
     target = cfg.device.port
+    check_engine(cfg)  # tflm is the Arduino sketch's engine, not the host board's or QEMU's
     if dry_run:
         _say_what_would_be_done(cfg, run, evaluate, out)
         return 0
@@ -90,7 +93,9 @@ def flash_device(cfg, run: Path, dry_run: bool = False, evaluate: bool = True, o
     prepared = load_run_split(cfg, run)  # once, for the sensor recordings and the test windows
     if target == "emu":
         flash_dir = write_flash_image(cfg, run, prepared)
-        out(f"flash: virtual device image in {flash_dir} (model parsed back from firmware/model_data.cc)")
+        out(f"flash: flash image in {flash_dir} (model parsed back from firmware/model_data.cc, test recordings "
+            "for the board's sensor)")
+        build_host_image(cfg, run, announce=True, out=out)
     elif target == "qemu":
         build_qemu_image(run, announce=True, out=out)
     else:
@@ -104,8 +109,8 @@ def _say_what_would_be_done(cfg, run: Path, evaluate: bool, out) -> None:
     target = cfg.device.port
     out(f"would generate the Arduino sketch in {run / 'firmware'}")
     if target == "emu":
-        out(f"would write the virtual device's flash image to {run / FLASH_DIR} from firmware/model_data.cc "
-            "and firmware/model_settings.h, boot it and check the SHA-256 it reports")
+        out(f"would write the flash image to {run / FLASH_DIR} from firmware/model_data.cc, build the host board "
+            "(the firmware for this computer, g++) if its inputs changed, boot it and check the SHA-256 it reports")
     elif target == "qemu":
         out(f"would build {run / qemu.BUILD_DIR / qemu.ELF_NAME} (if its inputs changed) and boot it in "
             f"qemu-system-arm -M {qemu.MACHINE}, and check the SHA-256 it reports")
@@ -119,8 +124,8 @@ def _say_what_would_be_done(cfg, run: Path, evaluate: bool, out) -> None:
 
 
 def write_flash_image(cfg, run: Path, prepared=None) -> Path:
-    """The virtual device's flash, written from the exported C sources (so the export is
-    what gets tested), plus recordings of the test split for its sensor playback."""
+    """The flash image, written from the exported C sources (so the export is what gets
+    tested), plus recordings of the test split for the host board's sensor to play."""
     cc = require(run, "firmware/model_data.cc", "quantize")
     h = require(run, "firmware/model_settings.h", "quantize")
     model = parse_model_data_cc(cc.read_text(encoding="utf-8"), str(cc))
@@ -219,6 +224,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None, out
     out(scoring.comparison_table(run, report))
     if "measured_on_emulated_cortex_m4" in report:
         out(_qemu_summary(report["measured_on_emulated_cortex_m4"]))
+    agreement.check(report.get("int8_agreement"))  # first: it names the window and the output
     # Below [device] min_agreement the evaluation fails (exit 1), its report written first.
     scoring.check_agreement(report, run / scoring.REPORT, run / "report.html")
     return 0
@@ -245,7 +251,8 @@ def _stream(connection: Connected, client, info: dict, prepared, model_sha: str,
     if (restart or stale) and results.exists():
         results.unlink()
     emulated = connection.board is not None
-    kind = "virtual device" if info["virtual"] else "firmware on QEMU's emulated Cortex-M4" if emulated else "device"
+    kind = {"host": "the firmware on the host board", "qemu": "firmware on QEMU's emulated Cortex-M4"}.get(
+        connection.kind, "device")
     out(f"eval: streaming {len(test)} test windows to {info['port']} ({kind}), resuming from {results.name}")
     stream_args = (test.X, test.window_ids, [labels[i] for i in test.y], results)
     show = lambda it, total: progress(it, "device", total=total, unit="window")  # noqa: E731
@@ -261,7 +268,8 @@ def _stream(connection: Connected, client, info: dict, prepared, model_sha: str,
 
         stats, client = stream_windows_resuming(client, reconnect, *stream_args, progress=show,
                                                 model_sha256=model_sha, **checks)
-        measured = _qemu_measurements(connection.run, connection.image, client, test.X[0])
+        if connection.kind == "qemu":
+            measured = _qemu_measurements(connection.run, connection.image, client, test.X[0])
     else:
         stats = stream_windows(client, *stream_args, progress=show, model_sha256=model_sha, **checks)
     return {"model": model, "identity": identity, "stats": stats, "torn_before": torn_before,
@@ -280,8 +288,7 @@ def _score(cfg, run: Path, prepared, info: dict, streamed: dict, out) -> dict:
         records, test.window_ids, test.y, groups, labels, host,
         device_info={**info, **streamed["model"],
                      "device_type": streamed["device_type"], "identity": streamed["identity"],
-                     "timing_note": "the virtual device reports the board profile's estimate "
-                                    "(MACs x cycles/MAC / clock), not a measurement" if info["virtual"]
+                     "timing_note": HOST_TIMING_NOTE if info.get("board") == "host"
                                     else QEMU_TIMING_NOTE if emulated
                                     else "as measured and reported by the device"},
         throughput={**streamed["stats"].as_dict(), "torn_lines_dropped": streamed["torn_before"] + torn},
@@ -294,11 +301,20 @@ def _score(cfg, run: Path, prepared, info: dict, streamed: dict, out) -> dict:
         report = {"override": override, **report}
         out("eval: OVERRIDE: this model was exported with --accept-drop although it missed "
             + ", ".join(override.get("failed_gates", [])))
-    if emulated:
+    if streamed["measured"] is not None:
         report["measured_on_emulated_cortex_m4"] = streamed["measured"]
+    if streamed["output_quantization"] is not None:  # the host board and QEMU: every int8 output
+        device = scoring._device_probabilities({r["window_id"]: r for r in records}, test.window_ids, labels)
+        report["int8_agreement"] = agreement.int8_agreement(
+            device, host, agreement.litert_reference(run, test.X), test.window_ids, labels,
+            streamed["output_quantization"])
+        out(agreement.summary(report["int8_agreement"]))
     return report
 
 
+HOST_TIMING_NOTE = ("board time of the host board: cycles per inference (device.host_board.timing.source: measured "
+                    "on QEMU's Cortex-M4 for this model, else modelled from its MACs) over the board's clock "
+                    "(pipeline/core/boards.py); never this computer's time")
 QEMU_TIMING_NOTE = ("virtual time of QEMU's -icount shift=0 (1 ms = 1,000,000 instructions): an instruction "
                     "count, not a latency; see measured_on_emulated_cortex_m4")
 
@@ -316,7 +332,9 @@ def _qemu_measurements(run: Path, image, client, window) -> dict:
         client.classify(window)
         profile = qemu.read_profile(client)
     macs = read_json(run / "quantize_report.json", "the quantize report").get("macs", {}).get("total")
-    return qemu.measured_figures(image, profile, macs)
+    figures = qemu.measured_figures(image, profile, macs)
+    qemu.record_profile(image, figures, sha256_file(run / "int8.tflite"))  # the host board's board time
+    return figures
 
 
 def _qemu_summary(m: dict) -> str:

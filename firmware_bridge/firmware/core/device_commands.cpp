@@ -380,6 +380,13 @@ bool read_model_info(DeviceIo& io) {
   return true;
 }
 
+// The last classify's duration: board time when the board knows it, else its clock since
+// `start`.
+uint32_t inference_us(DeviceIo& io, uint32_t start) {
+  long board = g_classifier->board_time_us();
+  return board >= 0 ? static_cast<uint32_t>(board) : io.micros() - start;
+}
+
 // --- AT+RUNIMPULSESTATIC=<debug>,<N> ---------------------------------------------------------
 
 // Reads exactly kStaticChunkSize characters; false when they do not all arrive within
@@ -478,7 +485,7 @@ bool write_run_impulse_static(DeviceIo& io, char** argv, int argc) {
 
   uint32_t start = io.micros();
   int status = g_classifier->classify(g_features, g_probabilities);
-  uint32_t elapsed = io.micros() - start;
+  uint32_t elapsed = inference_us(io, start);
   if (status != 0) {
     io.printf("ERR: Failed to run classifier (%d)\r\n", status);
     print_boot_error(io, "\r\n");
@@ -545,7 +552,7 @@ void print_result(DeviceIo& io, uint32_t elapsed, bool debug) {
 bool classify_and_print(DeviceIo& io, bool debug) {
   uint32_t start = io.micros();
   int status = g_classifier->classify(g_features, g_probabilities);
-  uint32_t elapsed = io.micros() - start;
+  uint32_t elapsed = inference_us(io, start);
   if (status != 0) {
     io.printf("ERR: Failed to run classifier (%d)\n", status);
     print_boot_error(io, "\n");

@@ -56,6 +56,10 @@ class Classifier {
   virtual const char* error() const { return nullptr; }
   // Bytes of the arena the interpreter uses, or -1 when not known.
   virtual long arena_used_bytes() const { return -1; }
+  // Microseconds of board time the last classify took, when the board knows it better than
+  // its clock does (a host or emulated board: cycles over the board's clock); -1: time it
+  // with DeviceIo::micros(), as a real board does.
+  virtual long board_time_us() const { return -1; }
 };
 
 // The board's motion sensor: one reading is axes() values in m/s^2.

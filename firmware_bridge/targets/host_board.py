@@ -1,0 +1,367 @@
+"""The firmware built for this computer: the host board (firmware/boards/host/).
+
+``build_host_board(run_dir)`` compiles the board's POSIX main, the AT protocol core every
+board runs (firmware/core/) and the model compiled to C with the kernels it calls
+(RUN/firmware/compiled/, the QEMU image's very sources) with the host's g++ into
+RUN/device/host/, cached by content hash: the SHA-256 of every source and header, the
+flags and the compiler's identity names the build, and an unchanged build is not redone.
+
+``HostBoard(image)`` runs it with its UART on a pseudo-terminal it opens itself (the first
+line it prints names it, as QEMU does for ``-serial pty``), hands back that port, and always
+stops it: on leaving its ``with`` block, on an error, on Ctrl-C, and (Linux) when this
+process dies. ``reset()`` re-executes the firmware on the same pseudo-terminal.
+
+Timing lines are board time: cycles per inference over the board's clock
+(pipeline/core/boards.py), never this computer's time (``board_timing``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
+from firmware_bridge.targets.qemu import PROFILE_RECORD, _die_with_parent, ensure_compiled_model
+from pipeline.core.artifacts import read_json, sha256_file, write_bytes, write_json
+from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE, DEFAULT_BOARD, get_board
+from pipeline.core.errors import BridgeError, PipelineError
+from pipeline.core.safe_io import load_npz_arrays
+
+BOARD_DIR = BOARDS_DIR / "host"
+BUILD_DIR = Path("device") / "host"  # in the run directory
+BUILD_RECORD = "build.json"
+PACKAGE = "g++"  # Debian's: brings g++ and gcc
+INSTALL_LINE = f"sudo apt-get install --no-install-recommends {PACKAGE}"
+CXX, CC = "g++", "gcc"
+DEFAULT_CHUNK_SIZE = 32  # the Nano 33 BLE Sense's, as Edge Impulse's firmware has it
+
+COMPILE_FLAGS = ("-O2", "-g", "-Wall", "-Wextra")
+C_FLAGS = ("-std=c11",)
+CXX_FLAGS = ("-std=c++14", "-fno-exceptions", "-fno-rtti")
+LINK_LIBS = ("-lm",)
+
+PTY_RE = re.compile(r"char device redirected to (\S+) \(label uart0\)")
+BOOT_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+SENSOR_FILE = "sensor.bin"
+SENSOR_MAGIC = b"TMSENSR1"
+
+
+def require_compiler() -> None:
+    """The host's C and C++ compilers, or one line naming the package that brings them."""
+    missing = [tool for tool in (CXX, CC) if shutil.which(tool) is None]
+    if missing:
+        raise BridgeError(f"the host board needs {' and '.join(missing)}: install the Debian package {PACKAGE}",
+                          hint=INSTALL_LINE)
+
+
+# ---------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostImage:
+    """A built host board: the executable, the build's content hash, whether this call
+    built it and how long that took (0 when it was up to date)."""
+
+    exe: Path
+    inputs_sha256: str
+    rebuilt: bool
+    build_seconds: float
+    has_model: bool
+
+
+def _sources(run_dir: Path, with_model: bool) -> tuple[list[Path], list[Path], list[Path]]:
+    """(sources, headers, include directories): the QEMU image's core and model, this board's main."""
+    settings = run_dir / "firmware" / "model_settings.h"
+    if not settings.is_file():
+        raise BridgeError(f"{settings}: not found", hint="run `tinyml quantize` (make quantize) first")
+    sources = sorted(BOARD_DIR.glob("*.cpp")) + sorted(CORE_DIR.glob("*.cpp"))
+    includes = [BOARD_DIR, CORE_DIR, settings.parent]
+    inputs = [settings, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h"))]
+    if with_model:
+        compiled = ensure_compiled_model(run_dir)
+        sources += sorted(compiled.glob("*.c"))
+        inputs += sorted(compiled.glob("*.h"))
+        includes.append(compiled)
+    return sources, inputs, includes
+
+
+def _compiler_identity() -> str:
+    lines = []
+    for tool in (CXX, CC):
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+        lines.append(out.splitlines()[0] if out else tool)
+    return "; ".join(lines)
+
+
+def content_hash(files: list[Path], flags: list[str], compiler: str) -> str:
+    h = hashlib.sha256(json.dumps([compiler, flags]).encode())
+    for path in files:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _run_tool(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip()[:300])
+        raise BridgeError(f"{what} failed (exit {proc.returncode}): {first}", hint="the full command: " + " ".join(cmd))
+
+
+def build_host_board(run_dir: str | os.PathLike, *, with_model: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                     jobs: int | None = None) -> HostImage:
+    """RUN/device/host/firmware-<hash>, built only when no build of the same inputs exists.
+    ``chunk_size``: AT+RUNIMPULSESTATIC's base64 characters per chunk ([device] chunk_size)."""
+    require_compiler()
+    if chunk_size <= 0 or chunk_size % 16:
+        raise BridgeError(f"chunk size {chunk_size}: expected a positive multiple of 16")
+    run_dir = Path(run_dir)
+    sources, inputs, includes = _sources(run_dir, with_model)
+    compile_flags = [*COMPILE_FLAGS, f"-DTINYML_STATIC_CHUNK_SIZE={int(chunk_size)}"]
+    flags = [*compile_flags, *C_FLAGS, *CXX_FLAGS, *LINK_LIBS]
+    stamp = content_hash(sources + inputs, flags, _compiler_identity())
+    out_dir = run_dir / BUILD_DIR
+    exe = out_dir / f"firmware-{stamp[:16]}"
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return HostImage(exe, stamp, rebuilt=False, build_seconds=0.0, has_model=with_model)
+
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    include_flags = [f"-I{d}" for d in includes]
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
+        tmp = Path(tmp)
+
+        def compile_one(index_source):
+            index, source = index_source
+            obj = tmp / f"{index:02d}_{source.stem}.o"
+            cxx = source.suffix in (".cpp", ".cc")
+            _run_tool([CXX if cxx else CC, *compile_flags, *(CXX_FLAGS if cxx else C_FLAGS), *include_flags,
+                       "-c", str(source), "-o", str(obj)], f"{CXX if cxx else CC} {source.name}")
+            return obj
+
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+            objects = list(pool.map(compile_one, enumerate(sources)))
+        tmp_exe = tmp / exe.name
+        _run_tool([CXX, *map(str, objects), *LINK_LIBS, "-o", str(tmp_exe)], f"linking {exe.name}")
+        for old in out_dir.glob("firmware-*"):  # earlier builds of other inputs
+            old.unlink(missing_ok=True)
+        os.replace(tmp_exe, exe)
+    seconds = time.perf_counter() - started
+    write_json(out_dir / BUILD_RECORD, {"inputs_sha256": stamp, "exe": str(exe), "compiler": _compiler_identity(),
+                                        "flags": flags, "sources": [str(s) for s in sources],
+                                        "build_seconds": round(seconds, 3), "has_compiled_model": with_model})
+    return HostImage(exe, stamp, rebuilt=True, build_seconds=seconds, has_model=with_model)
+
+
+# ---------------------------------------------------------------------------------------
+# Board time and the sensor
+# ---------------------------------------------------------------------------------------
+
+
+def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
+    """The board's clock (boards.py) and the cycles an inference takes there: the instructions
+    QEMU's Cortex-M4 measured for this very model (RUN/device/qemu/profile.json, written by
+    `tinyml flash --device qemu`; one cycle an instruction, a lower bound), else the model's
+    MACs (quantize_report.json) x the reference kernels' cycles per MAC, said to be a model.
+    Without either, no cycle count: the board times the inference on its clock."""
+    run_dir = Path(run_dir)
+    report = read_json(run_dir / "quantize_report.json", "the quantize report") \
+        if (run_dir / "quantize_report.json").is_file() else {}
+    name = board or (report.get("board") if isinstance(report.get("board"), str) else None) or DEFAULT_BOARD
+    try:
+        profile = get_board(name)
+    except PipelineError:
+        profile = get_board(DEFAULT_BOARD)
+    timing = {"board": profile.name, "clock_hz": profile.clock_hz}
+    measured = run_dir / "device" / "qemu" / PROFILE_RECORD
+    model = run_dir / "int8.tflite"
+    if measured.is_file() and model.is_file():
+        record = read_json(measured, "the QEMU profile")
+        if isinstance(record, dict) and record.get("model_sha256") == sha256_file(model) \
+                and isinstance(record.get("instructions_per_inference"), int):
+            n = record["instructions_per_inference"]
+            return {**timing, "cycles_per_inference": n,
+                    "source": f"measured: {n} instructions per inference on QEMU's Cortex-M4, 1 cycle each"}
+    macs = (report.get("macs") or {}).get("total") if isinstance(report.get("macs"), dict) else None
+    if not macs:
+        return timing
+    cycles = round(int(macs) * CYCLES_PER_MAC_REFERENCE)
+    return {**timing, "cycles_per_inference": cycles,
+            "source": f"modelled: {int(macs)} MACs x {CYCLES_PER_MAC_REFERENCE:g} cycles/MAC, MLPerf Tiny reference kernels",
+            "source_detail": CYCLES_SOURCE}
+
+
+def sensor_name(npz: str | os.PathLike) -> str:
+    """What AT+CONFIG? calls the IMU that plays ``npz`` (no comma: it would end the field)."""
+    return ("Playback of " + Path(npz).name).replace(",", "_")[:120]
+
+
+def write_sensor_file(npz: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The board's recording file from an ``.npz`` (``X`` (n, T, C) numbers, scalar ``rate_hz``):
+    the recordings one after another, as float32 frames behind a short header."""
+    npz = Path(npz)
+    try:
+        arrays = load_npz_arrays(npz)
+    except PipelineError as exc:
+        raise BridgeError(exc.message, hint=exc.hint) from None
+    X, rate = arrays.get("X"), arrays.get("rate_hz")
+    if X is None or rate is None:
+        raise BridgeError(f"{npz}: sensor file has no {'X' if X is None else 'rate_hz'!r} array",
+                          hint="expected X float32 (n, T, C) recordings and a scalar rate_hz")
+    if X.ndim != 3 or 0 in X.shape or X.dtype.kind not in "fiu" or X.shape[2] > 23:
+        raise BridgeError(f"{npz}: X has shape {X.shape} of {X.dtype}, expected numbers (recordings, samples, "
+                          "channels) with 1 to 23 channels")
+    if np.ndim(rate) != 0 or rate.dtype.kind not in "fiu" or not 0 < float(rate) < float("inf"):
+        raise BridgeError(f"{npz}: rate_hz must be a positive scalar, got {rate!r}")
+    frames = X.astype("<f4").reshape(-1, X.shape[2])
+    if not np.all(np.isfinite(frames)):
+        raise BridgeError(f"{npz}: X holds values that are not finite")
+    head = SENSOR_MAGIC + np.array([X.shape[2], len(frames)], "<u4").tobytes() + np.array([float(rate)], "<f8").tobytes()
+    return write_bytes(Path(out), head + frames.tobytes())
+
+
+# ---------------------------------------------------------------------------------------
+# Running it
+# ---------------------------------------------------------------------------------------
+
+
+class HostBoard:
+    """The host board running ``image``, its UART on a pseudo-terminal (``port``).
+
+    Use as a context manager (or call ``stop``): the process is stopped on every way out.
+    """
+
+    def __init__(self, image: HostImage | str | os.PathLike, *, sensor: str | os.PathLike | None = None,
+                 timing: dict | None = None, time_scale: float = 1.0, device_type: str | None = None,
+                 sensor_name: str | None = None):
+        self.exe = Path(image.exe if isinstance(image, HostImage) else image)
+        self.sensor = Path(sensor) if sensor else None
+        self.sensor_name = sensor_name
+        self.timing = timing or {}
+        self.time_scale = time_scale
+        self.device_type = device_type
+        self.port: str | None = None
+        self.process: subprocess.Popen | None = None
+        self._stderr: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def command(self) -> list[str]:
+        cmd = [str(self.exe), "--pty"]
+        if self.sensor:
+            cmd += ["--sensor", str(self.sensor)]
+            if self.sensor_name:
+                cmd += ["--sensor-name", self.sensor_name]
+        if self.time_scale != 1.0:
+            cmd += ["--time-scale", repr(float(self.time_scale))]
+        if self.timing.get("clock_hz"):
+            cmd += ["--clock-hz", str(int(self.timing["clock_hz"]))]
+        if self.timing.get("cycles_per_inference"):
+            cmd += ["--cycles-per-inference", str(int(self.timing["cycles_per_inference"])),
+                    "--cycles-source", self.timing.get("source", "given")]
+        if self.device_type:
+            cmd += ["--device-type", self.device_type]
+        return cmd
+
+    def start(self) -> HostBoard:
+        if not self.exe.is_file():
+            raise BridgeError(f"{self.exe}: no host board build", hint="build it with `tinyml flash --device emu`")
+        try:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+            self.port = self._wait_for_pty()
+            self._reader = threading.Thread(target=self._drain, daemon=True)
+            self._reader.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_pty(self) -> str:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        fd = self.process.stdout.fileno()
+        pending = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            pending += chunk
+            m = PTY_RE.search(pending.decode("utf-8", "replace"))
+            if m:
+                return m.group(1)
+        code = self.process.poll()
+        said = self.process.stderr.read().decode("utf-8", "replace").strip() if code is not None else ""
+        raise BridgeError(f"{self.exe.name} did not open its pseudo-terminal within {BOOT_TIMEOUT_S:g} s"
+                          + (f" (exit {code})" if code is not None else "") + (f": {said[:300]}" if said else ""),
+                          hint="run it by hand: " + " ".join(self.command))
+
+    def _drain(self) -> None:
+        for raw in iter(self.process.stderr.readline, b""):
+            self._stderr = (self._stderr + [raw.decode("utf-8", "replace").rstrip()])[-20:]
+
+    def reset(self) -> None:
+        """The reset button: the firmware starts over on the same pseudo-terminal."""
+        if self.running:
+            self.process.send_signal(signal.SIGUSR1)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL; idempotent."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None:
+            proc.stdout.close()
+            if self._reader is None:
+                proc.stderr.close()
+
+    def output_tail(self) -> list[str]:
+        return [line for line in self._stderr if line][-5:]
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> HostBoard:
+        return self if self.process is not None else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def boot(run_dir: str | os.PathLike, *, sensor: str | os.PathLike | None = None, board: str | None = None,
+         time_scale: float = 1.0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[HostImage, HostBoard]:
+    """Build (if stale) and start the host board of ``run_dir``; ``sensor``: an .npz of
+    recordings (default: RUN/device/flash/sensor.npz when there is one)."""
+    run_dir = Path(run_dir)
+    image = build_host_board(run_dir, chunk_size=chunk_size)
+    npz = Path(sensor) if sensor else run_dir / "device" / "flash" / "sensor.npz"
+    sensor_bin = None
+    if sensor or npz.is_file():
+        sensor_bin = write_sensor_file(npz, run_dir / BUILD_DIR / SENSOR_FILE)
+    board_ = HostBoard(image, sensor=sensor_bin, timing=board_timing(run_dir, board), time_scale=time_scale,
+                       sensor_name=sensor_name(npz) if sensor_bin else None)
+    return image, board_.start()
