@@ -290,16 +290,19 @@ def _bar_callback(bar: TrialSteps):
 
 # --------------------------------------------------------------------------- the choice
 
-# Ray's fixed cost on this project's reference machine (2 cores, quiet), measured with
-# bench/bench_search.py (`ray_startup`): ray.init of an embedded Ray without its dashboard
-# plus each worker's first TensorFlow import, paid once per run.
-RAY_STARTUP_S = 9.0
-# A task's cost: a fixed part (int8 conversion and TFLM arena before and after training,
-# model build) plus training, proportional to epochs x windows x input values. Measured on
-# the default motion config (2,096 windows of 125 x 3, 40 epochs, one thread): see
-# bench/bench_search.py (`task_cost`). An estimate to choose by, not a promise.
-TASK_FIXED_S = 2.0
-TRAIN_S_PER_EPOCH_VALUE = 2.0e-8  # seconds per epoch per window per input value
+# The figures the choice is made by, measured with `python bench/bench_search.py
+# --only-choice` on this project's 2-core machine. It was shared and loaded (load average
+# 25-40) at the time, so the figures are CPU seconds (user + system, summed over every
+# process), which the load does not inflate, not wall time:
+# - Ray's start-up: ray.init without the dashboard, then a task on each of the 2 cores that
+#   imports TensorFlow (as the first trials pay it): 21.5 CPU s (5.7 s of them ray.init).
+#   Counted whole, as if nothing ran side by side: on 2 cores it takes at least half that.
+RAY_STARTUP_S = 22.0
+# - A task: a fixed part (model build, two int8 conversions, the TFLM arena, scoring):
+#   5.4 CPU s; and training: 0.38 CPU s per epoch of the default config's 2,096 windows of
+#   125 x 3 values, that is 4.8e-7 s per epoch per window per input value (one thread).
+TASK_FIXED_S = 5.4
+TRAIN_S_PER_EPOCH_VALUE = 4.8e-7  # seconds per epoch per window per input value
 
 
 def expected_seconds(tasks: list[tuple[int, int]], input_values: int) -> float:
