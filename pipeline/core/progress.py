@@ -59,6 +59,7 @@ class Steps:
             line += f", about {duration(elapsed / self.done * (self.total - self.done))} left"
         if self.bar is None:
             self.out(line)
+            sys.stdout.flush()  # seen as it happens, also through a pipe or into a log
         else:
             with self.bar.external_write_mode():  # the line above the bar, which stays at the bottom
                 self.out(line)
