@@ -97,12 +97,13 @@ def quiet_native_stderr(replay_on_error: bool = False):
 
 
 # TensorFlow runs with this many threads (intra-op and inter-op), whatever the machine.
-# Its sums are split by thread count even under op determinism, so a model trained with 1
-# thread and with 2 differs in the last bits (measured: in the fourth decimal of a
-# validation score after 40 epochs); a fixed count makes the same seed give the same
-# weights on any machine, under any load, in any engine. One, because these small convnets
-# gain little from more (measured in bench/bench_train.py, `determinism`) and the search
-# runs one trial per core instead.
+# Its sums are split by thread count even under op determinism: the same small model from
+# the same seed gets other weights with 2 threads than with 1, while with the count fixed a
+# process held to one core and one with both get the same bits (tests/test_model.py). One,
+# because it costs nothing here: 10 epochs of the default model took 11.97 s with 1 thread
+# and op determinism against 11.47 s as TensorFlow comes (2 threads, no determinism) and
+# 11.24 s with 2 threads and determinism, 6.22 / 6.21 / 7.45 CPU s (bench/bench_train.py
+# --only-determinism, 2 cores, load 7.0 -> 5.7); and the search runs one trial per core.
 # TINYML_TF_THREADS changes it, for measuring what the fixed count costs (bench/bench_train.py).
 TF_THREADS = int(os.environ.get("TINYML_TF_THREADS", "1"))
 # TensorFlow reads these when it creates its pools, whoever imports it first (keras): set
