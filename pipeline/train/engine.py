@@ -336,8 +336,3 @@ def choose_engine(tc, work_s: float, cpus: int | None = None) -> Engine:
     if cpus > 1 and saved > RAY_STARTUP_S:
         return Engine("ray", None, why=rule)
     return Engine("sequential", why=rule if cpus > 1 else "one core: Ray cannot run trials side by side")
-
-
-def open_engine(tc, work_s: float = 0.0) -> Engine:
-    """The engine ``choose_engine`` picks (kept for callers that name it by config)."""
-    return choose_engine(tc, work_s)
