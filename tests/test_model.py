@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +192,55 @@ def test_a_fixed_seed_reproduces_training_exactly():
         np.testing.assert_array_equal(a, b)
     _, net3 = _trial(8, train, val)
     assert any(not np.array_equal(a, b) for a, b in zip(w1, net3.get_weights(), strict=True))
+
+
+# Trains a small model (5 epochs on 192 windows) from seed 3 and prints the SHA-256 of its
+# weights. "one-cpu": the process may use only one core (TensorFlow would size its pools to it).
+TRAIN_AND_HASH = """
+import hashlib, os, sys
+if sys.argv[1] == "one-cpu":
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+import numpy as np
+from pipeline.ml import model as M
+rng = np.random.default_rng(1)
+y = np.arange(256) % 4
+X = rng.normal(0, 1, size=(256, 64, 3)).astype(np.float32)
+X[np.arange(256), :, y % 3] += np.where(y < 3, 1.0, -1.0)[:, None]
+M.seed_everything(3)
+p = M.ModelParams(width=8, depth=2, kernel_size=5, dropout=0.2, l2=1e-4, learning_rate=3e-3)
+net = M.build_model(X.shape[1:], 4, p, X, M.class_priors(y, 4))
+M.fit(net, (X[:192], y[:192]), (X[192:], y[192:]), p, 5, 32, 5)
+h = hashlib.sha256()
+for w in net.get_weights():
+    h.update(np.ascontiguousarray(w).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_the_same_seed_gives_the_same_weights_bit_for_bit_whatever_the_cores_and_threads():
+    """Two processes, one held to a single core (OpenMP too) and one with all of them, train
+    the same model from one seed: the same weights, bit for bit. A third with TensorFlow on
+    2 threads shows why the count is fixed: its sums split differently, its weights differ."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TINYML_TF_THREADS", None)
+    runs = {
+        "one core": (["one-cpu"], {"OMP_NUM_THREADS": "1"}),
+        "all cores": (["all"], {}),
+        "2 threads": (["all"], {"TINYML_TF_THREADS": "2"}),
+    }
+    procs = {name: subprocess.Popen([sys.executable, "-c", TRAIN_AND_HASH, *args], env={**env, **extra},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, (args, extra) in runs.items()}
+    digests = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        digests[name] = out.strip().splitlines()[-1]
+    assert digests["one core"] == digests["all cores"], digests
+    if os.cpu_count() > 1:
+        assert digests["2 threads"] != digests["one core"], (
+            "TensorFlow gave the same weights with 1 and 2 threads: the fixed count is no longer needed")
 
 
 def test_normalization_statistics_ignore_validation_data():

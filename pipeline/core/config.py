@@ -195,10 +195,12 @@ class TrainConfig:
     validation), when it has 3 or more subjects/devices: one fit per group up to this many
     groups, else this many folds of whole groups. 0: off. Each fold costs one refit."""
     reproducibility_check: bool = True
-    """Train the best configuration twice from one seed; the metrics must be identical."""
-    search_engine: Literal["ray", "sequential"] = "ray"
-    """Where the search's trials run: Ray Tune (embedded, or the cluster of ray_address), or
-    one after another in this process."""
+    """Train the best configuration twice from one seed (the refit serves when the learning
+    rate is constant); every epoch's losses and accuracies must be identical."""
+    search_engine: Literal["auto", "ray", "sequential"] = "auto"
+    """Where the trials run: Ray Tune (embedded, or the cluster of ray_address) or one after
+    another in this process; auto: Ray given a cluster address, or when the expected work
+    saves more on this machine's cores than Ray's start-up costs (docs/train.md), else sequential."""
     ray_address: str = ""
     """Ray cluster for the search ("host:port", "ray://host:port", "auto"); empty: the
     RAY_ADDRESS environment variable if set, else an embedded local Ray on this machine's cores."""

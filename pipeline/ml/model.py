@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.errors import GateFailed, PipelineError
+from pipeline.core.progress import import_tensorflow
 from pipeline.tflite.runtime import InputNormalization
 
 # A 1-D input longer than this many steps (1 s of 16 kHz audio is 16,000) is downsampled by the
@@ -63,13 +64,16 @@ class ModelParams:
 
 
 def seed_everything(seed: int) -> None:
-    """Python, NumPy and TensorFlow seeds, and deterministic TensorFlow ops."""
+    """Same seed, same weights, bit for bit: Python, NumPy and TensorFlow (Keras) seeded,
+    TensorFlow's deterministic ops, and its thread pools at a fixed size whatever the
+    machine (``pipeline.core.progress.TF_THREADS``: sums split over another thread count
+    round differently). What that costs in speed is measured by bench/bench_train.py."""
     import keras
-    import tensorflow as tf
 
+    tf = import_tensorflow()  # fixes the thread count, or says why it cannot
     random.seed(seed)
     np.random.seed(seed)
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)  # Python, NumPy and the backend's seeds
     tf.config.experimental.enable_op_determinism()
 
 

@@ -2,6 +2,8 @@
 ``ray`` (Ray Tune: an embedded local Ray with the machine's cores, or an existing cluster
 when ``RAY_ADDRESS`` or ``[train] ray_address`` is set).
 
+``choose_engine`` picks one from what is known before any trial runs (see its rule).
+
 An engine runs ``trial(task, data)`` for each task and gives back one record per task, in
 task order, whatever finished first; a trial that raised is recorded as failed, and Ctrl-C
 leaves the tasks not run recorded as stopped. Both engines give the same records.
@@ -16,6 +18,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.progress import import_tensorflow, interactive, quiet_native_stderr
+from pipeline.core.progress import Steps, import_tensorflow, quiet_native_stderr
 from pipeline.ml.model import ModelParams
 
 
@@ -31,7 +34,7 @@ from pipeline.ml.model import ModelParams
 class TrialTask:
     index: int
     params: ModelParams
-    source: str  # "config", "random" or "seed"
+    source: str  # "config", "random", "recheck", "seed" or "fold"
     epochs: int
     seed: int
     cost: bool = True  # convert to int8 and measure the device cost
@@ -42,39 +45,51 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-# One CPU per trial and one TensorFlow thread in it. TensorFlow sizes its intra-op and
-# inter-op pools to every core of the machine, so two trials side by side on 2 cores would
-# each run 2+2 threads and take turns on the cores; these small convnets gain nothing from
-# intra-op threads, so one thread per trial and one trial per core keep the cores busy
-# without oversubscribing them. (Training is bit-identical with 1 or 2 threads under op
-# determinism: the same seed gives the same metrics, checked by the equality test.)
+# One CPU per trial: TensorFlow runs with one thread (pipeline.core.progress.TF_THREADS,
+# fixed so that the same seed gives the same weights anywhere), so one trial per core
+# keeps the cores busy without oversubscribing them.
 TRIAL_CPUS = 1
-TF_THREADS = 1
 CONNECT_TIMEOUT_S = 5.0
 
 
-class TrialBar:
-    """One progress bar over trials, with the best validation score so far (on a terminal)."""
+def trial_line(record: dict) -> str:
+    """A finished task's figures, for its progress line."""
+    status = record.get("status")
+    if record.get("source") == "fold":
+        figures = (f"held out {', '.join(record.get('held_out') or [])}: balanced accuracy "
+                   f"{record['balanced_accuracy']:.3f}" if status == "ok" else f"{status}: {record.get('error')}")
+        return figures
+    name = {"recheck": "recheck", "seed": f"seed {record.get('seed')}"}.get(record.get("source"),
+                                                                          f"trial {record.get('trial')}")
+    figures = f"{name} {status}"
+    if record.get("val_score") is not None:
+        figures = f"{name} val {record['val_score']:.3f} ({record.get('epochs')} epochs)"
+    device = record.get("device")
+    if device:
+        figures += f", RAM {device['ram_bytes']:,} B, latency {device['latency_ms']:.2f} ms"
+    if status in ("failed", "over_budget"):
+        figures += f" [{status.replace('_', ' ')}: {record.get('error') or '; '.join(record.get('over_budget', []))}]"
+    return figures
 
-    def __init__(self, total: int, desc: str):
+
+class TrialSteps:
+    """One line per finished trial (score, RAM, latency, elapsed, ETA) and, on a terminal, a
+    bar with the best validation score so far."""
+
+    def __init__(self, total: int, desc: str, out):
         self.best: dict | None = None
-        self.bar = None
-        if interactive():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="trial", leave=False, dynamic_ncols=True)
+        self.steps = Steps(total, desc, out)
 
     def done(self, record: dict) -> None:
-        if record.get("status") == "ok" and (self.best is None or record["val_score"] > self.best["val_score"]):
+        if record.get("status") == "ok" and record.get("val_score") is not None and (
+                self.best is None or record["val_score"] > self.best["val_score"]):
             self.best = record
-        if self.bar is not None:
-            if self.best is not None:
-                self.bar.set_postfix_str(f"best {self.best['val_score']:.3f} (trial {self.best['trial']})")
-            self.bar.update(1)
+        figures = trial_line(record)
+        best = f"best {self.best['val_score']:.3f} (trial {self.best['trial']})" if self.best else ""
+        self.steps.step(figures, postfix=best)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.steps.close()
 
 
 def ray_address(tc) -> str | None:
@@ -102,16 +117,19 @@ def _check_reachable(address: str) -> None:
 class Engine:
     """Where the trials run: ``sequential`` (this process) or ``ray`` (Tune, local or a cluster)."""
 
-    def __init__(self, name: str, address: str | None = None):
+    def __init__(self, name: str, address: str | None = None, why: str = ""):
         self.name = name
         self.address = address
+        self.why = why  # the reason it was chosen (choose_engine), for the report
         self.cpus: int | None = None
+        self.startup_seconds: float | None = None  # Ray's start, measured
         self._owned = False  # this engine started Ray (and stops it)
         self._depth = 0  # nested ``with``: Ray stays up for the outermost
 
     def describe(self) -> dict:
         where = (self.address or "local") if self.name == "ray" else "this process"
-        return {"engine": self.name, "address": where, "cpus": self.cpus}
+        return {"engine": self.name, "address": where, "cpus": self.cpus, "engine_choice": self.why,
+                "ray_startup_seconds": self.startup_seconds}
 
     # ---- Ray session
 
@@ -134,6 +152,7 @@ class Engine:
 
         if self.address is not None:
             _check_reachable(self.address)
+        start = time.perf_counter()
         if not ray.is_initialized():
             root = Path(__file__).resolve().parents[1]  # the pipeline package
             env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -158,6 +177,7 @@ class Engine:
                     "needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
             self._owned = True
         self.cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.startup_seconds = round(time.perf_counter() - start, 2)
 
     def __exit__(self, *exc) -> None:
         self._depth -= 1
@@ -170,9 +190,10 @@ class Engine:
     # ---- running trials
 
     def run(self, tasks: list[TrialTask], data, desc: str,
-            trial: Callable[[TrialTask, object], dict]) -> tuple[list[dict], bool]:
-        """One record per task, in task order, and whether Ctrl-C stopped the run."""
-        bar = TrialBar(len(tasks), desc)
+            trial: Callable[[TrialTask, object], dict], out=print) -> tuple[list[dict], bool]:
+        """One record per task, in task order, and whether Ctrl-C stopped the run; a line
+        through ``out`` as each finishes."""
+        bar = TrialSteps(len(tasks), desc, out)
         try:
             if self.name == "sequential":
                 return self._run_here(tasks, data, trial, bar)
@@ -242,7 +263,7 @@ def _stopped(task: TrialTask) -> dict:
 
 
 def _tune_trial(config: dict, tasks=None, data=None, trial=None) -> dict:  # runs in a Ray worker
-    _limit_tensorflow_threads(TF_THREADS)
+    import_tensorflow().get_logger().setLevel("ERROR")  # with the fixed thread count
     return {"record": json.dumps(trial(tasks[config["task"]], data), default=_json_default)}
 
 
@@ -252,15 +273,7 @@ def _json_default(value):
     raise TypeError(type(value).__name__)
 
 
-def _limit_tensorflow_threads(n: int) -> None:
-    tf = import_tensorflow()
-    tf.get_logger().setLevel("ERROR")
-    with contextlib.suppress(RuntimeError):  # a reused worker has set them already
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-
-
-def _bar_callback(bar: TrialBar):
+def _bar_callback(bar: TrialSteps):
     """A Tune callback (it runs in the driver) that moves the bar as trials end."""
     from ray import tune
 
@@ -275,8 +288,51 @@ def _bar_callback(bar: TrialBar):
     return BarCallback()
 
 
-def open_engine(tc) -> Engine:
-    """The engine ``[train] search_engine`` names, at the address it resolves to."""
+# --------------------------------------------------------------------------- the choice
+
+# The figures the choice is made by, measured with `python bench/bench_search.py
+# --only-choice` on this project's 2-core machine. It was shared and loaded (load average
+# 25-40) at the time, so the figures are CPU seconds (user + system, summed over every
+# process), which the load does not inflate, not wall time:
+# - Ray's start-up: ray.init without the dashboard, then a task on each of the 2 cores that
+#   imports TensorFlow (as the first trials pay it): 21.5 CPU s (5.7 s of them ray.init).
+#   Counted whole, as if nothing ran side by side: on 2 cores it takes at least half that.
+RAY_STARTUP_S = 22.0
+# - A task: a fixed part (model build, two int8 conversions, the TFLM arena, scoring):
+#   5.4 CPU s; and training: 0.38 CPU s per epoch of the default config's 2,096 windows of
+#   125 x 3 values, that is 4.8e-7 s per epoch per window per input value (one thread).
+TASK_FIXED_S = 5.4
+TRAIN_S_PER_EPOCH_VALUE = 4.8e-7  # seconds per epoch per window per input value
+
+
+def expected_seconds(tasks: list[tuple[int, int]], input_values: int) -> float:
+    """Sequential seconds for ``(epochs, windows)`` tasks on windows of ``input_values`` values."""
+    return sum(TASK_FIXED_S + epochs * windows * input_values * TRAIN_S_PER_EPOCH_VALUE
+               for epochs, windows in tasks)
+
+
+def choose_engine(tc, work_s: float, cpus: int | None = None) -> Engine:
+    """The engine the trials run on, and why.
+
+    ``[train] search_engine`` "ray" or "sequential" is obeyed. "auto" (the default): Ray
+    when a cluster address is given (``RAY_ADDRESS`` or ``[train] ray_address``); else Ray
+    when the work it would spread over this machine's cores saves more than its start-up,
+    that is when ``work_s * (1 - 1/cpus) > RAY_STARTUP_S``; else sequential (always on one
+    core). ``work_s`` is the expected sequential cost of every task the engine would run
+    (search trials, seed refits, leave-one-group-out folds: ``expected_seconds``).
+    """
+    address = ray_address(tc)
     if tc.search_engine == "sequential":
-        return Engine("sequential")
-    return Engine("ray", ray_address(tc))
+        return Engine("sequential", why="[train] search_engine = \"sequential\"")
+    if tc.search_engine == "ray":
+        return Engine("ray", address, why="[train] search_engine = \"ray\"")
+    if address:
+        source = "[train] ray_address" if tc.ray_address.strip() else "RAY_ADDRESS"
+        return Engine("ray", address, why=f"a Ray cluster is given ({source} = {address})")
+    cpus = cpus or os.cpu_count() or 1
+    saved = work_s * (1 - 1 / cpus)
+    rule = (f"the work, about {work_s:.0f} s on one core, would save {saved:.0f} s on {cpus} cores, "
+            f"against Ray's start-up of about {RAY_STARTUP_S:.0f} s")
+    if cpus > 1 and saved > RAY_STARTUP_S:
+        return Engine("ray", None, why=rule)
+    return Engine("sequential", why=rule if cpus > 1 else "one core: Ray cannot run trials side by side")

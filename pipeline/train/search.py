@@ -14,11 +14,15 @@ stopped before it trains. The result holds the Pareto front of validation balanc
 against RAM and against latency, and the chosen model is the most accurate one within
 ``[train] max_ram_kb`` / ``max_latency_ms`` (when set).
 
-The trials run on Ray Tune: an embedded local Ray with the machine's cores by default, or
-an existing cluster when ``RAY_ADDRESS`` or ``[train] ray_address`` is set.
-``[train] search_engine = "sequential"`` runs them one after another in this process, as
-before. The candidates are drawn here, before any trial runs, and each trial seeds itself,
-so both engines give the same trials, the same scores and the same winner.
+The trials run on the engine ``pipeline.train.engine.choose_engine`` picks: Ray Tune (an
+embedded local Ray with the machine's cores, or the cluster of ``RAY_ADDRESS`` / ``[train]
+ray_address``) or one after another in this process. The candidates are drawn here, before
+any trial runs, and each trial seeds itself (TensorFlow on a fixed thread count), so both
+engines give the same trials, the same scores to the bit and the same winner.
+
+After the refit, one more round on the same engine (``after_refit``): the chosen
+configuration with more seeds (the spread of its score) and without each group of the
+training side (leave-one-group-out), sharing one copy of the data.
 """
 
 from __future__ import annotations
@@ -122,6 +126,8 @@ def run_trial(params: ModelParams, train: Windows, val: Windows, n_classes: int,
         "val_loss": M.cross_entropy(val_proba, val.y),
         "epochs": fitted["epochs_run"],
         "best_epoch": fitted["best_epoch"],
+        # Per epoch: the reproducibility check compares the refit's first epochs with these.
+        "history": fitted["history"],
     }
     fitted["proba"] = {"train": train_proba, "val": val_proba}  # scored once, reused by the caller
     return trial, (net, fitted)
@@ -184,6 +190,18 @@ class TrialData:
     tc: object  # TrainConfig
     budget: dict
     calibration_x: np.ndarray
+    folds: GroupFolds | None = None  # leave-one-group-out, for the round after the refit
+
+
+@dataclass
+class GroupFolds:
+    """The training side (train + validation) and its folds of whole groups."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray  # str, one per window
+    folds: list  # (fit indices, held-out indices)
+    how: str
 
 
 STATUSES = ("ok", "over_budget", "failed", "stopped")
@@ -301,7 +319,7 @@ def trial_data(train: Windows, val: Windows, n_classes: int, priors, tc, budget:
 
 def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base: ModelParams,
                   seed: int, budget: dict, engine: Engine | None = None,
-                  trial: Callable[[TrialTask, TrialData], dict] = evaluate_trial) -> dict:
+                  trial: Callable[[TrialTask, TrialData], dict] = evaluate_trial, out=print) -> dict:
     """All trials (scores, device cost, status), the Pareto fronts, and the chosen trial
     (``best``). Raises SearchInterrupted (with the finished trials) on Ctrl-C."""
     space = search_space(tc)
@@ -311,7 +329,7 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
     engine = engine or Engine("sequential")
     start = time.perf_counter()
     with engine:
-        trials, interrupted = engine.run(tasks, data, "search", trial)
+        trials, interrupted = engine.run(tasks, data, "search trial", trial, out)
     seconds = time.perf_counter() - start
     counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
     result = {
@@ -331,31 +349,112 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
     return result
 
 
-def recheck_and_reseed(best: dict, train: Windows, val: Windows, n_classes: int, priors, tc, seed: int,
-                       budget: dict, engine: Engine | None = None) -> tuple[dict | None, list[dict]]:
-    """One round on the search's engine: the chosen trial again from its seed (the
-    reproducibility check, when configured) and the chosen configuration refit with the
-    seeds after ``seed`` (``[train] seeds`` - 1 of them; the refit itself is the first).
+def group_folds(train: Windows, val: Windows, logo_folds: int) -> GroupFolds | dict | None:
+    """The training side's folds of whole groups for leave-one-group-out: one per group up to
+    ``logo_folds`` groups, else that many folds (GroupKFold); a dict saying why when there
+    are fewer than 3 groups; None when ``logo_folds`` is 0 (off, or data without groups)."""
+    if logo_folds == 0:
+        return None
+    X = np.concatenate([train.X, val.X])
+    y = np.concatenate([train.y, val.y])
+    groups = np.concatenate([train.group_ids, val.group_ids]).astype(str)
+    uniq = np.unique(groups)
+    if uniq.size < 3:
+        return {"skipped": f"{uniq.size} subject(s)/device(s) on the training side; needs 3 or more"}
+    if uniq.size <= logo_folds:
+        return GroupFolds(X, y, groups, [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in uniq],
+                          "leave one group out")
+    from sklearn.model_selection import GroupKFold  # heavy: imported when used
 
-    The recheck runs where the trials ran: TensorFlow's results depend on its thread count
-    even with deterministic ops (measured: 1 thread and 2 differ in the fourth decimal of
-    the validation score), and a Ray trial runs with ``TF_THREADS``."""
+    return GroupFolds(X, y, groups, list(GroupKFold(n_splits=logo_folds).split(X, y, groups)),
+                      f"{logo_folds} folds of whole groups (GroupKFold), more groups than [train] logo_folds")
+
+
+def fold_trial(task: TrialTask, data: TrialData) -> dict:
+    """One leave-one-group-out fold (``task.index``): the configuration trained without the
+    fold's groups for ``task.epochs`` (no early stopping: stopping on the held-out group
+    would choose by it), scored on them."""
+    import keras
+
+    f = data.folds
+    fit_idx, held = f.folds[task.index]
+    M.seed_everything(task.seed)
+    net = M.build_model(f.X.shape[1:], data.n_classes, task.params, f.X[fit_idx],
+                        M.class_priors(f.y[fit_idx], data.n_classes))
+    net.compile(optimizer=keras.optimizers.Adam(task.params.learning_rate), loss="sparse_categorical_crossentropy")
+    net.fit(f.X[fit_idx], f.y[fit_idx], epochs=max(1, task.epochs), batch_size=data.tc.batch_size, verbose=0,
+            shuffle=True)
+    sc = scores(f.y[held], M.predict_proba(net, f.X[held]).argmax(1), data.n_classes)
+    keras.backend.clear_session(free_memory=False)
+    return {"trial": task.index, "source": "fold", "seed": task.seed, "status": "ok",
+            "held_out": sorted(set(f.groups[held].tolist())), "windows": int(held.size),
+            "classes": int(np.unique(f.y[held]).size), "balanced_accuracy": round(sc["balanced_accuracy"], 4),
+            "accuracy": round(sc["accuracy"], 4)}
+
+
+def round_trial(task: TrialTask, data: TrialData) -> dict:
+    """A task of the round after the refit: a fold, or a trial (a seed, the recheck)."""
+    return fold_trial(task, data) if task.source == "fold" else evaluate_trial(task, data)
+
+
+def needs_recheck(tc) -> bool:
+    """Whether the reproducibility check needs a run of its own. With a constant learning
+    rate the refit (same seed, same configuration, more epochs allowed) repeats the chosen
+    trial's epochs exactly, so comparing them is the check, for free; a cosine schedule
+    depends on the epoch budget, so the chosen trial is run again instead."""
+    return tc.reproducibility_check and tc.lr_schedule != "constant"
+
+
+def after_refit(best: dict, train: Windows, val: Windows, n_classes: int, priors, tc, seed: int, budget: dict,
+                logo: tuple[int, int], engine: Engine | None = None, out=print) -> dict:
+    """One round on the search's engine, over one copy of the data: the chosen configuration
+    refit with the seeds after ``seed`` (``[train] seeds`` - 1 of them; the refit kept is
+    the first), its leave-one-group-out folds (``logo`` = (folds as ``[train] logo_folds``,
+    0 for data without groups; epochs each: the refit's best epoch count)) and, when
+    ``needs_recheck``, the chosen trial again from its seed.
+
+    Returns ``{"recheck": record | None, "seeds": [records], "logo": report | None}``."""
     params = ModelParams(**best["params"])
     tasks = [TrialTask(1 + i, params, "seed", tc.epochs, seed + 1 + i, cost=False) for i in range(tc.seeds - 1)]
-    if tc.reproducibility_check:
+    if needs_recheck(tc):
         tasks.insert(0, TrialTask(0, params, "recheck", tc.search_epochs, seed, cost=False))
+    logo_folds, logo_epochs = logo
+    folds = group_folds(train, val, logo_folds)
+    if isinstance(folds, GroupFolds):
+        tasks += [TrialTask(i, params, "fold", logo_epochs, seed, cost=False) for i in range(len(folds.folds))]
+    result = {"recheck": None, "seeds": [], "logo": folds}
     if not tasks:
-        return None, []
+        return result
+    data = trial_data(train, val, n_classes, priors, tc, budget, seed)
+    data.folds = folds if isinstance(folds, GroupFolds) else None
+    kinds = [k for k, n in (("seed refit", tc.seeds - 1), ("recheck", needs_recheck(tc)),
+                            ("leave-one-group-out fold", data.folds is not None)) if n]
     engine = engine or Engine("sequential")
+    out(f"train: {len(tasks)} more fits of the chosen configuration ({', '.join(kinds)}), on {engine.name}")
     with engine:
-        records, interrupted = engine.run(tasks, trial_data(train, val, n_classes, priors, tc, budget, seed),
-                                          "recheck and seeds", evaluate_trial)
+        records, interrupted = engine.run(tasks, data, "fit", round_trial, out)
     if interrupted:
         raise KeyboardInterrupt
-    again = records.pop(0) if tc.reproducibility_check else None
-    if again is not None and again["status"] != "ok":
-        raise GateFailed(f"the reproducibility check could not rerun the chosen trial ({again.get('error')})")
-    return again, records
+    result["recheck"] = next((r for r, t in zip(records, tasks, strict=True) if t.source == "recheck"), None)
+    if result["recheck"] is not None and result["recheck"]["status"] != "ok":
+        raise GateFailed(f"the reproducibility check could not rerun the chosen trial ({result['recheck'].get('error')})")
+    result["seeds"] = [r for r, t in zip(records, tasks, strict=True) if t.source == "seed"]
+    if data.folds is not None:
+        result["logo"] = logo_summary([r for r, t in zip(records, tasks, strict=True) if t.source == "fold"],
+                                      data.folds.how, logo_epochs)
+    return result
+
+
+def logo_summary(records: list[dict], how: str, epochs: int) -> dict:
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        raise GateFailed(f"leave-one-group-out: fold {failed[0]['trial']} failed ({failed[0].get('error')})")
+    results = [{k: r[k] for k in ("held_out", "windows", "classes", "balanced_accuracy", "accuracy")} for r in records]
+    ba = np.array([r["balanced_accuracy"] for r in results])
+    return {"group_by": "group", "how": how, "epochs": int(epochs), "scores": results,
+            "mean": float(ba.mean()), "sd": float(ba.std(ddof=1)) if ba.size > 1 else 0.0,
+            "min": float(ba.min()), "max": float(ba.max()),
+            "note": "balanced accuracy over the classes each held-out group holds"}
 
 
 def seed_spread(first: dict, seed: int, more: list[dict], search_score: float, tc) -> dict:

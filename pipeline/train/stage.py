@@ -48,14 +48,14 @@ from pipeline.ml.metrics import (
     per_group_scores,
     refit_disagreement,
     score_with_intervals,
-    scores,
 )
-from pipeline.train.engine import Engine, open_engine
+from pipeline.train.engine import Engine, choose_engine, expected_seconds
 from pipeline.train.search import (
     SearchInterrupted,
+    after_refit,
     device_budget,
+    needs_recheck,
     random_search,
-    recheck_and_reseed,
     run_trial,
     seed_spread,
 )
@@ -114,9 +114,12 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
         "dsp": describe(cfg.dsp, prepared.dataset.rate_hz, raw_shape),
     }
     try:
-        # Ray (when the search runs on it) starts first: an unreachable cluster is an error in
-        # seconds, and one session serves the search and the seed refits.
-        with open_engine(cfg.train) as engine:
+        # The engine is chosen from what the work is expected to cost, and says why. Ray (when
+        # chosen) starts first: an unreachable cluster is an error in seconds, and one session
+        # serves the search and the round after the refit.
+        engine = choose_engine(cfg.train, expected_work(prepared, cfg.train))
+        out(f"train: trials run on {engine.name}: {engine.why}")
+        with engine:
             _train(Job(cfg, run_dir, prepared, report, clock, out, engine))
     except GateFailed as exc:
         # The report of a failed run is whole: what was checked, what failed. No model is
@@ -146,6 +149,22 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
     out(f"train: wrote {run_dir / MODEL} and {run_dir / REPORT} in {report['timing']['total']:.0f} s")
     return StageResult("train", run_dir / REPORT, report, paths=(run_dir / MODEL, run_dir / "config.toml"),
                        reuse={"prepared": prepared})
+
+
+def expected_work(prepared: Prepared, tc) -> float:
+    """Seconds on one core that the engine's tasks are expected to take (the epoch caps:
+    early stopping only shortens them): the search's trials, the seed refits, the
+    leave-one-group-out folds and the recheck (``pipeline.train.engine.expected_seconds``)."""
+    w = prepared.windows
+    n_train, side = len(w["train"]), len(w["train"]) + len(w["val"])
+    tasks = [(tc.search_epochs, n_train)] * tc.trials + [(tc.epochs, n_train)] * (tc.seeds - 1)
+    if needs_recheck(tc):
+        tasks.append((tc.search_epochs, n_train))
+    if prepared.dataset.has_groups and tc.logo_folds:
+        groups = np.unique(np.concatenate([w["train"].group_ids, w["val"].group_ids]).astype(str)).size
+        if groups >= 3:
+            tasks += [(tc.epochs, side)] * min(groups, tc.logo_folds)
+    return expected_seconds(tasks, int(np.prod(w["train"].X.shape[1:])))
 
 
 def read_audit(run_dir: Path, prepared: Prepared, allow_leakage: bool) -> dict:
@@ -209,26 +228,23 @@ def _train(job: Job) -> None:
     job.clock.lap("baselines")
     search = _search(job, priors, base)  # 3.
     job.clock.lap("search")
-    # 4. Reproducibility: the best trial again, from the same seed, must match exactly. It
-    # runs on the search's engine, in one round with the refits of more seeds (step 5).
-    if tc.reproducibility_check or tc.seeds > 1:
-        job.out(f"train: reproducibility check (the best trial again, same seed) and {tc.seeds - 1} refit(s) "
-                "with more seeds, for the spread of the score")
-    again, more_seeds = recheck_and_reseed(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed,
-                                           device_budget(cfg.quantize), job.engine)
-    _check_reproducible(sanity, search["best"], again, tc, cfg.seed)
-    job.clock.lap("reproducibility")
     best = M.ModelParams(**search["best"]["params"])
-    net, proba, final = _refit(job, best, priors)  # 5.
-    job.report["refit_seeds"] = seed_spread(final, cfg.seed, more_seeds, search["best"]["val_score"], tc)
-    job.report["refit_seeds"]["val_disagreement"] = refit_disagreement(proba["val"].argmax(1), more_seeds)
+    net, proba, final = _refit(job, best, priors)  # 4.
+    # 5. On the search's engine, one round: more seeds (the spread of the score), the
+    # new-subject estimate (leave-one-group-out: the chosen configuration without each
+    # training-side group, for the refit's best epoch count) and, if the refit cannot
+    # serve as the reproducibility check, the best trial again.
+    more = after_refit(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed, device_budget(cfg.quantize),
+                       (tc.logo_folds if job.prepared.dataset.has_groups else 0, final["best_epoch"]),
+                       job.engine, job.out)
+    _check_reproducible(sanity, search["best"], final, more["recheck"], tc, cfg.seed)
+    job.report["refit_seeds"] = seed_spread(final, cfg.seed, more["seeds"], search["best"]["val_score"], tc)
+    job.report["refit_seeds"]["val_disagreement"] = refit_disagreement(proba["val"].argmax(1), more["seeds"])
+    job.report["leave_one_group_out"] = more["logo"]
+    job.clock.lap("seeds_and_leave_one_group_out")
     _validate(job, proba, baselines, groups)  # 6.
     _test_look(job, net, best, proba, baselines, groups, input_shape)  # 7.
     job.clock.lap("evaluate")
-    # 8. The new-subject estimate: the chosen configuration without each training-side group.
-    job.report["leave_one_group_out"] = leave_one_group_out(job.prepared, best, job.k, tc, final["best_epoch"],
-                                                            cfg.seed, job.out)
-    job.clock.lap("leave_one_group_out")
 
 
 def _sanity_at_init(job: Job, input_shape: tuple, base, priors) -> dict:
@@ -254,31 +270,45 @@ def _search(job: Job, priors, base) -> dict:
             f"{cfg.quantize.board} ({where['engine']}, {where['address']}, {where['cpus'] or 1} CPUs)")
     try:
         search = job.report["search"] = random_search(job.windows["train"], job.windows["val"], job.k, priors, tc,
-                                                      base, cfg.seed, device_budget(cfg.quantize), job.engine)
+                                                      base, cfg.seed, device_budget(cfg.quantize), job.engine,
+                                                      out=job.out)
     except SearchInterrupted as exc:
         job.report["search"] = exc.search
         raise
     return search
 
 
-def _check_reproducible(sanity: dict, first_run: dict, again: dict | None, tc, seed: int) -> None:
-    """The best search trial and its rerun from the same seed must give the same figures."""
+def _check_reproducible(sanity: dict, first_run: dict, refit: dict, again: dict | None, tc, seed: int) -> None:
+    """Two trainings of the chosen configuration from one seed must agree to the bit: the
+    best search trial and its rerun (``again``), or, when no rerun was needed
+    (``search.needs_recheck``), the best trial and the refit over the epochs both ran
+    (the same seed and data give the same epochs; the refit may only run longer). The
+    trial ran on the search's engine (a Ray worker, possibly), the refit in this process."""
+    history = refit.pop("history", None)  # the report keeps it once, as report["history"]
     if not tc.reproducibility_check:
         sanity["reproducible"] = None
         sanity["reproducibility"] = {"skipped": "[train] reproducibility_check = false"}
         return
-    keys = ("train_score", "val_score", "train_loss", "val_loss", "epochs")
-    first = {key: first_run[key] for key in keys}
-    second = {key: again[key] for key in keys}
+    if again is not None:
+        keys = ("train_score", "val_score", "train_loss", "val_loss", "epochs")
+        first, second = ({key: r[key] for key in keys} for r in (first_run, again))
+        compared = "best search trial, trained twice from one seed (both on the search's engine)"
+    else:
+        n = min(first_run["epochs"], refit["epochs"])
+        first, second = ({k: v[:n] for k, v in h.items()} for h in (first_run["history"], history))
+        # Early stopping before the smaller epoch cap must end both at the same epoch.
+        cap = min(tc.search_epochs, tc.epochs)
+        for figures, run in ((first, first_run), (second, refit)):
+            figures["stopped_early_at"] = run["epochs"] if run["epochs"] < cap else None
+        compared = (f"best search trial (search engine) and the refit (this process), one seed: losses and "
+                    f"accuracies of each of the {n} epochs both ran")
     sanity["reproducible"] = first == second
-    sanity["reproducibility"] = {"compared": "best search trial, trained twice from one seed "
-                                 "(both on the search's engine)",
-                                 "first": first, "second": second}
+    sanity["reproducibility"] = {"compared": compared, "first": first, "second": second}
     if not sanity["reproducible"]:
         raise GateFailed(
-            f"two runs with seed {seed} gave different metrics ({first} vs {second}): "
-            "training is not reproducible",
-            hint="something unseeded or nondeterministic runs in training",
+            f"two trainings with seed {seed} differ ({compared}): training is not reproducible",
+            hint="something unseeded or nondeterministic runs in training; see sanity.reproducibility "
+                 "in train_report.json",
         )
 
 
@@ -360,56 +390,6 @@ def check_input_budget(input_shape: tuple, cfg, rate_hz) -> None:
             f"input {tuple(input_shape)} is {values:,} values: as int8 with its normalized copy it needs "
             f"{2 * values:,} B of RAM, more than the {board.name} budget of {budget:,} B; set {what}",
             hint="or [quantize] board / ram_budget_bytes for a board with more RAM")
-
-
-def leave_one_group_out(prepared, best, k: int, tc, epochs: int, seed: int, out=print) -> dict | None:
-    """The chosen configuration trained without each subject/device of the training side
-    (train + validation) and scored on it: the new-subject estimate, with its spread.
-
-    Trained for the refit's best epoch count, with no early stopping: stopping on the held-out
-    group would choose by it. With more groups than ``[train] logo_folds`` the groups are dealt
-    into that many folds (GroupKFold). Not run with fewer than 3 groups, or when
-    ``logo_folds`` is 0.
-    """
-    import keras  # heavy: imported when used
-
-    ds, w = prepared.dataset, prepared.windows
-    if not ds.has_groups or tc.logo_folds == 0:
-        return None
-    X = np.concatenate([w["train"].X, w["val"].X])
-    y = np.concatenate([w["train"].y, w["val"].y])
-    groups = np.concatenate([w["train"].group_ids, w["val"].group_ids]).astype(str)
-    uniq = np.unique(groups)
-    if uniq.size < 3:
-        return {"skipped": f"{uniq.size} subject(s)/device(s) on the training side; needs 3 or more"}
-    if uniq.size <= tc.logo_folds:
-        folds = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in uniq]
-        how = "leave one group out"
-    else:
-        from sklearn.model_selection import GroupKFold  # heavy: imported when used
-
-        folds = list(GroupKFold(n_splits=tc.logo_folds).split(X, y, groups))
-        how = f"{tc.logo_folds} folds of whole groups (GroupKFold), more groups than [train] logo_folds"
-    out(f"train: leave-one-group-out, {len(folds)} fits of the chosen configuration ({epochs} epochs each)")
-    results = []
-    for fit_idx, held in folds:
-        M.seed_everything(seed)
-        priors = M.class_priors(y[fit_idx], k)
-        net = M.build_model(X.shape[1:], k, best, X[fit_idx], priors)
-        net.compile(optimizer=keras.optimizers.Adam(best.learning_rate), loss="sparse_categorical_crossentropy")
-        net.fit(X[fit_idx], y[fit_idx], epochs=max(1, epochs), batch_size=tc.batch_size, verbose=0, shuffle=True)
-        pred = M.predict_proba(net, X[held]).argmax(1)
-        sc = scores(y[held], pred, k)
-        results.append({"held_out": sorted(set(groups[held].tolist())), "windows": int(held.size),
-                        "classes": int(np.unique(y[held]).size), "balanced_accuracy": round(sc["balanced_accuracy"], 4),
-                        "accuracy": round(sc["accuracy"], 4)})
-        del net
-        keras.backend.clear_session(free_memory=False)
-    ba = np.array([r["balanced_accuracy"] for r in results])
-    return {"group_by": "group", "how": how, "epochs": int(epochs), "scores": results,
-            "mean": float(ba.mean()), "sd": float(ba.std(ddof=1)) if ba.size > 1 else 0.0,
-            "min": float(ba.min()), "max": float(ba.max()),
-            "note": "balanced accuracy over the classes each held-out group holds"}
 
 
 def _score(y, proba, names, groups, seed, group_word: str = "group") -> dict:
