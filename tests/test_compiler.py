@@ -433,8 +433,9 @@ def test_an_op_without_a_kernel_is_one_line_naming_op_and_layer(tmp_path, capsys
     # After the quantize stage (its gates stood in for here) the failure is a note, not a
     # failed stage, and an earlier model's C is not left behind.
     import pipeline.quantize.stage
+    from pipeline.core.stage import StageResult
 
-    monkeypatch.setattr(pipeline.quantize.stage, "quantize", lambda cfg, run, out=print: None)
+    monkeypatch.setattr(pipeline.quantize.stage, "run", lambda cfg, run, out=print: StageResult("quantize"))
     run = tmp_path / "run"
     stale = run / C.COMPILED_DIR
     stale.mkdir(parents=True)
