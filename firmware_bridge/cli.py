@@ -100,12 +100,7 @@ def run_emulate_host(args: argparse.Namespace) -> int:
               "sensor: none (AT+RUNIMPULSE and AT+SAMPLESTART answer with an error; --sensor FILE.npz)")
         print("serving the Edge Impulse AT protocol (AT+HELP; AT+PROFILE? for the board's timing); Ctrl-C to stop",
               flush=True)
-        try:
-            while board.running:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            return 0
-    raise BridgeError(f"the host board exited by itself: {'; '.join(board.output_tail()) or 'no message'}")
+        return _serve(board, "the host board")
 
 
 def _run_virtual_device(args: argparse.Namespace) -> int:
@@ -150,12 +145,7 @@ def run_emulate_qemu(args: argparse.Namespace) -> int:
               f"static RAM {image.static_ram_bytes:,} B; UART0 on {board.port}")
         print("serving the Edge Impulse AT protocol (AT+HELP; AT+PROFILE? for stack and instructions); Ctrl-C to stop",
               flush=True)
-        try:
-            while board.running:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            return 0
-    raise BridgeError(f"qemu-system-arm exited by itself: {'; '.join(board.output_tail()) or 'no message'}")
+        return _serve(board, "qemu-system-arm")
 
 
 def add_monitor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -249,3 +239,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _serve(board, what: str) -> int:
+    """Wait while ``board`` (host board or QEMU) serves its pty: 0 on Ctrl-C, an error naming
+    what it said last if it exits by itself. The caller's ``with board`` stops it either way."""
+    try:
+        while board.running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    raise BridgeError(f"{what} exited by itself: {'; '.join(board.output_tail()) or 'no message'}")
