@@ -4,6 +4,7 @@ model can learn instead of the task (how a sample was recorded, who recorded it,
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -101,6 +102,17 @@ def check_group_label_confounding(pool: Pool, ds, acfg, seed: int) -> dict:
 
 
 
+def _without_label(sample_id: str, label: str) -> str:
+    """The id without the label: a leading "<label>." or "<label>/" cut, else each token
+    (split on . _ - / and spaces) equal to the label dropped."""
+    for sep in "./":
+        if sample_id.startswith(label + sep):
+            return sample_id[len(label) + 1:]
+    tokens = re.split(r"([._\-/ ]+)", sample_id)
+    kept = [t for t in tokens[::2] if t.casefold() != label.casefold()]
+    return "_".join(kept) if len(kept) < len(tokens[::2]) else sample_id
+
+
 def check_identifier_label(pool: Pool, ds, acfg, folds: int, seed: int) -> dict:
     from sklearn.tree import DecisionTreeClassifier
 
@@ -110,11 +122,11 @@ def check_identifier_label(pool: Pool, ds, acfg, folds: int, seed: int) -> dict:
         return finding("identifier_label", "info", True, "too few groups to cross-validate: not measured")
     y = pool.y[tv]
     k = np.unique(y).size
-    # Edge Impulse names every file "<label>.<id>": the label in the name is not an id that
-    # happens to predict it, so it is left out before ranking.
+    # Edge Impulse names every file "<label>.<id>", folders "<label>/<file>", and fsdd
+    # "<digit>_<speaker>_<index>": the label written in the name is not an id that happens to
+    # predict it, so every token that spells the sample's label is left out before ranking.
     names = np.asarray(ds.label_names)[ds.labels]
-    bare = np.asarray([sid[len(n) + 1:] if sid.startswith(f"{n}.") else sid
-                       for sid, n in zip(ds.sample_ids.tolist(), names.tolist(), strict=True)])
+    bare = np.asarray([_without_label(sid, n) for sid, n in zip(ds.sample_ids.tolist(), names.tolist(), strict=True)])
     id_rank = np.argsort(np.argsort(bare))  # position of each sample id in sorted order
     features = {
         "order": pool.sample_index[tv].astype(float),

@@ -189,7 +189,7 @@ def section_training(run: Run) -> list:
         ["loss at init", num(gn(s, "init_loss")),
          f"{num(gn(s, 'expected_init_loss'))} ± {num(gn(s, 'init_loss_tolerance'), 2)} (entropy of the class prior)",
          verdict(g(s, "init_loss_ok"))],
-        [f"overfit one batch of {num(g(s, 'overfit_batch_size'))} ({num(g(s, 'overfit_steps'))} steps)",
+        [f"overfit one batch of {num(g(s, 'overfit_batch_size'))} ({num(g(s, 'overfit_steps_used', default=g(s, 'overfit_steps')))} of {num(g(s, 'overfit_steps'))} steps)",
          num(gn(s, "overfit_batch_loss"), 4) if gn(s, "overfit_batch_loss", ) is None or gn(s, "overfit_batch_loss") >= 1e-3
          else f"{gn(s, 'overfit_batch_loss'):.1e}", f"< {num(gn(s, 'overfit_max_loss'), 3)}", verdict(g(s, "overfit_ok"))],
         ["reproducible (best trial twice, one seed)", {True: "same metrics", False: "DIFFERENT"}.get(repro, "not checked"),

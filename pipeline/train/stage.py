@@ -518,7 +518,7 @@ def summary_lines(report: dict) -> list[str]:
     lines.append("")
     lines.append(f"sanity: seed {s['seed']}; loss at init {s['init_loss']:.3f} (expected "
                  f"{s['expected_init_loss']:.3f}) ok; one batch of {s['overfit_batch_size']} "
-                 f"overfitted to loss {s['overfit_batch_loss']:.2g} ok; reproducible: {repro}")
+                 f"overfitted to loss {s['overfit_batch_loss']:.2g} in {s.get('overfit_steps_used', s['overfit_steps'])} steps ok; reproducible: {repro}")
     lost = [name for name, ok in s["beats_baselines"].items() if not ok]
     gains = ", ".join(f"{name} {d['delta']:+.2f}" for name, d in s["baseline_deltas"].items())
     verdict = "yes" if not lost else (f"NO, not {', '.join(lost)} (stated, not failed: only the "
