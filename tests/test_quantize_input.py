@@ -143,7 +143,11 @@ def test_accelerometer_and_gyroscope_that_saturate_keep_int8_with_the_defaults(t
     The virtual device's inference (firmware_bridge.targets.virtual_tflm) gives the host TFLM's bytes."""
     from firmware_bridge.targets.virtual_tflm import TflmModel, probe_model
 
-    data = write_saturating_dataset(tmp_path / "imu.npz")
+    # 10 subjects, not 8: with 8 (256 validation windows) the int8 drop sat on the gate's edge
+    # (0.0078 against 0.01 with data seed 3, 0.0117 and a failed gate with seed 4). With 10,
+    # measured over data seeds 3, 4 and 5: drop 0.0039, 0.0, 0.0039 and float-int8 agreement
+    # 0.996, 1.0, 0.996, so the assertions below hold with at least twice the margin.
+    data = write_saturating_dataset(tmp_path / "imu.npz", subjects=10)
     run = tmp_path / "run"
     cfg = load_config(None, {"data.dataset": str(data)})
     prepared = _fit_like_train(cfg, run)
@@ -152,8 +156,9 @@ def test_accelerometer_and_gyroscope_that_saturate_keep_int8_with_the_defaults(t
     report = json.loads((run / "quantize_report.json").read_text())
     val = report["validation"]
     assert report["gates_passed"] is True and "override" not in report
-    assert val["float"]["balanced_accuracy"] - val["int8"]["balanced_accuracy"] <= 0.01
-    assert val["agreement"]["float_int8"] >= 0.98
+    # Half the gates (drop 0.01, agreement 0.98): a pass that is not on the gate's edge.
+    assert val["float"]["balanced_accuracy"] - val["int8"]["balanced_accuracy"] <= 0.005
+    assert val["agreement"]["float_int8"] >= 0.99
     assert report["calibration"]["windows"] == report["calibration"]["training_windows"]
     tried = report["remedies"]["tried"]
     assert [t["remedy"] for t in tried][:2] == ["graph", "device"] and report["remedies"]["kept"].startswith("device")
