@@ -23,6 +23,7 @@ from test_compiler import Compiled, Reference, assert_identical, convert, satura
 
 from firmware_bridge import compiler as C
 from firmware_bridge.compiler import planner
+from firmware_bridge.compiler.patches import fuse_residual_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,3 +176,49 @@ def test_placement_with_offsets_never_overlaps_live_bytes(spec):
             for p in set(profiles[i]) & set(profiles[j]):
                 (li, hi), (lj, hj) = profiles[i][p], profiles[j][p]
                 assert offsets[i] + hi <= offsets[j] + lj or offsets[j] + hj <= offsets[i] + li, (i, j, p)
+
+
+def _residual_rows_model(size: int, kernel_a: int, kernel_b: int, add_order: int, seed: int):
+    """A stem conv and one identity residual block (conv, conv, ADD in either input order)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size - 1, 2))
+    x = L.Conv2D(5, 3, padding="same", activation="relu")(inp)
+    y = L.Conv2D(4, kernel_a, padding="same", activation="relu")(x)
+    y = L.Conv2D(5, kernel_b, padding="same")(y)
+    z = L.Add()([y, x] if add_order else [x, y])
+    z = L.Activation("relu")(z)
+    out = L.Conv2D(3, 3, strides=2)(z)
+    X = np.random.default_rng(seed).normal(0, 2, size=(32, size, size - 1, 2)).astype(np.float32)
+    return convert(keras.Model(inp, out), X), (size, size - 1, 2)
+
+
+@pytest.mark.parametrize("size,ka,kb,order", [(9, 3, 3, 0), (7, 3, 5, 1), (5, 5, 5, 0)])
+def test_residual_block_by_rows_is_byte_identical_and_smaller(size, ka, kb, order, tmp_path):
+    data, shape = _residual_rows_model(size, ka, kb, order, seed=size + ka)
+    ref = Reference(data)
+    fast = C.compile_bytes(data, memory="fast")
+    # The block by rows, whether or not "min" would choose it (on small images its K rows
+    # of scratch can outweigh the tensors it saves).
+    fused = fuse_residual_rows(C.read_graph(data))
+    rows = C.emit_model(fused, C.plan_memory(fused), "int8.tflite", "-")
+    assert any(op["op"] == "FUSED_RESIDUAL_ROWS" for op in rows.ops)
+    assert not any(op["op"] == "FUSED_RESIDUAL_ROWS" for op in fast.ops)
+    chosen = C.compile_bytes(data, memory="min")
+    assert chosen.ram_bytes == min(rows.ram_bytes, fast.ram_bytes)
+    if size == 9:
+        assert rows.ram_bytes < fast.ram_bytes
+    for name, model in (("fast", fast), ("rows", rows)):
+        folder = C.write_compiled(model, tmp_path / name)
+        comp = Compiled(data, tmp_path, out_dir=folder)
+        assert_identical(ref, comp, _inputs(shape, size), f"residual rows {size} {ka}x{kb}, memory={name}")
+
+
+def test_small_resnet_both_memory_modes(small_models, tmp_path):
+    data, shape = small_models["resnet"]
+    ref = Reference(data)
+    for mode in C.MEMORY_MODES:
+        folder = C.write_compiled(C.compile_bytes(data, memory=mode), tmp_path / mode)
+        assert_identical(ref, Compiled(data, tmp_path, out_dir=folder), _inputs(shape, 9), f"small resnet, {mode}")

@@ -13,6 +13,7 @@ import numpy as np
 
 from firmware_bridge.compiler.context import Emitter
 from firmware_bridge.compiler.ctext import c_array, c_struct
+from firmware_bridge.compiler.patches import FUSED_OP, emit_fused_residual
 from firmware_bridge.compiler.prepare import (
     activation_range,
     binary_element,
@@ -404,8 +405,9 @@ KERNELS: dict[str, Kernel] = {
     "PAD": Kernel("tm_layout.c", emit_pad),
     "PADV2": Kernel("tm_layout.c", emit_pad),
     "CONCATENATION": Kernel("tm_layout.c", emit_concatenation),
+    FUSED_OP: Kernel("tm_elementwise.c", emit_fused_residual),  # patches.py: a residual block by rows
 }
-SUPPORTED_OPS = tuple(KERNELS) + ALIAS_OPS
+SUPPORTED_OPS = tuple(k for k in KERNELS if k != FUSED_OP) + ALIAS_OPS
 
 
 def check_supported(graph: Graph) -> None:

@@ -56,6 +56,13 @@ PLACEMENT_WORK = 2000
 # more pixels at once must raise this, or in-place convolutions overwrite unread input.
 WRITE_AHEAD_PIXELS = 1
 
+# A chain of in-place ops may span this fraction more than one op's input and output take
+# together (a raster shift of a few pixels); more, and the chain starts a new buffer. On
+# MobileNetV1 at 96x96 a strided depthwise adds 32 bytes (0.1%) where its input chain is
+# 36,888 B; the depthwise after the first conv would add 784 B of drift to a buffer whose
+# span is mostly the dead 27,648-byte input (4%). 1/32 tells the two apart.
+DRIFT_SLACK = 1 / 32
+
 # The greedy descent's trials (each a whole plan): bounded so compile time stays linear.
 MAX_DESCENT = 40
 
@@ -167,6 +174,8 @@ def overlap_shift(op: COp, k: int, tensors: list[CTensor]) -> int | None:
         return 0
     if op.name in UNARY_TABLE_OPS and k == 0:
         return 0  # a table lookup per element
+    if op.name == "FUSED_RESIDUAL_ROWS" and k == 0:
+        return 0  # output row r written over input row r, read by no later row (patches.py)
     if op.name in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and k == 0 and op.options.padding == PADDING_VALID:
         # Unpadded pooling writes output pixel q after its last read of input pixel q, and
         # later outputs read only pixels after q (see tm_pooling.c).
@@ -292,13 +301,13 @@ def _share_in_place(graph: Graph, order: list[int], storage: _Storage, consumers
                 continue
             # A chain of outputs each written below its input drifts down its buffer, whose
             # bytes stay reserved from the first tensor's to the last's: stop the chain where
-            # the buffer would span more than it ever holds at once (the output then starts
-            # a new buffer, placed on its own).
+            # the buffer would span more than the op's input and output take together
+            # (DRIFT_SLACK more): the output then starts a new buffer, placed on its own.
             rel = storage.locate(src)[1]
             lo, end, most = extent[root]
             new_lo, new_end = min(lo, rel - shift), max(end, rel - shift + out.nbytes)
             together = max(out.nbytes, shift + tensors[src].nbytes)
-            if stop_drift and new_end - new_lo > max(most, together):
+            if stop_drift and new_end - new_lo > together * (1 + DRIFT_SLACK):
                 continue
             out_root = storage.find(out.index)
             oe = extent.pop(out_root, None)
