@@ -25,6 +25,8 @@ The architectures (the MLPerf Tiny v1 reference models' shapes):
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -137,21 +139,6 @@ def tflm_arena(data: bytes) -> dict:
     return {"head_bytes": int(head.group(1)), "arena_bytes": int(total.group(1))}
 
 
-def flash(compiled, work: Path) -> dict | None:
-    """Weights + requantization parameters + code, built for a Cortex-M4."""
-    import bench_compiler as BC
-
-    from firmware_bridge import compiler as C
-
-    C.write_compiled(compiled, work / "compiled")
-    arm = BC.arm_sections(work / "compiled", work)
-    if arm is None:
-        return None
-    weights = sum(t.nbytes for t in C.read_graph(compiled.model_bytes).tensors if t.data is not None) \
-        if hasattr(compiled, "model_bytes") else None
-    return {"rodata_model": arm["model_constants_bytes"], "code": arm["code_bytes"], "weights": weights}
-
-
 def measure(name: str, data: bytes, work: Path) -> dict:
     from firmware_bridge import compiler as C
     from pipeline.tflite.runtime import TFLMRunner
@@ -159,6 +146,7 @@ def measure(name: str, data: bytes, work: Path) -> dict:
     start = time.perf_counter()
     compiled = C.compile_bytes(data)
     seconds = time.perf_counter() - start
+    fast = C.compile_bytes(data, memory="fast")
     graph = C.read_graph(data)
     weights = sum(t.nbytes for t in graph.tensors if t.data is not None)
     C.write_compiled(compiled, work / "compiled")
@@ -181,6 +169,8 @@ def measure(name: str, data: bytes, work: Path) -> dict:
         "ops": len(graph.ops),
         "compile_seconds": round(seconds, 3),
         "total_ram_bytes": total,
+        "total_ram_bytes_memory_fast": fast.ram_bytes,
+        "rows_fused_blocks": sum(op["op"] == "FUSED_RESIDUAL_ROWS" for op in compiled.ops),
         "lower_bound_bytes": compiled.lower_bound_bytes,
         "input_bytes": compiled.input_bytes, "output_bytes": compiled.output_bytes,
         "tflm_head_bytes": tflm["head_bytes"], "tflm_arena_bytes": tflm["arena_bytes"],
@@ -199,6 +189,41 @@ def measure(name: str, data: bytes, work: Path) -> dict:
     elif name != "default":
         row["target_met"] = total <= 0.6 * tflm["head_bytes"]
     return row
+
+
+def mobilenet_blocks(blocks: int):
+    """A MobileNet-like chain at 48x48 with ``blocks`` depthwise-separable blocks (placement
+    scaling: 2 ops a block)."""
+    import keras
+    from keras import layers as L
+
+    inp = keras.Input((48, 48, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(inp)
+    for _ in range(blocks):
+        x = L.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+        x = L.Conv2D(16, 1, activation="relu6")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(2, activation="softmax")(x))
+
+
+def placement_scaling() -> list[dict]:
+    """Planning time (plan_memory, every order, in-place choice and placement tried) and
+    whole compile time against the number of ops."""
+    from firmware_bridge import compiler as C
+
+    rows = []
+    for blocks in (10, 20, 40, 80):
+        data = int8_model(mobilenet_blocks, (48, 48, 3), blocks=blocks)
+        graph = C.read_graph(data)
+        start = time.perf_counter()
+        C.plan_memory(graph)
+        plan_s = time.perf_counter() - start
+        start = time.perf_counter()
+        C.compile_bytes(data)
+        rows.append({"blocks": blocks, "ops": len(graph.ops), "plan_seconds": round(plan_s, 3),
+                     "compile_seconds": round(time.perf_counter() - start, 3)})
+        print(f"placement: {len(graph.ops)} ops: plan {plan_s:.2f} s, compile {rows[-1]['compile_seconds']} s")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
               f"compile {row['compile_seconds']} s; identical {row['identical_outputs']}"
               + (f"; flash {row['flash']}" if "flash" in row else "")
               + (f"; target met: {row['target_met']}" if "target_met" in row else ""))
-    report = {"what": "total RAM (input and output included) of the compiled model vs TFLM's planned tensors "
+    scaling = placement_scaling() if not args.only else []
+    report = {"placement_scaling": scaling,
+              "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                       "load_average_1min": round(os.getloadavg()[0], 2)},
+              "what": "total RAM (input and output included) of the compiled model vs TFLM's planned tensors "
                       "(arena head) and whole arena; flash as weights + parameters + code (Cortex-M4, -O2)",
               "models": results, "tflm_note": "TFLM figures from the tflite-micro Python runtime (64-bit host)",
               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
