@@ -222,3 +222,15 @@ def test_small_resnet_both_memory_modes(small_models, tmp_path):
     for mode in C.MEMORY_MODES:
         folder = C.write_compiled(C.compile_bytes(data, memory=mode), tmp_path / mode)
         assert_identical(ref, Compiled(data, tmp_path, out_dir=folder), _inputs(shape, 9), f"small resnet, {mode}")
+
+
+def test_equal_constant_arrays_are_stored_once():
+    from firmware_bridge.compiler.ctext import c_array
+    from firmware_bridge.compiler.emitter import share_equal_arrays
+
+    decls = [c_array("int32_t", "a", [1, 2, 3]) + c_array("int32_t", "b", [1, 2, 3]),
+             c_array("int8_t", "c", [1, 2, 3]), c_array("int32_t", "d", [1, 2, 3]), c_array("int32_t", "e", [1, 2])]
+    out, saved = share_equal_arrays(decls)
+    assert saved == 24
+    assert "#define b a " in out[0] and "#define d a " in out[2]
+    assert out[1] == decls[1] and out[3] == decls[3]  # another type, other values: kept

@@ -106,3 +106,34 @@ def test_pad_concatenation_and_requantize(tmp_path):
     x = np.concatenate([saturating_inputs((7, 6, 3), 12, seed=7),
                         np.random.default_rng(8).integers(-128, 128, size=(8, 7, 6, 3)).astype(np.int8)])
     assert_identical(ref, comp, x, f"pad / concatenation ({sorted(names)})")
+
+
+def _as_requantize(data: bytes, scale_ratio: float, zero_point: int) -> bytes:
+    """The one-op model (input -> TANH -> output) with its op made a QUANTIZE (int8 -> int8)
+    to another scale and zero point: what the converter writes between tensors whose
+    quantization must differ, built directly (Keras offers no layer that always gives one)."""
+    from pipeline.tflite.flatbuffer import _AlignedBuilder, _schema
+
+    schema = _schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+    graph = model.subgraphs[0]
+    (op,) = graph.operators
+    code = model.operatorCodes[op.opcodeIndex]
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+    op.builtinOptionsType, op.builtinOptions = 0, None
+    q_in = graph.tensors[op.inputs[0]].quantization
+    q_out = graph.tensors[op.outputs[0]].quantization
+    q_out.scale = [float(q_in.scale[0]) * scale_ratio]
+    q_out.zeroPoint = [zero_point]
+    builder = _AlignedBuilder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize("ratio,zero", [(1.7, 5), (0.3, -100), (3.1e-2, 0), (1.0, 17)])
+def test_quantize_int8_to_int8_on_every_input(ratio, zero, tmp_path):
+    data = _as_requantize(_activation_model("tanh", 3.0, seed=9), ratio, zero)
+    assert [o.name for o in C.read_graph(data).ops] == ["QUANTIZE"]
+    ref, comp = Reference(data), Compiled(data, tmp_path)
+    every = np.arange(-128, 128, dtype=np.int8)[None]
+    assert_identical(ref, comp, every, f"QUANTIZE x{ratio}, zero point {zero}")
