@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_device.py --model bench/results/run/int8.tflite
 	$(PY) bench/bench_qemu.py --run bench/results/run
 	$(PY) bench/bench_compiler.py --run bench/results/run
+	$(PY) bench/bench_memory.py --default-run bench/results/run
 	$(PY) bench/bench_kernels.py
 	$(PY) bench/bench_search.py
 	$(PY) bench/summary.py

@@ -240,9 +240,13 @@ def compile_run(run: Path, model: Path | None = None, out: Path | None = None) -
 
         raise PipelineError(f"{model}: not found", hint="run `tinyml quantize` (make quantize) first")
     out = out if out is not None else run / COMPILED_DIR
-    c = compile_model(model, out)
-    print(f"compile: {out} ({len(c.files)} files): RAM {c.ram_bytes} bytes in one static buffer "
-          f"(lower bound {c.lower_bound_bytes}), input {c.input_bytes} B, output {c.output_bytes} B")
+    from pipeline.core.config import load_config
+
+    memory = load_config(run / "config.toml").compile.memory if (run / "config.toml").is_file() else "min"
+    c = compile_model(model, out, memory=memory)
+    print(f"compile: {out} ({len(c.files)} files): RAM {c.ram_bytes} bytes in one static buffer, input "
+          f"({c.input_bytes} B) and output ({c.output_bytes} B) included (lower bound {c.lower_bound_bytes}; "
+          f"[compile] memory = \"{memory}\")")
 
 
 def cmd_compile(args) -> int:

@@ -69,6 +69,15 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
         ("DS-CNN 49x10x1: instructions per inference", ("dscnn", "instructions_per_inference"), ""),
         ("MobileNetV1-0.25 96x96x3: instructions per inference", ("mobilenet", "instructions_per_inference"), ""),
     ]),
+    "memory": ("bench/bench_memory.py", [
+        ("streaming wakeword 30x1x40: compiled total RAM, input and output included (ST Edge AI: 5,836)",
+         ("models", "streaming_wakeword", "total_ram_bytes"), "B"),
+        ("ResNet-8 32x32x3: total RAM / TFLM's planned tensors (target at most 0.6)",
+         ("models", "resnet8", "ratio_to_tflm_head"), ""),
+        ("MobileNetV1-0.25 96x96x3: total RAM / TFLM's planned tensors (target at most 0.6)",
+         ("models", "mobilenet_v1_025_96", "ratio_to_tflm_head"), ""),
+        ("a 163-op MobileNet chain: memory planning time", ("placement_scaling", 3, "plan_seconds"), "s"),
+    ]),
     "search": ("bench/bench_search.py", [
         ("search, sequential: trials per minute", ("sequential", "trials_per_min"), "/min"),
         ("search, embedded Ray: trials per minute", ("ray", "trials_per_min"), "/min"),

@@ -1,5 +1,5 @@
 """What each op's emit function writes into (``Emitter``): declarations, the calls of
-``tinyml_model_invoke``, the kernel sources needed, and where each tensor lives. Its own
+``tinyml_model_run``, the kernel sources needed, and where each tensor lives. Its own
 module so that the op table (ops.py) and the model text (emitter.py) both use it, and
 neither imports the other back."""
 
@@ -12,7 +12,7 @@ from firmware_bridge.compiler.reader import CompileError, COp, CTensor
 
 class Emitter:
     """What the op emitters write into: declarations (constants, parameter structs), the
-    calls in ``tinyml_model_invoke``, the kernel sources needed; and where each tensor is."""
+    calls in ``tinyml_model_run``, the kernel sources needed; and where each tensor is."""
 
     def __init__(self, tensors: list[CTensor], plan: Plan):
         self.tensors = tensors
@@ -23,15 +23,11 @@ class Emitter:
         self.consts: dict[int, str] = {}
 
     def ptr(self, index: int, writable: bool = False) -> str:
-        """The C expression of a tensor's data."""
+        """The C expression of a tensor's data (``writable``: the op writes it)."""
         where = self.plan.location[index]
-        if where == "input":
-            if writable:
-                raise CompileError("internal: an op would write into the caller's input")
-            return "input"
-        if where == "output":
-            return "output"
         if where == "const":
+            if writable:
+                raise CompileError("internal: an op would write into a constant")
             return self.const(index)
         return f"(tm_arena + {where})"
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from firmware_bridge.compiler.context import Emitter
 from firmware_bridge.compiler.ctext import c_array, c_struct
+from firmware_bridge.compiler.patches import FUSED_OP, emit_fused_residual
 from firmware_bridge.compiler.prepare import (
     activation_range,
     binary_element,
@@ -288,6 +289,92 @@ def emit_softmax(em: Emitter, op: COp) -> None:
     em.call(op, f"tm_softmax_s8(&{n}_params, {em.ptr(x.index)}, {em.ptr(y.index, True)});")
 
 
+def emit_unary_table(em: Emitter, op: COp) -> None:
+    """LOGISTIC, TANH, HARD_SWISH and QUANTIZE (int8 -> int8): a 256-byte table computed
+    with TFLM's integer arithmetic (fixedpoint.py), looked up by tm_lut_s8 (in place)."""
+    from firmware_bridge.compiler import fixedpoint as F
+
+    x, y = em.tensors[op.inputs[0]], em.tensors[op.outputs[0]]
+    if x.dtype != "int8" or y.dtype != "int8":
+        raise CompileError(f"cannot compile {where(op, em.tensors)}: {x.dtype} -> {y.dtype}, only int8 -> int8")
+    if op.name == "LOGISTIC":
+        if y.zero_point != -128 or abs(y.scale * 256 - 1) > 1e-6:
+            raise CompileError(f"cannot compile {where(op, em.tensors)}: int8 LOGISTIC output must have scale "
+                               f"1/256 and zero point -128 (TFLM's logistic_common.cc)")
+        table = F.logistic_table(x.scale, x.zero_point)
+    elif op.name == "TANH":
+        if y.zero_point != 0 or abs(y.scale * 128 - 1) > 1e-6:
+            raise CompileError(f"cannot compile {where(op, em.tensors)}: int8 TANH output must have scale "
+                               f"1/128 and zero point 0 (TFLM's tanh.cc)")
+        table = F.tanh_table(x.scale, x.zero_point)
+    elif op.name == "HARD_SWISH":
+        table = F.hard_swish_table(x.scale, x.zero_point, y.scale, y.zero_point)
+    else:
+        table = F.requantize_table(x.scale, x.zero_point, y.scale, y.zero_point)
+    n = f"op{op.index}"
+    em.decl(c_struct("tm_lut_params", f"{n}_params", {"outer": x.size, "period": 1})
+            + c_array("int8_t", f"{n}_table", table))
+    em.call(op, f"tm_lut_s8(&{n}_params, {em.ptr(x.index)}, {n}_table, {em.ptr(y.index, True)});")
+
+
+_LAYOUT_PROTOTYPES = ("void tm_pad_s8(const int32_t *shape, int8_t value, const int8_t *input, int8_t *output);\n"
+                      "void tm_concat_part_s8(long outer, long inner, long out_inner, const int8_t *input, "
+                      "int8_t *output);\n")
+
+
+def _layout_decls(em: Emitter) -> None:
+    if _LAYOUT_PROTOTYPES not in em.decls:
+        em.decl(_LAYOUT_PROTOTYPES)
+
+
+def _same_quantization(em: Emitter, op: COp, a: CTensor, y: CTensor) -> None:
+    if a.zero_point != y.zero_point or np.float32(a.scale) != np.float32(y.scale):
+        raise CompileError(f"cannot compile {where(op, em.tensors)}: input and output quantization differ "
+                           f"({a.scale}, {a.zero_point} vs {y.scale}, {y.zero_point}); TFLM requires them equal")
+
+
+def emit_pad(em: Emitter, op: COp) -> None:
+    """PAD / PADV2 (tflite-micro kernels/pad.cc): the pad value is the output zero point, or
+    PADV2's constant value."""
+    x, y = em.tensors[op.inputs[0]], em.tensors[op.outputs[0]]
+    pads_t = em.tensors[op.inputs[1]]
+    if pads_t.data is None:
+        raise CompileError(f"cannot compile {where(op, em.tensors)}: its paddings are not constant")
+    _same_quantization(em, op, x, y)
+    pads = np.asarray(pads_t.data).reshape(-1, 2)
+    before = [0] * (4 - len(pads)) + [int(p) for p in pads[:, 0]]
+    value = y.zero_point
+    if op.name == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+        c = em.tensors[op.inputs[2]]
+        if c.data is None:
+            raise CompileError(f"cannot compile {where(op, em.tensors)}: its pad value is not constant")
+        value = int(np.asarray(c.data).reshape(-1)[0])
+    n = f"op{op.index}"
+    _layout_decls(em)
+    em.decl(c_array("int32_t", f"{n}_shape", shape4(x.shape) + before + shape4(y.shape)))
+    em.call(op, f"tm_pad_s8({n}_shape, {value}, {em.ptr(x.index)}, {em.ptr(y.index, True)});")
+
+
+def emit_concatenation(em: Emitter, op: COp) -> None:
+    """CONCATENATION (reference/concatenation.h): each input's block per outer index."""
+    y = em.tensors[op.outputs[0]]
+    axis = op.options.axis + (len(y.shape) if op.options.axis < 0 else 0)
+    outer = int(np.prod(y.shape[:axis]))
+    out_inner = int(np.prod(y.shape[axis:]))
+    act = getattr(op.options, "fusedActivationFunction", ACT_NONE)
+    if act != ACT_NONE:
+        raise CompileError(f"cannot compile {where(op, em.tensors)}: a fused activation on CONCATENATION")
+    _layout_decls(em)
+    offset = 0
+    for i in op.inputs:
+        t = em.tensors[i]
+        _same_quantization(em, op, t, y)
+        inner = int(np.prod(t.shape[axis:]))
+        em.call(op, f"tm_concat_part_s8({outer}L, {inner}L, {out_inner}L, {em.ptr(i)}, "
+                    f"{em.ptr(y.index, True)} + {offset});")
+        offset += inner
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -311,19 +398,29 @@ KERNELS: dict[str, Kernel] = {
     "MUL": Kernel("tm_elementwise.c", emit_binary),
     "MEAN": Kernel("tm_mean.c", emit_mean),
     "SOFTMAX": Kernel("tm_softmax.c", emit_softmax),
+    "LOGISTIC": Kernel("tm_elementwise.c", emit_unary_table),
+    "TANH": Kernel("tm_elementwise.c", emit_unary_table),
+    "HARD_SWISH": Kernel("tm_elementwise.c", emit_unary_table),
+    "QUANTIZE": Kernel("tm_elementwise.c", emit_unary_table),
+    "PAD": Kernel("tm_layout.c", emit_pad),
+    "PADV2": Kernel("tm_layout.c", emit_pad),
+    "CONCATENATION": Kernel("tm_layout.c", emit_concatenation),
+    FUSED_OP: Kernel("tm_elementwise.c", emit_fused_residual),  # patches.py: a residual block by rows
 }
-SUPPORTED_OPS = tuple(KERNELS) + ALIAS_OPS
+SUPPORTED_OPS = tuple(k for k in KERNELS if k != FUSED_OP) + ALIAS_OPS
 
 
 def check_supported(graph: Graph) -> None:
-    """CompileError (one line) naming the first op and layer the compiler cannot take."""
+    """CompileError (one line) naming every op the compiler cannot take, with its layer."""
     tensors, inputs, outputs = graph.tensors, graph.inputs, graph.outputs
-    for op in graph.ops:
-        if op.name not in SUPPORTED_OPS:
-            raise CompileError(
-                f"cannot compile {where(op, tensors)}: {op.name} has no compiled kernel "
-                f"(supported: {', '.join(sorted(SUPPORTED_OPS))})",
-                hint="the TFLM engine still runs this model: [device] engine = \"tflm\"")
+    missing = [op for op in graph.ops if op.name not in SUPPORTED_OPS]
+    if missing:
+        names = sorted({op.name for op in missing})
+        raise CompileError(
+            f"cannot compile {', '.join(where(op, tensors) for op in missing)}: "
+            f"{', '.join(names)} {'has' if len(names) == 1 else 'have'} no compiled kernel "
+            f"(supported: {', '.join(sorted(SUPPORTED_OPS))})",
+            hint="the TFLM engine still runs this model: [device] engine = \"tflm\"")
     if len(inputs) != 1 or len(outputs) != 1:
         raise CompileError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
     for i in (*inputs, *outputs):

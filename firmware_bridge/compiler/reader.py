@@ -18,6 +18,10 @@ from pipeline.tflite import flatbuffer
 # Ops that only view their input in another shape: no code, no storage of their own.
 ALIAS_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
 
+# Ops on shapes, computed at compile time (shapes are static at batch 1): the converter
+# writes SHAPE -> STRIDED_SLICE -> PACK for the target shape of a Flatten's RESHAPE.
+FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
+
 # tflite schema enums (schema.fbs): Padding, ActivationFunctionType.
 PADDING_SAME, PADDING_VALID = 0, 1
 ACT_NONE, ACT_RELU, ACT_RELU_N1_TO_1, ACT_RELU6 = 0, 1, 2, 3
@@ -140,4 +144,48 @@ def read_graph(data: bytes) -> Graph:
     ops = [COp(index=o.index, name=o.name, inputs=o.inputs, outputs=o.outputs,
                options=graph.operators[o.index].builtinOptions, layer=o.layer)
            for o in info.ops]
-    return Graph(tensors, ops, list(info.inputs), list(info.outputs))
+    return fold_constants(Graph(tensors, ops, list(info.inputs), list(info.outputs)))
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """SHAPE, and STRIDED_SLICE / PACK of constants, computed now: their outputs become
+    constants and the ops leave the graph (their results only feed RESHAPE's shape input,
+    which the compiled RESHAPE does not read: the output shape is in the flatbuffer)."""
+    tensors = graph.tensors
+    kept = []
+    for op in graph.ops:
+        value = _fold(op, tensors) if op.name in FOLDED_OPS else None
+        if value is None:
+            kept.append(op)
+            continue
+        out = tensors[op.outputs[0]]
+        out.data = np.asarray(value, dtype=out.dtype).reshape(out.shape)
+    return Graph(tensors, kept, graph.inputs, graph.outputs)
+
+
+def _fold(op: COp, tensors: list[CTensor]) -> np.ndarray | None:
+    """The value of a shape op, or None when it cannot be computed at compile time."""
+    ins = [tensors[i] for i in op.inputs if i >= 0]
+    if op.name == "SHAPE":
+        return np.asarray(ins[0].shape, dtype=np.int64)
+    if any(t.data is None for t in ins):
+        return None
+    o = op.options
+    if op.name == "PACK":
+        return np.stack([np.asarray(t.data).reshape(t.shape) for t in ins], axis=o.axis)
+    # STRIDED_SLICE: tflite-micro kernels/strided_slice.cc with
+    # kernels/internal/strided_slice_logic.h (masks as numpy slices; ellipsis and new axes
+    # are left to the interpreter).
+    if o.ellipsisMask or o.newAxisMask:
+        return None
+    x = np.asarray(ins[0].data)
+    begin, end, strides = (np.asarray(t.data).reshape(-1) for t in ins[1:4])
+    index = []
+    for d in range(len(begin)):
+        b = None if o.beginMask >> d & 1 else int(begin[d])
+        e = None if o.endMask >> d & 1 else int(end[d])
+        if o.shrinkAxisMask >> d & 1:
+            index.append(int(begin[d]))
+        else:
+            index.append(slice(b, e, int(strides[d])))
+    return np.asarray(x[tuple(index)])

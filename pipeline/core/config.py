@@ -334,6 +334,15 @@ class DspConfig:
 
 
 @dataclass
+class CompileConfig:
+    memory: Literal["min", "fast"] = "min"
+    """`tinyml compile`: "min" computes a residual block (conv, conv, add) row by row where
+    that needs less RAM: its intermediates never exist whole, nothing is computed twice, the
+    outputs are TFLM's bytes (ResNet-8: 24,640 B instead of 33,328 B, docs/compiler.md);
+    "fast" computes every op on whole tensors (no row loops, no row copies)."""
+
+
+@dataclass
 class Config:
     seed: int = 0
     """Seed of the run: the split, the search's draws, training and calibration all derive from it."""
@@ -344,6 +353,7 @@ class Config:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     dsp: DspConfig = field(default_factory=DspConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
 
 
 SECTIONS = {name: tp for name, tp in typing.get_type_hints(Config).items() if name != "seed"}
