@@ -133,16 +133,22 @@ def run_emulate_qemu(args: argparse.Namespace) -> int:
     or until QEMU exits. QEMU is stopped on the way out, whatever the way."""
     from firmware_bridge.targets import qemu
 
-    if args.model or args.sensor or args.socket is not None:
-        raise BridgeError("--model, --sensor and --socket are options of the virtual device, not of --device qemu",
+    if args.model or args.socket is not None or args.throttle:
+        raise BridgeError("--model, --socket and --throttle are options of the virtual device, not of --device qemu",
                           hint="the QEMU firmware runs the run directory's model: tinyml emulate --device qemu --run DIR")
-    image = qemu.build_firmware(args.run)
     # SIGTERM (a service manager, `timeout`) stops QEMU as Ctrl-C does, through the with.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with qemu.QemuBoard(image.elf) as board:
+    image, board = qemu.boot(args.run, sensor=args.sensor, board=args.board)
+    with board:
+        clock = qemu.deployment_board(args.run, args.board)
         print(board.port, flush=True)
         print(f"QEMU {qemu.MACHINE} (Cortex-M4F, -icount shift=0) running {image.elf}: flash {image.flash_bytes:,} B, "
               f"static RAM {image.static_ram_bytes:,} B; UART0 on {board.port}")
+        print(f"timing: board time of {clock.name} at {clock.clock_hz:,} Hz: the instructions each inference executes "
+              "(measured under -icount), one cycle each; never QEMU's virtual time")
+        print(f"sensor: {board.sensor_name}, from {board.sensor} in the board's PSRAM, played at its recorded rate"
+              if board.sensor else
+              "sensor: none (AT+RUNIMPULSE and AT+SAMPLESTART answer with an error; --sensor FILE.npz)")
         print("serving the Edge Impulse AT protocol (AT+HELP; AT+PROFILE? for stack and instructions); Ctrl-C to stop",
               flush=True)
         return _serve(board, "qemu-system-arm")

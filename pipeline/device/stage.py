@@ -97,7 +97,8 @@ def flash_device(cfg, run: Path, dry_run: bool = False, evaluate: bool = True, o
             "for the board's sensor)")
         build_host_image(cfg, run, announce=True, out=out)
     elif target == "qemu":
-        build_qemu_image(run, announce=True, out=out)
+        _write_sensor_recordings(run / FLASH_DIR / "sensor.npz", prepared)  # what the board's IMU plays
+        build_qemu_image(run, announce=True, out=out, board=cfg.quantize.board)
     else:
         arduino.flash_real_board(sketch, cfg.quantize.board, target, dry_run=False)
     if not evaluate:
