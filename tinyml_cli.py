@@ -22,7 +22,7 @@ STAGES = {
     "flash": "put the int8 model on a device (virtual by default) and evaluate it there",
     "eval": "stream the test split to a device over serial and score what comes back",
     "report": "one page a person can read (report.html, report.md)",
-    "emulate": "run the virtual device on a pseudo-terminal (or a socket://) until stopped",
+    "emulate": "run the firmware (host board, or QEMU with --device qemu) on a pseudo-terminal until stopped",
     "monitor": "live predictions from any Edge Impulse firmware (AT+RUNIMPULSE)",
     "ports": "list serial ports with a board guess from their USB VID:PID",
     "capture": "record labelled samples from any Edge Impulse firmware into an export folder",
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("flash", help=STAGES["flash"], description=STAGES["flash"])
     _add_common(p)
     p.add_argument("--device", default=None, metavar="emu|qemu|auto|PORT",
-                   help="emu (virtual device, default), qemu (the firmware on an emulated Cortex-M4), auto (detect a board), or a port path/URL")
+                   help="emu (the host board: the firmware built for this computer, default), qemu (the firmware on an emulated Cortex-M4), auto (detect a board), or a port path/URL")
     p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
     p.add_argument("--no-eval", action="store_true", help="flash only, skip the on-device evaluation")
 
