@@ -47,3 +47,81 @@ def tiny_board(run: Path, *, sensor: Path | None = None, time_scale: float = 1.0
     _, board = host_board.boot(run, sensor=sensor, time_scale=time_scale)
     with board:
         yield board
+
+
+# ---------------------------------------------------------------------------------------
+# A lying device: the real firmware behind a pty that rewrites what it prints
+# ---------------------------------------------------------------------------------------
+
+QUIET_FLUSH_S = 0.05  # a partial line (a prompt, an echo) is passed on after this much quiet
+
+
+class LyingLink:
+    """A pseudo-terminal (``port``) in front of a running board: what the host writes reaches
+    the board unchanged; what the board prints reaches the host line by line through
+    ``rewrite(line: bytes) -> bytes`` (lines keep their ``\\r\\n`` or ``\\n``). The firmware
+    computes every answer; only its words are changed, as a firmware that lies would print
+    them. Nothing here answers a command by itself."""
+
+    def __init__(self, board_port: str, rewrite):
+        import os
+        import threading
+        import tty
+
+        self.rewrite = rewrite
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.port = os.ttyname(self.slave)
+        self.board = os.open(board_port, os.O_RDWR | os.O_NOCTTY)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        import os
+        import select
+
+        pending = b""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master, self.board], [], [], QUIET_FLUSH_S)
+            try:
+                if self.master in ready:
+                    os.write(self.board, os.read(self.master, 4096))
+                if self.board in ready:
+                    pending += os.read(self.board, 4096)
+            except OSError:
+                return
+            *lines, pending = pending.split(b"\n")
+            out = b"".join(self.rewrite(line + b"\n") for line in lines)
+            if pending and (not ready or pending.endswith(b"> ")):
+                out, pending = out + pending, b""
+            if out:
+                os.write(self.master, out)
+
+    def close(self) -> None:
+        import os
+
+        self._stop.set()
+        self._thread.join(2)
+        for fd in (self.master, self.slave, self.board):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def lying_board(run: Path, rewrite):
+    """The host board of ``run`` (its build, its model), reached through a LyingLink: yields
+    the port to give the host."""
+    with tiny_board(run) as board:
+        link = LyingLink(board.port, rewrite)
+        try:
+            yield link.port
+        finally:
+            link.close()
+
+
+def prediction_line(line: bytes) -> tuple[bytes, str, bytes] | None:
+    """(indent, label, line end) of a "  <label>: <p>" result line, else None."""
+    import re
+
+    m = re.fullmatch(rb"(  )([^:\r\n]+): -?[\d.]+(?:e[-+]?\d+)?(\r?\n)", line)
+    return (m.group(1), m.group(2).decode(), m.group(3)) if m else None

@@ -71,9 +71,6 @@ def boot_host_board(cfg, run: Path, image=None, out=print):
     return board.start()
 
 
-boot_virtual_device = boot_host_board  # `tinyml monitor emu` (tinyml_cli.py) boots it by this name
-
-
 def verify_model(client, want: str, labels: list[str] | None = None, input_size: int | None = None) -> dict:
     """The device must run exactly int8.tflite (SHA-256 ``want``), with the model's labels in
     its order and its input size: compare what the device reports, before any scoring."""

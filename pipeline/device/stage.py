@@ -150,7 +150,7 @@ def write_flash_image(cfg, run: Path, prepared=None) -> Path:
 
 
 def _write_sensor_recordings(sensor: Path, prepared) -> None:
-    """The test split's raw recordings, for the virtual device's sensor to play back (when
+    """The test split's raw recordings, for the board's sensor to play back (host board, QEMU; when
     the data are unwindowed time series with a rate); otherwise no recordings."""
     ds = prepared.dataset
     if ds.kind == "timeseries" and not ds.windowed and ds.rate_hz:
