@@ -390,3 +390,15 @@ def test_edge_impulses_test_inference_script_runs_against_the_device(device, tmp
     assert "b'RESULT 0\\r\\n'" in proc.stdout and "b'END OUTPUT\\r\\n'" in proc.stdout
     for label in labels:
         assert f"b'  {label}: " in proc.stdout
+
+
+# -- Edge Impulse's CLI: its daemon's sampling sequence and run-impulse's three modes ---------
+
+
+def test_edge_impulse_cli_sequences_work_on_the_host_board(run, tmp_path):
+    from test_qemu_sensor import ei_cli_session
+
+    recordings = np.random.default_rng(21).normal(0, 2, size=(2, 200, 3)).astype(np.float32)
+    sensor = save_recordings(tmp_path / "sensor.npz", recordings)  # "Playback of sensor.npz"
+    with tiny_board(run, sensor=sensor, time_scale=FAST) as board:
+        ei_cli_session(board.port, recordings, result_timeout=10.0)

@@ -10,8 +10,12 @@ Every Timing line is board time: the invoke's instructions over the Nano's 64 MH
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +148,66 @@ def test_samplestart_and_capture_give_the_played_frames(sensor_run, tmp_path):
     values = np.array(doc["payload"]["values"], dtype=np.float32)
     # Real samples: the next 20 frames of the recordings, as the IMU played them.
     assert values.tolist() == recordings.reshape(-1, 3)[readings:readings + 20].tolist()
+
+
+# -- Edge Impulse's own static-inference client, against the emulated board ------------------
+
+EI_TEST_INFERENCE = os.environ.get("TINYML_EI_TEST_INFERENCE")
+
+
+@needs_qemu
+@pytest.mark.skipif(not EI_TEST_INFERENCE or not Path(EI_TEST_INFERENCE).is_file(),
+                    reason="set TINYML_EI_TEST_INFERENCE to Edge Impulse's firmware-sdk/tools/test_inference.py")
+def test_edge_impulses_test_inference_script_runs_against_qemu(sensor_run, tmp_path):
+    """Edge Impulse's firmware-sdk/tools/test_inference.py (pyserial): AT, then
+    AT+RUNIMPULSESTATIC with the chunk size the board announces (128 here), to END OUTPUT."""
+    _, _, board, _, _ = sensor_run
+    features = tmp_path / "features.txt"
+    features.write_text(",".join(f"{v:.6f}" for v in np.linspace(-2.0, 2.0, FRAMES * 3)))
+    proc = subprocess.run([sys.executable, EI_TEST_INFERENCE, str(features), board.port],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "b'RESULT 0\\r\\n'" in proc.stdout and "b'END OUTPUT\\r\\n'" in proc.stdout
+    for label in LABELS:
+        assert f"b'  {label}: " in proc.stdout
+
+
+# -- Edge Impulse's CLI: its daemon's sampling sequence and run-impulse's three modes ---------
+
+
+def ei_cli_session(port: str, recordings: np.ndarray, *, result_timeout: float) -> None:
+    """The daemon's sequence (connect, config, sample settings, sample, read the buffer) and
+    run-impulse in its three modes, as Edge Impulse's CLI sends them (tests/ei_daemon.py),
+    against a board whose IMU plays ``recordings`` from frame 0."""
+    from ei_daemon import EiSerial
+
+    from pipeline.data.edge_impulse import parse_acquisition
+
+    ei = EiSerial(port)
+    try:
+        ei.on_connected()
+        config = ei.get_config()
+        sensor = config["sensors"][0]
+        assert sensor["name"] == "Playback of sensor.npz" and sensor["frequencies"] == [RATE]
+        interval = 1000 / sensor["frequencies"][0]
+        ei.set_sample_settings("wave", interval, 320, "")
+        data = ei.start_sampling(sensor["name"], 320)
+        values = parse_acquisition(data, "the daemon's sample").values  # the signed CBOR file
+        assert values.tolist() == recordings.reshape(-1, 3)[:20].tolist()
+        for mode in ("normal", "continuous", "debug"):
+            ei.start_inference(mode)
+            out = ei.read_results(2, timeout=result_timeout)
+            ei.stop_inference()
+            assert "Starting inferencing, press 'b' to break" in out
+            assert re.search(r"Timing: DSP 0 us, inference \d+ us, anomaly 0 us\n#Classification predictions:\n"
+                             + "".join(rf"  {lab}: [01]\.\d{{6}}\n" for lab in LABELS), out), out[-500:]
+            assert ("Features (0 ms.): " in out) == (mode == "debug")
+    finally:
+        ei.close()
+
+
+@needs_qemu
+def test_edge_impulse_cli_sequences_work_on_qemu(sensor_run):
+    _, _, board, _, recordings = sensor_run
+    _reset(board)
+    ei_cli_session(board.port, recordings, result_timeout=20.0)
