@@ -22,7 +22,7 @@ STAGES = {
     "flash": "put the int8 model on a device (virtual by default) and evaluate it there",
     "eval": "stream the test split to a device over serial and score what comes back",
     "report": "one page a person can read (report.html, report.md)",
-    "emulate": "run the virtual device on a pseudo-terminal (or a socket://) until stopped",
+    "emulate": "run the firmware (host board, or QEMU with --device qemu) on a pseudo-terminal until stopped",
     "monitor": "live predictions from any Edge Impulse firmware (AT+RUNIMPULSE)",
     "ports": "list serial ports with a board guess from their USB VID:PID",
     "capture": "record labelled samples from any Edge Impulse firmware into an export folder",
@@ -80,14 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("flash", help=STAGES["flash"], description=STAGES["flash"])
     _add_common(p)
     p.add_argument("--device", default=None, metavar="emu|qemu|auto|PORT",
-                   help="emu (virtual device, default), qemu (the firmware on an emulated Cortex-M4), auto (detect a board), or a port path/URL")
+                   help="emu (the host board: the firmware built for this computer, default), qemu (the firmware on an emulated Cortex-M4), auto (detect a board), or a port path/URL")
     p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
     p.add_argument("--no-eval", action="store_true", help="flash only, skip the on-device evaluation")
 
     p = sub.add_parser("eval", help=STAGES["eval"], description=STAGES["eval"])
     _add_common(p)
     p.add_argument("--device", default=None, metavar="emu|qemu|auto|PORT",
-                   help="emu (boot the flashed virtual device), qemu (boot RUN/device/qemu/fw.elf), auto, or a port path/URL")
+                   help="emu (boot the host board: the firmware built for this computer), qemu (boot RUN/device/qemu/fw.elf), auto, or a port path/URL")
     p.add_argument("--restart", action="store_true", help="discard device_eval.jsonl and start over (default: resume)")
 
     p = sub.add_parser("report", help=STAGES["report"], description=STAGES["report"])
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("monitor", help=STAGES["monitor"], description=STAGES["monitor"])
     _firmware_cli().add_monitor_arguments(p)
     p.add_argument("--run", metavar="DIR", default="models",
-                   help="with PORT emu: boot the virtual device flashed to DIR/device/flash, its sensor playing the test recordings")
+                   help="with PORT emu: boot the host board of DIR (the firmware built with g++), its sensor playing the test recordings")
 
     sub.add_parser("ports", help=STAGES["ports"], description=STAGES["ports"])
 
@@ -288,15 +288,15 @@ def cmd_monitor(args) -> int:
         return _firmware_cli().run_monitor(args)
     from pipeline.core.config import Config
     from pipeline.device import (
-        connect,  # the virtual device alone, not the whole stage: a quick start
+        connect,  # the host board alone, not the whole stage: a quick start
     )
 
     run = Path(args.run)
     connect.require(run, str(connect.FLASH_DIR / "model.tflite"), "flash")
-    device = connect.boot_virtual_device(Config(), run)
+    device = connect.boot_host_board(Config(), run)
     try:
         args.port = device.port
-        print(f"monitor: virtual device on {device.port}, sensor playing back the test recordings")
+        print(f"monitor: host board on {device.port}, sensor playing back the test recordings")
         return _firmware_cli().run_monitor(args)
     finally:
         device.stop()

@@ -1,10 +1,13 @@
-"""Static-classification throughput of the virtual device over a real pseudo-terminal.
+"""Static-classification throughput of the firmware over a real pseudo-terminal: the host
+board (the C++ core and the compiled model built with g++) and QEMU's emulated Cortex-M4.
 
-Measures AT+RUNIMPULSESTATIC windows per second unthrottled (the protocol and TFLM cost on
-this host) and with the link throttled to 115200 baud (what a UART would carry), and the
-useful payload (N float32 values per window) as a share of the 11,520 bytes/s line rate.
+Measures AT+RUNIMPULSESTATIC windows per second (the protocol and the compiled model on this
+host; on QEMU, its UART's pace), the useful payload (N float32 values per window) as a share
+of the 11,520 bytes/s of a 115200-baud line, and the wire bytes of a window, from which the
+windows per second a 115200-baud UART allows follow (``line_limited_windows_per_s``: computed
+from the measured bytes, not a throttled link).
 
-    python bench/bench_device.py [--model models/int8.tflite] [--out bench/results/device.json]
+    python bench/bench_device.py [--run models] [--out bench/results/device.json]
 """
 
 from __future__ import annotations
@@ -24,32 +27,39 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from firmware_bridge.host.client import Device  # noqa: E402
-from firmware_bridge.targets.virtual_device import VirtualDevice  # noqa: E402
+from firmware_bridge.targets import host_board, qemu  # noqa: E402
 
 BAUD = 115200
 LINE_BYTES_PER_S = BAUD / 10  # 8N1: 10 bits on the wire per byte
 
 
-def model_bytes(path: str | None) -> tuple[bytes, str]:
-    """The model to measure: --model, else models/int8.tflite, else a tiny one built now."""
+def run_dir(path: str | None, tmp: Path) -> tuple[Path, str]:
+    """The run to measure: --run, else models/ when it holds a quantized model, else the tiny
+    test model's run built now."""
+    for candidate in ([Path(path)] if path else [ROOT / "models"]):
+        if (candidate / "firmware" / "model_settings.h").is_file() and (candidate / "int8.tflite").is_file():
+            return candidate, str(candidate)
     if path:
-        return Path(path).read_bytes(), path
-    default = ROOT / "models" / "int8.tflite"
-    if default.is_file():
-        return default.read_bytes(), str(default.relative_to(ROOT))
+        raise SystemExit(f"{path}: no firmware/model_settings.h and int8.tflite (run `tinyml quantize` first)")
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import build_tiny_int8
+    from test_host_board import write_run
 
-    print("no model given and no models/int8.tflite: building the tiny test model...", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = build_tiny_int8(Path(tmp) / "int8.tflite")
-    return data, "tests/conftest.build_tiny_int8 (input 32x3, 4 classes)"
+    print("no run given and no models/: building the tiny test model...", file=sys.stderr)
+    data = build_tiny_int8(tmp / "int8.tflite")
+    return write_run(tmp / "run", data, ("idle", "wave", "circle", "updown")), "tests/conftest.build_tiny_int8 (32x3)"
 
 
-def measure(data: bytes, *, throttle: bool, chunk_size: int, seconds: float, min_windows: int) -> dict:
-    with VirtualDevice(data, throttle=throttle, baud=BAUD, chunk_size=chunk_size) as vd, \
-            Device(vd.port, baud=BAUD, timeout=10.0) as dev:
-        n = vd.firmware.facts.input_size
+def _board(run: Path, target: str, chunk_size: int):
+    if target == "qemu":
+        return qemu.boot(run)[1]
+    image = host_board.build_host_board(run, chunk_size=chunk_size)
+    return host_board.HostBoard(image, timing=host_board.board_timing(run)).start()
+
+
+def measure(run: Path, *, target: str, chunk_size: int, seconds: float, min_windows: int) -> dict:
+    with _board(run, target, chunk_size) as board, Device(board.port, baud=BAUD, timeout=10.0) as dev:
+        n = dev.model_info().input_size
         rng = np.random.default_rng(0)
         windows = rng.normal(0, 2, size=(64, n)).astype(np.float32)
         for w in windows[:3]:  # warm-up
@@ -57,8 +67,10 @@ def measure(data: bytes, *, throttle: bool, chunk_size: int, seconds: float, min
         count, host_to_device, device_to_host = 0, 0, 0
         command = len(f"AT+RUNIMPULSESTATIC=n,{n}\r")
         start = time.perf_counter()
+        board_ms = None
         while count < min_windows or time.perf_counter() - start < seconds:
             result = dev.classify(windows[count % len(windows)])
+            board_ms = result.timing.get("classification_ms")
             count += 1
             chunks = -(-(4 * -(-4 * n // 3)) // chunk_size)
             host_to_device += command + chunks * chunk_size
@@ -66,8 +78,9 @@ def measure(data: bytes, *, throttle: bool, chunk_size: int, seconds: float, min
         elapsed = time.perf_counter() - start
     windows_per_s = count / elapsed
     payload = windows_per_s * n * 4
+    wire = (host_to_device // count, device_to_host // count)
     return {
-        "throttled_baud": BAUD if throttle else None,
+        "target": "host board (g++)" if target == "emu" else f"QEMU {qemu.MACHINE}",
         "chunk_size": chunk_size,
         "values_per_window": n,
         "windows": count,
@@ -75,42 +88,46 @@ def measure(data: bytes, *, throttle: bool, chunk_size: int, seconds: float, min
         "windows_per_s": round(windows_per_s, 2),
         "payload_bytes_per_s": round(payload, 1),
         "payload_share_of_line_rate": round(payload / LINE_BYTES_PER_S, 4),
-        "wire_bytes_per_window": {"host_to_device": host_to_device // count,
-                                  "device_to_host": device_to_host // count},
+        "wire_bytes_per_window": {"host_to_device": wire[0], "device_to_host": wire[1]},
+        "line_limited_windows_per_s": round(LINE_BYTES_PER_S / max(wire), 2),
+        "board_time_inference_ms": board_ms,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="int8 .tflite (default: models/int8.tflite, else a tiny test model)")
+    parser.add_argument("--run", help="run directory (default: models/, else a tiny test model's run)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "device.json"))
     parser.add_argument("--seconds", type=float, default=3.0, help="time per configuration")
     parser.add_argument("--min-windows", type=int, default=20)
+    parser.add_argument("--no-qemu", action="store_true", help="the host board only")
     args = parser.parse_args(argv)
 
-    data, source = model_bytes(args.model)
-    configs = [(False, 32), (True, 32), (True, 128)]
-    rows = [measure(data, throttle=t, chunk_size=c, seconds=args.seconds, min_windows=args.min_windows)
-            for t, c in configs]
+    with tempfile.TemporaryDirectory() as tmp:
+        run, source = run_dir(args.run, Path(tmp))
+        configs = [("emu", 32), ("emu", 128)] + ([] if args.no_qemu else [("qemu", 128)])
+        rows = [measure(run, target=t, chunk_size=c, seconds=args.seconds, min_windows=args.min_windows)
+                for t, c in configs]
 
     print(f"model: {source}, {rows[0]['values_per_window']} float32 values per window")
-    print(f"{'link':<22} {'chunk':>5} {'windows/s':>10} {'payload B/s':>12} {'share of 11,520 B/s':>20} {'wire B/window (h->d / d->h)':>28}")
+    print(f"{'target':<22} {'chunk':>5} {'windows/s':>10} {'share of 11,520 B/s':>20} "
+          f"{'wire B/window (h->d / d->h)':>28} {'115200-baud limit':>18} {'board ms':>9}")
     for r in rows:
-        link = f"throttled {BAUD} baud" if r["throttled_baud"] else "pty, unthrottled"
         wire = r["wire_bytes_per_window"]
         share = f"{100 * r['payload_share_of_line_rate']:.1f}%"
-        print(f"{link:<22} {r['chunk_size']:>5} {r['windows_per_s']:>10.1f} {r['payload_bytes_per_s']:>12.0f} "
-              f"{share:>20} {wire['host_to_device']:>13} / {wire['device_to_host']:<12}")
+        print(f"{r['target']:<22} {r['chunk_size']:>5} {r['windows_per_s']:>10.1f} {share:>20} "
+              f"{wire['host_to_device']:>13} / {wire['device_to_host']:<12} {r['line_limited_windows_per_s']:>16.1f}/s "
+              f"{r['board_time_inference_ms']!s:>9}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "what": "AT+RUNIMPULSESTATIC throughput of the virtual device over a pseudo-terminal",
+        "what": "AT+RUNIMPULSESTATIC throughput of the firmware (host board, QEMU) over a pseudo-terminal",
         "model": source,
         "line_rate_bytes_per_s": LINE_BYTES_PER_S,
-        "note": ("unthrottled figures measure this host (pty, protocol, TFLM), not a board; throttled "
-                 "figures pace both directions at the baud rate as a UART would; the share of the "
-                 "line rate can exceed 100% only unthrottled"),
+        "note": ("windows/s measure this host (pty, protocol, compiled model) or QEMU's UART, not a board; "
+                 "line_limited_windows_per_s is what a 115200-baud UART carries for the measured wire bytes; "
+                 "board_time_inference_ms is the firmware's Timing line (cycles over the board's clock)"),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()},
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "results": rows,

@@ -47,8 +47,8 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
         ("quantize gates passed", ("gates_passed",), ""),
     ]),
     "device": ("bench/bench_device.py", [
-        ("virtual device, unthrottled pty: windows per second", ("results", 0, "windows_per_s"), "/s"),
-        ("virtual device, throttled to 115200 baud: windows per second", ("results", 1, "windows_per_s"), "/s"),
+        ("host board, pty: windows per second", ("results", 0, "windows_per_s"), "/s"),
+        ("host board: payload share of a 115200-baud line", ("results", 0, "payload_share_of_line_rate"), ""),
     ]),
     "qemu": ("bench/bench_qemu.py", [
         ("`tinyml flash --device qemu`, build included: wall time", ("seconds",), "s"),

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from firmware_bridge.host import protocol
-from pipeline.core.boards import DEFAULT_BOARD
 from pipeline.core.errors import BridgeError
 
 
@@ -26,51 +25,24 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
                              "(mps2-an386); both built from the run directory")
     parser.add_argument("--run", metavar="DIR", default="models",
                         help="run directory: its quantize outputs are built into the board (default: models)")
-    parser.add_argument("--model", metavar="FILE",
-                        help="boot this .tflite in the Python virtual device instead (being retired: the host board "
-                             "runs a run directory's model)")
-    parser.add_argument("--labels", metavar="A,B,...",
-                        help="class labels for --model (default: quantize_report.json beside it, else class0..)")
     parser.add_argument("--board", default=None,
-                        help="board profile: RAM caps the arena, clock sets the timing estimate (default: the flash image's, else nano33ble)")
-    parser.add_argument("--baud", type=int, default=115200, help="baud rate reported, and used by --throttle")
-    parser.add_argument("--throttle", action="store_true", help="carry serial traffic at the baud rate, as a UART would")
+                        help="board profile whose clock turns measured cycles into board time (default: the run's "
+                             "[quantize] board)")
     parser.add_argument("--chunk-size", type=int, default=protocol.DEFAULT_CHUNK_SIZE, help="AT+RUNIMPULSESTATIC chunk size (multiple of 16)")
     parser.add_argument("--sensor", metavar="FILE",
                         help=".npz sensor recordings (X (n, T, C), rate_hz) for AT+RUNIMPULSE and AT+SAMPLESTART "
                              "(default: the run's test recordings, DIR/device/flash/sensor.npz)")
-    parser.add_argument("--socket", type=int, metavar="PORT", default=None,
-                        help="also serve on socket://127.0.0.1:PORT (0: any free port)")
     parser.add_argument("--time-scale", type=float, default=1.0,
-                        help="run the board's clock this many times faster (host board) or multiply every wait by it "
-                             "(virtual device); the AT+RUNIMPULSESTATIC chunk timeout is on that clock too")
-
-
-def _device_from_args(args):
-    from firmware_bridge.targets.virtual_device import VirtualDevice
-
-    options = {"baud": args.baud, "throttle": args.throttle, "chunk_size": args.chunk_size,
-               "sensor": args.sensor, "time_scale": args.time_scale, "socket_port": args.socket}
-    if not args.model:
-        flash = Path(args.run) / "device" / "flash"
-        if not flash.is_dir():
-            raise BridgeError(f"{flash}: no flash image in run directory {args.run}",
-                              hint="run `make flash` first, or boot a model with --model FILE")
-        if options["sensor"] is None and (flash / "sensor.npz").is_file():
-            # The sensor plays the run's test recordings, as `tinyml monitor emu` does.
-            options["sensor"] = flash / "sensor.npz"
-        return VirtualDevice.from_flash_dir(flash, board=args.board, **options)
-    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    return VirtualDevice.from_model(args.model, labels=labels, board=args.board or DEFAULT_BOARD, **options)
+                        help="host board: run the board's clock this many times faster (the protocol's waits pass "
+                             "sooner; the AT+RUNIMPULSESTATIC chunk timeout is on that clock too); Timing lines stay "
+                             "board time")
 
 
 def run_emulate(args: argparse.Namespace) -> int:
     """Boot the host board (or QEMU) and serve it until Ctrl-C; the first line printed is its port."""
     if getattr(args, "device", "emu") == "qemu":
         return run_emulate_qemu(args)
-    if not (args.model or args.socket is not None or args.throttle):
-        return run_emulate_host(args)
-    return _run_virtual_device(args)
+    return run_emulate_host(args)
 
 
 def run_emulate_host(args: argparse.Namespace) -> int:
@@ -82,13 +54,11 @@ def run_emulate_host(args: argparse.Namespace) -> int:
         raise BridgeError(f"--time-scale: expected a positive number, got {args.time_scale:g}")
     run = Path(args.run)
     image = host_board.build_host_board(run, chunk_size=args.chunk_size)
-    npz = Path(args.sensor) if args.sensor else run / "device" / "flash" / "sensor.npz"
-    sensor = host_board.write_sensor_file(npz, run / host_board.BUILD_DIR / host_board.SENSOR_FILE) \
-        if args.sensor or npz.is_file() else None
+    sensor, name = host_board.sensor_file.run_sensor(run, args.sensor, out_dir=run / host_board.BUILD_DIR)
     timing = host_board.board_timing(run, args.board)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with host_board.HostBoard(image, sensor=sensor, timing=timing, time_scale=args.time_scale,
-                              sensor_name=host_board.sensor_name(npz) if sensor else None) as board:
+                              sensor_name=name) as board:
         print(board.port, flush=True)
         built = f"built in {image.build_seconds:.1f} s" if image.rebuilt else "up to date"
         print(f"host board {image.exe} ({built}): "
@@ -96,36 +66,11 @@ def run_emulate_host(args: argparse.Namespace) -> int:
         print(f"timing: board time of {timing['board']} at {timing['clock_hz']:,} Hz, "
               + (f"{timing['cycles_per_inference']:,} cycles per inference ({timing['source']})"
                  if timing.get("cycles_per_inference") else "no MAC count: inference timed on the board's clock"))
-        print(f"sensor: {npz} played at its recorded rate" if sensor else
+        print(f"sensor: {name}, from {sensor}, played at its recorded rate" if sensor else
               "sensor: none (AT+RUNIMPULSE and AT+SAMPLESTART answer with an error; --sensor FILE.npz)")
         print("serving the Edge Impulse AT protocol (AT+HELP; AT+PROFILE? for the board's timing); Ctrl-C to stop",
               flush=True)
         return _serve(board, "the host board")
-
-
-def _run_virtual_device(args: argparse.Namespace) -> int:
-    """The Python virtual device, for what the host board does not do yet (--model, --socket,
-    --throttle)."""
-    device = _device_from_args(args).start()
-    fw = device.firmware
-    print(device.port, flush=True)
-    if device.url:
-        print(device.url)
-    print(f"board {fw.board.name} ({fw.board.title}), model {fw.facts.sha256[:12]}, "
-          f"input {list(fw.facts.input_shape)}, labels {', '.join(fw.labels)}")
-    print(f"arena: cap {fw.arena_cap} bytes ({fw.arena_cap_source}), model needs {fw.facts.min_arena_bytes} "
-          f"bytes on this 64-bit host; timing: {fw.timing_note()}")
-    sensor = fw.sensor
-    print(f"sensor: {sensor.name} ({sensor.recordings} recordings, {sensor.rate_hz:g} Hz, {sensor.channels} axes)"
-          if sensor else "sensor: none (AT+RUNIMPULSE and AT+SAMPLESTART answer with an error; --sensor FILE.npz)")
-    if device.boot_error:
-        print(f"warning: the model does not boot: {device.boot_error}", file=sys.stderr)
-    print("serving the Edge Impulse AT protocol; Ctrl-C to stop", flush=True)
-    try:
-        device.serve_forever()  # stops the device when it returns or raises
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 def run_emulate_qemu(args: argparse.Namespace) -> int:
@@ -133,19 +78,36 @@ def run_emulate_qemu(args: argparse.Namespace) -> int:
     or until QEMU exits. QEMU is stopped on the way out, whatever the way."""
     from firmware_bridge.targets import qemu
 
-    if args.model or args.sensor or args.socket is not None:
-        raise BridgeError("--model, --sensor and --socket are options of the virtual device, not of --device qemu",
-                          hint="the QEMU firmware runs the run directory's model: tinyml emulate --device qemu --run DIR")
-    image = qemu.build_firmware(args.run)
+    if args.time_scale != 1.0:
+        raise BridgeError("--time-scale is the host board's: QEMU's clock is the emulated processor's",
+                          hint="tinyml emulate --device qemu --run DIR")
     # SIGTERM (a service manager, `timeout`) stops QEMU as Ctrl-C does, through the with.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with qemu.QemuBoard(image.elf) as board:
+    image, board = qemu.boot(args.run, sensor=args.sensor, board=args.board)
+    with board:
+        clock = qemu.deployment_board(args.run, args.board)
         print(board.port, flush=True)
         print(f"QEMU {qemu.MACHINE} (Cortex-M4F, -icount shift=0) running {image.elf}: flash {image.flash_bytes:,} B, "
               f"static RAM {image.static_ram_bytes:,} B; UART0 on {board.port}")
+        print(f"timing: board time of {clock.name} at {clock.clock_hz:,} Hz: the instructions each inference executes "
+              "(measured under -icount), one cycle each; never QEMU's virtual time")
+        print(f"sensor: {board.sensor_name}, from {board.sensor} in the board's PSRAM, played at its recorded rate"
+              if board.sensor else
+              "sensor: none (AT+RUNIMPULSE and AT+SAMPLESTART answer with an error; --sensor FILE.npz)")
         print("serving the Edge Impulse AT protocol (AT+HELP; AT+PROFILE? for stack and instructions); Ctrl-C to stop",
               flush=True)
         return _serve(board, "qemu-system-arm")
+
+
+def _serve(board, what: str) -> int:
+    """Wait while ``board`` (host board or QEMU) serves its pty: 0 on Ctrl-C, an error naming
+    what it said last if it exits by itself. The caller's ``with board`` stops it either way."""
+    try:
+        while board.running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    raise BridgeError(f"{what} exited by itself: {'; '.join(board.output_tail()) or 'no message'}")
 
 
 def add_monitor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,14 +201,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _serve(board, what: str) -> int:
-    """Wait while ``board`` (host board or QEMU) serves its pty: 0 on Ctrl-C, an error naming
-    what it said last if it exits by itself. The caller's ``with board`` stops it either way."""
-    try:
-        while board.running:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        return 0
-    raise BridgeError(f"{what} exited by itself: {'; '.join(board.output_tail()) or 'no message'}")

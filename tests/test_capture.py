@@ -1,8 +1,8 @@
 """`tinyml capture`: samples recorded over a real pty into an export `tinyml train` reads.
 
-Two kinds of device: the virtual device (live, its sensor playing a recording), and a
-replay device serving a transcript recorded from it (tests/transcripts/sampling_virtual.json)
-over a real pty, byte for byte, which the tests then alter the way a misbehaving firmware
+Two kinds of device: the host board (the firmware's C++ core built for this computer, live,
+its IMU playing a recording), and a replay device serving a transcript recorded from a
+device (tests/transcripts/sampling_virtual.json) over a real pty, byte for byte, which the tests then alter the way a misbehaving firmware
 would: another sample length, another rate, a bad signature, Edge Impulse Nano's own
 wording and CRLF line ends, a device that falls silent.
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import save_recordings, tiny_board, tiny_run
 from conftest import sigint_default
 
 from firmware_bridge.host import sampling
 from firmware_bridge.host.capture import capture
-from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core.errors import BridgeError
 from pipeline.data.load import load_dataset
 
@@ -205,17 +205,17 @@ def test_a_label_that_cannot_be_a_file_name_is_refused(tmp_path, label):
         capture("/dev/null", label, 1, tmp_path)
 
 
-# -- against the virtual device, live ------------------------------------------------------
+# -- against the host board, live -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def virtual(tiny_int8, tmp_path_factory):
+    """The host board, its IMU playing wave.npz, its clock 50 times faster (the 2 s before
+    each sample pass in 40 ms)."""
     rng = np.random.default_rng(5)
-    sensor = tmp_path_factory.mktemp("capture") / "wave.npz"
-    np.savez(sensor, X=rng.normal(0, 2, size=(4, 250, 3)).astype(np.float32), rate_hz=62.5)
-    with VirtualDevice.from_model(tiny_int8[1], list(tiny_int8[2]), macs=1152, sensor=sensor,
-                                  time_scale=0.02) as dev:
-        yield dev
+    sensor = save_recordings(tmp_path_factory.mktemp("capture") / "wave.npz", rng.normal(0, 2, size=(4, 250, 3)))
+    with tiny_board(tiny_run(tmp_path_factory, tiny_int8), sensor=sensor, time_scale=50) as board:
+        yield board
 
 
 def test_capture_then_train_reads_the_export(virtual, tmp_path, capsys):
@@ -263,13 +263,14 @@ def test_ctrl_c_keeps_every_sample_captured(virtual, tmp_path):
         assert parse_acquisition((out / f["path"]).read_bytes(), f["path"]).values.shape == (20, 3)
 
 
-def test_emulate_has_the_runs_test_recordings_as_its_sensor(fast_run):
-    import argparse
+def test_emulate_has_the_runs_test_recordings_as_its_sensor(fast_run, tmp_path):
+    from firmware_bridge.targets import sensor_file
 
-    from firmware_bridge.cli import _device_from_args, add_emulate_arguments
-
-    parser = argparse.ArgumentParser()
-    add_emulate_arguments(parser)
-    device = _device_from_args(parser.parse_args(["--run", str(fast_run)]))
-    assert device.firmware.sensor is not None
-    assert device.firmware.sensor.path == fast_run / "device" / "flash" / "sensor.npz"
+    recording, name = sensor_file.run_sensor(fast_run, out_dir=tmp_path)
+    assert name == "Playback of sensor.npz"
+    with np.load(fast_run / "device" / "flash" / "sensor.npz") as npz:
+        X = npz["X"]
+    head = recording.read_bytes()
+    assert head[:8] == b"TMSENSR1"
+    frames = np.frombuffer(head[24:], "<f4").reshape(-1, X.shape[2])
+    assert np.array_equal(frames, X.reshape(-1, X.shape[2]).astype(np.float32))

@@ -1,5 +1,6 @@
-"""The host client against real pseudo-terminals: the virtual device, and ports that are
-silent or talk garbage. Every failure must be a clear BridgeError within its timeout."""
+"""The host client against real pseudo-terminals: the host board (the firmware's C++ core
+built for this computer), and ports that are silent or talk garbage. Every failure must be a
+clear BridgeError within its timeout."""
 
 from __future__ import annotations
 
@@ -11,19 +12,44 @@ import tty
 import numpy as np
 import pytest
 import serial
+from boards import save_recordings, tiny_board, tiny_run
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.ports import PortInfo, detect_port, format_ports, list_ports
-from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core.errors import BridgeError
 
 TIMEOUT = 1.0  # short: these ports are local
 
 
 @pytest.fixture(scope="module")
-def device(tiny_int8):
-    with VirtualDevice.from_model(tiny_int8[1], labels=list(tiny_int8[2]), macs=1152) as dev:
-        yield dev
+def run(tmp_path_factory, tiny_int8):
+    return tiny_run(tmp_path_factory, tiny_int8)
+
+
+@pytest.fixture(scope="module")
+def device(run):
+    with tiny_board(run) as board:
+        yield board
+
+
+CHUNK_TIMEOUT_S = 0.1  # the firmware's kStaticChunkTimeoutUs, on its own clock
+
+
+def late_chunks(dev: Device, transfers: int | None = None) -> None:
+    """Make ``dev`` send each chunk of its next ``transfers`` transfers (None: all) later than
+    the firmware waits for it: the firmware times the transfer out, as with a stalled host."""
+    sent = dev.write
+    state = {"left": transfers}
+
+    def write(data: bytes) -> None:
+        if data.startswith(b"AT+RUNIMPULSESTATIC"):
+            if state["left"] is not None:
+                state["left"] -= 1
+        elif b"\r" not in data and (state["left"] is None or state["left"] >= 0):
+            time.sleep(CHUNK_TIMEOUT_S * 1.5)
+        sent(data)
+
+    dev.write = write
 
 
 class RawPty:
@@ -118,42 +144,35 @@ def test_wrong_input_size_is_reported_with_the_expected_size(device):
         assert dev.classify(np.zeros(96)).label
 
 
-def test_device_timeout_is_reported(tiny_int8):
-    # chunk_timeout_s=0 is an emulator knob: every chunk arrives too late.
-    with VirtualDevice.from_model(tiny_int8[1], chunk_timeout_s=0.0) as vd, Device(vd.port, timeout=TIMEOUT) as dev:
+def test_device_timeout_is_reported(device):
+    # Every chunk arrives after the firmware's 100 ms: every transfer times out.
+    with Device(device.port, timeout=TIMEOUT) as dev:
+        late_chunks(dev)
         with pytest.raises(BridgeError, match=r"gave up waiting for a chunk \(TIMEOUT\)"):
             dev.classify(np.zeros(96))
-        assert "Not a valid" in dev.command("AT")  # no prompt came; the next command still works
+    with Device(device.port, timeout=TIMEOUT) as dev:
+        assert "Not a valid" in dev.command("AT")  # no prompt came; the next host still gets one
 
 
-def test_a_timed_out_transfer_is_sent_again(tiny_int8):
-    # The device times out the first transfer (every chunk "late"), then the link recovers:
+def test_a_timed_out_transfer_is_sent_again(device):
+    # The device times out the first transfer (its chunks late), then the link recovers:
     # the host gets a prompt back and sends the window again, and the result is the same.
-    with VirtualDevice.from_model(tiny_int8[1]) as vd, Device(vd.port, timeout=TIMEOUT) as dev:
+    with Device(device.port, timeout=TIMEOUT) as dev:
         want = dev.classify(np.ones(96)).array
-        vd.firmware.chunk_timeout_s = 0.0
-        sent = dev.write
-
-        def write(data):  # the first chunk of the next transfer restores the link
-            sent(data)
-            if data.startswith(b"AT\r"):
-                vd.firmware.chunk_timeout_s = 0.1
-
-        dev.write = write
+        late_chunks(dev, transfers=1)
         got = dev.classify(np.ones(96))
         assert dev.timeouts_retried == 1
         np.testing.assert_array_equal(got.array, want)
 
 
-def test_handshake_stops_a_runimpulse_left_running(tiny_int8, tmp_path):
-    sensor = tmp_path / "s.npz"
-    np.savez(sensor, X=np.zeros((1, 32, 3), np.float32), rate_hz=62.5)
-    with VirtualDevice.from_model(tiny_int8[1], sensor=sensor, time_scale=0.01) as vd:
-        with serial.Serial(vd.port, timeout=0.05) as s:  # a host that leaves it running
+def test_handshake_stops_a_runimpulse_left_running(run, tmp_path):
+    sensor = save_recordings(tmp_path / "s.npz", np.zeros((1, 32, 3)))
+    with tiny_board(run, sensor=sensor, time_scale=100) as board:
+        with serial.Serial(board.port, timeout=0.05) as s:  # a host that leaves it running
             s.write(b"AT+RUNIMPULSE\r")
             time.sleep(0.1)
-        with Device(vd.port, timeout=TIMEOUT) as dev:
-            assert dev.classify(np.zeros(96)).label
+        with Device(board.port, timeout=TIMEOUT) as dev:
+            assert dev.command("AT").strip() == "Not a valid AT command (AT)"
 
 
 def test_device_closes_and_port_can_be_reopened(device):

@@ -1,21 +1,20 @@
 """A device that disagrees with the host int8 model is a failed evaluation (issue 22, 8).
 
-The disagreeing device is the real virtual device, booted from the run's flash image on a
-real pseudo-terminal and reached as a serial port: it reports the right model and labels
-(AT+MODELINFO?), then prints its labels in another order and always answers one class.
+The disagreeing device is the run's own firmware (the host board `tinyml flash` built), reached
+as a serial port through a pty that rewrites its words (tests/boards.py, LyingLink): it reports
+the right model and labels (AT+MODELINFO?), then prints its labels in another order and always
+answers one class.
 Before [device] min_agreement, `tinyml eval --restart` passed it with exit 0."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from boards import lying_board, prediction_line
 from conftest import copy_run
 
-from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core import config as config_mod
 from pipeline.core.errors import GateFailed
 from pipeline.data.splits import load_split_windows
@@ -27,31 +26,19 @@ pytestmark = pytest.mark.slow
 ANSWER = "circle"  # the one class the device always answers
 
 
-@contextlib.contextmanager
 def disagreeing_device(run: Path):
-    device = VirtualDevice.from_flash_dir(run / "device" / "flash")
-    fw = device.firmware
-    honest = list(fw.labels)
-    shown = honest[::-1]  # the order its replies list the labels in
-    answer_model = fw.read_modelinfo
+    honest = json.loads((run / "splits.json").read_text())["dataset"]["label_names"]
+    shown = dict(zip(honest, honest[::-1], strict=True))  # the order its replies list the labels in
 
-    def read_modelinfo(term):  # the model and its labels as the run has them: verified
-        fw.labels = honest
-        try:
-            answer_model(term)
-        finally:
-            fw.labels = shown
+    def lie(line: bytes) -> bytes:  # AT+MODELINFO? is left alone: the model and labels verify
+        p = prediction_line(line)
+        if p is None:
+            return line
+        indent, label, end = p
+        name = shown[label]
+        return indent + name.encode() + (b": 1.000000" if name == ANSWER else b": 0.000000") + end
 
-    def classify(features):
-        raw, _, ms = type(fw)._classify(fw, features)  # the real invoke, its answer ignored
-        return raw, (np.array(shown) == ANSWER).astype(np.float32), ms
-
-    fw.labels, fw.read_modelinfo, fw._classify = shown, read_modelinfo, classify
-    device.start()
-    try:
-        yield device.port
-    finally:
-        device.stop()
+    return lying_board(run, lie)
 
 
 def first_differing(run: Path) -> tuple[str, str, float]:

@@ -372,3 +372,24 @@ def test_board_time_takes_the_instructions_qemu_measured_for_this_model_only(boa
     assert measured["clock_hz"] == 64_000_000
     record.write_text(json.dumps({"model_sha256": "0" * 64, "instructions_per_inference": 23456}))
     assert host_board.board_timing(tmp_path) == modelled  # another model's count is not this one's
+
+
+@needs_gxx
+def test_board_time_takes_tinyml_profile_next_and_never_host_time(board_run, tmp_path):
+    run, _, data, _, _ = board_run
+    shutil.copy(run / "int8.tflite", tmp_path / "int8.tflite")
+    (tmp_path / "profile.json").write_text(json.dumps({"model_sha256": hashlib.sha256(data).hexdigest(),
+                                                       "instructions_per_inference": 34567}))
+    timing = host_board.board_timing(tmp_path)
+    assert timing["cycles_per_inference"] == 34567 and "tinyml profile" in timing["source"]
+    # Neither a measurement nor a MAC count: no cycle count, and the board prints 0, not host time.
+    (tmp_path / "profile.json").unlink()
+    assert "cycles_per_inference" not in host_board.board_timing(tmp_path)
+    board = host_board.HostBoard(host_board.build_host_board(run), timing=host_board.board_timing(tmp_path))
+    with board.start():
+        client = Device(board.port, timeout=5.0)
+        try:
+            assert client.classify(np.zeros(96, np.float32)).timing["classification_ms"] == 0.0
+            assert "0 ms: no cycle count" in client.command("AT+PROFILE?")
+        finally:
+            client.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 import cbor2
 import numpy as np
 import pytest
+from boards import lying_board, prediction_line
 from conftest import copy_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,6 @@ from reach import NOT_REACHED, must_reach
 
 from firmware_bridge.host import protocol
 from firmware_bridge.host.client import Device, parse_model_info
-from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core import config as config_mod
 from pipeline.core.artifacts import write_json
 from pipeline.core.errors import GateFailed, PipelineError
@@ -325,32 +325,58 @@ def run_config(run: Path, port: str | None = None):
     return config_mod.load_config(run / "config.toml", {"device.port": port})
 
 
-@contextlib.contextmanager
 def lying_device(run: Path, lie):
-    """The real virtual device booted from the run's flash image on a real pty, told to lie."""
-    device = VirtualDevice.from_flash_dir(run / "device" / "flash")
-    lie(device.firmware)
-    device.start()
-    try:
-        yield device.port
-    finally:
-        device.stop()
+    """The run's own firmware (the host board flashed by `tinyml flash`) on a real pty, its
+    words rewritten by ``lie(line) -> line`` (tests/boards.py: the firmware still computes)."""
+    return lying_board(run, lie)
 
 
-def _facts(**changes):
-    def lie(fw):
-        fw.probe = dataclasses.replace(fw.probe, facts=dataclasses.replace(fw.facts, **changes))
+def _labels_of(run: Path) -> list[str]:
+    return json.loads((run / "splits.json").read_text())["dataset"]["label_names"]
+
+
+def _field(name: str, value: str):
+    """A lie about one AT+MODELINFO? field."""
+    prefix = f"{name}:".encode()
+
+    def lie(line: bytes) -> bytes:
+        if not line.startswith(prefix):
+            return line
+        pad = len(line[len(prefix):]) - len(line[len(prefix):].lstrip(b" "))
+        return prefix + b" " * pad + value.encode() + (b"\r\n" if line.endswith(b"\r\n") else b"\n")
     return lie
 
 
-def _reversed_labels(fw):
-    fw.labels = fw.labels[::-1]
+def _facts(**changes):
+    lies = [_field({"sha256": "SHA-256", "input_shape": "Input shape"}[k],
+                   v if isinstance(v, str) else json.dumps(list(v))) for k, v in changes.items()]
+
+    def lie(line: bytes) -> bytes:
+        for one in lies:
+            line = one(line)
+        return line
+    return lie
+
+
+def _reversed_labels(run: Path):
+    labels = _labels_of(run)
+    mirror = dict(zip(labels, labels[::-1], strict=True))
+
+    def lie(line: bytes) -> bytes:
+        if line.startswith(b"Labels:"):
+            return _field("Labels", json.dumps(labels[::-1]))(line)
+        p = prediction_line(line)
+        if p is None:
+            return line
+        indent, label, end = p
+        return indent + mirror[label].encode() + line[len(indent) + len(label.encode()):]
+    return lie
 
 
 def test_a_device_listing_its_labels_in_another_order_is_refused(fast_run, tmp_path):
     run = copy_run(fast_run, tmp_path / "run")
     before = (run / "device_eval.jsonl").read_bytes()
-    with lying_device(run, _reversed_labels) as port, pytest.raises(GateFailed) as err:
+    with lying_device(run, _reversed_labels(run)) as port, pytest.raises(GateFailed) as err:
         evaluate_on_device(run_config(run, port), run, restart=True)
     assert ("the device's labels are ['updown', 'circle', 'wave', 'idle'], the model's are "
             "['idle', 'wave', 'circle', 'updown']") in err.value.message
@@ -377,13 +403,14 @@ def test_a_device_printing_nan_or_inf_is_refused_and_nothing_is_written(fast_run
     results = run / "device_eval.jsonl"
     kept = results.read_text().splitlines()[:5]
 
-    def lie(fw):
-        honest = fw._classify
+    second = _labels_of(run)[1]
+    text = f"{bad:.6f}".encode()  # nan, inf, -0.500000: as a firmware's printf prints them
 
-        def classify(features):
-            raw, probabilities, ms = honest(features)
-            return raw, np.where(np.arange(probabilities.size) == 1, bad, probabilities), ms
-        fw._classify = classify
+    def lie(line: bytes) -> bytes:
+        p = prediction_line(line)
+        if p is None or p[1] != second:
+            return line
+        return p[0] + second.encode() + b": " + text + p[2]
 
     with lying_device(run, lie) as port:
         with Device(port, timeout=5.0) as dev:  # the device on that port, as a resumed line names it
@@ -408,7 +435,7 @@ def test_results_of_another_device_are_not_resumed(fast_run, tmp_path, capsys):
     assert {r["device"]["port_type"] for r in emu} == {"host"}  # flashed to the host board
     stale_tmp = run / ".device_report.json.4194999.abcd1234.tmp"  # a killed writer's leftover
     stale_tmp.write_text("{")
-    with lying_device(run, lambda fw: None) as port:  # an honest device on a serial port
+    with lying_device(run, lambda line: line) as port:  # an honest device on a serial port
         assert evaluate_on_device(run_config(run, port), run) == 0
     out = capsys.readouterr().out
     assert "holds results of another device" in out and "'port_type': 'host'" in out

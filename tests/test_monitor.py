@@ -1,4 +1,5 @@
-"""The serial monitor: recorded transcripts of both formats, then the virtual device live."""
+"""The serial monitor: recorded transcripts of both formats, then the host board live (the
+firmware's C++ core, its IMU playing recordings, its clock 100 times faster)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import save_recordings, tiny_board, tiny_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.cli import add_monitor_arguments, run_monitor
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.monitor import PredictionMonitor, monitor
-from firmware_bridge.targets.virtual_device import VirtualDevice
 from pipeline.core.errors import BridgeError
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
@@ -81,17 +82,19 @@ def test_err_lines_are_collected():
 
 @pytest.fixture(scope="module")
 def sensor_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sensor") / "rec.npz"
     rng = np.random.default_rng(9)
-    np.savez(path, X=rng.normal(0, 2, size=(4, 48, 3)).astype(np.float32), rate_hz=62.5)
-    return path
+    return save_recordings(tmp_path_factory.mktemp("sensor") / "rec.npz", rng.normal(0, 2, size=(4, 48, 3)))
 
 
 @pytest.fixture(scope="module")
-def device(tiny_int8, sensor_file):
-    with VirtualDevice.from_model(tiny_int8[1], labels=list(tiny_int8[2]), macs=1152,
-                                  sensor=sensor_file, time_scale=0.01) as dev:
-        yield dev
+def run(tmp_path_factory, tiny_int8):
+    return tiny_run(tmp_path_factory, tiny_int8)
+
+
+@pytest.fixture(scope="module")
+def device(run, sensor_file):
+    with tiny_board(run, sensor=sensor_file, time_scale=100) as board:
+        yield board
 
 
 def assert_at_prompt(port: str) -> None:
@@ -131,8 +134,8 @@ def test_ctrl_c_sends_b_and_waits_for_the_prompt(device):
     assert_at_prompt(device.port)
 
 
-def test_monitor_on_a_device_without_sensor_data_fails_clearly(tiny_int8):
-    with VirtualDevice.from_model(tiny_int8[1]) as dev:
+def test_monitor_on_a_device_without_sensor_data_fails_clearly(run):
+    with tiny_board(run) as dev:
         with pytest.raises(BridgeError, match=r"the device reported an error: ERR: No sensor data"):
             monitor(dev.port, timeout=2.0, out=io.StringIO())
 

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.host import protocol, sampling
-from firmware_bridge.targets.at_server import ATServer, Command
 from pipeline.core.errors import ProtocolParseError
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
@@ -269,55 +268,6 @@ def test_chunks_decode_on_their_own_to_the_values(values, chunk):
 def test_chunk_size_must_be_a_multiple_of_16():
     with pytest.raises(ValueError, match="multiple of 16"):
         protocol.encode_chunks([1.0], 20)
-
-
-# -- the AT server, in memory ------------------------------------------------------------------
-
-
-class Recorder:
-    """A terminal that records what the server writes (the pty tests drive the real device)."""
-
-    def __init__(self):
-        self.out = bytearray()
-
-    def write(self, data):
-        self.out += data.encode() if isinstance(data, str) else data
-
-    def read_byte(self, timeout):
-        return None
-
-
-def make_server():
-    def write_ok(term, args):
-        term.write("OK\n")
-
-    return ATServer([Command("ECHO", "Says OK", write=write_ok, write_args="A,[B]")])
-
-
-def feed(server, term, data: bytes):
-    for b in data:
-        server.feed(term, b)
-
-
-def test_help_lists_every_form_then_the_help_text():
-    text = make_server().help_text()
-    assert text == ("AT Server\nCommand set version: 1.8.0\nArguments in square brackets are optional, eg.:\n"
-                    "AT+CMD=arg1,[arg2]\n\nAT+HELP\n\tLists all commands\n\nAT+ECHO=A,[B]\n\tSays OK\n\n")
-
-
-def test_server_dispatch_strings():
-    server, term = make_server(), Recorder()
-    feed(server, term, b"AT+ECHO=1,2\rAT+NOPE?\rAT+ECHO\rhello\r")
-    assert bytes(term.out) == (b"AT+ECHO=1,2\r\nOK\n> AT+NOPE?\r\nCommand not found! (AT+NOPE)\n> "
-                               b"AT+ECHO\r\nNo handler for command! (AT+ECHO)\n> hello\r\nNot a valid AT command (hello)\n> ")
-
-
-@given(st.binary(max_size=200))
-@settings(deadline=None)
-def test_server_survives_any_bytes(data):
-    server, term = make_server(), Recorder()
-    feed(server, term, data)
-    assert term.out.count(b"> ") >= data.count(b"\r")
 
 
 # -- Sampling: replies and the signed acquisition file -------------------------------------

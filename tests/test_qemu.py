@@ -125,7 +125,7 @@ def test_a_compiled_model_of_another_model_is_compiled_again(qemu_run, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------
-# The protocol, as the virtual device and the sketch serve it
+# The protocol, as the host board and the sketch serve it
 # ---------------------------------------------------------------------------------------
 
 
@@ -169,20 +169,23 @@ def test_help_config_and_model_info_come_from_the_one_core(device, qemu_run):
 
 @needs_qemu
 def test_one_window_gives_the_host_tflm_bytes(device, qemu_run):
-    from firmware_bridge.targets import virtual_tflm as bridge_tflm
+    from pipeline.tflite.export import parse_model_settings_h
+    from pipeline.tflite.runtime import TFLMRunner, model_input, read_input_normalization
 
     run, _ = qemu_run
     data = (run / "int8.tflite").read_bytes()
-    probe = bridge_tflm.probe_model(data, 1 << 20)
-    model = bridge_tflm.TflmModel(data, probe)
+    s = parse_model_settings_h((run / "firmware" / "model_settings.h").read_text())
+    tflm = TFLMRunner(data, 1 << 20)
     rng = np.random.default_rng(3)
+    n = device.model_info().input_size
     for scale in (0.5, 4.0, 40.0):  # the last saturates the input quantizer
-        x = rng.normal(0, scale, probe.facts.input_size).astype(np.float32)
-        raw, _, _ = model.classify(x)
+        x = rng.normal(0, scale, n).astype(np.float32)
+        shape = (1, *tflm.input_details["shape"][1:])
+        raw = tflm.predict(model_input(x.reshape(shape), s["input_scale"], s["input_zero_point"],
+                                       read_input_normalization(data)))[0]
         got = device.classify(x).array
-        f = probe.facts
-        device_q = np.rint(got / f.output_scale).astype(int) + f.output_zero_point
-        assert device_q.tolist() == raw.astype(int).ravel().tolist()
+        device_q = np.rint(got / s["output_scale"]).astype(int) + s["output_zero_point"]
+        assert device_q.tolist() == raw.astype(int).tolist()
 
 
 @needs_qemu

@@ -2,7 +2,7 @@
 the end-to-end runs the issue names (digits and a saturating accelerometer export).
 
 The float input step (``pipeline.tflite.runtime.model_input``) is the device contract: the quantize
-stage, the virtual device and the C++ core must turn raw values into the same int8 bytes.
+stage and the firmware's C++ core must turn raw values into the same int8 bytes.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ int main() {
 
 
 def test_model_input_is_the_cpp_cores_bit_for_bit(tmp_path):
-    """pipeline.tflite.runtime.model_input (quantize stage, virtual device) and the sketch's
+    """pipeline.tflite.runtime.model_input (quantize stage, device stage's reference) and the sketch's
     tinyml::model_input_int8, with the model_settings.h export writes: same int8 for every
     value, including extremes, halves and non-finite ones."""
     if shutil.which("g++") is None:
@@ -140,8 +140,10 @@ def test_accelerometer_and_gyroscope_that_saturate_keep_int8_with_the_defaults(t
     inside takes raw values on one scale that must reach ±2000 deg/s, so the accelerometer
     (the walk/idle difference) drops below one LSB and that remedy misses the gates; the
     float step on the device keeps int8 within 1 point of float with >= 98% agreement.
-    The virtual device's inference (firmware_bridge.targets.virtual_tflm) gives the host TFLM's bytes."""
-    from firmware_bridge.targets.virtual_tflm import TflmModel, probe_model
+    The firmware (the host board: the C++ core's float step and the compiled model) gives
+    the host TFLM's bytes for the raw windows."""
+    from firmware_bridge.host.client import Device
+    from firmware_bridge.targets import host_board
 
     # 10 subjects, not 8: with 8 (256 validation windows) the int8 drop sat on the gate's edge
     # (0.0078 against 0.01 with data seed 3, 0.0117 and a failed gate with seed 4). With 10,
@@ -173,8 +175,10 @@ def test_accelerometer_and_gyroscope_that_saturate_keep_int8_with_the_defaults(t
     settings = parse_model_settings_h((run / "firmware" / "model_settings.h").read_text())
     assert (settings["input_mean"], settings["input_inv_std"]) == (list(norm.mean), list(norm.inv_std))
     test = prepared.windows["test"].X[:64]
-    device = TflmModel(model, probe_model(model, 1 << 20))
-    raw = np.stack([device.classify(x.reshape(-1))[0] for x in test])
+    _, board = host_board.boot(run)
+    with board, Device(board.port, timeout=10.0) as device:
+        printed = np.stack([device.classify(x.reshape(-1)).array for x in test])
+    raw = np.rint(printed / settings["output_scale"]).astype(int) + settings["output_zero_point"]
     host = TFLMRunner(model, 1 << 20).predict(model_input(test, settings["input_scale"],
                                                           settings["input_zero_point"], norm))
     assert np.array_equal(raw, host)

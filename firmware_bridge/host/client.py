@@ -102,6 +102,14 @@ class ChunkTimeout(BridgeError):
     """The device gave up on a transfer (TIMEOUT): the window can be sent again."""
 
 
+try:
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[BaseException], ...] = (termios.error,)
+except ImportError:  # not POSIX
+    _TERMIOS_ERRORS = ()
+
+
 class Device:
     """An Edge Impulse-compatible device on ``port`` (a path or a pyserial URL such as
     ``socket://127.0.0.1:7000``). Hosts send CR alone, never CRLF (PROTOCOL.md)."""
@@ -134,7 +142,9 @@ class Device:
         try:
             self._serial.write(data)
             self._serial.flush()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, *_TERMIOS_ERRORS) as exc:
+            # pyserial's flush is termios.tcdrain, whose error is not an OSError: a pty whose
+            # device died (kill -9 of the host board) raises it, EIO, while a chunk drains.
             raise BridgeError(f"{self.port}: write failed ({exc})") from None
 
     def _fill(self) -> int:

@@ -8,8 +8,9 @@ They tolerate what real firmwares vary in (CRLF, ``us`` timings, 5 or 6 decimals
 keys and lines) and raise ``ProtocolParseError``, and nothing else, on text that is not the
 protocol.
 
-Elsewhere: the AT server a device runs (``firmware_bridge.targets.at_server``) and sampling,
-the signed CBOR acquisition file and AT+SAMPLESTART's replies (``firmware_bridge.host.sampling``).
+Elsewhere: the AT server a device runs is the firmware's (firmware/core/at_server.cpp, one
+source for the host board, QEMU and the Arduino sketch; no Python copy); sampling, the signed
+CBOR acquisition file and AT+SAMPLESTART's replies: ``firmware_bridge.host.sampling``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ MAX_ARGS = 16  # AT+X=a,b,...: arguments past this are dropped (kAtMaxArgs)
 
 
 # ---------------------------------------------------------------------------------------
-# Renderers: how firmwares print results (used by the virtual device and by the tests)
+# Renderers: how firmwares print results (the tests round-trip the parsers through them)
 # ---------------------------------------------------------------------------------------
 
 

@@ -32,14 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
+from firmware_bridge.targets import sensor_file
 from firmware_bridge.targets.qemu import PROFILE_RECORD, _die_with_parent, ensure_compiled_model
-from pipeline.core.artifacts import read_json, sha256_file, write_bytes, write_json
+from pipeline.core.artifacts import read_json, sha256_file, write_json
 from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE, DEFAULT_BOARD, get_board
 from pipeline.core.errors import BridgeError, PipelineError
-from pipeline.core.safe_io import load_npz_arrays
 
 BOARD_DIR = BOARDS_DIR / "host"
 BUILD_DIR = Path("device") / "host"  # in the run directory
@@ -54,11 +52,14 @@ C_FLAGS = ("-std=c11",)
 CXX_FLAGS = ("-std=c++14", "-fno-exceptions", "-fno-rtti")
 LINK_LIBS = ("-lm",)
 
+# The recording file the IMU plays (firmware_bridge/targets/sensor_file.py: one format with QEMU's).
+SENSOR_FILE = sensor_file.SENSOR_FILE
+write_sensor_file = sensor_file.write_sensor_file
+sensor_name = sensor_file.sensor_name
+
 PTY_RE = re.compile(r"char device redirected to (\S+) \(label uart0\)")
 BOOT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-SENSOR_FILE = "sensor.bin"
-SENSOR_MAGIC = b"TMSENSR1"
 
 
 def require_compiler() -> None:
@@ -170,16 +171,32 @@ def build_host_board(run_dir: str | os.PathLike, *, with_model: bool = True, chu
 
 
 # ---------------------------------------------------------------------------------------
-# Board time and the sensor
+# Board time
 # ---------------------------------------------------------------------------------------
 
 
+PROFILE_JSON = "profile.json"  # `tinyml profile`'s, in the run directory (firmware_bridge/targets/profile.py)
+
+
+def _measured_instructions(path: Path, model: Path, what: str) -> int | None:
+    """instructions_per_inference of a record measured for this very model (its SHA-256), or None."""
+    if not (path.is_file() and model.is_file()):
+        return None
+    record = read_json(path, what)
+    if isinstance(record, dict) and record.get("model_sha256") == sha256_file(model) \
+            and isinstance(record.get("instructions_per_inference"), int) and record["instructions_per_inference"] > 0:
+        return record["instructions_per_inference"]
+    return None
+
+
 def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
-    """The board's clock (boards.py) and the cycles an inference takes there: the instructions
-    QEMU's Cortex-M4 measured for this very model (RUN/device/qemu/profile.json, written by
-    `tinyml flash --device qemu`; one cycle an instruction, a lower bound), else the model's
-    MACs (quantize_report.json) x the reference kernels' cycles per MAC, said to be a model.
-    Without either, no cycle count: the board times the inference on its clock."""
+    """The board's clock (boards.py) and the cycles an inference takes there, the first of:
+    the instructions QEMU's Cortex-M4 measured for this very model during an evaluation
+    (RUN/device/qemu/profile.json, `tinyml flash --device qemu`), or in `tinyml profile`
+    (RUN/profile.json: the invoke, built without per-op hooks); one cycle an instruction, a
+    lower bound. Else the model's MACs (quantize_report.json) x the reference kernels'
+    cycles per MAC, said to be a model. Without any, no cycle count: Timing lines say 0 and
+    AT+PROFILE? says why (never this computer's time)."""
     run_dir = Path(run_dir)
     report = read_json(run_dir / "quantize_report.json", "the quantize report") \
         if (run_dir / "quantize_report.json").is_file() else {}
@@ -189,15 +206,13 @@ def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
     except PipelineError:
         profile = get_board(DEFAULT_BOARD)
     timing = {"board": profile.name, "clock_hz": profile.clock_hz}
-    measured = run_dir / "device" / "qemu" / PROFILE_RECORD
     model = run_dir / "int8.tflite"
-    if measured.is_file() and model.is_file():
-        record = read_json(measured, "the QEMU profile")
-        if isinstance(record, dict) and record.get("model_sha256") == sha256_file(model) \
-                and isinstance(record.get("instructions_per_inference"), int):
-            n = record["instructions_per_inference"]
+    for path, what in ((run_dir / "device" / "qemu" / PROFILE_RECORD, "an evaluation on QEMU's Cortex-M4"),
+                       (run_dir / PROFILE_JSON, "`tinyml profile` on QEMU's Cortex-M4")):
+        n = _measured_instructions(path, model, str(path))
+        if n:
             return {**timing, "cycles_per_inference": n,
-                    "source": f"measured: {n} instructions per inference on QEMU's Cortex-M4, 1 cycle each"}
+                    "source": f"measured: {n} instructions per inference in {what} ({path.name}), 1 cycle each"}
     macs = (report.get("macs") or {}).get("total") if isinstance(report.get("macs"), dict) else None
     if not macs:
         return timing
@@ -205,35 +220,6 @@ def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
     return {**timing, "cycles_per_inference": cycles,
             "source": f"modelled: {int(macs)} MACs x {CYCLES_PER_MAC_REFERENCE:g} cycles/MAC, MLPerf Tiny reference kernels",
             "source_detail": CYCLES_SOURCE}
-
-
-def sensor_name(npz: str | os.PathLike) -> str:
-    """What AT+CONFIG? calls the IMU that plays ``npz`` (no comma: it would end the field)."""
-    return ("Playback of " + Path(npz).name).replace(",", "_")[:120]
-
-
-def write_sensor_file(npz: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """The board's recording file from an ``.npz`` (``X`` (n, T, C) numbers, scalar ``rate_hz``):
-    the recordings one after another, as float32 frames behind a short header."""
-    npz = Path(npz)
-    try:
-        arrays = load_npz_arrays(npz)
-    except PipelineError as exc:
-        raise BridgeError(exc.message, hint=exc.hint) from None
-    X, rate = arrays.get("X"), arrays.get("rate_hz")
-    if X is None or rate is None:
-        raise BridgeError(f"{npz}: sensor file has no {'X' if X is None else 'rate_hz'!r} array",
-                          hint="expected X float32 (n, T, C) recordings and a scalar rate_hz")
-    if X.ndim != 3 or 0 in X.shape or X.dtype.kind not in "fiu" or X.shape[2] > 23:
-        raise BridgeError(f"{npz}: X has shape {X.shape} of {X.dtype}, expected numbers (recordings, samples, "
-                          "channels) with 1 to 23 channels")
-    if np.ndim(rate) != 0 or rate.dtype.kind not in "fiu" or not 0 < float(rate) < float("inf"):
-        raise BridgeError(f"{npz}: rate_hz must be a positive scalar, got {rate!r}")
-    frames = X.astype("<f4").reshape(-1, X.shape[2])
-    if not np.all(np.isfinite(frames)):
-        raise BridgeError(f"{npz}: X holds values that are not finite")
-    head = SENSOR_MAGIC + np.array([X.shape[2], len(frames)], "<u4").tobytes() + np.array([float(rate)], "<f8").tobytes()
-    return write_bytes(Path(out), head + frames.tobytes())
 
 
 # ---------------------------------------------------------------------------------------
@@ -358,10 +344,7 @@ def boot(run_dir: str | os.PathLike, *, sensor: str | os.PathLike | None = None,
     recordings (default: RUN/device/flash/sensor.npz when there is one)."""
     run_dir = Path(run_dir)
     image = build_host_board(run_dir, chunk_size=chunk_size)
-    npz = Path(sensor) if sensor else run_dir / "device" / "flash" / "sensor.npz"
-    sensor_bin = None
-    if sensor or npz.is_file():
-        sensor_bin = write_sensor_file(npz, run_dir / BUILD_DIR / SENSOR_FILE)
+    sensor_bin, name = sensor_file.run_sensor(run_dir, sensor, out_dir=run_dir / BUILD_DIR)
     board_ = HostBoard(image, sensor=sensor_bin, timing=board_timing(run_dir, board), time_scale=time_scale,
-                       sensor_name=sensor_name(npz) if sensor_bin else None)
+                       sensor_name=name)
     return image, board_.start()

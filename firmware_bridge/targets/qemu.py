@@ -32,11 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_bridge.host import protocol
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
-from pipeline.core.artifacts import sha256_file, write_json
-from pipeline.core.boards import CYCLES_PER_MAC_OPTIMIZED, CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE
-from pipeline.core.errors import BridgeError
+from pipeline.core.artifacts import read_json, sha256_file, write_bytes, write_json
+from pipeline.core.boards import (
+    DEFAULT_BOARD,
+    Board,
+    get_board,
+)
+from pipeline.core.errors import BridgeError, PipelineError
 
 PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
 INSTALL_LINE = "sudo apt-get install --no-install-recommends " + " ".join(PACKAGES)
@@ -71,6 +74,12 @@ CXX_FLAGS = ("-std=c++14", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-stat
              "-fno-use-cxa-atexit")
 LINK_FLAGS = (*CPU_FLAGS, "--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
 LINK_LIBS = ("-lm", "-lc", "-lgcc")
+
+# The sensor's place in the board's PSRAM (board.h: TINYML_SENSOR_*).
+SENSOR_NAME_ADDR = 0x21000000
+SENSOR_NAME_BYTES = 0x100
+SENSOR_ADDR = SENSOR_NAME_ADDR + SENSOR_NAME_BYTES
+SENSOR_MAX_BYTES = 0x01000000 - SENSOR_NAME_BYTES
 
 # QEMU's announcement of the pty it opened for UART0.
 PTY_RE = re.compile(r"char device redirected to (\S+) \(label serial0\)")
@@ -209,11 +218,32 @@ def elf_sizes(elf: Path) -> tuple[int, int, int]:
     return int(fields[0]), int(fields[1]), int(fields[2])
 
 
-def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs: int | None = None) -> FirmwareImage:
+def deployment_board(run_dir: str | os.PathLike, board: str | None = None) -> Board:
+    """The board the run's model is for: ``board``, else the quantize report's, else the
+    default (pipeline/core/boards.py). Its clock turns instructions into board time."""
+    report_path = Path(run_dir) / "quantize_report.json"
+    report = read_json(report_path, "the quantize report") if report_path.is_file() else {}
+    name = board or (report.get("board") if isinstance(report, dict) and isinstance(report.get("board"), str)
+                     else None) or DEFAULT_BOARD
+    try:
+        return get_board(name)
+    except PipelineError:
+        return get_board(DEFAULT_BOARD)
+
+
+def board_defines(board: Board) -> tuple[str, ...]:
+    """The deployment board's clock for the image's Timing lines (board.h)."""
+    return (f"-DTINYML_BOARD_CLOCK_HZ={int(board.clock_hz)}ull",
+            f'-DTINYML_BOARD_CLOCK_SOURCE="{board.name}, pipeline/core/boards.py"')
+
+
+def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs: int | None = None,
+                   board: str | None = None) -> FirmwareImage:
     """RUN/device/qemu/fw.elf, rebuilt only when its inputs changed.
 
     ``with_model=False`` builds the board and the AT core alone: the image boots and answers,
     and reports that it has no model (for bringing up a board before the model compiler).
+    ``board``: the deployment board whose clock Timing lines use (default: the run's).
     """
     require_tools()
     run_dir = Path(run_dir)
@@ -222,7 +252,8 @@ def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs:
     sources, inputs, includes = _sources(run_dir, with_model)
     out_dir = run_dir / BUILD_DIR
     elf = out_dir / ELF_NAME
-    flags = [*COMPILE_FLAGS, *C_FLAGS, *CXX_FLAGS, *LINK_FLAGS, *LINK_LIBS]
+    compile_flags = [*COMPILE_FLAGS, *board_defines(deployment_board(run_dir, board))]
+    flags = [*compile_flags, *C_FLAGS, *CXX_FLAGS, *LINK_FLAGS, *LINK_LIBS]
     stamp = _stamp(sources + inputs, flags)
     record_path = out_dir / BUILD_RECORD
     if elf.is_file() and record_path.is_file():
@@ -242,7 +273,7 @@ def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs:
             index, source = index_source
             obj = tmp / f"{index:02d}_{source.stem}.o"
             is_cxx = source.suffix in (".cpp", ".cc")
-            cmd = ["arm-none-eabi-g++" if is_cxx else "arm-none-eabi-gcc", *COMPILE_FLAGS,
+            cmd = ["arm-none-eabi-g++" if is_cxx else "arm-none-eabi-gcc", *compile_flags,
                    *(CXX_FLAGS if is_cxx else C_FLAGS), *include_flags, "-c", str(source), "-o", str(obj)]
             _run_tool(cmd, f"arm-none-eabi-gcc {source.name}")
             return obj
@@ -286,9 +317,14 @@ class QemuBoard:
     Use as a context manager (or call ``stop``): QEMU is stopped on every way out.
     """
 
-    def __init__(self, elf: str | os.PathLike, *, icount: bool = True):
+    def __init__(self, elf: str | os.PathLike, *, icount: bool = True, sensor: str | os.PathLike | None = None,
+                 sensor_name: str | None = None):
         self.elf = Path(elf)
         self.icount = icount
+        # The IMU: a recording file (host_board.write_sensor_file's) QEMU's loader puts into
+        # PSRAM, its name in front of it (board.h); written beside the recording.
+        self.sensor = Path(sensor) if sensor else None
+        self.sensor_name = sensor_name
         self.port: str | None = None
         self.process: subprocess.Popen | None = None
         self._tmp: str | None = None
@@ -304,9 +340,27 @@ class QemuBoard:
         if self.icount:
             # One instruction = 1 ns of virtual time: SysTick then counts instructions.
             cmd += ["-icount", "shift=0"]
+        if self.sensor:
+            cmd += ["-device", f"loader,file={self.sensor},addr={SENSOR_ADDR:#x},force-raw=on",
+                    "-device", f"loader,file={self._name_file},addr={SENSOR_NAME_ADDR:#x},force-raw=on"]
         if self._tmp:
             cmd += ["-qmp", f"unix:{self._qmp_path},server=on,wait=off"]
         return cmd
+
+    @property
+    def _name_file(self) -> Path:
+        return self.sensor.with_name(self.sensor.name + ".name")
+
+    def _load_sensor(self) -> None:
+        """Check the recording fits PSRAM and write the IMU's name file beside it."""
+        if not self.sensor.is_file():
+            raise BridgeError(f"{self.sensor}: no sensor recording file")
+        size = self.sensor.stat().st_size
+        if size > SENSOR_MAX_BYTES:
+            raise BridgeError(f"{self.sensor}: {size:,} bytes of recordings, the board's PSRAM holds "
+                              f"{SENSOR_MAX_BYTES:,}", hint="name fewer recordings (--sensor FILE.npz)")
+        name = (self.sensor_name or "Playback").encode("ascii", "replace")[:SENSOR_NAME_BYTES - 1]
+        write_bytes(self._name_file, name + b"\0")
 
     @property
     def _qmp_path(self) -> str:
@@ -317,6 +371,8 @@ class QemuBoard:
             require_tools()
         if not self.elf.is_file():
             raise BridgeError(f"{self.elf}: no firmware image", hint="build it with `tinyml flash --device qemu`")
+        if self.sensor:
+            self._load_sensor()
         self._tmp = tempfile.mkdtemp(prefix="tinyml-qemu-")
         try:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -449,98 +505,29 @@ class QemuBoard:
         self.stop()
 
 
-# ---------------------------------------------------------------------------------------
-# What only the image can measure (AT+PROFILE?, this board's own command)
-# ---------------------------------------------------------------------------------------
+def boot(run_dir: str | os.PathLike, *, sensor: str | os.PathLike | None = None, board: str | None = None,
+         warn=None) -> tuple[FirmwareImage, QemuBoard]:
+    """Build (if stale) and boot the image of ``run_dir`` in QEMU, its IMU playing ``sensor``
+    (an .npz; default: the run's test recordings, RUN/device/flash/sensor.npz, when there are)."""
+    from firmware_bridge.targets import sensor_file
 
-PROFILE_COMMAND = "AT+PROFILE?"
-SYSCLK_HZ = 25_000_000  # board.h TINYML_SYSCLK_HZ: SysTick counts the processor clock
-# Under -icount shift=0 one instruction is 1 ns of virtual time, so one SysTick tick of the
-# 25 MHz clock is 40 instructions. The firmware measures this at boot (a loop of a known
-# number of instructions) and read_profile checks it, so the figure is never assumed.
-INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSCLK_HZ
-CALIBRATION_TOLERANCE = 0.001  # the SysTick interrupt's own instructions, once per ms
-_CALIBRATION_RE = re.compile(r"(\d+) instructions in (\d+) ticks")
-_INVOKE_RE = re.compile(r"(last|min|max) (\d+)")
+    run_dir = Path(run_dir)
+    image = build_firmware(run_dir, board=board)
+    recording, name = sensor_file.run_sensor(run_dir, sensor, out_dir=run_dir / BUILD_DIR,
+                                             max_bytes=SENSOR_MAX_BYTES, warn=warn)
+    return image, QemuBoard(image.elf, sensor=recording, sensor_name=name).start()
 
 
-def read_profile(client) -> dict:
-    """AT+PROFILE? of the running firmware, parsed and checked: the stack's high-water mark
-    and SysTick ticks per invoke, turned into instructions by the verified tick rate."""
+# What only the image can measure (AT+PROFILE?), in its own module, named here too.
+from firmware_bridge.targets.qemu_profile import (  # noqa: E402
+    INSTRUCTIONS_PER_TICK,
+    PROFILE_COMMAND,
+    PROFILE_RECORD,
+    SYSCLK_HZ,
+    measured_figures,
+    read_profile,
+    record_profile,
+)
 
-    reply = client.command(PROFILE_COMMAND)
-    fields = protocol.parse_fields(reply)
-    try:
-        m = _CALIBRATION_RE.search(fields["calibration"])
-        calibrated_instructions, calibrated_ticks = int(m.group(1)), int(m.group(2))
-        ticks = {k: int(v) for k, v in _INVOKE_RE.findall(fields["invoke ticks"])}
-        if sorted(ticks) != ["last", "max", "min"]:
-            raise ValueError("invoke ticks")
-        profile = {
-            "stack_size_bytes": int(fields["stack size"].split()[0]),
-            "stack_high_water_bytes": int(fields["stack used"].split()[0]),
-            "inferences": int(fields["inferences"]),
-            "rx_overruns": int(fields["rx overruns"]),
-        }
-    except (KeyError, ValueError, AttributeError) as exc:
-        raise BridgeError(f"{client.port}: {PROFILE_COMMAND} reply lacks or garbles {exc}: {reply[:200]!r}") from None
-    measured = calibrated_instructions / calibrated_ticks if calibrated_ticks else 0.0
-    if abs(measured - INSTRUCTIONS_PER_TICK) > CALIBRATION_TOLERANCE * INSTRUCTIONS_PER_TICK:
-        raise BridgeError(
-            f"{client.port}: SysTick counted {calibrated_ticks} ticks for {calibrated_instructions} instructions "
-            f"({measured:.3f} per tick, expected {INSTRUCTIONS_PER_TICK}): instruction counts would be wrong",
-            hint="QEMU must run with -icount shift=0 (firmware_bridge.targets.qemu.QemuBoard does)")
-    profile["instructions_per_tick"] = INSTRUCTIONS_PER_TICK
-    profile["calibration"] = {"instructions": calibrated_instructions, "ticks": calibrated_ticks,
-                              "instructions_per_tick": round(measured, 4)}
-    profile["invoke_ticks"] = ticks
-    profile["instructions_per_inference"] = {k: v * INSTRUCTIONS_PER_TICK for k, v in ticks.items()}
-    return profile
-
-
-def measured_figures(image: FirmwareImage, profile: dict, macs: int | None) -> dict:
-    """The figures of device_report.json's ``measured_on_emulated_cortex_m4``, with the
-    MAC-based estimate beside the instruction count."""
-
-    per_inference = profile["instructions_per_inference"]
-    figures = {
-        "machine": f"qemu-system-arm -M {MACHINE} -icount shift=0 (Cortex-M4F)",
-        "elf": str(image.elf),
-        "flash_bytes_text_plus_data": image.flash_bytes,
-        "static_ram_bytes_data_plus_bss": image.static_ram_bytes,
-        "elf_sections_bytes": {"text": image.text_bytes, "data": image.data_bytes, "bss": image.bss_bytes},
-        "stack_high_water_bytes": profile["stack_high_water_bytes"],
-        "stack_size_bytes": profile["stack_size_bytes"],
-        "stack_note": "deepest the stack went since reset, by stack painting, read back over AT+PROFILE?",
-        "instructions_per_inference": per_inference["max"],
-        "instructions_per_inference_min_max": [per_inference["min"], per_inference["max"]],
-        "inferences_counted": profile["inferences"],
-        "instructions_note": (
-            f"instructions executed by tinyml_model_invoke (the most over this boot's inferences; min and max "
-            f"listed), counted by SysTick around it under -icount shift=0 "
-            f"(1 tick = {INSTRUCTIONS_PER_TICK} instructions, checked at boot: {profile['calibration']['instructions']} "
-            f"instructions in {profile['calibration']['ticks']} ticks); resolution {INSTRUCTIONS_PER_TICK} instructions. "
-            "Instructions, not cycles: QEMU does not model the pipeline or memory wait states"),
-        "uart_rx_overruns": profile["rx_overruns"],
-    }
-    if macs:
-        figures["mac_estimate"] = {
-            "macs": int(macs),
-            "estimated_cycles_reference_kernels": round(macs * CYCLES_PER_MAC_REFERENCE),
-            "estimated_cycles_optimized_kernels": round(macs * CYCLES_PER_MAC_OPTIMIZED),
-            "measured_instructions_per_mac": round(per_inference["max"] / macs, 2),
-            "label": "estimated (MACs x cycles/MAC), not measured",
-            "source": CYCLES_SOURCE,
-        }
-    return figures
-
-
-PROFILE_RECORD = "profile.json"  # beside fw.elf: what the host board takes its board time from
-
-
-def record_profile(image: FirmwareImage, figures: dict, model_sha256: str) -> Path:
-    """RUN/device/qemu/profile.json: the instructions per inference measured on this model,
-    for the host board's Timing lines (host_board.board_timing)."""
-    return write_json(image.elf.parent / PROFILE_RECORD, {
-        "model_sha256": model_sha256, "instructions_per_inference": int(figures["instructions_per_inference"]),
-        "machine": figures["machine"]})
+__all__ = ["INSTRUCTIONS_PER_TICK", "PROFILE_COMMAND", "PROFILE_RECORD", "SYSCLK_HZ", "measured_figures",
+           "read_profile", "record_profile"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.ports import detect_port
-from firmware_bridge.targets import host_board, qemu
+from firmware_bridge.targets import host_board, qemu, sensor_file
 from pipeline.core.errors import GateFailed, PipelineError
 
 FLASH_DIR = Path("device") / "flash"
@@ -26,9 +26,10 @@ def require(run: Path, name: str, stage: str) -> Path:
     return path
 
 
-def build_qemu_image(run: Path, announce: bool = False, out=print):
-    """RUN/device/qemu/fw.elf for QEMU's mps2-an386, rebuilt only when its inputs changed."""
-    image = qemu.build_firmware(run)
+def build_qemu_image(run: Path, announce: bool = False, out=print, board: str | None = None):
+    """RUN/device/qemu/fw.elf for QEMU's mps2-an386, rebuilt only when its inputs changed;
+    its Timing lines on the clock of ``board`` (default: the run's, pipeline/core/boards.py)."""
+    image = qemu.build_firmware(run, board=board)
     if announce or image.rebuilt:
         out(f"flash: {image.elf} ({'built' if image.rebuilt else 'up to date'}): flash {image.flash_bytes:,} B "
             f"(text + data), static RAM {image.static_ram_bytes:,} B (data + bss), for qemu-system-arm -M {qemu.MACHINE}")
@@ -64,15 +65,10 @@ def boot_host_board(cfg, run: Path, image=None, out=print):
     (RUN/device/flash/sensor.npz, when the data have them)."""
     check_engine(cfg)
     image = image or build_host_image(cfg, run, out=out)
-    npz = run / FLASH_DIR / "sensor.npz"
-    sensor = host_board.write_sensor_file(npz, run / host_board.BUILD_DIR / host_board.SENSOR_FILE) \
-        if npz.is_file() else None
+    sensor, name = sensor_file.run_sensor(run, out_dir=run / host_board.BUILD_DIR)
     board = host_board.HostBoard(image, sensor=sensor, timing=host_board.board_timing(run, cfg.quantize.board),
-                                 sensor_name=host_board.sensor_name(npz) if sensor else None)
+                                 sensor_name=name)
     return board.start()
-
-
-boot_virtual_device = boot_host_board  # `tinyml monitor emu` (tinyml_cli.py) boots it by this name
 
 
 def verify_model(client, want: str, labels: list[str] | None = None, input_size: int | None = None) -> dict:
@@ -127,8 +123,12 @@ class Connected:
             self.board, self.kind = boot_host_board(self.cfg, self.run, self.image, out=self.out), "host"
             port = self.board.port
         elif target == "qemu":
-            self.image = build_qemu_image(self.run, out=self.out)
-            self.board, self.kind = qemu.QemuBoard(self.image.elf).start(), "qemu"
+            self.image = build_qemu_image(self.run, out=self.out, board=self.cfg.quantize.board)
+            # The IMU plays the run's test recordings (RUN/device/flash/sensor.npz), as on the host board.
+            recording, name = sensor_file.run_sensor(self.run, out_dir=self.run / qemu.BUILD_DIR,
+                                                     max_bytes=qemu.SENSOR_MAX_BYTES, warn=self.out)
+            self.board = qemu.QemuBoard(self.image.elf, sensor=recording, sensor_name=name).start()
+            self.kind = "qemu"
             port = self.board.port
         else:
             port = detect_port() if target == "auto" else target

@@ -97,7 +97,8 @@ def flash_device(cfg, run: Path, dry_run: bool = False, evaluate: bool = True, o
             "for the board's sensor)")
         build_host_image(cfg, run, announce=True, out=out)
     elif target == "qemu":
-        build_qemu_image(run, announce=True, out=out)
+        _write_sensor_recordings(run / FLASH_DIR / "sensor.npz", prepared)  # what the board's IMU plays
+        build_qemu_image(run, announce=True, out=out, board=cfg.quantize.board)
     else:
         arduino.flash_real_board(sketch, cfg.quantize.board, target, dry_run=False)
     if not evaluate:
@@ -149,7 +150,7 @@ def write_flash_image(cfg, run: Path, prepared=None) -> Path:
 
 
 def _write_sensor_recordings(sensor: Path, prepared) -> None:
-    """The test split's raw recordings, for the virtual device's sensor to play back (when
+    """The test split's raw recordings, for the board's sensor to play back (host board, QEMU; when
     the data are unwindowed time series with a rate); otherwise no recordings."""
     ds = prepared.dataset
     if ds.kind == "timeseries" and not ds.windowed and ds.rate_hz:

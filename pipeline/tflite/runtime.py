@@ -1,6 +1,6 @@
 """TensorFlow Lite Micro on the host: int8 in and out as firmware does it, the real TFLM
-kernels, and the tensor arena a model needs. The quantize stage and the virtual device
-(firmware_bridge.targets.virtual_tflm) both run on this module.
+kernels, and the tensor arena a model needs. The quantize stage and the device stage's
+host reference run on this module.
 
 Two arena figures, because they differ: the recording allocator's total (what TFLM says
 it allocated) and the true minimum, found by bisection. The allocator's own objects live
@@ -132,7 +132,7 @@ def model_input(values: np.ndarray, scale: float, zero_point: int,
                 norm: InputNormalization | None = None) -> np.ndarray:
     """Raw float32 sensor values -> the int8 graph's input, exactly as firmware does it:
     the float normalization step (if the model has one), then ``quantize_int8``. The one
-    Python place for it: the quantize stage and the virtual device both call it, and the C++
+    Python place for it: the quantize stage and the device stage both call it, and the C++
     core's ``tinyml::model_input_int8`` (firmware_bridge/sketch/model_ops.h) mirrors it."""
     return quantize_int8(normalize_input(values, norm), scale, zero_point)
 

@@ -12,7 +12,8 @@
 //           device/flash/sensor.npz), played frame after frame, one per reading;
 //   timing  board time, never host time: an inference takes --cycles-per-inference cycles
 //           of a --clock-hz processor (the board's, pipeline/core/boards.py), and the
-//           Timing lines print that. AT+PROFILE? says where the cycle count comes from.
+//           Timing lines print that (0 without a count). AT+PROFILE? says where the cycle
+//           count comes from: QEMU's measurement for this model, `tinyml profile`, or MACs.
 //
 // Reset: SIGUSR1 re-executes this program on the same pseudo-terminal (the statics start
 // over, as after a reset of a board whose USB link stays up).
@@ -244,9 +245,10 @@ class CompiledClassifier : public tinyml::Classifier {
 #endif
   }
 
-  // Board time: the cycles an inference takes on the board over its clock.
+  // Board time: the cycles an inference takes on the board over its clock. Without a cycle
+  // count, 0 (AT+PROFILE? says so): this computer's time is never a board's.
   long board_time_us() const override {
-    if (g_options.cycles_per_inference == 0) return -1;
+    if (g_options.cycles_per_inference == 0) return 0;
     return static_cast<long>((g_options.cycles_per_inference * 1000000ull + g_options.clock_hz / 2) /
                              g_options.clock_hz);
   }
@@ -267,7 +269,11 @@ bool read_profile(tinyml::DeviceIo& io) {
   io.print("Board:                host (the firmware built with g++ for this computer)\n");
   io.printf("Clock:                %llu Hz (the board's, for board time)\n", g_options.clock_hz);
   io.printf("Cycles per inference: %llu (%s)\n", g_options.cycles_per_inference, g_options.cycles_source);
-  io.print("Timing:               board time = cycles / clock; never this computer's time\n");
+  if (g_options.cycles_per_inference == 0) {
+    io.print("Timing:               0 ms: no cycle count (no QEMU measurement, profile.json or MAC count)\n");
+  } else {
+    io.print("Timing:               board time = cycles / clock; never this computer's time\n");
+  }
   io.printf("Inferences:           %lu\n", g_inferences);
   if (g_has_sensor) {
     io.printf("Sensor:               %s, %lu frames of %d axes at ", g_imu.name(),

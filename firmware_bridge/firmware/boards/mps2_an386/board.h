@@ -37,6 +37,31 @@ extern "C" {
 // SysTick counts this many processor clocks per interrupt: one millisecond.
 #define TINYML_SYSTICK_RELOAD (TINYML_SYSCLK_HZ / 1000u)
 
+// The sensor: QEMU's generic loader (-device loader,file=...,addr=...,force-raw=on) puts a
+// recording file into the board's 16 MB PSRAM before the processor starts, as
+// firmware_bridge/targets/qemu.py boots it (docs/device.md says why a memory region and not
+// a second UART or semihosting). The file is the host board's (host_board.py,
+// write_sensor_file: "TMSENSR1", uint32 axes, uint32 frames, float64 rate_hz, then frames x
+// axes float32, little-endian); the IMU's name, NUL-terminated, sits in front of it. Nothing
+// loaded: the magic is missing (QEMU's RAM starts zeroed) and the board has no sensor.
+#define TINYML_PSRAM_BASE 0x21000000u
+#define TINYML_PSRAM_BYTES 0x01000000u
+#define TINYML_SENSOR_NAME_ADDR TINYML_PSRAM_BASE
+#define TINYML_SENSOR_NAME_BYTES 0x100u
+#define TINYML_SENSOR_ADDR (TINYML_PSRAM_BASE + TINYML_SENSOR_NAME_BYTES)
+#define TINYML_SENSOR_MAX_BYTES (TINYML_PSRAM_BYTES - TINYML_SENSOR_NAME_BYTES)
+
+// The clock of the board the model is deployed to (pipeline/core/boards.py, the run's
+// [quantize] board), given by qemu.py at build time: Timing lines are the instructions an
+// inference executes over it, never QEMU's virtual time.
+#ifndef TINYML_BOARD_CLOCK_HZ
+#define TINYML_BOARD_CLOCK_HZ 64000000ull
+#define TINYML_BOARD_CLOCK_SOURCE "default: nano33ble's, pipeline/core/boards.py"
+#endif
+#ifndef TINYML_BOARD_CLOCK_SOURCE
+#define TINYML_BOARD_CLOCK_SOURCE "pipeline/core/boards.py"
+#endif
+
 // cmsdk_uart.c: UART0 at 115200 baud, received bytes kept in a ring buffer by its RX
 // interrupt so that none is lost while the firmware computes.
 void uart_init(void);

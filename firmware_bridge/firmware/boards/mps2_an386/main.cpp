@@ -7,6 +7,14 @@
 //
 // One command is this board's own, AT+PROFILE?: what only a real image can measure, the
 // stack's high-water mark and the instructions an inference executes (QEMU's -icount).
+//
+// Timing lines are board time: the instructions the invoke executed (SysTick under
+// -icount shift=0) over the clock of the board the model is for (TINYML_BOARD_CLOCK_HZ, from
+// pipeline/core/boards.py), one cycle an instruction. Never QEMU's virtual time.
+//
+// The IMU plays a recording QEMU's loader put into PSRAM (board.h), one frame a reading, at
+// the model's interval on SysTick: AT+RUNIMPULSE, its continuous and debug modes and
+// AT+SAMPLESTART run as on the host board, from the same file format.
 
 #include <stdint.h>
 #include <string.h>
@@ -56,6 +64,10 @@ struct InvokeProfile {
 };
 InvokeProfile g_profile = {0, 0, 0, 0};
 
+// Under -icount shift=0 an instruction is 1 ns of virtual time: one tick of the processor
+// clock is this many instructions (the calibration below checks it; so does the host).
+constexpr uint32_t kInstructionsPerTick = 1000000000u / TINYML_SYSCLK_HZ;
+
 // The model compiled to C: the core's float step and int8 quantization (model_input_int8,
 // TFLM's QUANTIZE arithmetic), invoke, dequantize.
 class CompiledClassifier : public tinyml::Classifier {
@@ -92,12 +104,68 @@ class CompiledClassifier : public tinyml::Classifier {
 #endif
   }
 
+  // Board time of the last invoke: its instructions, one cycle each, on the board's clock.
+  long board_time_us() const override {
+    uint64_t instructions = g_profile.last_ticks * kInstructionsPerTick;
+    return static_cast<long>((instructions * 1000000ull + TINYML_BOARD_CLOCK_HZ / 2) / TINYML_BOARD_CLOCK_HZ);
+  }
+
  private:
 #if TINYML_HAS_COMPILED_MODEL
   int8_t input_[TINYML_MODEL_INPUT_BYTES];
   int8_t output_[TINYML_MODEL_OUTPUT_BYTES];
 #endif
 };
+
+// The recording in PSRAM (board.h): "TMSENSR1", uint32 axes, uint32 frames, float64
+// rate_hz, then frames x axes float32 (host_board.py's file, as QEMU's loader put it there).
+class MemoryImu : public tinyml::MotionSensor {
+ public:
+  bool attach() {
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(TINYML_SENSOR_ADDR);
+    if (memcmp(base, "TMSENSR1", 8) != 0) return false;
+    uint32_t axes, frames;
+    memcpy(&axes, base + 8, 4);
+    memcpy(&frames, base + 12, 4);
+    memcpy(&rate_hz_, base + 16, 8);
+    uint64_t bytes = 24ull + static_cast<uint64_t>(axes) * frames * 4ull;
+    if (axes < 1 || axes > 23 || frames < 1 || !(rate_hz_ > 0.0) || bytes > TINYML_SENSOR_MAX_BYTES) return false;
+    axes_ = static_cast<int>(axes);
+    frames_ = frames;
+    data_ = reinterpret_cast<const float*>(base + 24);
+    const char* name = reinterpret_cast<const char*>(TINYML_SENSOR_NAME_ADDR);
+    size_t n = 0;
+    while (n < sizeof(name_) - 1 && name[n] >= 0x20 && name[n] < 0x7f && name[n] != ',') {
+      name_[n] = name[n];
+      n++;
+    }
+    name_[n] = '\0';
+    if (n == 0) strcpy(name_, "Playback");
+    return true;
+  }
+  const char* name() const override { return name_; }
+  int axes() const override { return axes_; }
+  // The next frame; the recordings loop. The core reads at the model's interval, which is
+  // the recordings' rate, so board time and recorded time advance together.
+  bool read(float* values) override {
+    memcpy(values, data_ + static_cast<size_t>(pos_) * axes_, static_cast<size_t>(axes_) * sizeof(float));
+    pos_ = (pos_ + 1u) % frames_;
+    return true;
+  }
+  uint32_t frames() const { return frames_; }
+  double rate_hz() const { return rate_hz_; }
+
+ private:
+  const float* data_ = nullptr;
+  int axes_ = 0;
+  uint32_t frames_ = 0;
+  uint32_t pos_ = 0;
+  double rate_hz_ = 0.0;
+  char name_[128] = "";
+};
+
+MemoryImu g_imu;
+bool g_has_sensor = false;
 
 // Instructions per SysTick tick, measured at boot: two runs of a loop of a known number of
 // instructions (SUBS + BNE per iteration), differenced so the cost of reading the clock
@@ -138,10 +206,6 @@ void print_u64(tinyml::DeviceIo& io, uint64_t n) {
   while (len > 0) io.write(&digits[--len], 1);
 }
 
-// Under -icount shift=0 an instruction is 1 ns of virtual time: one tick of the processor
-// clock is this many instructions (the calibration above checks it; so does the host).
-constexpr uint32_t kInstructionsPerTick = 1000000000u / TINYML_SYSCLK_HZ;
-
 // "last <n>, min <n>, max <n>" of the invoke's ticks, times `scale`.
 void print_invoke_row(tinyml::DeviceIo& io, const char* name, uint32_t scale) {
   io.print(name);
@@ -170,6 +234,18 @@ bool read_profile(tinyml::DeviceIo& io) {
   io.print("\n");
   print_invoke_row(io, "Invoke instructions:  ", kInstructionsPerTick);
   io.printf(" (%lu per tick under -icount shift=0)\n", static_cast<unsigned long>(kInstructionsPerTick));
+  io.printf("Board clock:          %lu Hz (%s)\n", static_cast<unsigned long>(TINYML_BOARD_CLOCK_HZ),
+            TINYML_BOARD_CLOCK_SOURCE);
+  io.print("Timing:               board time = invoke instructions (1 cycle each) / board clock; "
+           "never QEMU's virtual time\n");
+  if (g_has_sensor) {
+    io.printf("Sensor:               %s, %lu frames of %d axes at ", g_imu.name(),
+              static_cast<unsigned long>(g_imu.frames()), g_imu.axes());
+    io.print_fixed(g_imu.rate_hz(), 3);
+    io.print(" Hz (PSRAM, QEMU's loader)\n");
+  } else {
+    io.print("Sensor:               none\n");
+  }
   io.printf("RX overruns:          %lu\n", static_cast<unsigned long>(uart_rx_overruns()));
   return true;
 }
@@ -200,7 +276,8 @@ int main() {
   systick_init();
   calibrate();
   tinyml::DeviceInfo info = {"02:00:00:38:6A:4E", "QEMU_MPS2_AN386"};
-  tinyml::begin_commands(&g_classifier, nullptr, info);
+  g_has_sensor = g_imu.attach();
+  tinyml::begin_commands(&g_classifier, g_has_sensor ? &g_imu : nullptr, info);
   tinyml::AtServer server(g_io, g_commands, build_command_table());
   tinyml::print_banner(g_io);
   if (g_classifier.error() != nullptr) {

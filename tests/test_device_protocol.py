@@ -1,7 +1,9 @@
-"""The virtual device over a real pseudo-terminal, opened with pyserial, running real TFLM.
+"""The device's AT protocol, byte for byte: the host board (the firmware's C++ core and a tiny
+real int8 model compiled to C, built with g++) over a real pseudo-terminal opened with pyserial.
 
-Expected bytes are written out from shared/PROTOCOL.md here, not produced by the module's
-own renderers, so these tests check the device against the spec.
+Expected bytes are written out from shared/PROTOCOL.md here, not produced by the firmware or
+the host's renderers, so these tests check the device against the spec; probabilities against
+TFLM's own Python interpreter.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import serial
+from boards import MACS, save_recordings, tiny_board, tiny_run
 from conftest import sigint_default
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.protocol import encode_chunks
-from firmware_bridge.targets.virtual_device import VirtualDevice
-from pipeline.core.errors import BridgeError, CheckFailed
 
 ROOT = Path(__file__).resolve().parent.parent
-MACS = 1152  # fixed so the estimated timing, and so the whole transcript, is deterministic
-ESTIMATE = "0.144"  # 1152 MACs x 8 cycles/MAC / 64 MHz, in ms
+ESTIMATE = "0.144"  # board time: 1152 MACs x 8 cycles/MAC / 64 MHz, in ms (the host board's model)
+FAST = 100  # the board's clock this many times faster: RUNIMPULSE's 2 s pauses pass in 20 ms
 SPEC_SENSOR_RE = re.compile(
     r"^Name\:\s?([^,]+),\s?Max sample length\:\s?([^,]+)s\s?,\s?Frequencies\:\s?\[(.*)\]\s?$"
 )
@@ -71,17 +72,40 @@ def labels(tiny_int8):
 @pytest.fixture(scope="module")
 def sensor_file(tmp_path_factory):
     rng = np.random.default_rng(3)
-    path = tmp_path_factory.mktemp("sensor") / "wave.npz"
-    np.savez(path, X=rng.normal(0, 2, size=(3, 64, 3)).astype(np.float32), rate_hz=62.5,
-             y=np.array([1, 1, 1]), label_names=np.array(["idle", "wave", "circle", "updown"]))
-    return path
+    return save_recordings(tmp_path_factory.mktemp("sensor") / "wave.npz", rng.normal(0, 2, size=(3, 64, 3)))
 
 
 @pytest.fixture(scope="module")
-def device(tiny_int8, labels, sensor_file):
-    with VirtualDevice.from_model(tiny_int8[1], labels=labels, macs=MACS, sensor=sensor_file,
-                                  time_scale=0.01) as dev:
-        yield dev
+def run(tmp_path_factory, tiny_int8):
+    return tiny_run(tmp_path_factory, tiny_int8)
+
+
+@pytest.fixture(scope="module")
+def device(run, sensor_file):
+    """The board on its own clock (AT+RUNIMPULSESTATIC's 100 ms per chunk is board time)."""
+    with tiny_board(run, sensor=sensor_file) as board:
+        yield board
+
+
+@pytest.fixture(scope="module")
+def fast_device(run, sensor_file):
+    """The board with a clock FAST times faster, for AT+RUNIMPULSE's waits."""
+    with tiny_board(run, sensor=sensor_file, time_scale=FAST) as board:
+        yield board
+
+
+def _open(port: str) -> serial.Serial:
+    s = serial.Serial(port, 115200, timeout=0.05)
+    s.write(b"\r")  # end whatever line an earlier test left, then start from silence
+    read_quiet(s, 0.15)
+    return s
+
+
+@pytest.fixture
+def fast_ser(fast_device):
+    s = _open(fast_device.port)
+    yield s
+    s.close()
 
 
 @pytest.fixture
@@ -193,7 +217,7 @@ def test_config_has_every_section_in_order_and_valid_fields(ser, device):
     info = fields["===== Device info ====="]
     assert re.fullmatch(r"([0-9A-F]{2}:){5}[0-9A-F]{2}", info["id"])
     assert info["at version"] == "1.8.0" and info["data transfer baudrate"] == "115200"
-    assert "estimated" in info["type"]
+    assert info["type"] == "TINYML_HOST_BOARD"
     # No camera: no Color depth or Resolutions lines (an empty one makes the CLI warn).
     assert set(fields["===== Snapshot ======"]) == {"has snapshot", "supports stream"}
     assert fields["===== Inference ======"]["model type"] == "classification"
@@ -216,12 +240,11 @@ def test_modelinfo(ser, device, tiny_int8, labels, host_tflm):
     assert fields["SHA-256"] == hashlib.sha256(tiny_int8[1]).hexdigest()
     assert json.loads(fields["Input shape"]) == [1, 32, 3]
     q = host_tflm.get_input_details(0)["quantization_parameters"]
-    assert float(fields["Input scale"]) == float(q["scales"][0])
+    assert np.float32(fields["Input scale"]) == np.float32(q["scales"][0])  # 9 digits: the float32 exactly
     assert int(fields["Input zero point"]) == int(q["zero_points"][0])
     assert json.loads(fields["Labels"]) == labels
-    assert fields["Arena cap"].startswith(f"{256 * 1024} bytes")
-    assert re.match(r"\d+ bytes", fields["Arena needed"])
-    assert "estimated" in fields["Timing"] and f"{MACS} MACs" in fields["Timing"]
+    assert fields["Arena size"] == "4096 bytes (kTensorArenaSize)"
+    assert fields["MACs"] == str(MACS) and fields["Board"] == "nano33ble"
 
 
 # -- AT+RUNIMPULSESTATIC ---------------------------------------------------------------------------
@@ -305,7 +328,8 @@ def test_probabilities_over_serial_equal_host_tflm_for_every_window(device, labe
 # -- AT+RUNIMPULSE -----------------------------------------------------------------------------
 
 
-def test_runimpulse_runs_until_b_and_reads_only_the_b(ser, labels):
+def test_runimpulse_runs_until_b_and_reads_only_the_b(fast_ser, labels):
+    ser = fast_ser
     ser.write(b"AT+RUNIMPULSE\r")
     head = read_until(ser, b"#Classification predictions:\n", timeout=5)
     assert head.startswith(b"AT+RUNIMPULSE\r\nInferencing settings:\n")
@@ -320,107 +344,22 @@ def test_runimpulse_runs_until_b_and_reads_only_the_b(ser, labels):
     assert read_until(ser, b"\n> ") == b"\r\nNot a valid AT command ()\n> "
 
 
-def test_runimpulse_without_sensor_data_says_so(tiny_int8, labels):
-    with VirtualDevice.from_model(tiny_int8[1], labels=labels) as dev:
-        s = serial.Serial(dev.port, timeout=0.05)
+def test_runimpulse_without_sensor_data_says_so(run):
+    with tiny_board(run) as board:
+        s = _open(board.port)
         reply = exchange(s, b"AT+RUNIMPULSE\r")
         s.close()
     assert re.fullmatch(rb"AT\+RUNIMPULSE\r\nERR: No sensor data[^\n]*\n> ", reply)
 
 
-# -- boot, flash image, transports ----------------------------------------------------------------
-
-
-def test_model_too_big_for_the_arena_cap_fails_to_boot(tiny_int8, labels):
-    # 2 KB is below what the model needs; constructing TFLM in-process here could crash
-    # the whole test run, which is why the device probes in a child process.
-    with VirtualDevice.from_model(tiny_int8[1], labels=labels, arena_cap_bytes=2048) as dev:
-        assert dev.boot_error.startswith("ERR: Failed to allocate tensor arena: model needs about ")
-        assert "arena capped at 2048 bytes" in dev.boot_error
-        s = serial.Serial(dev.port, timeout=0.05)  # opening flushes what the device printed at boot
-        reply = exchange(s, b"AT+RUNIMPULSESTATIC=n,96\r")
-        assert reply == b"AT+RUNIMPULSESTATIC=n,96\r\n" + dev.boot_error.encode() + b"\r\n> "
-        s.close()
-        with pytest.raises(CheckFailed, match=r"failed to boot the model: ERR: Failed to allocate tensor arena") as exc:
-            Device(dev.port, timeout=2.0)
-        assert exc.value.exit_code == 1
-
-
-def test_flash_image_boots_with_its_settings(tmp_path, tiny_int8):
-    flash = tmp_path / "device" / "flash"
-    flash.mkdir(parents=True)
-    (flash / "model.tflite").write_bytes(tiny_int8[1])
-    (flash / "settings.json").write_text(json.dumps(
-        {"labels": ["a", "b", "c", "d"], "board": "nicla_sense_me", "macs": MACS, "arena_cap_bytes": None}))
-    with VirtualDevice.from_flash_dir(flash) as dev, Device(dev.port, timeout=2.0) as host:
-        assert "Nicla Sense ME" in host.config.device_type
-        info = host.model_info()
-        assert info.labels == ["a", "b", "c", "d"] and info.input_shape == (1, 32, 3)
-        assert info.fields["arena cap"].startswith(f"{64 * 1024} bytes")
-        assert list(host.classify(np.zeros(96)).probabilities) == ["a", "b", "c", "d"]
-
-
-def test_labels_default_to_a_sibling_quantize_report(tmp_path, tiny_int8):
-    (tmp_path / "int8.tflite").write_bytes(tiny_int8[1])
-    (tmp_path / "quantize_report.json").write_text(json.dumps(
-        {"labels": ["w", "x", "y", "z"], "macs": {"total": MACS, "per_layer": []}}))
-    with VirtualDevice.from_model(tmp_path / "int8.tflite") as dev:
-        assert dev.firmware.labels == ["w", "x", "y", "z"]
-        assert dev.firmware.macs == MACS
-    with VirtualDevice.from_model(tiny_int8[1]) as dev:
-        assert dev.firmware.labels == ["class0", "class1", "class2", "class3"]
-
-
-def test_bad_inputs_name_the_file(tmp_path, tiny_int8):
-    with pytest.raises(BridgeError, match="model file not found"):
-        VirtualDevice.from_model(tmp_path / "missing.tflite")
-    (tmp_path / "junk.tflite").write_bytes(b"not a model" * 20)
-    with pytest.raises(BridgeError, match=r"junk.tflite: not a model TFLM can run"):
-        VirtualDevice.from_model(tmp_path / "junk.tflite")
-    with pytest.raises(BridgeError, match="model.tflite: not found in the flash image"):
-        VirtualDevice.from_flash_dir(tmp_path)
-    with pytest.raises(BridgeError, match="4 labels|2 labels"):
-        VirtualDevice.from_model(tiny_int8[1], labels=["a", "b"])
-    with pytest.raises(BridgeError, match="multiple of 16"):
-        VirtualDevice.from_model(tiny_int8[1], chunk_size=20)
-    bad = tmp_path / "two_channels.npz"
-    np.savez(bad, X=np.zeros((1, 10, 2), np.float32), rate_hz=50.0)
-    with pytest.raises(BridgeError, match="2 channels"):
-        VirtualDevice.from_model(tiny_int8[1], sensor=bad)
-
-
-def test_socket_url_and_throttled_link_give_the_same_result(tiny_int8, labels):
-    window = np.random.default_rng(5).normal(size=96).astype(np.float32)
-    with VirtualDevice.from_model(tiny_int8[1], labels=labels, socket_port=0, throttle=True,
-                                  chunk_size=128) as dev:
-        assert dev.url.startswith("socket://127.0.0.1:")
-        with Device(dev.url, timeout=3.0) as host:
-            over_socket = host.classify(window).probabilities
-        with Device(dev.port, timeout=3.0) as host:
-            over_pty = host.classify(window).probabilities
-    assert over_socket == over_pty
-
-
-def test_stop_ends_the_threads_while_a_host_is_connected(tiny_int8, labels, sensor_file):
-    dev = VirtualDevice.from_model(tiny_int8[1], labels=labels, sensor=sensor_file).start()
-    s = serial.Serial(dev.port, timeout=0.05)
-    s.write(b"AT+RUNIMPULSE\r")
-    read_until(s, b"Starting inferencing in 2 seconds...\n")
-    threads = list(dev._threads)
-    dev.stop()
-    assert not any(t.is_alive() for t in threads)
-    s.close()
-
-
-def test_emulate_cli_prints_the_port_first_and_stops_on_ctrl_c(tiny_int8):
+def test_emulate_cli_prints_the_port_first_and_stops_on_ctrl_c(run):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.cli", "emulate", "--model", str(tiny_int8[0]),
-                             "--labels", "idle,wave,circle,updown"],
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.cli", "emulate", "--run", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
                             preexec_fn=sigint_default)
     try:
         port = proc.stdout.readline().strip()
-        assert re.fullmatch(r"/dev/pts/\d+", port), port
+        assert re.fullmatch(r"/dev/pts/\d+", port), port + (proc.stderr.read() if proc.poll() is not None else "")
         with Device(port, timeout=3.0) as host:
             assert list(host.classify(np.zeros(96)).probabilities) == ["idle", "wave", "circle", "updown"]
         proc.send_signal(signal.SIGINT)
@@ -443,7 +382,7 @@ def test_edge_impulses_test_inference_script_runs_against_the_device(device, tmp
     AT+RUNIMPULSESTATIC with base64 chunks, to END OUTPUT. Not vendored (its licence is not
     stated beside it): point the variable at a checkout of edgeimpulse/firmware-sdk."""
     features = tmp_path / "features.txt"
-    values = np.linspace(-2.0, 2.0, device.firmware.facts.input_size)
+    values = np.linspace(-2.0, 2.0, 96)
     features.write_text(",".join(f"{v:.6f}" for v in values))
     proc = subprocess.run([sys.executable, EI_TEST_INFERENCE, str(features), device.port],
                           capture_output=True, text=True, timeout=60)
@@ -451,3 +390,15 @@ def test_edge_impulses_test_inference_script_runs_against_the_device(device, tmp
     assert "b'RESULT 0\\r\\n'" in proc.stdout and "b'END OUTPUT\\r\\n'" in proc.stdout
     for label in labels:
         assert f"b'  {label}: " in proc.stdout
+
+
+# -- Edge Impulse's CLI: its daemon's sampling sequence and run-impulse's three modes ---------
+
+
+def test_edge_impulse_cli_sequences_work_on_the_host_board(run, tmp_path):
+    from test_qemu_sensor import ei_cli_session
+
+    recordings = np.random.default_rng(21).normal(0, 2, size=(2, 200, 3)).astype(np.float32)
+    sensor = save_recordings(tmp_path / "sensor.npz", recordings)  # "Playback of sensor.npz"
+    with tiny_board(run, sensor=sensor, time_scale=FAST) as board:
+        ei_cli_session(board.port, recordings, result_timeout=10.0)
