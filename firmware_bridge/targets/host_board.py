@@ -17,16 +17,12 @@ Timing lines are board time: cycles per inference over the board's clock
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +30,8 @@ from pathlib import Path
 
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
 from firmware_bridge.targets import sensor_file
-from firmware_bridge.targets.qemu import PROFILE_RECORD, _die_with_parent, ensure_compiled_model
+from firmware_bridge.targets.board_process import BoardProcess, content_hash, run_tool
+from firmware_bridge.targets.qemu import PROFILE_RECORD, ensure_compiled_model
 from pipeline.core.artifacts import read_json, sha256_file, write_json
 from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE, DEFAULT_BOARD, get_board
 from pipeline.core.errors import BridgeError, PipelineError
@@ -58,8 +55,6 @@ write_sensor_file = sensor_file.write_sensor_file
 sensor_name = sensor_file.sensor_name
 
 PTY_RE = re.compile(r"char device redirected to (\S+) \(label uart0\)")
-BOOT_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 5.0
 
 
 def require_compiler() -> None:
@@ -111,20 +106,6 @@ def _compiler_identity() -> str:
     return "; ".join(lines)
 
 
-def content_hash(files: list[Path], flags: list[str], compiler: str) -> str:
-    h = hashlib.sha256(json.dumps([compiler, flags]).encode())
-    for path in files:
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def _run_tool(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip()[:300])
-        raise BridgeError(f"{what} failed (exit {proc.returncode}): {first}", hint="the full command: " + " ".join(cmd))
-
-
 def build_host_board(run_dir: str | os.PathLike, *, with_model: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE,
                      jobs: int | None = None) -> HostImage:
     """RUN/device/host/firmware-<hash>, built only when no build of the same inputs exists.
@@ -152,14 +133,14 @@ def build_host_board(run_dir: str | os.PathLike, *, with_model: bool = True, chu
             index, source = index_source
             obj = tmp / f"{index:02d}_{source.stem}.o"
             cxx = source.suffix in (".cpp", ".cc")
-            _run_tool([CXX if cxx else CC, *compile_flags, *(CXX_FLAGS if cxx else C_FLAGS), *include_flags,
+            run_tool([CXX if cxx else CC, *compile_flags, *(CXX_FLAGS if cxx else C_FLAGS), *include_flags,
                        "-c", str(source), "-o", str(obj)], f"{CXX if cxx else CC} {source.name}")
             return obj
 
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
             objects = list(pool.map(compile_one, enumerate(sources)))
         tmp_exe = tmp / exe.name
-        _run_tool([CXX, *map(str, objects), *LINK_LIBS, "-o", str(tmp_exe)], f"linking {exe.name}")
+        run_tool([CXX, *map(str, objects), *LINK_LIBS, "-o", str(tmp_exe)], f"linking {exe.name}")
         for old in out_dir.glob("firmware-*"):  # earlier builds of other inputs
             old.unlink(missing_ok=True)
         os.replace(tmp_exe, exe)
@@ -227,25 +208,24 @@ def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
-class HostBoard:
+class HostBoard(BoardProcess):
     """The host board running ``image``, its UART on a pseudo-terminal (``port``).
 
     Use as a context manager (or call ``stop``): the process is stopped on every way out.
     """
 
+    pty_re = PTY_RE
+
     def __init__(self, image: HostImage | str | os.PathLike, *, sensor: str | os.PathLike | None = None,
                  timing: dict | None = None, time_scale: float = 1.0, device_type: str | None = None,
                  sensor_name: str | None = None):
+        super().__init__()
         self.exe = Path(image.exe if isinstance(image, HostImage) else image)
         self.sensor = Path(sensor) if sensor else None
         self.sensor_name = sensor_name
         self.timing = timing or {}
         self.time_scale = time_scale
         self.device_type = device_type
-        self.port: str | None = None
-        self.process: subprocess.Popen | None = None
-        self._stderr: list[str] = []
-        self._reader: threading.Thread | None = None
 
     @property
     def command(self) -> list[str]:
@@ -269,40 +249,11 @@ class HostBoard:
         if not self.exe.is_file():
             raise BridgeError(f"{self.exe}: no host board build", hint="build it with `tinyml flash --device emu`")
         try:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-            self.port = self._wait_for_pty()
-            self._reader = threading.Thread(target=self._drain, daemon=True)
-            self._reader.start()
+            self._spawn()
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_for_pty(self) -> str:
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        fd = self.process.stdout.fileno()
-        pending = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            pending += chunk
-            m = PTY_RE.search(pending.decode("utf-8", "replace"))
-            if m:
-                return m.group(1)
-        code = self.process.poll()
-        said = self.process.stderr.read().decode("utf-8", "replace").strip() if code is not None else ""
-        raise BridgeError(f"{self.exe.name} did not open its pseudo-terminal within {BOOT_TIMEOUT_S:g} s"
-                          + (f" (exit {code})" if code is not None else "") + (f": {said[:300]}" if said else ""),
-                          hint="run it by hand: " + " ".join(self.command))
-
-    def _drain(self) -> None:
-        for raw in iter(self.process.stderr.readline, b""):
-            self._stderr = (self._stderr + [raw.decode("utf-8", "replace").rstrip()])[-20:]
 
     def reset(self) -> None:
         """The reset button: the firmware starts over on the same pseudo-terminal."""
@@ -311,31 +262,7 @@ class HostBoard:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL; idempotent."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc is not None:
-            proc.stdout.close()
-            if self._reader is None:
-                proc.stderr.close()
-
-    def output_tail(self) -> list[str]:
-        return [line for line in self._stderr if line][-5:]
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> HostBoard:
-        return self if self.process is not None else self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self._terminate()
 
 
 def boot(run_dir: str | os.PathLike, *, sensor: str | os.PathLike | None = None, board: str | None = None,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.targets import qemu
+from firmware_bridge.targets.board_process import run_tool
 from pipeline.core.errors import BridgeError
 
 REPEATS = 8
@@ -192,10 +193,10 @@ def build_image(compiled_dir: Path, x_q: np.ndarray, n_ops: int, work: Path, deb
     objects = []
     for i, src in enumerate(sources):
         obj = work / f"{i:02d}_{src.stem}.o"
-        qemu._run_tool(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(obj)], f"arm-none-eabi-gcc {src.name}")
+        run_tool(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(obj)], f"arm-none-eabi-gcc {src.name}")
         objects.append(obj)
     elf = work / "profile.elf"
-    qemu._run_tool(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
+    run_tool(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
                     *qemu.LINK_LIBS, "-o", str(elf)], "linking profile.elf")
     model_objects = objects[len(BOARD_SOURCES):len(BOARD_SOURCES) + len(model_sources)]
     return elf, model_objects
@@ -293,7 +294,7 @@ def _model_sizes(objects: list[Path]) -> dict:
     own objects (model_compiled.o and the kernels it calls)."""
     text = data = bss = 0
     for obj in objects:
-        out = qemu._run_tool(["arm-none-eabi-size", "--format=berkeley", str(obj)], "arm-none-eabi-size")
+        out = run_tool(["arm-none-eabi-size", "--format=berkeley", str(obj)], "arm-none-eabi-size")
         f = out.splitlines()[1].split()
         text, data, bss = text + int(f[0]), data + int(f[1]), bss + int(f[2])
     return {"flash_bytes_text_plus_rodata": text + data, "static_ram_bytes": data + bss,

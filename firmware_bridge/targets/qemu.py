@@ -14,25 +14,25 @@ A QMP socket lets the host reset the board (``system_reset``) as a test of the f
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import json
 import os
 import re
-import select
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
+from firmware_bridge.targets.board_process import (
+    STOP_TIMEOUT_S,
+    BoardProcess,
+    content_hash,
+    run_tool,
+)
 from pipeline.core.artifacts import read_json, sha256_file, write_bytes, write_json
 from pipeline.core.boards import (
     DEFAULT_BOARD,
@@ -83,8 +83,6 @@ SENSOR_MAX_BYTES = 0x01000000 - SENSOR_NAME_BYTES
 
 # QEMU's announcement of the pty it opened for UART0.
 PTY_RE = re.compile(r"char device redirected to (\S+) \(label serial0\)")
-BOOT_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 5.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,25 +193,12 @@ def _compiler_identity() -> str:
 
 
 def _stamp(files: list[Path], flags: list[str]) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([_compiler_identity(), flags]).encode())
-    for path in files:
-        h.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def _run_tool(cmd: list[str], what: str) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr.strip()[:300])
-        raise BridgeError(f"{what} failed (exit {proc.returncode}): {first}",
-                          hint="the full command: " + " ".join(cmd))
-    return proc.stdout
+    return content_hash(files, flags, _compiler_identity())
 
 
 def elf_sizes(elf: Path) -> tuple[int, int, int]:
     """(text, data, bss) bytes of ``elf`` as arm-none-eabi-size reports them."""
-    out = _run_tool(["arm-none-eabi-size", "--format=berkeley", str(elf)], "arm-none-eabi-size")
+    out = run_tool(["arm-none-eabi-size", "--format=berkeley", str(elf)], "arm-none-eabi-size")
     fields = out.splitlines()[1].split()
     return int(fields[0]), int(fields[1]), int(fields[2])
 
@@ -275,13 +260,13 @@ def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs:
             is_cxx = source.suffix in (".cpp", ".cc")
             cmd = ["arm-none-eabi-g++" if is_cxx else "arm-none-eabi-gcc", *compile_flags,
                    *(CXX_FLAGS if is_cxx else C_FLAGS), *include_flags, "-c", str(source), "-o", str(obj)]
-            _run_tool(cmd, f"arm-none-eabi-gcc {source.name}")
+            run_tool(cmd, f"arm-none-eabi-gcc {source.name}")
             return obj
 
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
             objects = list(pool.map(compile_one, enumerate(sources)))
         tmp_elf = tmp / ELF_NAME
-        _run_tool(["arm-none-eabi-gcc", *LINK_FLAGS, f"-T{LINKER_SCRIPT}", f"-Wl,-Map={tmp / 'fw.map'}",
+        run_tool(["arm-none-eabi-gcc", *LINK_FLAGS, f"-T{LINKER_SCRIPT}", f"-Wl,-Map={tmp / 'fw.map'}",
                    *map(str, objects), *LINK_LIBS, "-o", str(tmp_elf)], "linking fw.elf")
         os.replace(tmp / "fw.map", out_dir / "fw.map")
         os.replace(tmp_elf, elf)
@@ -297,21 +282,7 @@ def build_firmware(run_dir: str | os.PathLike, *, with_model: bool = True, jobs:
 # ---------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: its own session (a terminal's Ctrl-C reaches us, and we stop
-    it), and on Linux SIGTERM when the parent dies, so no QEMU outlives a killed host."""
-    os.setsid()
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-try:  # resolved in the parent: the child only calls it
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-except (OSError, AttributeError):
-    _PRCTL = None
-
-
-class QemuBoard:
+class QemuBoard(BoardProcess):
     """``qemu-system-arm -M mps2-an386`` running ``elf``; UART0 on a pty (``port``).
 
     Use as a context manager (or call ``stop``): QEMU is stopped on every way out.
@@ -319,19 +290,23 @@ class QemuBoard:
 
     def __init__(self, elf: str | os.PathLike, *, icount: bool = True, sensor: str | os.PathLike | None = None,
                  sensor_name: str | None = None):
+        super().__init__()
         self.elf = Path(elf)
         self.icount = icount
         # The IMU: a recording file (host_board.write_sensor_file's) QEMU's loader puts into
         # PSRAM, its name in front of it (board.h); written beside the recording.
         self.sensor = Path(sensor) if sensor else None
         self.sensor_name = sensor_name
-        self.port: str | None = None
-        self.process: subprocess.Popen | None = None
         self._tmp: str | None = None
         self._qmp: socket.socket | None = None
         self._qmp_buf = b""
-        self._output: list[str] = []
-        self._reader: threading.Thread | None = None
+
+    pty_re = PTY_RE
+    merge_stderr = True
+
+    @property
+    def what(self) -> str:
+        return f"qemu-system-arm -M {MACHINE}"
 
     @property
     def command(self) -> list[str]:
@@ -375,45 +350,11 @@ class QemuBoard:
             self._load_sensor()
         self._tmp = tempfile.mkdtemp(prefix="tinyml-qemu-")
         try:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-            self.port = self._wait_for_pty()
-            self._reader = threading.Thread(target=self._drain_output, daemon=True)
-            self._reader.start()
+            self._spawn()
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_for_pty(self) -> str:
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        fd = self.process.stdout.fileno()
-        pending = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                line = raw.decode("utf-8", "replace").strip()
-                self._output.append(line)
-                m = PTY_RE.search(line)
-                if m:
-                    return m.group(1)
-        code = self.process.poll()
-        said = "; ".join(self._output[-3:] + ([pending.decode("utf-8", "replace")] if pending else []))
-        raise BridgeError(f"qemu-system-arm -M {MACHINE} did not open a pty within {BOOT_TIMEOUT_S:g} s"
-                          + (f" (exit {code})" if code is not None else "") + (f": {said}" if said else ""),
-                          hint="run the command by hand: " + " ".join(self.command))
-
-    def _drain_output(self) -> None:
-        """Keep reading QEMU's output (it would block on a full pipe); the tail is kept."""
-        for raw in iter(self.process.stdout.readline, b""):
-            self._output = (self._output + [raw.decode("utf-8", "replace").rstrip()])[-20:]
 
     # -- QMP (QEMU's machine protocol, on a unix socket) ---------------------------------
 
@@ -475,34 +416,14 @@ class QemuBoard:
             try:
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                pass
+        self._terminate()
         if self._qmp is not None:
             self._qmp.close()
             self._qmp = None
-        if proc is not None and proc.stdout is not None and self._reader is None:
-            proc.stdout.close()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def output_tail(self) -> list[str]:
-        """The last lines QEMU printed (its reasons when it stops by itself)."""
-        return [line for line in self._output if line][-5:]
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> QemuBoard:
-        return self if self.process is not None else self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def boot(run_dir: str | os.PathLike, *, sensor: str | os.PathLike | None = None, board: str | None = None,
