@@ -65,6 +65,10 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
     em.decl(c_struct("tm_conv_params", f"{n}_params", fields)
             + c_array("int32_t", f"{n}_multiplier", mults)
             + c_array("int32_t", f"{n}_shift", shifts))
+    if depthwise and fields["depth_multiplier"] == 1 and o.dilationHFactor == 1 and o.dilationWFactor == 1 \
+            and kh * kw <= DW_MAX_TAPS:
+        _emit_depthwise_fast(em, op, n, bias, x.zero_point)
+        return
     bias_c = em.const(bias) if bias is not None else "NULL"
     if not depthwise and o.dilationHFactor == 1 and o.dilationWFactor == 1:
         # tm_conv_fast.c: windows inside the image start from bias + input_offset * sum(filter),
@@ -83,6 +87,26 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
     fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
     em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
                 f"{bias_c}, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+
+
+# tm_dwconv_fast.h TM_DW_MAX_TAPS: the largest window of the depthwise fast path.
+DW_MAX_TAPS = 64
+
+
+def _emit_depthwise_fast(em: Emitter, op: COp, n: str, bias: int | None, zero_point: int) -> None:
+    """DEPTHWISE_CONV_2D, depth multiplier 1, dilation 1: tm_dwconv_fast.h, inlined with the
+    layer's constants. bias_eff[c] = bias[c] + input_offset * sum over taps of filter[c], in
+    int32 as the C sums wrap (the filter is [1][kh][kw][C])."""
+    w = em.tensors[op.inputs[1]]
+    sums = np.asarray(w.data, dtype=np.int64).reshape(-1, w.shape[-1]).sum(axis=0)
+    b = np.zeros(len(sums), np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
+    eff = (b + (-zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)
+    em.decl(c_array("int32_t", f"{n}_bias_eff", eff))
+    if "tm_dwconv_fast.h" not in em.kernels:
+        em.decl('#include "tm_dwconv_fast.h"\n')
+    em.kernels.update(("tm_dwconv_fast.h", "tm_fast.h"))
+    em.call(op, f"tm_depthwise_conv2d_fast_s8(&{n}_params, {em.ptr(op.inputs[0])}, {em.const(w.index)}, "
+                f"{n}_bias_eff, {n}_multiplier, {n}_shift, {em.ptr(op.outputs[0], True)});")
 
 
 def emit_conv_2d(em: Emitter, op: COp) -> None:

@@ -97,9 +97,6 @@ TM_INLINE int32_t tm_dot_1x1(const int8_t *w, const int8_t *x, int n, int32_t s)
   return s;
 }
 
-#define TM_OUT(acc, c) \
-  tm_clamp8(tm_requantize((acc), multiplier[c], shift[c]) + p->output_offset, p->act_min, p->act_max)
-
 /* A pixel whose window crosses the border (SAME padding): the taps inside the image are
  * contiguous spans of each window row, summed as inside; the padded taps contribute nothing,
  * so the input offset is added once per channel with the filter sums of the taps inside

@@ -22,6 +22,14 @@
 #define TM_INLINE static inline
 #endif
 
+/* Unroll the next loop fully when its trip count is a constant (a layer's window): GCC's -O2
+ * does not peel loops that grow the code. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TM_UNROLL _Pragma("GCC unroll 16")
+#else
+#define TM_UNROLL
+#endif
+
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #include <arm_acle.h>
 #define TM_DSP 1
@@ -62,6 +70,11 @@ TM_INLINE int32_t tm_requantize(int32_t acc, int32_t multiplier, int shift) {
 TM_INLINE int8_t tm_clamp8(int32_t v, int32_t lo, int32_t hi) {
   return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
+
+/* A conv kernel's output byte for channel c: requantized, offset, clamped (the names are the
+ * conv kernels' own: p, multiplier, shift). */
+#define TM_OUT(acc, c) \
+  tm_clamp8(tm_requantize((acc), multiplier[c], shift[c]) + p->output_offset, p->act_min, p->act_max)
 
 #if TM_DSP
 /* Bytes 1 and 3 of x, sign-extended into two halfwords (SXTB16 with ROR #8). */
