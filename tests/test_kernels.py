@@ -22,8 +22,12 @@ QEMU = shutil.which("qemu-system-arm") is not None and shutil.which("arm-none-ea
 needs_qemu = pytest.mark.skipif(not QEMU, reason="qemu-system-arm / arm-none-eabi-gcc not installed")
 
 REQUANT_MAIN = r"""
-#include <stdio.h>
 #include "tm_fast.h"
+#ifndef PRINT_RESULT
+#include <stdio.h>
+#define PRINT_RESULT(n, bad) printf("%ld %ld\n", n, bad)
+#define ITERS 2000000
+#endif
 /* xorshift: the same sequence everywhere */
 static uint32_t s = 2463534242u;
 static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 17; s ^= s << 5; return s; }
@@ -32,7 +36,7 @@ int main(void) {
                                  INT32_MAX, INT32_MIN, INT32_MAX - 1, INT32_MIN + 1, 1 << 30, -(1 << 30)};
   long bad = 0, n = 0;
   int i, j, sh;
-  for (i = 0; i < 2000000; ++i) {
+  for (i = 0; i < ITERS; ++i) {
     const int32_t x = (i % 3 == 0) ? (int32_t)rnd() : (int32_t)rnd() >> (rnd() % 31);
     const int32_t m = (int32_t)((rnd() >> 1) | 0x40000000u); /* QuantizeMultiplier: [2^30, 2^31) */
     const int shift = (int)(rnd() % 40) - 31;                 /* -31 .. 8 */
@@ -46,7 +50,23 @@ int main(void) {
         bad += tm_requantize(edge[i], m, sh) != tm_multiply_by_quantized_multiplier(edge[i], m, sh);
         ++n;
       }
-  printf("%ld %ld\n", n, bad);
+  /* The shortcut of the fast conv kernels (tm_requantize_r): |acc| < 2^30, shift -31 .. -1. */
+  for (i = 0; i < ITERS; ++i) {
+    const int32_t x = (int32_t)rnd() >> (2 + rnd() % 29); /* shift 2 .. 30 */
+    const int32_t m = (int32_t)((rnd() >> 1) | 0x40000000u);
+    const int e = 1 + (int)(rnd() % 31);
+    bad += tm_requantize_r(x, m, e) != tm_multiply_by_quantized_multiplier(x, m, -e);
+    ++n;
+  }
+  for (i = 0; i < (int)(sizeof edge / sizeof edge[0]); ++i)
+    for (j = 0; j < (int)(sizeof edge / sizeof edge[0]); ++j)
+      for (sh = 1; sh <= 31; ++sh) {
+        const int32_t x = edge[i] >= (1 << 30) ? (1 << 30) - 1 : (edge[i] <= -(1 << 30) ? -(1 << 30) + 1 : edge[i]);
+        const int32_t m = edge[j] >= 0 ? edge[j] : -edge[j] - 1;
+        bad += tm_requantize_r(x, m, sh) != tm_multiply_by_quantized_multiplier(x, m, -sh);
+        ++n;
+      }
+  PRINT_RESULT(n, bad);
   return 0;
 }
 """
@@ -59,7 +79,46 @@ def test_requantize_shortcut_equals_tflm_requantization(tmp_path):
     subprocess.run(["cc", *C.CFLAGS, "-I", str(_kernels()),
                     str(main), str(_kernels() / "tm_common.c"), "-o", str(exe)], check=True)
     n, bad = map(int, subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split())
-    assert n > 2_000_000 and bad == 0, f"{bad} of {n} requantizations differ"
+    assert n > 4_000_000 and bad == 0, f"{bad} of {n} requantizations differ"
+
+
+# The same check on the emulated Cortex-M4: the DSP path's SMMULR (fewer random values: QEMU
+# runs a few hundred million instructions a minute).
+QEMU_PRELUDE = r"""
+#include "board.h"
+static void put_long(long v) {
+  char d[24];
+  int len = 0;
+  do { d[len++] = (char)('0' + v % 10); v /= 10; } while (v);
+  while (len) uart_write(&d[--len], 1);
+}
+#define PRINT_RESULT(n, bad) \
+  (uart_init(), put_long(n), uart_write(" ", 1), put_long(bad), uart_write("\nEND\n", 5))
+#define ITERS 100000
+"""
+
+
+@needs_qemu
+def test_requantize_shortcut_on_the_emulated_cortex_m4(tmp_path):
+    from firmware_bridge.targets import profile as P
+    from firmware_bridge.targets import qemu
+
+    main = tmp_path / "requant.c"
+    main.write_text(QEMU_PRELUDE + REQUANT_MAIN)
+    sources = [qemu.BOARD_DIR / s for s in P.BOARD_SOURCES] + [_kernels() / "tm_common.c", main]
+    flags = [*qemu.COMPILE_FLAGS, *qemu.C_FLAGS, f"-I{qemu.BOARD_DIR}", f"-I{_kernels()}"]
+    objects = []
+    for i, src in enumerate(sources):
+        objects.append(tmp_path / f"{i}.o")
+        subprocess.run(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(objects[-1])], check=True)
+    elf = tmp_path / "requant.elf"
+    subprocess.run(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
+                    *qemu.LINK_LIBS, "-o", str(elf)], check=True)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
+    assert "smmulr" in dis
+    lines = [line for line in P.run_image(elf) if line and line != "END"]
+    n, bad = map(int, lines[-1].split())
+    assert n > 200_000 and bad == 0, f"{bad} of {n} requantizations differ on the Cortex-M4"
 
 
 def _kernels():

@@ -62,6 +62,7 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
         "input_offset": -x.zero_point, "output_offset": y.zero_point,
         "act_min": act_min, "act_max": act_max,
     }
+    fields["requant_fast"] = int(_requant_fast(em, w, bias, x.zero_point, shifts, depthwise))
     em.decl(c_struct("tm_conv_params", f"{n}_params", fields)
             + c_array("int32_t", f"{n}_multiplier", mults)
             + c_array("int32_t", f"{n}_shift", shifts))
@@ -87,6 +88,18 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
     fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
     em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
                 f"{bias_c}, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+
+
+def _requant_fast(em: Emitter, w: CTensor, bias: int | None, zero_point: int, shifts, depthwise: bool) -> bool:
+    """tm_fast.h tm_requantize_r's conditions, proven for the layer: every shift <= -1, and
+    |acc| < 2^30 for every channel and input (|bias| + sum |filter| * max |input - zero point|)."""
+    if any(s > -1 for s in shifts):
+        return False
+    a = np.abs(np.asarray(w.data, np.int64))
+    per_channel = a.reshape(-1, a.shape[-1]).sum(axis=0) if depthwise else a.reshape(a.shape[0], -1).sum(axis=1)
+    b = 0 if bias is None else np.abs(np.asarray(em.tensors[bias].data, np.int64)).reshape(-1)
+    bound = b + per_channel * max(abs(-128 - zero_point), abs(127 - zero_point))
+    return bool(np.all(bound < (1 << 30)))
 
 
 # tm_dwconv_fast.h TM_DW_MAX_TAPS: the largest window of the depthwise fast path.

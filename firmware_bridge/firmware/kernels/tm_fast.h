@@ -71,10 +71,30 @@ TM_INLINE int8_t tm_clamp8(int32_t v, int32_t lo, int32_t hi) {
   return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
-/* A conv kernel's output byte for channel c: requantized, offset, clamped (the names are the
- * conv kernels' own: p, multiplier, shift). */
-#define TM_OUT(acc, c) \
-  tm_clamp8(tm_requantize((acc), multiplier[c], shift[c]) + p->output_offset, p->act_min, p->act_max)
+/* MultiplyByQuantizedMultiplier(acc, m, -e) for 1 <= e <= 31, m >= 0 and |acc| < 2^30.
+ * Then 2 * acc fits in int32 and tm_srdhm_pos(acc, m) = floor((acc * m + 2^30) / 2^31)
+ * = floor((2 * acc * m + 2^31) / 2^32): SMMULR (the high word of the product, rounded) on a
+ * core with the DSP extension. The rounding divide by 2^e, half away from zero, is
+ * (x + 2^(e-1) - (x < 0)) >> e: for x >= 0 floor((x + 2^(e-1)) / 2^e); for x < 0 the -1
+ * moves the ties (x + 2^(e-1) a multiple of 2^e) down, away from zero, and nothing else
+ * (|x| < 2^30: no overflow). tests/test_kernels.py checks it against
+ * tm_multiply_by_quantized_multiplier on both paths. */
+TM_INLINE int32_t tm_requantize_r(int32_t acc, int32_t m, int e) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+  int32_t x;
+  __asm__("smmulr %0, %1, %2" : "=r"(x) : "r"(acc * 2), "r"(m));
+#else
+  const int32_t x = tm_srdhm_pos(acc, m);
+#endif
+  return (x + (int32_t)(1u << (e - 1)) - (int32_t)((uint32_t)x >> 31)) >> e;
+}
+
+/* A conv kernel's output byte for channel c: requantized, offset, clamped. */
+TM_INLINE int8_t tm_conv_out(const tm_conv_params *p, int32_t acc, int32_t m, int32_t shift) {
+  const int32_t v = p->requant_fast ? tm_requantize_r(acc, m, -shift) : tm_requantize(acc, m, shift);
+  return tm_clamp8(v + p->output_offset, p->act_min, p->act_max);
+}
+#define TM_OUT(acc, c) tm_conv_out(p, (acc), multiplier[c], shift[c])
 
 #if TM_DSP
 /* Bytes 1 and 3 of x, sign-extended into two halfwords (SXTB16 with ROR #8). */
