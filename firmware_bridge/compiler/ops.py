@@ -70,20 +70,24 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
             and kh * kw <= DW_MAX_TAPS:
         _emit_depthwise_fast(em, op, n, bias, x.zero_point)
         return
-    bias_c = em.const(bias) if bias is not None else "NULL"
-    if not depthwise and o.dilationHFactor == 1 and o.dilationWFactor == 1:
+    fast = not depthwise and o.dilationHFactor == 1 and o.dilationWFactor == 1
+    bias_c = em.const(bias) if bias is not None and not (fast and kh * kw * ic <= CONV_WIN_MAX) else "NULL"
+    if fast:
         # tm_conv_fast.c: windows inside the image start from bias + input_offset * sum(filter),
         # in int32 as the C sums it (wrapping alike).
         sums = np.asarray(w.data, dtype=np.int64).reshape(oc, -1).sum(axis=1)
         b = np.zeros(oc, np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
         eff = ((b + (-x.zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
-        em.decl(c_array("int32_t", f"{n}_bias_eff", eff)
-                + c_array("int32_t", f"{n}_tap_sums", np.asarray(w.data, np.int64).sum(axis=-1).reshape(-1)))
+        em.decl(c_array("int32_t", f"{n}_bias_eff", eff))
+        tap_sums = "NULL"  # border pixels from a padded copy of their window: bias_eff is all they need
+        if kh * kw * ic > CONV_WIN_MAX:  # larger windows: border pixels summed in place (tm_conv_border_pixel)
+            tap_sums = f"{n}_tap_sums"
+            em.decl(c_array("int32_t", tap_sums, np.asarray(w.data, np.int64).sum(axis=-1).reshape(-1)))
         if "tm_conv_fast.h" not in em.kernels:  # inlined into each call with the layer's constants
             em.decl('#include "tm_conv_fast.h"\n')
         em.kernels.update(("tm_conv_fast.h", "tm_fast.h"))
         em.call(op, f"tm_conv2d_fast_s8(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, {bias_c}, "
-                    f"{n}_bias_eff, {n}_tap_sums, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+                    f"{n}_bias_eff, {tap_sums}, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
         return
     fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
     em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
@@ -102,6 +106,8 @@ def _requant_fast(em: Emitter, w: CTensor, bias: int | None, zero_point: int, sh
     return bool(np.all(bound < (1 << 30)))
 
 
+# tm_conv_fast.h TM_CONV_WIN_MAX: the largest conv window (bytes) copied for border pixels.
+CONV_WIN_MAX = 512
 # tm_dwconv_fast.h TM_DW_MAX_TAPS: the largest window of the depthwise fast path.
 DW_MAX_TAPS = 64
 

@@ -128,11 +128,10 @@ static void tm_conv_border_pixel(const tm_conv_params *p, const int8_t *input, c
 }
 
 /* Two pixels wholly inside the image (windows at x0 and x1), every output channel. */
-TM_INLINE void tm_conv_pair(const tm_conv_params *p, const int8_t *x0, const int8_t *x1,
+TM_INLINE void tm_conv_pair(const tm_conv_params *p, const int8_t *x0, const int8_t *x1, long in_row,
                          const int8_t *filter, const int32_t *bias_eff, const int32_t *multiplier,
                          const int32_t *shift, int8_t *out0, int8_t *out1) {
   const int row_len = p->filter_w * p->in_c, k_len = p->filter_h * row_len;
-  const long in_row = (long)p->in_w * p->in_c;
   int oc = 0, ky;
   for (; oc + 2 <= p->out_c; oc += 2) {
     const int8_t *w0 = filter + (long)oc * k_len, *w1 = w0 + k_len;
@@ -158,11 +157,10 @@ TM_INLINE void tm_conv_pair(const tm_conv_params *p, const int8_t *x0, const int
 }
 
 /* One pixel wholly inside the image. */
-TM_INLINE void tm_conv_single(const tm_conv_params *p, const int8_t *x, const int8_t *filter,
+TM_INLINE void tm_conv_single(const tm_conv_params *p, const int8_t *x, long in_row, const int8_t *filter,
                            const int32_t *bias_eff, const int32_t *multiplier, const int32_t *shift,
                            int8_t *out) {
   const int row_len = p->filter_w * p->in_c, k_len = p->filter_h * row_len;
-  const long in_row = (long)p->in_w * p->in_c;
   int oc, ky;
   for (oc = 0; oc < p->out_c; ++oc) {
     const int8_t *w = filter + (long)oc * k_len;
@@ -172,10 +170,36 @@ TM_INLINE void tm_conv_single(const tm_conv_params *p, const int8_t *x, const in
   }
 }
 
+/* The window of the pixel at (in_y0, in_x0) (a corner, may lie outside the image) into buf,
+ * filter_h rows of filter_w * in_c bytes, the taps outside the image at the input zero point
+ * (-input_offset): their products filter * zero_point cancel their share of bias_eff
+ * (bias + input_offset * sum filter), leaving TFLM's sum over the taps inside the image. */
+TM_INLINE void tm_conv_window(const tm_conv_params *p, const int8_t *input, int in_y0, int in_x0, int8_t *buf) {
+  const int row_len = p->filter_w * p->in_c;
+  int ky, kx;
+  for (ky = 0; ky < p->filter_h; ++ky) {
+    const int iy = in_y0 + ky;
+    int8_t *b = buf + ky * row_len;
+    for (kx = 0; kx < p->filter_w; ++kx, b += p->in_c) {
+      const int ix = in_x0 + kx;
+      if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
+        memcpy(b, input + ((long)iy * p->in_w + ix) * p->in_c, (size_t)p->in_c);
+      } else {
+        memset(b, (int8_t)(-p->input_offset), (size_t)p->in_c);
+      }
+    }
+  }
+}
+
+/* The largest window (filter_h * filter_w * in_c bytes) copied for border pixels; two such
+ * buffers are on the stack. Larger windows take tm_conv_border_pixel. */
+#define TM_CONV_WIN_MAX 512
+
 TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
                        const int32_t *bias, const int32_t *bias_eff, const int32_t *tap_sums,
                        const int32_t *multiplier, const int32_t *shift, int8_t *output) {
-  const long pixel_step = (long)p->stride_w * p->in_c;
+  const long pixel_step = (long)p->stride_w * p->in_c, in_row = (long)p->in_w * p->in_c;
+  const int win = p->filter_h * p->filter_w * p->in_c, row_len = p->filter_w * p->in_c;
   int oy, ox;
   for (oy = 0; oy < p->out_h; ++oy) {
     const int in_y0 = oy * p->stride_h - p->pad_h;
@@ -184,20 +208,33 @@ TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, c
     ox = 0;
     while (ox < p->out_w) {
       const int in_x0 = ox * p->stride_w - p->pad_w;
-      const int8_t *x0;
-      if (!rows_inside || in_x0 < 0 || in_x0 + p->filter_w > p->in_w) {
-        tm_conv_border_pixel(p, input, filter, bias, tap_sums, multiplier, shift, oy, ox,
-                             out_row + (long)ox * p->out_c);
-        ox += 1;
-        continue;
-      }
-      x0 = input + ((long)in_y0 * p->in_w + in_x0) * p->in_c;
-      if (ox + 1 < p->out_w && in_x0 + p->stride_w + p->filter_w <= p->in_w) {
-        tm_conv_pair(p, x0, x0 + pixel_step, filter, bias_eff, multiplier, shift,
-                     out_row + (long)ox * p->out_c, out_row + (long)(ox + 1) * p->out_c);
+      const int two = ox + 1 < p->out_w;
+      const int inside0 = rows_inside && in_x0 >= 0 && in_x0 + p->filter_w <= p->in_w;
+      const int inside1 = two && rows_inside && in_x0 + p->stride_w >= 0 &&
+                          in_x0 + p->stride_w + p->filter_w <= p->in_w;
+      int8_t *out0 = out_row + (long)ox * p->out_c;
+      if (inside0 && inside1) {
+        const int8_t *x0 = input + ((long)in_y0 * p->in_w + in_x0) * p->in_c;
+        tm_conv_pair(p, x0, x0 + pixel_step, in_row, filter, bias_eff, multiplier, shift, out0, out0 + p->out_c);
         ox += 2;
+      } else if (inside0) {
+        tm_conv_single(p, input + ((long)in_y0 * p->in_w + in_x0) * p->in_c, in_row, filter, bias_eff,
+                       multiplier, shift, out0);
+        ox += 1;
+      } else if (win <= TM_CONV_WIN_MAX) {
+        /* A border pixel (and its neighbour): their windows, padded, side by side. */
+        int8_t buf[2][TM_CONV_WIN_MAX];
+        tm_conv_window(p, input, in_y0, in_x0, buf[0]);
+        if (two) {
+          tm_conv_window(p, input, in_y0, in_x0 + p->stride_w, buf[1]);
+          tm_conv_pair(p, buf[0], buf[1], row_len, filter, bias_eff, multiplier, shift, out0, out0 + p->out_c);
+          ox += 2;
+        } else {
+          tm_conv_single(p, buf[0], row_len, filter, bias_eff, multiplier, shift, out0);
+          ox += 1;
+        }
       } else {
-        tm_conv_single(p, x0, filter, bias_eff, multiplier, shift, out_row + (long)ox * p->out_c);
+        tm_conv_border_pixel(p, input, filter, bias, tap_sums, multiplier, shift, oy, ox, out0);
         ox += 1;
       }
     }
