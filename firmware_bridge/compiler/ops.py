@@ -120,11 +120,18 @@ def _emit_depthwise_fast(em: Emitter, op: COp, n: str, bias: int | None, zero_po
     sums = np.asarray(w.data, dtype=np.int64).reshape(-1, w.shape[-1]).sum(axis=0)
     b = np.zeros(len(sums), np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
     eff = (b + (-zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)
-    em.decl(c_array("int32_t", f"{n}_bias_eff", eff))
+    # The DSP path's filter: per group of four channels and per tap, channels (0, 2) and (1, 3)
+    # as sign-extended halfword pairs (SXTB16 of the filter word, at compile time).
+    c4 = len(sums) // 4 * 4
+    f = np.asarray(w.data, np.int64).reshape(-1, len(sums))[:, :c4].reshape(-1, c4 // 4, 4).transpose(1, 0, 2)
+    pairs = np.stack([(f[..., 0] & 0xFFFF) | (f[..., 2] << 16), (f[..., 1] & 0xFFFF) | (f[..., 3] << 16)], axis=-1)
+    words = ((pairs & 0xFFFFFFFF) ^ (1 << 31)) - (1 << 31)  # as int32
+    em.decl(c_array("int32_t", f"{n}_bias_eff", eff) + c_array("int32_t", f"{n}_filter_x", words)
+            + c_array("int8_t", f"{n}_pad", np.full(len(sums), zero_point)))
     if "tm_dwconv_fast.h" not in em.kernels:
         em.decl('#include "tm_dwconv_fast.h"\n')
     em.kernels.update(("tm_dwconv_fast.h", "tm_fast.h"))
-    em.call(op, f"tm_depthwise_conv2d_fast_s8(&{n}_params, {em.ptr(op.inputs[0])}, {em.const(w.index)}, "
+    em.call(op, f"tm_depthwise_conv2d_fast_s8(&{n}_params, {em.ptr(op.inputs[0])}, {n}_pad, {em.const(w.index)}, {n}_filter_x, "
                 f"{n}_bias_eff, {n}_multiplier, {n}_shift, {em.ptr(op.outputs[0], True)});")
 
 

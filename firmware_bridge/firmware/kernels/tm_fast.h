@@ -68,6 +68,9 @@ TM_INLINE int32_t tm_requantize(int32_t acc, int32_t multiplier, int shift) {
 }
 
 TM_INLINE int8_t tm_clamp8(int32_t v, int32_t lo, int32_t hi) {
+#if TM_DSP
+  if (lo == -128 && hi == 127) return (int8_t)__ssat(v, 8); /* the whole int8 range: one SSAT */
+#endif
   return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
