@@ -114,6 +114,7 @@ TM_INLINE void tm_dw_pixel_border(const tm_conv_params *p, const int8_t *input, 
   const int C = p->in_c, kh = p->filter_h, kw = p->filter_w;
   const int8_t *tap[TM_DW_MAX_TAPS];
   int c, k, ky, kx;
+  (void)filter; /* the portable path's; the DSP path reads filter_x */
   for (ky = 0; ky < kh; ++ky) {
     const int iy = in_y0 + ky;
     for (kx = 0; kx < kw; ++kx) {
