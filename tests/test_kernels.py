@@ -170,6 +170,28 @@ def model_2d():
     return keras.Model(inp, out), X
 
 
+def model_dw():
+    """DEPTHWISE_CONV_2D as DS-CNN and MobileNet use it: SAME 3x3 on 6 channels (a group of
+    four and two left over), strided SAME on 8, VALID 5x3; a depth multiplier of 2 (the
+    reference kernel); pointwise 1x1 convs; a 3x3 SAME conv on 64 channels (a window over
+    512 bytes: its border pixels summed in place)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((9, 7, 3))
+    a = L.Conv2D(6, 1, activation="relu")(inp)
+    b = L.DepthwiseConv2D(3, padding="same", activation="relu6")(a)
+    c = L.Conv2D(8, 1)(b)
+    d = L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(c)
+    e = L.DepthwiseConv2D((5, 3), padding="valid", depth_multiplier=2)(c)
+    f = L.Conv2D(4, 3, padding="same")(L.Conv2D(64, 1, activation="relu")(d))
+    g = L.Add()([L.Dense(3)(L.GlobalAveragePooling2D()(f)), L.Dense(3)(L.GlobalAveragePooling2D()(e))])
+    out = L.Softmax()(g)
+    X = np.random.default_rng(3).normal(0, 2, size=(128, 9, 7, 3)).astype(np.float32)
+    return keras.Model(inp, out), X
+
+
 def _profile_inputs(n: int, size: int) -> np.ndarray:
     from firmware_bridge.targets.profile import default_inputs
 
@@ -184,7 +206,7 @@ def _every_value_inputs(shape, n: int) -> np.ndarray:
 
 
 def _model(name: str, tmp_path_factory):
-    model, X = {"1d": model_1d, "2d": model_2d}[name]()
+    model, X = {"1d": model_1d, "2d": model_2d, "dw": model_dw}[name]()
     data = convert(_scaled(model), X)
     work = tmp_path_factory.mktemp(f"kernels_{name}")
     ref = Reference(data)
@@ -198,7 +220,7 @@ def _model(name: str, tmp_path_factory):
     return name, data, ref, Compiled(data, work), x_q, work
 
 
-@pytest.fixture(scope="module", params=["1d", "2d"])
+@pytest.fixture(scope="module", params=["1d", "2d", "dw"])
 def model(request, tmp_path_factory):
     return _model(request.param, tmp_path_factory)
 
@@ -216,6 +238,9 @@ def test_portable_path_on_the_host_is_tflm_byte_for_byte(model):
     assert "tm_conv2d_fast_s8(" in source
     if name == "1d":
         assert source.count("tm_lut_s8(") == 2, "the input normalization's SUB and MUL as tables"
+    if name == "dw":
+        assert source.count("tm_depthwise_conv2d_fast_s8(") == 2 and "tm_depthwise_conv2d_s8(" in source
+        assert "_tap_sums" in source, "a conv window over 512 bytes: border pixels summed in place"
     assert_identical(ref, comp, x_q, f"model {name}, host")
     # Every layer, not only the output (a softmax can absorb a one-LSB slip upstream).
     for i, x in enumerate(x_q[::4]):
@@ -270,3 +295,21 @@ def test_tinyml_profile_cli_writes_the_table_and_profile_json(model_1d_only, tmp
     x = _profile_inputs(len(p["outputs_on_qemu"]), int(np.prod(ref.shape[1:])))
     assert p["outputs_on_qemu"] == [ref.run(v).tolist() for v in x]
     assert "instructions per inference" in out and "stack high-water" in out
+
+
+def test_requant_shortcut_only_where_the_compiler_proves_it():
+    """tm_requantize_r needs every shift <= -1 and |acc| < 2^30; otherwise the layer keeps
+    TFLM's requantization (requant_fast = 0)."""
+    from types import SimpleNamespace
+
+    from firmware_bridge.compiler.ops import _requant_fast
+
+    w = SimpleNamespace(data=np.full((4, 3, 3, 8), 127, np.int8))  # sum |w| = 9144 per channel
+    em = SimpleNamespace(tensors={7: SimpleNamespace(data=np.full(4, 1000, np.int32)),
+                                  8: SimpleNamespace(data=np.full(4, (1 << 30) - 1000, np.int32))})
+    assert _requant_fast(em, w, 7, -128, [-3] * 4, depthwise=False)
+    assert not _requant_fast(em, w, 7, -128, [-3, -3, 0, -3], depthwise=False)  # a shift of 0
+    assert not _requant_fast(em, w, 8, -128, [-3] * 4, depthwise=False)  # bias near 2^30
+    # Depthwise [1][kh][kw][C]: the sum runs over the taps of each channel.
+    dw = SimpleNamespace(data=np.full((1, 3, 3, 4), -128, np.int8))
+    assert _requant_fast(em, dw, None, 0, [-1] * 4, depthwise=True)
