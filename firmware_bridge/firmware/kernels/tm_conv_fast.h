@@ -191,9 +191,124 @@ TM_INLINE void tm_conv_window(const tm_conv_params *p, const int8_t *input, int 
   }
 }
 
-/* The largest window (filter_h * filter_w * in_c bytes) copied for border pixels; two such
- * buffers are on the stack. Larger windows take tm_conv_border_pixel. */
+/* The largest window (filter_h * filter_w * in_c bytes) copied for border pixels, and on the
+ * DSP path expanded for pairs of pixels. Larger windows take tm_conv_border_pixel. */
 #define TM_CONV_WIN_MAX 512
+
+#if TM_DSP
+/* Four bytes of two filters (w0, w1) times four of two windows, the windows' halves at q
+ * (x0 (0, 2), x0 (1, 3), x1 (0, 2), x1 (1, 3)): eight SMLAD. The pointers advance. In assembly
+ * so that the fourteen values stay in registers (GCC's own schedule spilled them). */
+TM_INLINE void tm_mac_2x2_halves(const int8_t **w0, const int8_t **w1, const int32_t **q, int32_t *a00,
+                                 int32_t *a01, int32_t *a10, int32_t *a11) {
+  int32_t t0, t1, x0, x1, y0, y1;
+  __asm__(
+      "ldrd %[x0], %[x1], [%[q]], #16\n\t"
+      "ldrd %[y0], %[y1], [%[q], #-8]\n\t"
+      "ldr %[t0], [%[w0]], #4\n\t"
+      "sxtb16 %[t1], %[t0], ror #8\n\t"
+      "sxtb16 %[t0], %[t0]\n\t"
+      "smlad %[a00], %[t0], %[x0], %[a00]\n\t"
+      "smlad %[a00], %[t1], %[x1], %[a00]\n\t"
+      "smlad %[a01], %[t0], %[y0], %[a01]\n\t"
+      "smlad %[a01], %[t1], %[y1], %[a01]\n\t"
+      "ldr %[t0], [%[w1]], #4\n\t"
+      "sxtb16 %[t1], %[t0], ror #8\n\t"
+      "sxtb16 %[t0], %[t0]\n\t"
+      "smlad %[a10], %[t0], %[x0], %[a10]\n\t"
+      "smlad %[a10], %[t1], %[x1], %[a10]\n\t"
+      "smlad %[a11], %[t0], %[y0], %[a11]\n\t"
+      "smlad %[a11], %[t1], %[y1], %[a11]"
+      : [a00] "+r"(*a00), [a01] "+r"(*a01), [a10] "+r"(*a10), [a11] "+r"(*a11), [w0] "+r"(*w0),
+        [w1] "+r"(*w1), [q] "+r"(*q), [t0] "=&r"(t0), [t1] "=&r"(t1), [x0] "=&r"(x0), [x1] "=&r"(x1),
+        [y0] "=&r"(y0), [y1] "=&r"(y1)
+      :
+      : "memory");
+}
+
+/* Two pixels whose windows are contiguous (b0, b1: win bytes each, filter order). The windows
+ * are split once into SXTB16 halfword pairs, bytes (0, 2) and (1, 3) of every word (the int16
+ * im2col of CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16, done our way): every output channel
+ * then reuses them, and four products of an SMLAD pair take no SXTB16 of the input. */
+TM_INLINE void tm_conv_pair_expanded(const tm_conv_params *p, const int8_t *b0, const int8_t *b1,
+                                     const int8_t *filter, const int32_t *bias_eff, const int32_t *multiplier,
+                                     const int32_t *shift, int8_t *out0, int8_t *out1) {
+  const int win = p->filter_h * p->filter_w * p->in_c, win4 = win / 4 * 4;
+  int32_t e[TM_CONV_WIN_MAX]; /* per 4 bytes: x0 (0, 2), x0 (1, 3), x1 (0, 2), x1 (1, 3) */
+  const int32_t *const e_end = e + win4;
+  int oc = 0, k;
+  {
+    int32_t *q = e;
+    for (k = 0; k < win4; k += 4, q += 4) {
+      const uint32_t v0 = tm_read4(b0 + k), v1 = tm_read4(b1 + k);
+      q[0] = __sxtb16(v0);
+      q[1] = tm_sxtb16_ror8(v0);
+      q[2] = __sxtb16(v1);
+      q[3] = tm_sxtb16_ror8(v1);
+    }
+  }
+  for (; oc + 2 <= p->out_c; oc += 2) {
+    const int8_t *w0 = filter + (long)oc * win, *w1 = w0 + win;
+    const int32_t *q = e;
+    int32_t a00 = bias_eff[oc], a01 = a00, a10 = bias_eff[oc + 1], a11 = a10;
+    while (q < e_end) tm_mac_2x2_halves(&w0, &w1, &q, &a00, &a01, &a10, &a11);
+    for (k = win4; k < win; ++k, ++w0, ++w1) {
+      a00 += (int32_t)*w0 * b0[k];
+      a01 += (int32_t)*w0 * b1[k];
+      a10 += (int32_t)*w1 * b0[k];
+      a11 += (int32_t)*w1 * b1[k];
+    }
+    out0[oc] = TM_OUT(a00, oc);
+    out1[oc] = TM_OUT(a01, oc);
+    out0[oc + 1] = TM_OUT(a10, oc + 1);
+    out1[oc + 1] = TM_OUT(a11, oc + 1);
+  }
+  if (oc < p->out_c) {
+    const int8_t *w = filter + (long)oc * win;
+    const int32_t *q = e;
+    int32_t a0 = bias_eff[oc], a1 = a0;
+    for (k = 0; k < win4; k += 4, q += 4) {
+      const uint32_t wa = tm_read4(w + k);
+      const int32_t w02 = __sxtb16(wa), w13 = tm_sxtb16_ror8(wa);
+      a0 = __smlad(w02, q[0], a0);
+      a0 = __smlad(w13, q[1], a0);
+      a1 = __smlad(w02, q[2], a1);
+      a1 = __smlad(w13, q[3], a1);
+    }
+    for (; k < win; ++k) {
+      a0 += (int32_t)w[k] * b0[k];
+      a1 += (int32_t)w[k] * b1[k];
+    }
+    out0[oc] = TM_OUT(a0, oc);
+    out1[oc] = TM_OUT(a1, oc);
+  }
+}
+#endif
+
+/* Two pixels: windows x0, x1 with rows in_row bytes apart. */
+TM_INLINE void tm_conv_pair_at(const tm_conv_params *p, const int8_t *input, int in_y0, int in_x0,
+                               const int8_t *x0, const int8_t *x1, long in_row, const int8_t *filter,
+                               const int32_t *bias_eff, const int32_t *multiplier, const int32_t *shift,
+                               int8_t *out0, int8_t *out1) {
+#if TM_DSP
+  const int row_len = p->filter_w * p->in_c;
+  if (p->filter_h * row_len <= TM_CONV_WIN_MAX) {
+    if (p->filter_h == 1 || in_row == row_len) { /* the windows are contiguous already */
+      tm_conv_pair_expanded(p, x0, x1, filter, bias_eff, multiplier, shift, out0, out1);
+    } else {
+      int8_t buf[2][TM_CONV_WIN_MAX];
+      tm_conv_window(p, input, in_y0, in_x0, buf[0]);
+      tm_conv_window(p, input, in_y0, in_x0 + p->stride_w, buf[1]);
+      tm_conv_pair_expanded(p, buf[0], buf[1], filter, bias_eff, multiplier, shift, out0, out1);
+    }
+    return;
+  }
+#endif
+  (void)input;
+  (void)in_y0;
+  (void)in_x0;
+  tm_conv_pair(p, x0, x1, in_row, filter, bias_eff, multiplier, shift, out0, out1);
+}
 
 TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, const int8_t *filter,
                        const int32_t *bias, const int32_t *bias_eff, const int32_t *tap_sums,
@@ -215,7 +330,8 @@ TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, c
       int8_t *out0 = out_row + (long)ox * p->out_c;
       if (inside0 && inside1) {
         const int8_t *x0 = input + ((long)in_y0 * p->in_w + in_x0) * p->in_c;
-        tm_conv_pair(p, x0, x0 + pixel_step, in_row, filter, bias_eff, multiplier, shift, out0, out0 + p->out_c);
+        tm_conv_pair_at(p, input, in_y0, in_x0, x0, x0 + pixel_step, in_row, filter, bias_eff, multiplier, shift,
+                        out0, out0 + p->out_c);
         ox += 2;
       } else if (inside0) {
         tm_conv_single(p, input + ((long)in_y0 * p->in_w + in_x0) * p->in_c, in_row, filter, bias_eff,
@@ -227,7 +343,8 @@ TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, c
         tm_conv_window(p, input, in_y0, in_x0, buf[0]);
         if (two) {
           tm_conv_window(p, input, in_y0, in_x0 + p->stride_w, buf[1]);
-          tm_conv_pair(p, buf[0], buf[1], row_len, filter, bias_eff, multiplier, shift, out0, out0 + p->out_c);
+          tm_conv_pair_at(p, input, in_y0, in_x0, buf[0], buf[1], row_len, filter, bias_eff, multiplier, shift,
+                          out0, out0 + p->out_c);
           ox += 2;
         } else {
           tm_conv_single(p, buf[0], row_len, filter, bias_eff, multiplier, shift, out0);

@@ -106,6 +106,7 @@ TM_INLINE int32_t tm_sxtb16_ror8(uint32_t x) {
   __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
   return r;
 }
+
 #endif
 
 #endif /* TM_FAST_H_ */
