@@ -174,7 +174,8 @@ def model_dw():
     """DEPTHWISE_CONV_2D as DS-CNN and MobileNet use it: SAME 3x3 on 6 channels (a group of
     four and two left over), strided SAME on 8, VALID 5x3; a depth multiplier of 2 (the
     reference kernel); pointwise 1x1 convs; a 3x3 SAME conv on 64 channels (a window over
-    512 bytes: its border pixels summed in place)."""
+    512 bytes: its border pixels summed in place); a 3x2 conv to 32 channels (its windows'
+    rows gathered for the DSP path's expanded pairs)."""
     import keras
     from keras import layers as L
 
@@ -186,7 +187,9 @@ def model_dw():
     d = L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(c)
     e = L.DepthwiseConv2D((5, 3), padding="valid", depth_multiplier=2)(c)
     f = L.Conv2D(4, 3, padding="same")(L.Conv2D(64, 1, activation="relu")(d))
-    g = L.Add()([L.Dense(3)(L.GlobalAveragePooling2D()(f)), L.Dense(3)(L.GlobalAveragePooling2D()(e))])
+    h = L.Conv2D(32, (3, 2), activation="relu")(inp)  # rows gathered, then expanded (32 channels)
+    g = L.Add()([L.Dense(3)(L.GlobalAveragePooling2D()(f)), L.Dense(3)(L.GlobalAveragePooling2D()(e)),
+                 L.Dense(3)(L.GlobalAveragePooling2D()(h))])
     out = L.Softmax()(g)
     X = np.random.default_rng(3).normal(0, 2, size=(128, 9, 7, 3)).astype(np.float32)
     return keras.Model(inp, out), X

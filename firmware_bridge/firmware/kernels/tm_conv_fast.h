@@ -234,8 +234,7 @@ TM_INLINE void tm_conv_pair_expanded(const tm_conv_params *p, const int8_t *b0, 
                                      const int8_t *filter, const int32_t *bias_eff, const int32_t *multiplier,
                                      const int32_t *shift, int8_t *out0, int8_t *out1) {
   const int win = p->filter_h * p->filter_w * p->in_c, win4 = win / 4 * 4;
-  int32_t e[TM_CONV_WIN_MAX]; /* per 4 bytes: x0 (0, 2), x0 (1, 3), x1 (0, 2), x1 (1, 3) */
-  const int32_t *const e_end = e + win4;
+  int32_t e[TM_CONV_WIN_MAX + 4]; /* per 4 bytes: x0 (0, 2), x0 (1, 3), x1 (0, 2), x1 (1, 3) */
   int oc = 0, k;
   {
     int32_t *q = e;
@@ -246,13 +245,28 @@ TM_INLINE void tm_conv_pair_expanded(const tm_conv_params *p, const int8_t *b0, 
       q[2] = __sxtb16(v1);
       q[3] = tm_sxtb16_ror8(v1);
     }
+    if (win4 < win) { /* the last win % 4 bytes, then zeros: a product with a zero is zero */
+      uint32_t v0 = 0, v1 = 0;
+      for (k = win4; k < win; ++k) {
+        v0 |= (uint32_t)(uint8_t)b0[k] << (8 * (k - win4));
+        v1 |= (uint32_t)(uint8_t)b1[k] << (8 * (k - win4));
+      }
+      q[0] = __sxtb16(v0);
+      q[1] = tm_sxtb16_ror8(v0);
+      q[2] = __sxtb16(v1);
+      q[3] = tm_sxtb16_ror8(v1);
+    }
   }
   for (; oc + 2 <= p->out_c; oc += 2) {
     const int8_t *w0 = filter + (long)oc * win, *w1 = w0 + win;
     const int32_t *q = e;
+    /* The padded last word of the windows takes the filters' last win % 4 bytes and the first
+     * bytes of the next channel's filter (times zero): only while that next filter exists. */
+    const int whole = win4 < win && oc + 2 < p->out_c;
+    const int32_t *const e_end = e + (whole ? win4 + 4 : win4);
     int32_t a00 = bias_eff[oc], a01 = a00, a10 = bias_eff[oc + 1], a11 = a10;
     while (q < e_end) tm_mac_2x2_halves(&w0, &w1, &q, &a00, &a01, &a10, &a11);
-    for (k = win4; k < win; ++k, ++w0, ++w1) {
+    for (k = whole ? win : win4; k < win; ++k, ++w0, ++w1) {
       a00 += (int32_t)*w0 * b0[k];
       a01 += (int32_t)*w0 * b1[k];
       a10 += (int32_t)*w1 * b0[k];
@@ -295,11 +309,16 @@ TM_INLINE void tm_conv_pair_at(const tm_conv_params *p, const int8_t *input, int
   if (p->filter_h * row_len <= TM_CONV_WIN_MAX) {
     if (p->filter_h == 1 || in_row == row_len) { /* the windows are contiguous already */
       tm_conv_pair_expanded(p, x0, x1, filter, bias_eff, multiplier, shift, out0, out1);
-    } else {
+    } else if (p->out_c >= 32) {
+      /* Gathering the rows costs about a pass of one channel pair over the windows: worth it
+       * with many channels (DS-CNN's 10x4 conv to 64: 0.76 M -> 0.68 M instructions), not
+       * with few (MobileNet's 3x3 conv to 8: 1.29 M -> 1.56 M). */
       int8_t buf[2][TM_CONV_WIN_MAX];
       tm_conv_window(p, input, in_y0, in_x0, buf[0]);
       tm_conv_window(p, input, in_y0, in_x0 + p->stride_w, buf[1]);
       tm_conv_pair_expanded(p, buf[0], buf[1], filter, bias_eff, multiplier, shift, out0, out1);
+    } else {
+      tm_conv_pair(p, x0, x1, in_row, filter, bias_eff, multiplier, shift, out0, out1);
     }
     return;
   }
