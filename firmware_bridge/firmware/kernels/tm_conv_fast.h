@@ -245,11 +245,16 @@ TM_INLINE void tm_conv_pair_expanded(const tm_conv_params *p, const int8_t *b0, 
       q[2] = __sxtb16(v1);
       q[3] = tm_sxtb16_ror8(v1);
     }
-    if (win4 < win) { /* the last win % 4 bytes, then zeros: a product with a zero is zero */
+    if (win - win4 == 3) { /* the last 3 bytes, then a zero: a product with a zero is zero */
       uint32_t v0 = 0, v1 = 0;
-      for (k = win4; k < win; ++k) {
-        v0 |= (uint32_t)(uint8_t)b0[k] << (8 * (k - win4));
-        v1 |= (uint32_t)(uint8_t)b1[k] << (8 * (k - win4));
+      if (win >= 4) { /* the window's last word, its first 4 - win % 4 bytes shifted out */
+        v0 = tm_read4(b0 + win - 4) >> (8 * (4 - (win - win4)));
+        v1 = tm_read4(b1 + win - 4) >> (8 * (4 - (win - win4)));
+      } else {
+        for (k = 0; k < win; ++k) {
+          v0 |= (uint32_t)(uint8_t)b0[k] << (8 * k);
+          v1 |= (uint32_t)(uint8_t)b1[k] << (8 * k);
+        }
       }
       q[0] = __sxtb16(v0);
       q[1] = tm_sxtb16_ror8(v0);
@@ -262,7 +267,7 @@ TM_INLINE void tm_conv_pair_expanded(const tm_conv_params *p, const int8_t *b0, 
     const int32_t *q = e;
     /* The padded last word of the windows takes the filters' last win % 4 bytes and the first
      * bytes of the next channel's filter (times zero): only while that next filter exists. */
-    const int whole = win4 < win && oc + 2 < p->out_c;
+    const int whole = win - win4 == 3 && oc + 2 < p->out_c; /* a step beats 1 or 2 bytes' scalar tail */
     const int32_t *const e_end = e + (whole ? win4 + 4 : win4);
     int32_t a00 = bias_eff[oc], a01 = a00, a10 = bias_eff[oc + 1], a11 = a10;
     while (q < e_end) tm_mac_2x2_halves(&w0, &w1, &q, &a00, &a01, &a10, &a11);
