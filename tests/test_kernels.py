@@ -172,7 +172,7 @@ def model_2d():
 
 def model_dw():
     """DEPTHWISE_CONV_2D as DS-CNN and MobileNet use it: SAME 3x3 on 6 channels (a group of
-    four and two left over), strided SAME on 8, VALID 5x3; a depth multiplier of 2 (the
+    four and two left over) and on 3 (no group), strided SAME on 8, VALID 5x3; a depth multiplier of 2 (the
     reference kernel); pointwise 1x1 convs; a 3x3 SAME conv on 64 channels (a window over
     512 bytes: its border pixels summed in place); a 3x2 conv to 32 channels (its windows'
     rows gathered for the DSP path's expanded pairs)."""
@@ -188,8 +188,9 @@ def model_dw():
     e = L.DepthwiseConv2D((5, 3), padding="valid", depth_multiplier=2)(c)
     f = L.Conv2D(4, 3, padding="same")(L.Conv2D(64, 1, activation="relu")(d))
     h = L.Conv2D(32, (3, 2), activation="relu")(inp)  # rows gathered, then expanded (32 channels)
+    i = L.DepthwiseConv2D(3, padding="same")(inp)  # 3 channels: no group of four
     g = L.Add()([L.Dense(3)(L.GlobalAveragePooling2D()(f)), L.Dense(3)(L.GlobalAveragePooling2D()(e)),
-                 L.Dense(3)(L.GlobalAveragePooling2D()(h))])
+                 L.Dense(3)(L.GlobalAveragePooling2D()(h)), L.Dense(3)(L.GlobalAveragePooling2D()(i))])
     out = L.Softmax()(g)
     X = np.random.default_rng(3).normal(0, 2, size=(128, 9, 7, 3)).astype(np.float32)
     return keras.Model(inp, out), X
@@ -242,7 +243,7 @@ def test_portable_path_on_the_host_is_tflm_byte_for_byte(model):
     if name == "1d":
         assert source.count("tm_lut_s8(") == 2, "the input normalization's SUB and MUL as tables"
     if name == "dw":
-        assert source.count("tm_depthwise_conv2d_fast_s8(") == 2 and "tm_depthwise_conv2d_s8(" in source
+        assert source.count("tm_depthwise_conv2d_fast_s8(") == 3 and "tm_depthwise_conv2d_s8(" in source
         assert "_tap_sums" in source, "a conv window over 512 bytes: border pixels summed in place"
     assert_identical(ref, comp, x_q, f"model {name}, host")
     # Every layer, not only the output (a softmax can absorb a one-LSB slip upstream).

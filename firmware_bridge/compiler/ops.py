@@ -123,7 +123,8 @@ def _emit_depthwise_fast(em: Emitter, op: COp, n: str, bias: int | None, zero_po
     # The DSP path's filter: per group of four channels and per tap, channels (0, 2) and (1, 3)
     # as sign-extended halfword pairs (SXTB16 of the filter word, at compile time).
     c4 = len(sums) // 4 * 4
-    f = np.asarray(w.data, np.int64).reshape(-1, len(sums))[:, :c4].reshape(-1, c4 // 4, 4).transpose(1, 0, 2)
+    taps = np.asarray(w.data, np.int64).reshape(-1, len(sums))
+    f = taps[:, :c4].reshape(len(taps), c4 // 4, 4).transpose(1, 0, 2)  # (groups, taps, 4); none when C < 4
     pairs = np.stack([(f[..., 0] & 0xFFFF) | (f[..., 2] << 16), (f[..., 1] & 0xFFFF) | (f[..., 3] << 16)], axis=-1)
     words = ((pairs & 0xFFFFFFFF) ^ (1 << 31)) - (1 << 31)  # as int32
     em.decl(c_array("int32_t", f"{n}_bias_eff", eff) + c_array("int32_t", f"{n}_filter_x", words)
