@@ -5,14 +5,17 @@
  *   acc = bias + sum filter * (input + input_offset) over the window inside the image.
  * For a window wholly inside the image this is bias_eff + sum filter * input, with
  * bias_eff = bias + input_offset * sum filter computed at compile time (integers: the
- * same sum, in another order; int32 wraps alike). Windows that cross the border (SAME
- * padding) sum the taps inside and add input_offset times those taps' filter sums.
+ * same sum, in another order; int32 wraps alike). A window that crosses the border (SAME
+ * padding) is copied with the taps outside the image at the input zero point, whose products
+ * cancel their share of bias_eff (tm_conv_window); windows over TM_CONV_WIN_MAX bytes sum
+ * the taps inside and add input_offset times those taps' filter sums (tm_conv_border_pixel).
  *
  * The window of an output pixel is filter_h rows of filter_w * in_c contiguous bytes (NHWC),
- * as is each output channel's filter (OHWI): no im2col copy. Two output channels times two
- * output pixels share every load (the blocking of CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16,
- * without its int16 im2col buffer). On a core with the DSP extension four int8 products are
- * two SXTB16 per operand and two SMLAD; elsewhere plain C99.
+ * as is each output channel's filter (OHWI). Two output channels times two output pixels
+ * share every load (the blocking of CMSIS-NN's arm_nn_mat_mult_kernel_s8_s16). On a core with
+ * the DSP extension the two windows are split once into SXTB16 halfword pairs (an int16
+ * im2col of two pixels) and each four bytes of two filters take two SXTB16 each and eight
+ * SMLAD (tm_conv_pair_expanded); elsewhere plain C99 on the windows in place.
  *
  * A header, included by model_compiled.c, whose calls pass each layer's parameters as a
  * static const struct: the compiler inlines the kernel into every call with that layer's
@@ -195,7 +198,7 @@ TM_INLINE void tm_conv_window(const tm_conv_params *p, const int8_t *input, int 
  * DSP path expanded for pairs of pixels. Larger windows take tm_conv_border_pixel. */
 #define TM_CONV_WIN_MAX 512
 
-#if TM_DSP
+#if TM_DSP_ASM
 /* Four bytes of two filters (w0, w1) times four of two windows, the windows' halves at q
  * (x0 (0, 2), x0 (1, 3), x1 (0, 2), x1 (1, 3)): eight SMLAD. The pointers advance. In assembly
  * so that the fourteen values stay in registers (GCC's own schedule spilled them). */
@@ -309,7 +312,7 @@ TM_INLINE void tm_conv_pair_at(const tm_conv_params *p, const int8_t *input, int
                                const int8_t *x0, const int8_t *x1, long in_row, const int8_t *filter,
                                const int32_t *bias_eff, const int32_t *multiplier, const int32_t *shift,
                                int8_t *out0, int8_t *out1) {
-#if TM_DSP
+#if TM_DSP_ASM
   const int row_len = p->filter_w * p->in_c;
   if (p->filter_h * row_len <= TM_CONV_WIN_MAX) {
     if (p->filter_h == 1 || in_row == row_len) { /* the windows are contiguous already */

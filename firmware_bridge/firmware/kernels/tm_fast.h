@@ -37,6 +37,14 @@
 #define TM_DSP 0
 #endif
 
+/* Inline-assembly steps that keep many values in registers: not at -O0, where GCC keeps a
+ * frame pointer and every variable in memory and cannot find them the registers. */
+#if TM_DSP && defined(__OPTIMIZE__)
+#define TM_DSP_ASM 1
+#else
+#define TM_DSP_ASM 0
+#endif
+
 /* Four bytes from any address (one LDR on a Cortex-M4, which allows unaligned words). */
 TM_INLINE uint32_t tm_read4(const int8_t *p) {
   uint32_t v;
