@@ -97,10 +97,9 @@ def _batch_norm_from_data(net, X) -> None:
 def measure(name: str, build, work: Path) -> dict:
     from tflite_micro.python.tflite_micro import runtime
 
+    from firmware_bridge.compiler import read_graph
     from firmware_bridge.targets import profile as P
     from pipeline.tflite.convert import convert_int8
-
-    from firmware_bridge.compiler import read_graph
     from pipeline.tflite.runtime import quantize_int8
 
     model, X = build()
