@@ -255,7 +255,7 @@ def test_the_issue_build_command_and_header_api(fast_run, tmp_path):
     for path in folder.iterdir():
         for inc in re.findall(r'#include [<"]([^>"]+)[>"]', path.read_text()):
             assert inc in ("stdint.h", "string.h", "math.h", "stddef.h", "stdio.h", C.HEADER,
-                           "tm_kernels.h", "tm_fast.h", "tm_conv_fast.h", "arm_acle.h"), (path.name, inc)
+                           "tm_kernels.h", "tm_fast.h", "tm_conv_fast.h", "tm_dwconv_fast.h", "arm_acle.h"), (path.name, inc)
             if inc == "arm_acle.h":
                 assert "#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP\n#include <arm_acle.h>" \
                     in path.read_text(), path.name

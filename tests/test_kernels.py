@@ -22,8 +22,12 @@ QEMU = shutil.which("qemu-system-arm") is not None and shutil.which("arm-none-ea
 needs_qemu = pytest.mark.skipif(not QEMU, reason="qemu-system-arm / arm-none-eabi-gcc not installed")
 
 REQUANT_MAIN = r"""
-#include <stdio.h>
 #include "tm_fast.h"
+#ifndef PRINT_RESULT
+#include <stdio.h>
+#define PRINT_RESULT(n, bad) printf("%ld %ld\n", n, bad)
+#define ITERS 2000000
+#endif
 /* xorshift: the same sequence everywhere */
 static uint32_t s = 2463534242u;
 static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 17; s ^= s << 5; return s; }
@@ -32,7 +36,7 @@ int main(void) {
                                  INT32_MAX, INT32_MIN, INT32_MAX - 1, INT32_MIN + 1, 1 << 30, -(1 << 30)};
   long bad = 0, n = 0;
   int i, j, sh;
-  for (i = 0; i < 2000000; ++i) {
+  for (i = 0; i < ITERS; ++i) {
     const int32_t x = (i % 3 == 0) ? (int32_t)rnd() : (int32_t)rnd() >> (rnd() % 31);
     const int32_t m = (int32_t)((rnd() >> 1) | 0x40000000u); /* QuantizeMultiplier: [2^30, 2^31) */
     const int shift = (int)(rnd() % 40) - 31;                 /* -31 .. 8 */
@@ -46,7 +50,23 @@ int main(void) {
         bad += tm_requantize(edge[i], m, sh) != tm_multiply_by_quantized_multiplier(edge[i], m, sh);
         ++n;
       }
-  printf("%ld %ld\n", n, bad);
+  /* The shortcut of the fast conv kernels (tm_requantize_r): |acc| < 2^30, shift -31 .. -1. */
+  for (i = 0; i < ITERS; ++i) {
+    const int32_t x = (int32_t)rnd() >> (2 + rnd() % 29); /* shift 2 .. 30 */
+    const int32_t m = (int32_t)((rnd() >> 1) | 0x40000000u);
+    const int e = 1 + (int)(rnd() % 31);
+    bad += tm_requantize_r(x, m, e) != tm_multiply_by_quantized_multiplier(x, m, -e);
+    ++n;
+  }
+  for (i = 0; i < (int)(sizeof edge / sizeof edge[0]); ++i)
+    for (j = 0; j < (int)(sizeof edge / sizeof edge[0]); ++j)
+      for (sh = 1; sh <= 31; ++sh) {
+        const int32_t x = edge[i] >= (1 << 30) ? (1 << 30) - 1 : (edge[i] <= -(1 << 30) ? -(1 << 30) + 1 : edge[i]);
+        const int32_t m = edge[j] >= 0 ? edge[j] : -edge[j] - 1;
+        bad += tm_requantize_r(x, m, sh) != tm_multiply_by_quantized_multiplier(x, m, -sh);
+        ++n;
+      }
+  PRINT_RESULT(n, bad);
   return 0;
 }
 """
@@ -59,7 +79,46 @@ def test_requantize_shortcut_equals_tflm_requantization(tmp_path):
     subprocess.run(["cc", *C.CFLAGS, "-I", str(_kernels()),
                     str(main), str(_kernels() / "tm_common.c"), "-o", str(exe)], check=True)
     n, bad = map(int, subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split())
-    assert n > 2_000_000 and bad == 0, f"{bad} of {n} requantizations differ"
+    assert n > 4_000_000 and bad == 0, f"{bad} of {n} requantizations differ"
+
+
+# The same check on the emulated Cortex-M4: the DSP path's SMMULR (fewer random values: QEMU
+# runs a few hundred million instructions a minute).
+QEMU_PRELUDE = r"""
+#include "board.h"
+static void put_long(long v) {
+  char d[24];
+  int len = 0;
+  do { d[len++] = (char)('0' + v % 10); v /= 10; } while (v);
+  while (len) uart_write(&d[--len], 1);
+}
+#define PRINT_RESULT(n, bad) \
+  (uart_init(), put_long(n), uart_write(" ", 1), put_long(bad), uart_write("\nEND\n", 5))
+#define ITERS 100000
+"""
+
+
+@needs_qemu
+def test_requantize_shortcut_on_the_emulated_cortex_m4(tmp_path):
+    from firmware_bridge.targets import profile as P
+    from firmware_bridge.targets import qemu
+
+    main = tmp_path / "requant.c"
+    main.write_text(QEMU_PRELUDE + REQUANT_MAIN)
+    sources = [qemu.BOARD_DIR / s for s in P.BOARD_SOURCES] + [_kernels() / "tm_common.c", main]
+    flags = [*qemu.COMPILE_FLAGS, *qemu.C_FLAGS, f"-I{qemu.BOARD_DIR}", f"-I{_kernels()}"]
+    objects = []
+    for i, src in enumerate(sources):
+        objects.append(tmp_path / f"{i}.o")
+        subprocess.run(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(objects[-1])], check=True)
+    elf = tmp_path / "requant.elf"
+    subprocess.run(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
+                    *qemu.LINK_LIBS, "-o", str(elf)], check=True)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
+    assert "smmulr" in dis
+    lines = [line for line in P.run_image(elf) if line and line != "END"]
+    n, bad = map(int, lines[-1].split())
+    assert n > 200_000 and bad == 0, f"{bad} of {n} requantizations differ on the Cortex-M4"
 
 
 def _kernels():
@@ -111,6 +170,32 @@ def model_2d():
     return keras.Model(inp, out), X
 
 
+def model_dw():
+    """DEPTHWISE_CONV_2D as DS-CNN and MobileNet use it: SAME 3x3 on 6 channels (a group of
+    four and two left over) and on 3 (no group), strided SAME on 8, VALID 5x3; a depth multiplier of 2 (the
+    reference kernel); pointwise 1x1 convs; a 3x3 SAME conv on 64 channels (a window over
+    512 bytes: its border pixels summed in place); a 3x2 conv to 32 channels (its windows'
+    rows gathered for the DSP path's expanded pairs)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((9, 7, 3))
+    a = L.Conv2D(6, 1, activation="relu")(inp)
+    b = L.DepthwiseConv2D(3, padding="same", activation="relu6")(a)
+    c = L.Conv2D(8, 1)(b)
+    d = L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(c)
+    e = L.DepthwiseConv2D((5, 3), padding="valid", depth_multiplier=2)(c)
+    f = L.Conv2D(4, 3, padding="same")(L.Conv2D(64, 1, activation="relu")(d))
+    h = L.Conv2D(32, (3, 2), activation="relu")(inp)  # rows gathered, then expanded (32 channels)
+    i = L.DepthwiseConv2D(3, padding="same")(inp)  # 3 channels: no group of four
+    g = L.Add()([L.Dense(3)(L.GlobalAveragePooling2D()(f)), L.Dense(3)(L.GlobalAveragePooling2D()(e)),
+                 L.Dense(3)(L.GlobalAveragePooling2D()(h)), L.Dense(3)(L.GlobalAveragePooling2D()(i))])
+    out = L.Softmax()(g)
+    X = np.random.default_rng(3).normal(0, 2, size=(128, 9, 7, 3)).astype(np.float32)
+    return keras.Model(inp, out), X
+
+
 def _profile_inputs(n: int, size: int) -> np.ndarray:
     from firmware_bridge.targets.profile import default_inputs
 
@@ -125,7 +210,7 @@ def _every_value_inputs(shape, n: int) -> np.ndarray:
 
 
 def _model(name: str, tmp_path_factory):
-    model, X = {"1d": model_1d, "2d": model_2d}[name]()
+    model, X = {"1d": model_1d, "2d": model_2d, "dw": model_dw}[name]()
     data = convert(_scaled(model), X)
     work = tmp_path_factory.mktemp(f"kernels_{name}")
     ref = Reference(data)
@@ -139,7 +224,7 @@ def _model(name: str, tmp_path_factory):
     return name, data, ref, Compiled(data, work), x_q, work
 
 
-@pytest.fixture(scope="module", params=["1d", "2d"])
+@pytest.fixture(scope="module", params=["1d", "2d", "dw"])
 def model(request, tmp_path_factory):
     return _model(request.param, tmp_path_factory)
 
@@ -157,6 +242,9 @@ def test_portable_path_on_the_host_is_tflm_byte_for_byte(model):
     assert "tm_conv2d_fast_s8(" in source
     if name == "1d":
         assert source.count("tm_lut_s8(") == 2, "the input normalization's SUB and MUL as tables"
+    if name == "dw":
+        assert source.count("tm_depthwise_conv2d_fast_s8(") == 3 and "tm_depthwise_conv2d_s8(" in source
+        assert "_tap_sums" in source, "a conv window over 512 bytes: border pixels summed in place"
     assert_identical(ref, comp, x_q, f"model {name}, host")
     # Every layer, not only the output (a softmax can absorb a one-LSB slip upstream).
     for i, x in enumerate(x_q[::4]):
@@ -211,3 +299,21 @@ def test_tinyml_profile_cli_writes_the_table_and_profile_json(model_1d_only, tmp
     x = _profile_inputs(len(p["outputs_on_qemu"]), int(np.prod(ref.shape[1:])))
     assert p["outputs_on_qemu"] == [ref.run(v).tolist() for v in x]
     assert "instructions per inference" in out and "stack high-water" in out
+
+
+def test_requant_shortcut_only_where_the_compiler_proves_it():
+    """tm_requantize_r needs every shift <= -1 and |acc| < 2^30; otherwise the layer keeps
+    TFLM's requantization (requant_fast = 0)."""
+    from types import SimpleNamespace
+
+    from firmware_bridge.compiler.ops import _requant_fast
+
+    w = SimpleNamespace(data=np.full((4, 3, 3, 8), 127, np.int8))  # sum |w| = 9144 per channel
+    em = SimpleNamespace(tensors={7: SimpleNamespace(data=np.full(4, 1000, np.int32)),
+                                  8: SimpleNamespace(data=np.full(4, (1 << 30) - 1000, np.int32))})
+    assert _requant_fast(em, w, 7, -128, [-3] * 4, depthwise=False)
+    assert not _requant_fast(em, w, 7, -128, [-3, -3, 0, -3], depthwise=False)  # a shift of 0
+    assert not _requant_fast(em, w, 8, -128, [-3] * 4, depthwise=False)  # bias near 2^30
+    # Depthwise [1][kh][kw][C]: the sum runs over the taps of each channel.
+    dw = SimpleNamespace(data=np.full((1, 3, 3, 4), -128, np.int8))
+    assert _requant_fast(em, dw, None, 0, [-1] * 4, depthwise=True)

@@ -63,27 +63,78 @@ def _conv(em: Emitter, op: COp, depthwise: bool) -> None:
         "input_offset": -x.zero_point, "output_offset": y.zero_point,
         "act_min": act_min, "act_max": act_max,
     }
+    fields["requant_fast"] = int(_requant_fast(em, w, bias, x.zero_point, shifts, depthwise))
     em.decl(c_struct("tm_conv_params", f"{n}_params", fields)
             + c_array("int32_t", f"{n}_multiplier", mults)
             + c_array("int32_t", f"{n}_shift", shifts))
-    bias_c = em.const(bias) if bias is not None else "NULL"
-    if not depthwise and o.dilationHFactor == 1 and o.dilationWFactor == 1:
+    if depthwise and fields["depth_multiplier"] == 1 and o.dilationHFactor == 1 and o.dilationWFactor == 1 \
+            and kh * kw <= DW_MAX_TAPS:
+        _emit_depthwise_fast(em, op, n, bias, x.zero_point)
+        return
+    fast = not depthwise and o.dilationHFactor == 1 and o.dilationWFactor == 1
+    bias_c = em.const(bias) if bias is not None and not (fast and kh * kw * ic <= CONV_WIN_MAX) else "NULL"
+    if fast:
         # tm_conv_fast.c: windows inside the image start from bias + input_offset * sum(filter),
         # in int32 as the C sums it (wrapping alike).
         sums = np.asarray(w.data, dtype=np.int64).reshape(oc, -1).sum(axis=1)
         b = np.zeros(oc, np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
         eff = ((b + (-x.zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
-        em.decl(c_array("int32_t", f"{n}_bias_eff", eff)
-                + c_array("int32_t", f"{n}_tap_sums", np.asarray(w.data, np.int64).sum(axis=-1).reshape(-1)))
+        em.decl(c_array("int32_t", f"{n}_bias_eff", eff))
+        tap_sums = "NULL"  # border pixels from a padded copy of their window: bias_eff is all they need
+        if kh * kw * ic > CONV_WIN_MAX:  # larger windows: border pixels summed in place (tm_conv_border_pixel)
+            tap_sums = f"{n}_tap_sums"
+            em.decl(c_array("int32_t", tap_sums, np.asarray(w.data, np.int64).sum(axis=-1).reshape(-1)))
         if "tm_conv_fast.h" not in em.kernels:  # inlined into each call with the layer's constants
             em.decl('#include "tm_conv_fast.h"\n')
         em.kernels.update(("tm_conv_fast.h", "tm_fast.h"))
         em.call(op, f"tm_conv2d_fast_s8(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, {bias_c}, "
-                    f"{n}_bias_eff, {n}_tap_sums, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+                    f"{n}_bias_eff, {tap_sums}, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
         return
     fn = "tm_depthwise_conv2d_s8" if depthwise else "tm_conv2d_s8"
     em.call(op, f"{fn}(&{n}_params, {em.ptr(x.index)}, {em.const(w.index)}, "
                 f"{bias_c}, {n}_multiplier, {n}_shift, {em.ptr(y.index, True)});")
+
+
+def _requant_fast(em: Emitter, w: CTensor, bias: int | None, zero_point: int, shifts, depthwise: bool) -> bool:
+    """tm_fast.h tm_requantize_r's conditions, proven for the layer: every shift <= -1, and
+    |acc| < 2^30 for every channel and input (|bias| + sum |filter| * max |input - zero point|)."""
+    if any(s > -1 for s in shifts):
+        return False
+    a = np.abs(np.asarray(w.data, np.int64))
+    per_channel = a.reshape(-1, a.shape[-1]).sum(axis=0) if depthwise else a.reshape(a.shape[0], -1).sum(axis=1)
+    b = 0 if bias is None else np.abs(np.asarray(em.tensors[bias].data, np.int64)).reshape(-1)
+    bound = b + per_channel * max(abs(-128 - zero_point), abs(127 - zero_point))
+    return bool(np.all(bound < (1 << 30)))
+
+
+# tm_conv_fast.h TM_CONV_WIN_MAX: the largest conv window (bytes) copied for border pixels.
+CONV_WIN_MAX = 512
+# tm_dwconv_fast.h TM_DW_MAX_TAPS: the largest window of the depthwise fast path.
+DW_MAX_TAPS = 64
+
+
+def _emit_depthwise_fast(em: Emitter, op: COp, n: str, bias: int | None, zero_point: int) -> None:
+    """DEPTHWISE_CONV_2D, depth multiplier 1, dilation 1: tm_dwconv_fast.h, inlined with the
+    layer's constants. bias_eff[c] = bias[c] + input_offset * sum over taps of filter[c], in
+    int32 as the C sums wrap (the filter is [1][kh][kw][C])."""
+    w = em.tensors[op.inputs[1]]
+    sums = np.asarray(w.data, dtype=np.int64).reshape(-1, w.shape[-1]).sum(axis=0)
+    b = np.zeros(len(sums), np.int64) if bias is None else np.asarray(em.tensors[bias].data, np.int64).reshape(-1)
+    eff = (b + (-zero_point) * sums + (1 << 31)) % (1 << 32) - (1 << 31)
+    # The DSP path's filter: per group of four channels and per tap, channels (0, 2) and (1, 3)
+    # as sign-extended halfword pairs (SXTB16 of the filter word, at compile time).
+    c4 = len(sums) // 4 * 4
+    taps = np.asarray(w.data, np.int64).reshape(-1, len(sums))
+    f = taps[:, :c4].reshape(len(taps), c4 // 4, 4).transpose(1, 0, 2)  # (groups, taps, 4); none when C < 4
+    pairs = np.stack([(f[..., 0] & 0xFFFF) | (f[..., 2] << 16), (f[..., 1] & 0xFFFF) | (f[..., 3] << 16)], axis=-1)
+    words = ((pairs & 0xFFFFFFFF) ^ (1 << 31)) - (1 << 31)  # as int32
+    em.decl(c_array("int32_t", f"{n}_bias_eff", eff) + c_array("int32_t", f"{n}_filter_x", words)
+            + c_array("int8_t", f"{n}_pad", np.full(len(sums), zero_point)))
+    if "tm_dwconv_fast.h" not in em.kernels:
+        em.decl('#include "tm_dwconv_fast.h"\n')
+    em.kernels.update(("tm_dwconv_fast.h", "tm_fast.h"))
+    em.call(op, f"tm_depthwise_conv2d_fast_s8(&{n}_params, {em.ptr(op.inputs[0])}, {n}_pad, {em.const(w.index)}, {n}_filter_x, "
+                f"{n}_bias_eff, {n}_multiplier, {n}_shift, {em.ptr(op.outputs[0], True)});")
 
 
 def emit_conv_2d(em: Emitter, op: COp) -> None:

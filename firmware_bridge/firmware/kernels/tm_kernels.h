@@ -41,6 +41,10 @@ typedef struct {
   int32_t input_offset;  /* -input zero point */
   int32_t output_offset; /* output zero point */
   int32_t act_min, act_max;
+  /* The fast kernels' requantization shortcut (tm_fast.h tm_requantize_r) holds: every
+   * shift is <= -1 and every accumulator is below 2^30 in magnitude (the compiler proves
+   * it from the weights, the bias and the input range). 0 in the reference kernels. */
+  int requant_fast;
 } tm_conv_params;
 
 /* CONV_2D, per-channel: filter [out_c][filter_h][filter_w][in_c]. */
