@@ -63,3 +63,21 @@ def test_dsp_cost_measured_on_the_cortex_m4():
     a, b = cost.measure([short, long])
     assert 0 < a["instructions"] < b["instructions"]  # four times the frames, more work
     assert a["ram_bytes"] == 4 * (a["scratch_floats"] + a["output_floats"] + 2000)
+
+
+def test_report_draws_the_features_and_the_candidates():
+    from pipeline.report import plots
+    from pipeline.report.sections_dsp import _candidates
+
+    rng = np.random.default_rng(0)
+    png = plots.feature_images([(str(k), rng.random((20, 13))) for k in range(3)], "t", "coefficient")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    png = plots.feature_distributions({"train": rng.random((50, 13)), "val": rng.random((9, 13))}, "x", "t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    auto_doc = {"candidates": [
+        {"block": "raw", "parameters": {}, "val_score": 0.2, "status": "ok", "dsp_cost": {"instructions": 0,
+         "ram_bytes": 0}, "device": {"macs": 10, "ram_bytes": 100}},
+        {"block": "mfe", "parameters": {"noise_floor_db": -84.0}, "val_score": 0.5, "status": "ok",
+         "dsp_cost": None, "device": {"macs": 20, "ram_bytes": 200}}]}
+    table = _candidates(auto_doc)
+    assert table.rows[1][0] == "mfe noise_floor_db -84.0" and table.rows[1][3] == "not measured"
