@@ -81,3 +81,25 @@ def test_report_draws_the_features_and_the_candidates():
          "dsp_cost": None, "device": {"macs": 20, "ram_bytes": 200}}]}
     table = _candidates(auto_doc)
     assert table.rows[1][0] == "mfe noise_floor_db -84.0" and table.rows[1][3] == "not measured"
+
+
+@pytest.mark.slow
+def test_auto_chooses_by_validation_with_raw_a_candidate(tmp_path):
+    """The fast config with the default block: raw and spectral trained, the one chosen at
+    least as good as raw on validation, recorded in the report and the run's config.toml."""
+    import json
+
+    from pipeline.core.config import load_config as load
+    from tinyml_cli import FAST_CONFIG, main
+
+    config = tmp_path / "auto.toml"
+    config.write_text(FAST_CONFIG.read_text().replace('block = "raw"', 'block = "auto"'))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--run", str(run)]) == 0
+    report = json.loads((run / "train_report.json").read_text())
+    auto_doc = report["dsp"]["auto"]
+    scores = {c["block"]: c["val_score"] for c in auto_doc["candidates"] if c["status"] == "ok"}
+    assert "raw" in scores and "spectral" in scores
+    assert scores[auto_doc["chosen"]] >= scores["raw"]
+    assert load(run / "config.toml").dsp.block == auto_doc["chosen"] == report["dsp"]["block"]
+    assert all(c["dsp_cost"] is None or c["dsp_cost"]["instructions"] >= 0 for c in auto_doc["candidates"])
