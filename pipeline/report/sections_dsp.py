@@ -19,7 +19,7 @@ MAX_WINDOWS = 2000  # per split, for the distributions: a sample of evenly space
 def section_features(run: Run) -> list:
     dsp = gd(run.train, "dsp")
     if not dsp:
-        return [not_run("tinyml train", "the DSP block is chosen and recorded by the train stage")]
+        return [not_run("make train", "the DSP block is chosen and recorded by the train stage")]
     out = [para(f"The model reads {dsp.get('block')}: windows {tuple(gl(dsp, 'window_shape'))} become "
                 f"{tuple(gl(dsp, 'feature_shape'))}. Parameters: "
                 + (", ".join(f"{k} = {v}" for k, v in gd(dsp, "parameters").items()) or "none") + ".")]
