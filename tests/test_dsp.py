@@ -147,7 +147,7 @@ def test_real_fft_against_numpy(n):
 def test_audio_blocks_against_the_oracle(block, kw):
     c = dsp_cfg(**kw)
     x = speech_like()
-    got = blocks.features(x[None], c, 8000.0, block)[0]
+    got = blocks.features(x[None], c, 8000.0, block)[0, ..., 0]  # (frames, values, 1): an image
     ref = oracle(block, x, 8000.0, c)
     assert got.shape == ref.shape
     if block == "mfcc":
@@ -221,9 +221,9 @@ def test_featurize_replaces_every_split(tmp_path):
     prepared = prepare(cfg, tmp_path / "run")
     feat = blocks.featurize(prepared, cfg)
     for name, w in feat.windows.items():
-        assert w.X.shape[1:] == (1 + (prepared.windows[name].length - 160) // 80, 32)
+        assert w.X.shape[1:] == (1 + (prepared.windows[name].length - 160) // 80, 32, 1)
         np.testing.assert_array_equal(w.y, prepared.windows[name].y)
-    assert blocks.featurize(prepared, load_config(overrides={"data.dataset": str(root)})) is prepared
+    assert blocks.featurize(prepared, load_config(overrides={"data.dataset": str(root), "dsp.block": "raw"})) is prepared
 
 
 # ----------------------------------------------------------------------------- Cortex-M4 bits

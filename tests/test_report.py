@@ -19,8 +19,8 @@ from pipeline.report.document import build_report, refresh_report
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("1. The data", "2. The audit", "3. Baselines vs the convnet", "4. Training", "5. Quantization",
-            "6. On the device", "7. Model info sheet")
+SECTIONS = ("1. The data", "2. The audit", "3. The features (DSP)", "4. Baselines vs the convnet", "5. Training",
+            "6. Quantization", "7. On the device", "8. Model info sheet")
 IMG = re.compile(r'<img\b[^>]*\bsrc="([^"]*)"', re.I)
 LEAKAGE_TYPES = ("L1.1 No test set", "L1.2 Pre-processing", "L1.3 Feature selection", "L1.4 Duplicates",
                  "L2 Illegitimate features", "L3.1 Temporal leakage", "L3.2 Non-independence",

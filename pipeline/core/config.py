@@ -294,9 +294,11 @@ class DspConfig:
     for the host and the device (``pipeline.dsp``, docs/dsp.md). Names and defaults are Edge
     Impulse's processing blocks' (edgeimpulse/processing-blocks, */parameters.json)."""
 
-    block: Literal["raw", "spectral", "mfe", "mfcc", "spectrogram"] = "raw"
+    block: Literal["auto", "raw", "spectral", "mfe", "mfcc", "spectrogram"] = "auto"
     """What the model reads: "raw" windows, "spectral" features per axis (motion), "mfe" or
-    "mfcc" (audio), or a "spectrogram"."""
+    "mfcc" (audio), or a "spectrogram". "auto": the train stage tries raw and the blocks that
+    fit the data (pipeline/dsp/auto.py) and keeps the best on validation; the run's config.toml
+    records the block chosen and its parameters."""
     scale_axes: float = 1.0
     """spectral: every value is multiplied by this first (Edge Impulse's scale-axes)."""
     filter_type: Literal["none", "low", "high"] = "none"

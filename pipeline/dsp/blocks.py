@@ -2,9 +2,12 @@
 
 ``featurize(prepared, cfg)`` gives the Prepared value with every split's windows replaced by
 the block's features (the raw windows stay in ``prepared.dataset``); "raw" returns it as it
-is. Features are (frames, values) for mfe, mfcc and spectrogram (frames are the model's time
-axis, filters its channels, as Edge Impulse's convolution over "num_filters"), and
-(1, axes x features) for spectral (a dense network over the features).
+is. Features are (frames, values, 1) for mfe, mfcc and spectrogram: an image the model's 2-D
+convolutions read (on fsdd, one speaker held out, a 2-D convnet on MFCCs scored 0.64
+balanced accuracy against 0.27 for the same width reading frames as time and coefficients
+as channels), and (1, axes x features) for spectral (a dense network over the features).
+"auto" is resolved by the train stage (pipeline/dsp/auto.py); the run's config.toml holds
+the block chosen.
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ KEYS = {
              "num_cepstral", "pre_cof", "lifter"),
     "spectrogram": ("frame_length", "frame_stride", "fft_length", "noise_floor_db"),
 }
+
+
+IMAGE_BLOCKS = ("mfe", "mfcc", "spectrogram")
+
+
+def unresolved(block: str) -> None:
+    if block == "auto":
+        raise PipelineError('[dsp] block = "auto" is chosen by the train stage; this run has no block chosen',
+                            hint="run `tinyml train` first: it writes the block chosen into the run's config.toml")
 
 
 def resolved(dsp, block: str | None = None) -> dict:
@@ -63,6 +75,7 @@ def features(X: np.ndarray, dsp, rate_hz: float | None, block: str | None = None
     block = block or dsp.block
     if block == "raw":
         return X
+    unresolved(block)
     if X.ndim != 3:
         raise PipelineError(f"[dsp] block = {block!r}: expects time-series windows (n, steps, channels), got {X.shape[1:]}",
                             hint='images take [dsp] block = "raw"')
@@ -70,7 +83,8 @@ def features(X: np.ndarray, dsp, rate_hz: float | None, block: str | None = None
         raise PipelineError(f"[dsp] block = {block!r}: the dataset has no sampling rate")
     p = params(dsp, rate_hz, X.shape[1], X.shape[2], block)
     try:
-        return binding.run(p, X)
+        F = binding.run(p, X)
+        return F[..., None] if block in IMAGE_BLOCKS else F
     except PipelineError as exc:
         raise PipelineError(f"[dsp] block = {block!r} on windows of {X.shape[1]} steps at {rate_hz:g} Hz: {exc.message}",
                             hint=exc.hint) from None
@@ -79,9 +93,11 @@ def features(X: np.ndarray, dsp, rate_hz: float | None, block: str | None = None
 def describe(dsp, rate_hz: float | None, window_shape: tuple, block: str | None = None) -> dict:
     """The block, its parameters as used, and the input and output shapes (for the reports)."""
     block = block or dsp.block
+    unresolved(block)
     out = {"block": block, "parameters": resolved(dsp, block), "window_shape": list(window_shape)}
     if block != "raw" and len(window_shape) == 2 and rate_hz:
-        out["feature_shape"] = list(binding.shape(params(dsp, rate_hz, window_shape[0], window_shape[1], block)))
+        shape = list(binding.shape(params(dsp, rate_hz, window_shape[0], window_shape[1], block)))
+        out["feature_shape"] = shape + [1] if block in IMAGE_BLOCKS else shape
     else:
         out["feature_shape"] = list(window_shape)
     return out
@@ -92,6 +108,7 @@ def featurize(prepared, cfg, block: str | None = None):
     block = block or cfg.dsp.block
     if block == "raw":
         return prepared
+    unresolved(block)
     rate = prepared.dataset.rate_hz
     windows = {name: dataclasses.replace(w, X=features(w.X, cfg.dsp, rate, block))
                for name, w in prepared.windows.items()}

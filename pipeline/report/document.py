@@ -33,6 +33,7 @@ from pipeline.report.info_sheet import section_info_sheet
 from pipeline.report.render import render_html, render_md
 from pipeline.report.run import Run, load_run, one_line
 from pipeline.report.sections_data import repairs_row, section_audit, section_data
+from pipeline.report.sections_dsp import section_features
 from pipeline.report.sections_device import section_device
 from pipeline.report.sections_model import section_baselines, section_quantization, section_training
 
@@ -82,6 +83,7 @@ def glance(run: Run) -> Table:
 BUILDERS = (
     ("data", "The data", section_data, ("splits.json", "audit.json", "config.toml")),
     ("audit", "The audit", section_audit, ("audit.json",)),
+    ("features", "The features (DSP)", section_features, ("train_report.json", "config.toml")),
     ("baselines", "Baselines vs the convnet", section_baselines, ("train_report.json", "audit.json")),
     ("training", "Training", section_training, ("train_report.json",)),
     ("quantization", "Quantization", section_quantization, ("quantize_report.json", "train_report.json")),

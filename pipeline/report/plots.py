@@ -309,3 +309,45 @@ def search_pareto(points: list[tuple[float, float, float, bool, bool, bool]], sc
     axes[0].legend(frameon=False, fontsize=7, loc="lower right")
     fig.suptitle("Search: accuracy against device cost", fontsize=10)
     return _png(fig)
+
+
+def feature_images(panels: list[tuple[str, np.ndarray]], title: str, ylabel: str) -> bytes:
+    """One (frames, values) feature image per class: time across, filters / coefficients up."""
+    n = len(panels)
+    cols = min(5, n)
+    rows = int(np.ceil(n / cols))
+    fig = _figure(1.7 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    lo = min(float(x.min()) for _, x in panels)
+    hi = max(float(x.max()) for _, x in panels)
+    for ax, (name, x) in zip(axes.ravel(), panels, strict=False):
+        ax.imshow(x.T, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(name, fontsize=7.5)
+        ax.tick_params(labelsize=6)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel, fontsize=7)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("frame", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def feature_distributions(by_split: dict[str, np.ndarray], xlabel: str, title: str) -> bytes:
+    """Per feature (x), each split's median and interquartile band over its windows."""
+    fig = _figure(2.8)
+    ax = fig.subplots()
+    for split, F in by_split.items():
+        q1, med, q3 = np.percentile(F, [25, 50, 75], axis=0)
+        x = np.arange(F.shape[1])
+        color = SPLIT_COLORS.get(split, "#000000")
+        ax.plot(x, med, color=color, lw=1.2, label=f"{split} median ({len(F)} windows)")
+        ax.fill_between(x, q1, q3, color=color, alpha=0.18, lw=0)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("feature value (band: 25-75%)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)

@@ -49,6 +49,7 @@ from pipeline.ml.metrics import (
     refit_disagreement,
     score_with_intervals,
 )
+from pipeline.train.dsp_choice import choose_block
 from pipeline.train.engine import Engine, choose_engine, expected_seconds
 from pipeline.train.search import (
     SearchInterrupted,
@@ -103,17 +104,23 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
         audit_report = read_audit(run_dir, prepared, allow_leakage)
     clock.lap("audit")
     raw_shape = tuple(prepared.windows["train"].X.shape[1:])
-    prepared = featurize(prepared, cfg)  # [dsp]: the model reads the block's features of the raw windows
     report = {
         "status": "running",
         "dataset": prepared.dataset.summary(),
         "split": _split_summary(prepared),
         "audit": _audit_summary(audit_report, allow_leakage),
         "labels": list(prepared.dataset.label_names),
-        "config": as_dict(cfg),
-        "dsp": describe(cfg.dsp, prepared.dataset.rate_hz, raw_shape),
     }
     try:
+        choice = None
+        if cfg.dsp.block == "auto":  # the front end is the search's first choice (train/dsp_choice.py)
+            _quiet_tensorflow()
+            choice = choose_block(prepared, cfg, M.ModelParams.from_config(cfg.train), out)
+            clock.lap("dsp_choice")
+            out(f"train: DSP block {choice['chosen']}: {choice['why']}")
+        prepared = featurize(prepared, cfg)  # [dsp]: the model reads the block's features of the raw windows
+        report["config"] = as_dict(cfg)
+        report["dsp"] = {**describe(cfg.dsp, prepared.dataset.rate_hz, raw_shape), "auto": choice}
         # The engine is chosen from what the work is expected to cost, and says why. Ray (when
         # chosen) starts first: an unreachable cluster is an error in seconds, and one session
         # serves the search and the round after the refit.
@@ -476,6 +483,24 @@ def _cell(m: dict, key: str) -> str:
     return f"{m[key]:.3f} [{lo:.2f},{hi:.2f}]"
 
 
+def dsp_lines(dsp: dict) -> list[str]:
+    """The front end the model reads and, when chosen by the search, why and against what."""
+    if not dsp:
+        return []
+    lines = [f"DSP block: {dsp['block']} {tuple(dsp['window_shape'])} -> {tuple(dsp['feature_shape'])}"]
+    auto = dsp.get("auto")
+    if auto:
+        lines[0] += f", chosen ([dsp] block = \"auto\"): {auto['why']}"
+        for c in auto["candidates"]:
+            figs = f"val {c['val_score']:.3f}" if c.get("val_score") is not None else c["status"]
+            dc = c.get("dsp_cost")
+            cost = f", DSP {dc['instructions']:,} instructions, {dc['ram_bytes']:,} B" if dc else ""
+            model = (f", model {c['device']['macs']:,} MACs, arena {c['device']['ram_bytes']:,} B"
+                     if c.get("device") else "")
+            lines.append(f"  {c['block']:<12}{figs}{model}{cost}")
+    return lines
+
+
 def summary_lines(report: dict) -> list[str]:
     """The terminal summary: baselines and convnet side by side, train / val / test."""
     rows = [(name, b) for name, b in report["baselines"].items()] + [(CONVNET, report["metrics"])]
@@ -483,6 +508,7 @@ def summary_lines(report: dict) -> list[str]:
     group_by = report["split"]["group_by"]
     # What was repaired in the data first: the scores below are of the repaired data.
     lines = repair_lines(report["split"].get("repairs"))
+    lines += dsp_lines(report.get("dsp") or {})
     for key in HEADLINE:
         lines.append("")
         lines.append(f"{key.replace('_', ' ')}, 95% CI ({group_by}s resampled)")

@@ -1,0 +1,96 @@
+"""``[dsp] block = "auto"``: the front end chosen by the search, before the model's search.
+
+Every candidate of ``pipeline.dsp.auto.candidates`` (raw always among them; MFE / MFCC for
+audio, spectral for motion, their main parameters chosen from the training windows) is
+one trial of the search: the configured model (the search's trial 0) trained for
+``[train] search_epochs`` on the block's features of the training split, scored on
+validation, and costed on the board, DSP included: the model's int8 flash, arena and MACs
+(as every trial), plus the DSP's instructions and RAM measured on the emulated Cortex-M4
+(``pipeline.dsp.cost``). A candidate whose model arena plus DSP RAM exceeds the board's RAM
+budget is out. The chosen block is the highest validation score; a tie (to 0.001) goes to
+the fewer DSP instructions (raw has none). Raw being a candidate, a block is only chosen
+when it is at least as good as raw on validation.
+
+The block chosen and its parameters replace ``cfg.dsp`` (so the run's config.toml, the
+quantize stage and the device evaluation use them); the report keeps every candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pipeline.data.splits import Prepared
+from pipeline.dsp import auto, blocks
+from pipeline.dsp import cost as dsp_cost
+from pipeline.ml import model as M
+from pipeline.train.engine import TrialTask, trial_line
+from pipeline.train.search import device_budget, evaluate_trial, trial_data
+
+TIE = 0.001  # validation balanced accuracy closer than this is a tie: the cheaper DSP wins
+
+
+def choose_block(prepared: Prepared, cfg, base: M.ModelParams, out=print) -> dict:
+    """Score every candidate block; set ``cfg.dsp`` to the chosen one; the report's record."""
+    tc, w, rate = cfg.train, prepared.windows, prepared.dataset.rate_hz
+    cands = auto.candidates(cfg.dsp, rate, w["train"].X, w["train"].group_ids)
+    steps, channels = (w["train"].X.shape[1:] + (1,))[:2]
+    if len(cands) == 1:
+        cfg.dsp = cands[0]["dsp"]
+        return {"chosen": "raw", "why": f"only raw fits this data ({auto.kind(rate, w['train'].X.shape[1:])} "
+                "windows: no rate, or not a time series)", "candidates": [_entry(cands[0], None, None)]}
+    costs = dsp_cost.measure([blocks.params(c["dsp"], rate, steps, channels) for c in cands[1:]])
+    costs = [{"instructions": 0, "ram_bytes": 0}] + (costs or [None] * (len(cands) - 1))
+    budget = device_budget(cfg.quantize)
+    k = len(prepared.dataset.label_names)
+    out(f"train: [dsp] block = \"auto\": {len(cands)} front ends, each with the configured model for "
+        f"{tc.search_epochs} epochs, scored on validation")
+    entries = []
+    for i, (cand, dc) in enumerate(zip(cands, costs, strict=True)):
+        p = blocks.featurize(prepared, dataclasses.replace(cfg, dsp=cand["dsp"]), cand["block"])
+        train, val = p.windows["train"], p.windows["val"]
+        data = trial_data(train, val, k, M.class_priors(train.y, k), tc, budget, cfg.seed)
+        record = evaluate_trial(TrialTask(i, base, "block", tc.search_epochs, cfg.seed), data)
+        entry = _entry(cand, record, dc, budget)
+        entries.append(entry)
+        out(f"train:   {cand['block']} {_short(entry)}: {trial_line(record)}"
+            + (f", DSP {dc['instructions']:,} instructions, {dc['ram_bytes']:,} B" if dc else ""))
+    ok = [e for e in entries if e["status"] == "ok"]
+    if not ok:
+        cfg.dsp = cands[0]["dsp"]
+        return {"chosen": "raw", "why": "no candidate block finished within the budget: raw", "candidates": entries}
+    best = max(ok, key=lambda e: (round(e["val_score"] / TIE), -(e["dsp_cost"] or {}).get("instructions", 0)))
+    chosen = cands[entries.index(best)]
+    cfg.dsp = chosen["dsp"]
+    raw = entries[0]
+    why = (f"highest validation balanced accuracy: {best['block']} {best['val_score']:.3f} against raw "
+           f"{raw['val_score']:.3f}" if raw["status"] == "ok" else f"highest validation balanced accuracy "
+           f"{best['val_score']:.3f} (raw: {raw['status']})") + f"; {chosen['why']}"
+    if costs[1] is None:
+        why += "; DSP cost not measured (arm-none-eabi-gcc or qemu-system-arm missing)"
+    return {"chosen": best["block"], "parameters": best["parameters"], "why": why, "candidates": entries,
+            "rule": f"highest validation {'balanced accuracy'} with model arena + DSP RAM within the board's RAM "
+                    f"budget; closer than {TIE} a tie, the fewer DSP instructions win; raw always a candidate",
+            "dsp_cost_source": "measured on QEMU mps2-an386 (Cortex-M4), -icount shift=0, one window"
+                               if costs[1] is not None else "not measured"}
+
+
+def _short(entry: dict) -> str:
+    p = entry["parameters"]
+    keys = [k for k in ("fft_length", "noise_floor_db", "num_filters", "num_cepstral") if k in p]
+    return "(" + ", ".join(f"{k} {p[k]:g}" for k in keys) + ")" if keys else ""
+
+
+def _entry(cand: dict, record: dict | None, dc: dict | None, budget: dict | None = None) -> dict:
+    entry = {"block": cand["block"], "parameters": blocks.resolved(cand["dsp"], cand["block"]), "why": cand["why"],
+             "dsp_cost": dc}
+    if record is None:
+        return {**entry, "status": "only candidate"}
+    entry.update({key: record.get(key) for key in ("status", "val_score", "train_score", "val_loss", "epochs",
+                                                    "model_params", "device", "error", "over_budget")})
+    if entry["status"] == "ok" and dc and budget:
+        total = record["device"]["ram_bytes"] + dc["ram_bytes"]
+        entry["ram_bytes_with_dsp"] = total
+        if total > budget["ram_bytes"]:
+            entry.update(status="over_budget", over_budget=[f"model arena + DSP RAM {total} B > budget "
+                                                            f"{budget['ram_bytes']} B"])
+    return {key: v for key, v in entry.items() if v is not None or key in ("dsp_cost",)}
