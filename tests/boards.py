@@ -35,6 +35,16 @@ def tiny_run(tmp_path_factory, tiny_int8) -> Path:
     return _RUNS[key]
 
 
+def prompt_after(device, data: bytes, timeout: float = 10.0) -> str:
+    """Send ``data`` then a bare AT: what the firmware printed up to its next prompt (a
+    hostile host's bytes must leave it answering)."""
+    device.write(data)
+    device.write(b"AT\r")
+    out = device.wait_prompt(timeout=timeout)
+    device._drain()
+    return out
+
+
 def save_recordings(path: Path, X: np.ndarray, rate_hz: float = 62.5) -> Path:
     np.savez(path, X=np.asarray(X, np.float32), rate_hz=np.float64(rate_hz))
     return path

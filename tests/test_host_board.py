@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from boards import prompt_after
 from firmware_bridge.host.client import Device
 from firmware_bridge.targets import host_board
 from pipeline.core.errors import BridgeError
@@ -307,20 +308,12 @@ def device(board_run):
             client.close()
 
 
-def _prompt_after(device: Device, data: bytes, timeout: float = 10.0) -> str:
-    device.write(data)
-    device.write(b"AT\r")
-    out = device.wait_prompt(timeout=timeout)
-    device._drain()
-    return out
-
-
 @needs_gxx
 def test_garbage_bytes_and_a_one_megabyte_line_do_not_disturb_it(device):
     from firmware_bridge.host.protocol import LINE_TOO_LONG
 
     garbage = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
-    _prompt_after(device, garbage.replace(b"\r", b"."))
+    prompt_after(device, garbage.replace(b"\r", b"."))
     assert device.command("AT") == "Not a valid AT command (AT)\n"
     for _ in range(64):
         device.write(b"A" * (1 << 14))

@@ -24,6 +24,7 @@ import pytest
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.protocol import LINE_TOO_LONG
+from boards import prompt_after
 from firmware_bridge.targets import qemu
 from firmware_bridge.targets.sketch import TEMPLATE_DIR, command_table
 from pipeline.core.errors import BridgeError
@@ -213,18 +214,10 @@ def ticks_of_same_input(device, x) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def _prompt_after(device: Device, data: bytes, timeout: float = 10.0) -> str:
-    device.write(data)
-    device.write(b"AT\r")
-    out = device.wait_prompt(timeout=timeout)
-    device._drain()
-    return out
-
-
 @needs_qemu
 def test_garbage_bytes_do_not_disturb_it(device):
     garbage = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
-    _prompt_after(device, garbage.replace(b"\r", b"."))
+    prompt_after(device, garbage.replace(b"\r", b"."))
     assert device.command("AT") == "Not a valid AT command (AT)\n"
     assert "AT Version: 1.8.0" in device.command("AT+DEVICEINFO?")
 
@@ -248,7 +241,7 @@ def test_absurd_sizes_are_refused(device, n):
     device.send(f"AT+RUNIMPULSESTATIC=n,{n}")
     data, _ = device._expect(re.compile(rb"ERR[^\n]*\n"), "ERR line")
     assert data.startswith(b"ERR: N must be a whole number of float32 values from 1 to 1048576, got '")
-    _prompt_after(device, b"")  # no prompt follows an ERR: a CR gets one
+    prompt_after(device, b"")  # no prompt follows an ERR: a CR gets one
     assert device.command("AT") == "Not a valid AT command (AT)\n"
 
 
@@ -275,14 +268,14 @@ def test_the_largest_size_and_a_transfer_abandoned_half_way_time_out(device):
         # The host walks away: the device gives up on its own (100 ms per chunk).
         data, _ = device._expect(end_re(), "TIMEOUT", timeout=10.0)
         assert data.endswith(b"TIMEOUT\r\nEND OUTPUT\r\n")
-        _prompt_after(device, b"")
+        prompt_after(device, b"")
     # A chunk that is not base64 ends the transfer with an ERR line, not a wrong result.
     device.send(f"AT+RUNIMPULSESTATIC=n,{n}")
     device._expect(qemu_chunk_re(), "OK CHUNK=")
     device.write(b"!" * CHUNK)
     data, _ = device._expect(re.compile(rb"END OUTPUT\r\n"), "END OUTPUT")
     assert b"ERR: chunk 1 is not base64\r\nEND OUTPUT\r\n" in data
-    _prompt_after(device, b"")
+    prompt_after(device, b"")
     x = np.linspace(-3, 3, n).astype(np.float32)
     assert device.classify(x).label  # and it classifies again
 
