@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 import pytest
-
 from boards import prompt_after
+
 from firmware_bridge.host.client import Device
 from firmware_bridge.targets import host_board
 from pipeline.core.errors import BridgeError

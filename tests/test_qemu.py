@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import prompt_after
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.protocol import LINE_TOO_LONG
-from boards import prompt_after
 from firmware_bridge.targets import qemu
 from firmware_bridge.targets.sketch import TEMPLATE_DIR, command_table
 from pipeline.core.errors import BridgeError
