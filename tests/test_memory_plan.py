@@ -234,3 +234,37 @@ def test_equal_constant_arrays_are_stored_once():
     assert saved == 24
     assert "#define b a " in out[0] and "#define d a " in out[2]
     assert out[1] == decls[1] and out[3] == decls[3]  # another type, other values: kept
+
+
+def test_auto_memory_takes_the_fast_plan_when_it_fits_the_budget(capsys):
+    """[compile] memory = "auto": "fast" when its RAM fits the board's budget, "min" below
+    that; the reason names both figures."""
+    data, _ = _residual_rows_model(9, 3, 3, 0, seed=12)
+    fast, small = C.compile_bytes(data, memory="fast"), C.compile_bytes(data, memory="min")
+    assert small.ram_bytes < fast.ram_bytes and small.memory == "min" and fast.memory == "fast"
+    roomy = C.compile_bytes(data, memory="auto", budget=C.Budget(fast.ram_bytes, "test"))
+    assert roomy.memory == "fast" and roomy.ram_bytes == fast.ram_bytes
+    assert f"{fast.ram_bytes:,} B fit" in roomy.memory_reason
+    tight = C.compile_bytes(data, memory="auto", budget=C.Budget(fast.ram_bytes - 1, "test"))
+    assert tight.memory == "min" and tight.ram_bytes == small.ram_bytes
+    assert "exceed" in tight.memory_reason and f"{small.ram_bytes:,} B (fits)" in tight.memory_reason
+    # With no budget given, the default board's (as the quantize stage budgets): "fast".
+    assert C.compile_bytes(data).memory == "fast"
+    with pytest.raises(C.CompileError, match="memory = 'tiny'"):
+        C.compile_bytes(data, memory="tiny")
+
+
+def test_tinyml_compile_says_which_plan_and_why(tmp_path, capsys):
+    from tinyml_cli import main
+
+    data, _ = _residual_rows_model(9, 3, 3, 0, seed=12)
+    fast = C.compile_bytes(data, memory="fast")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "int8.tflite").write_bytes(data)
+    (run / "config.toml").write_text(f"[quantize]\nram_budget_bytes = {fast.ram_bytes - 1}\n")
+    assert main(["compile", "--run", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert "the min plan: [compile] memory = \"auto\"" in said and "[quantize] ram_budget_bytes" in said
+    header = (run / C.COMPILED_DIR / C.HEADER).read_text()
+    assert f"TINYML_MODEL_TOTAL_RAM_BYTES {fast.ram_bytes}" not in header

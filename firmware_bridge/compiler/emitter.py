@@ -50,6 +50,8 @@ class CompiledModel:
     ops: list[dict]
     plan: Plan
     sha256: str
+    memory: str = "fast"  # the plan compiled: "min" (row-by-row blocks) or "fast" (modes.py)
+    memory_reason: str = ""
 
 
 def _header_text(x: CTensor, y: CTensor, ram: int, source: str, sha: str) -> str:
