@@ -268,3 +268,61 @@ def test_tinyml_compile_says_which_plan_and_why(tmp_path, capsys):
     assert "the min plan: [compile] memory = \"auto\"" in said and "[quantize] ram_budget_bytes" in said
     header = (run / C.COMPILED_DIR / C.HEADER).read_text()
     assert f"TINYML_MODEL_TOTAL_RAM_BYTES {fast.ram_bytes}" not in header
+
+
+def image_like(shape, n: int, seed: int, scale: float, zero_point: int) -> np.ndarray:
+    """Quantized inputs with the structure of real images and spectrograms, not noise:
+    smooth gradients, bright blobs, hard edges and a little sensor noise per channel, in
+    the range the model was calibrated on (N(0, 1): about -3..3)."""
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    out = []
+    for _ in range(n):
+        img = np.zeros((h, w, c))
+        for ch in range(c):
+            a, b = rng.normal(0, 2, 2)
+            img[..., ch] = a * (yy - 0.5) + b * (xx - 0.5)  # lighting gradient
+            for _ in range(3):  # blobs
+                cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
+                img[..., ch] += rng.normal(0, 2) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            edge = rng.uniform(0.2, 0.8)  # an object's edge
+            img[..., ch] += np.where(xx * rng.uniform(-1, 1) + yy > edge, rng.normal(0, 1.5), 0.0)
+        img += rng.normal(0, 0.1, img.shape)
+        out.append(np.clip(np.round(img / scale) + zero_point, -128, 127))
+    return np.stack(out).astype(np.int8)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_image_like_inputs_in_both_memory_modes(name, small_models, tmp_path):
+    """Real-structured inputs (image_like) through every op, "fast" and the row-by-row
+    blocks of "min" (forced here, whether or not "min" would pick them at this size)."""
+    data, shape = small_models[name]
+    ref = Reference(data)
+    graph = C.read_graph(data)
+    x = graph.tensors[graph.inputs[0]]
+    inputs = image_like(shape, 10, seed=7, scale=x.scale, zero_point=x.zero_point)
+    fused = fuse_residual_rows(graph)
+    modes = {"fast": C.compile_bytes(data, memory="fast"), "min": C.compile_bytes(data, memory="min"),
+             "rows": C.emit_model(fused, C.plan_memory(fused), "int8.tflite", "-")}
+    assert (fused is not graph) == (name == "resnet")
+    for mode, model in modes.items():
+        comp = Compiled(data, tmp_path, out_dir=C.write_compiled(model, tmp_path / mode))
+        assert_identical(ref, comp, inputs, f"small {name}, image-like inputs, {mode}")
+
+
+def test_default_model_real_windows_in_both_memory_modes(fast_run, tmp_path):
+    """The default model on its validation and test windows, compiled in either mode."""
+    from pipeline.core.config import load_config
+    from pipeline.data.splits import load_run_split
+    from pipeline.tflite.runtime import quantize_int8
+
+    data = (fast_run / "int8.tflite").read_bytes()
+    ref = Reference(data)
+    windows = load_run_split(load_config(fast_run / "config.toml"), fast_run).windows
+    q = ref.interp.get_input_details(0)["quantization_parameters"]
+    x_q = quantize_int8(np.concatenate([windows["val"].X, windows["test"].X]), float(q["scales"][0]),
+                        int(q["zero_points"][0]))
+    for mode in ("min", "fast"):
+        comp = Compiled(data, tmp_path, out_dir=C.write_compiled(C.compile_bytes(data, memory=mode), tmp_path / mode))
+        assert_identical(ref, comp, x_q, f"default model, validation + test windows, memory={mode}")
