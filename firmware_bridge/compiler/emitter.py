@@ -21,6 +21,7 @@ from firmware_bridge.compiler.context import Emitter
 from firmware_bridge.compiler.ops import KERNELS
 from firmware_bridge.compiler.planner import Plan
 from firmware_bridge.compiler.reader import ALIAS_OPS, COp, CTensor, Graph
+from firmware_bridge.compiler.stripes import STAGE_OP, emit_stage_rows
 from firmware_bridge.sources import KERNEL_DIR
 
 COMPILED_DIR = Path("firmware") / "compiled"
@@ -33,9 +34,12 @@ def emit_op(em: Emitter, op: COp) -> None:
     if op.name in ALIAS_OPS:
         em.calls.append(f"  /* op {op.index} {op.name}: an alias, no code */")
         return
-    kernel = KERNELS[op.name]
-    em.kernels.add(kernel.source)
-    kernel.emit(em, op)
+    if op.name == STAGE_OP:
+        emit_stage_rows(em, op)
+    else:
+        kernel = KERNELS[op.name]
+        em.kernels.add(kernel.source)
+        kernel.emit(em, op)
     out = op.outputs[0]
     em.calls.append(f"  TM_DEBUG({op.index}, {em.ptr(out)}, {em.tensors[out].nbytes});")
 

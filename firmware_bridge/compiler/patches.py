@@ -218,8 +218,8 @@ def _conv_macs(op: COp, tensors: list[CTensor], rows_whole: bool = False) -> int
 
 def executed_macs(graph: Graph) -> int:
     """The multiply-accumulates the compiled model executes (convolutions, depthwise
-    convolutions and fully connected layers): the row-by-row blocks' extra MACs are those
-    of their edge bands' zero-point rows, which the whole-tensor kernel skips."""
+    convolutions and fully connected layers): the row-by-row blocks' and stages' extra MACs
+    are those of their edge bands' zero-point rows, which the whole-tensor kernels skip."""
     T = graph.tensors
     total = 0
     for op in graph.ops:
@@ -229,4 +229,6 @@ def executed_macs(graph: Graph) -> int:
             total += T[op.outputs[0]].size * int(T[op.inputs[1]].shape[-1])
         elif op.name == FUSED_OP:
             total += sum(_conv_macs(c, T, rows_whole=True) for c in (op.options.conv_a, op.options.conv_b))
+        elif op.name == "FUSED_STAGE_ROWS":  # stripes.py: every layer on K-row bands
+            total += sum(_conv_macs(c, T, rows_whole=True) for c in op.options.layers)
     return total
