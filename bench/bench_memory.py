@@ -12,7 +12,7 @@ memory, does not depend on their values), converted to full int8 by the project'
 - flash: weights (the model's int8/int32 constant tensors), requantization parameters
   (everything else in the model's .rodata) and code (.text), built for a Cortex-M4;
 - compile time and byte identity against TFLM on random and saturating inputs;
-- on a model with row-by-row blocks (ResNet-8), what `[compile] memory = "min"` costs
+- on a model with row-by-row blocks or stages (ResNet-8, MobileNetV1), what `[compile] memory = "min"` costs
   against "fast": MACs executed and instructions per inference on the emulated Cortex-M4.
 
 The architectures (the MLPerf Tiny v1 reference models' shapes):
@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+ROW_OPS = ("FUSED_RESIDUAL_ROWS", "FUSED_STAGE_ROWS")  # memory = "min"'s row-by-row forms
 ST_EDGE_AI_WAKEWORD_RAM = 5836  # ST's MLPerf Tiny report, input and output included
 
 
@@ -174,7 +175,7 @@ def measure(name: str, data: bytes, work: Path) -> dict:
         "total_ram_bytes": total,
         "total_ram_bytes_memory_fast": fast.ram_bytes,
         "memory_auto_default_board": auto.memory, "memory_auto_reason": auto.memory_reason,
-        "rows_fused_blocks": sum(op["op"] == "FUSED_RESIDUAL_ROWS" for op in compiled.ops),
+        "row_by_row_ops": sum(op["op"] in ROW_OPS for op in compiled.ops),
         "lower_bound_bytes": compiled.lower_bound_bytes,
         "input_bytes": compiled.input_bytes, "output_bytes": compiled.output_bytes,
         "tflm_head_bytes": tflm["head_bytes"], "tflm_arena_bytes": tflm["arena_bytes"],
@@ -216,26 +217,28 @@ def memory_mode_cost(data: bytes, work: Path) -> dict:
     for mode in ("fast", "min"):
         compiled = C.compile_bytes(data, memory=mode)
         folder = C.write_compiled(compiled, work / mode)
-        emitted = C.fuse_residual_rows(graph) if any(o["op"] == "FUSED_RESIDUAL_ROWS" for o in compiled.ops) else graph
         release = P.run_on_qemu(folder, x, len(graph.ops), work / f"build-{mode}", debug=False)
         debug = P.run_on_qemu(folder, x, len(graph.ops), work / f"build-{mode}", debug=True)
         per_op[mode] = {i: (t / n - debug.hook_ticks_per_call) * TICK for i, (t, n) in debug.op_ticks.items()}
-        out[mode] = {"total_ram_bytes": compiled.ram_bytes, "executed_macs": executed_macs(emitted),
+        out[mode] = {"total_ram_bytes": compiled.ram_bytes, "executed_macs": executed_macs(compiled.graph),
                      "instructions_per_inference": max(release.invoke_ticks) * TICK,
                      "identical_on_qemu": all(np.array_equal(a, b) for a, b in zip(release.outputs, want, strict=True)),
-                     "fused_blocks": [o["index"] for o in compiled.ops if o["op"] == "FUSED_RESIDUAL_ROWS"]}
+                     "row_by_row_ops": [f"{o['op']} {o['index']}" for o in compiled.ops if o["op"] in ROW_OPS]}
+        if mode == "min":
+            fused = [op for op in compiled.graph.ops if op.name in ROW_OPS]
     f, m = out["fast"], out["min"]
     out["min_extra_macs"] = m["executed_macs"] - f["executed_macs"]
     out["min_extra_instructions"] = m["instructions_per_inference"] - f["instructions_per_inference"]
     out["min_extra_instructions_share"] = round(out["min_extra_instructions"] / f["instructions_per_inference"], 4)
     out["min_ram_saved_bytes"] = f["total_ram_bytes"] - m["total_ram_bytes"]
     blocks = []
-    for op in C.fuse_residual_rows(graph).ops:
-        if op.name == "FUSED_RESIDUAL_ROWS":
-            parts = (op.options.conv_a.index, op.options.conv_b.index, op.index)
-            blocks.append({"ops": list(parts), "fast_instructions": round(sum(per_op["fast"][i] for i in parts)),
-                           "min_instructions": round(per_op["min"][op.index])})
-    out["blocks"] = blocks
+    for op in fused:  # each row-by-row op against the ops it replaces, per-op hooks
+        o = op.options
+        parts = [layer.index for layer in o.layers] if op.name == "FUSED_STAGE_ROWS" else [o.conv_a.index, o.conv_b.index,
+                                                                                 op.index]
+        blocks.append({"op": op.name, "ops": parts, "fast_instructions": round(sum(per_op["fast"][i] for i in parts)),
+                       "min_instructions": round(per_op["min"][op.index])})
+    out["row_by_row"] = blocks
     return out
 
 
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, data in models.items():
         with tempfile.TemporaryDirectory(prefix=f"bench-memory-{name}-") as tmp:
             results[name] = row = measure(name, data, Path(tmp))
-            if row["rows_fused_blocks"] and not args.no_qemu:
+            if row["row_by_row_ops"] and not args.no_qemu:
                 row["min_vs_fast"] = cost = memory_mode_cost(data, Path(tmp))
                 print(f"{name}: \"min\" against \"fast\": {cost['min_ram_saved_bytes']} B less RAM, "
                       f"{cost['min_extra_macs']:+} MACs, {cost['min_extra_instructions']:+} instructions per "

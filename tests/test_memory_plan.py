@@ -24,6 +24,7 @@ from test_compiler import Compiled, Reference, assert_identical, convert, satura
 from firmware_bridge import compiler as C
 from firmware_bridge.compiler import planner
 from firmware_bridge.compiler.patches import fuse_residual_rows
+from firmware_bridge.compiler.stripes import fuse_stage, stage_chain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -293,21 +294,32 @@ def image_like(shape, n: int, seed: int, scale: float, zero_point: int) -> np.nd
     return np.stack(out).astype(np.int8)
 
 
+def row_variants(graph) -> dict:
+    """Every row-by-row form "min" may choose from: residual blocks, the first stage of each
+    length, both (whether or not "min" would pick them at this size)."""
+    out = {"residual rows": fuse_residual_rows(graph)}
+    for layers in range(2, len(stage_chain(graph)) + 1):
+        out[f"stage of {layers}"] = fuse_residual_rows(fuse_stage(graph, layers))
+    return {name: g for name, g in out.items() if g is not graph}
+
+
 @pytest.mark.parametrize("name", list(SMALL))
 def test_image_like_inputs_in_both_memory_modes(name, small_models, tmp_path):
-    """Real-structured inputs (image_like) through every op, "fast" and the row-by-row
-    blocks of "min" (forced here, whether or not "min" would pick them at this size)."""
+    """Real-structured inputs (image_like), random and saturating ones through every op, in
+    "fast", "min" and every row-by-row form "min" chooses from."""
     data, shape = small_models[name]
     ref = Reference(data)
     graph = C.read_graph(data)
     x = graph.tensors[graph.inputs[0]]
-    inputs = image_like(shape, 10, seed=7, scale=x.scale, zero_point=x.zero_point)
-    fused = fuse_residual_rows(graph)
-    modes = {"fast": C.compile_bytes(data, memory="fast"), "min": C.compile_bytes(data, memory="min"),
-             "rows": C.emit_model(fused, C.plan_memory(fused), "int8.tflite", "-")}
-    assert (fused is not graph) == (name == "resnet")
+    inputs = np.concatenate([image_like(shape, 8, seed=7, scale=x.scale, zero_point=x.zero_point),
+                             _inputs(shape, 8)[::3]])
+    variants = row_variants(graph)
+    assert ("residual rows" in variants) == (name == "resnet")
+    assert any(v.startswith("stage") for v in variants) == (name != "resnet")  # its stem feeds a block
+    modes = {"fast": C.compile_bytes(data, memory="fast"), "min": C.compile_bytes(data, memory="min")}
+    modes.update({v: C.emit_model(g, C.plan_memory(g), "int8.tflite", "-") for v, g in variants.items()})
     for mode, model in modes.items():
-        comp = Compiled(data, tmp_path, out_dir=C.write_compiled(model, tmp_path / mode))
+        comp = Compiled(data, tmp_path, out_dir=C.write_compiled(model, tmp_path / mode.replace(" ", "_")))
         assert_identical(ref, comp, inputs, f"small {name}, image-like inputs, {mode}")
 
 
@@ -326,3 +338,20 @@ def test_default_model_real_windows_in_both_memory_modes(fast_run, tmp_path):
     for mode in ("min", "fast"):
         comp = Compiled(data, tmp_path, out_dir=C.write_compiled(C.compile_bytes(data, memory=mode), tmp_path / mode))
         assert_identical(ref, comp, x_q, f"default model, validation + test windows, memory={mode}")
+
+
+def test_min_computes_the_first_stage_by_rows_where_it_saves_ram(tmp_path):
+    """MobileNetV1-0.25 at 64x64 (two blocks): its first stage's 32x32x16 activation is
+    larger than its input; "min" computes the stage row by row (stripes.py) and needs less
+    RAM than "fast", every output byte TFLM's."""
+    bench = _bench()
+    data = bench.int8_model(bench.mobilenet_v1, (64, 64, 3), seed=2, size=64, alpha=0.25, blocks=2)
+    fast, small = C.compile_bytes(data, memory="fast"), C.compile_bytes(data, memory="min")
+    assert small.ram_bytes < fast.ram_bytes, (small.ram_bytes, fast.ram_bytes)
+    assert any(op["op"] == "FUSED_STAGE_ROWS" for op in small.ops)
+    assert f"{fast.ram_bytes:,} B -> {small.ram_bytes:,} B" in small.memory_reason
+    x = C.read_graph(data).tensors[C.read_graph(data).inputs[0]]
+    inputs = np.concatenate([image_like((64, 64, 3), 4, seed=3, scale=x.scale, zero_point=x.zero_point),
+                             _inputs((64, 64, 3), 4)[::4]])
+    comp = Compiled(data, tmp_path, out_dir=C.write_compiled(small, tmp_path / "min"))
+    assert_identical(Reference(data), comp, inputs, "MobileNetV1 64x64, first stage by rows")

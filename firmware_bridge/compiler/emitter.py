@@ -56,6 +56,7 @@ class CompiledModel:
     sha256: str
     memory: str = "fast"  # the plan compiled: "min" (row-by-row blocks) or "fast" (modes.py)
     memory_reason: str = ""
+    graph: Graph | None = None  # the graph emitted (row-by-row ops fused in)
 
 
 def _header_text(x: CTensor, y: CTensor, ram: int, source: str, sha: str) -> str:
@@ -196,7 +197,7 @@ def emit_model(graph: Graph, plan: Plan, source: str, sha: str) -> CompiledModel
     op_rows = [{"index": op.index, "op": op.name, "layer": op.layer,
                 "in_place": op.index in plan.in_place, "alias": op.name in ALIAS_OPS} for op in graph.ops]
     return CompiledModel(files=files, input_bytes=x.nbytes, output_bytes=y.nbytes, ram_bytes=plan.arena_bytes,
-                         lower_bound_bytes=plan.lower_bound_bytes, ops=op_rows, plan=plan, sha256=sha)
+                         lower_bound_bytes=plan.lower_bound_bytes, ops=op_rows, plan=plan, sha256=sha, graph=graph)
 
 
 def write_compiled(compiled: CompiledModel, out_dir: str | os.PathLike) -> Path:
