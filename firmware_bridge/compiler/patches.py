@@ -7,7 +7,9 @@ which needs y1 rows r-1..r+1 (K rows), which need x rows r-2..r+2. Computed in t
 (a window of K rows of y1, slid down one row at a time), output row r is written over x's
 row r, which no later row reads. RAM: x, K rows of y1, one row of y2, K rows of x for the
 bands at the top and bottom edges; instead of x, y1 and y2 whole. No value is computed twice
-(the window slides), so the faster plan and the smaller one are the same: nothing to trade.
+(the window slides); the cost is the row copies and the edge bands' zero-point taps, which
+docs/compiler.md measures against the whole-tensor ops (on ResNet-8 the bands are fewer
+instructions: their edge rows take the kernels' two-pixel path).
 
 Each band is an ordinary call of the layer's own kernel (``ops.KERNELS``) on a K-row image
 with VALID rows: the rows outside the image are filled with the input's zero point, which
