@@ -81,8 +81,6 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
         ("ResNet-8: MACs [compile] memory = \"min\" executes beyond \"fast\"", ("models", "resnet8", "min_vs_fast", "min_extra_macs"), ""),
         ("ResNet-8: instructions per inference \"min\" takes beyond \"fast\" (emulated Cortex-M4)",
          ("models", "resnet8", "min_vs_fast", "min_extra_instructions"), ""),
-        ("MobileNetV1-0.25: MACs \"min\" executes beyond \"fast\"",
-         ("models", "mobilenet_v1_025_96", "min_vs_fast", "min_extra_macs"), ""),
         ("MobileNetV1-0.25: instructions per inference \"min\" takes beyond \"fast\" (emulated Cortex-M4)",
          ("models", "mobilenet_v1_025_96", "min_vs_fast", "min_extra_instructions"), ""),
         ("a 163-op MobileNet chain: memory planning time", ("placement_scaling", 3, "plan_seconds"), "s"),
