@@ -232,7 +232,7 @@ def cmd_quantize(args) -> int:
 
 def compile_run(run: Path, model: Path | None = None, out: Path | None = None) -> None:
     """`tinyml compile`: RUN/int8.tflite -> RUN/firmware/compiled/, figures printed."""
-    from firmware_bridge.compiler import COMPILED_DIR, compile_model
+    from firmware_bridge.compiler import COMPILED_DIR, Budget, compile_model
 
     model = model if model is not None else run / "int8.tflite"
     if not model.exists():
@@ -242,11 +242,12 @@ def compile_run(run: Path, model: Path | None = None, out: Path | None = None) -
     out = out if out is not None else run / COMPILED_DIR
     from pipeline.core.config import load_config
 
-    memory = load_config(run / "config.toml").compile.memory if (run / "config.toml").is_file() else "min"
-    c = compile_model(model, out, memory=memory)
+    cfg = load_config(run / "config.toml") if (run / "config.toml").is_file() else None
+    memory, budget = (cfg.compile.memory, Budget.of(cfg.quantize)) if cfg else ("auto", Budget.of())
+    c = compile_model(model, out, memory=memory, budget=budget)
     print(f"compile: {out} ({len(c.files)} files): RAM {c.ram_bytes} bytes in one static buffer, input "
-          f"({c.input_bytes} B) and output ({c.output_bytes} B) included (lower bound {c.lower_bound_bytes}; "
-          f"[compile] memory = \"{memory}\")")
+          f"({c.input_bytes} B) and output ({c.output_bytes} B) included (lower bound {c.lower_bound_bytes})")
+    print(f"compile: the {c.memory} plan: {c.memory_reason}")
 
 
 def cmd_compile(args) -> int:

@@ -11,7 +11,9 @@ memory, does not depend on their values), converted to full int8 by the project'
   RecordingMicroAllocator in the tflite-micro Python runtime (a 64-bit host figure);
 - flash: weights (the model's int8/int32 constant tensors), requantization parameters
   (everything else in the model's .rodata) and code (.text), built for a Cortex-M4;
-- compile time and byte identity against TFLM on random and saturating inputs.
+- compile time and byte identity against TFLM on random and saturating inputs;
+- on a model with row-by-row blocks or stages (ResNet-8, MobileNetV1), what `[compile] memory = "min"` costs
+  against "fast": MACs executed and instructions per inference on the emulated Cortex-M4.
 
 The architectures (the MLPerf Tiny v1 reference models' shapes):
 - streaming wakeword: input 30x1x40, four (depthwise 3x1 + pointwise 1x1) blocks, one fully
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+ROW_OPS = ("FUSED_RESIDUAL_ROWS", "FUSED_STAGE_ROWS")  # memory = "min"'s row-by-row forms
 ST_EDGE_AI_WAKEWORD_RAM = 5836  # ST's MLPerf Tiny report, input and output included
 
 
@@ -144,9 +147,10 @@ def measure(name: str, data: bytes, work: Path) -> dict:
     from pipeline.tflite.runtime import TFLMRunner
 
     start = time.perf_counter()
-    compiled = C.compile_bytes(data)
+    compiled = C.compile_bytes(data, memory="min")
     seconds = time.perf_counter() - start
     fast = C.compile_bytes(data, memory="fast")
+    auto = C.compile_bytes(data)  # "auto" on the default board's RAM budget
     graph = C.read_graph(data)
     weights = sum(t.nbytes for t in graph.tensors if t.data is not None)
     C.write_compiled(compiled, work / "compiled")
@@ -170,7 +174,8 @@ def measure(name: str, data: bytes, work: Path) -> dict:
         "compile_seconds": round(seconds, 3),
         "total_ram_bytes": total,
         "total_ram_bytes_memory_fast": fast.ram_bytes,
-        "rows_fused_blocks": sum(op["op"] == "FUSED_RESIDUAL_ROWS" for op in compiled.ops),
+        "memory_auto_default_board": auto.memory, "memory_auto_reason": auto.memory_reason,
+        "row_by_row_ops": sum(op["op"] in ROW_OPS for op in compiled.ops),
         "lower_bound_bytes": compiled.lower_bound_bytes,
         "input_bytes": compiled.input_bytes, "output_bytes": compiled.output_bytes,
         "tflm_head_bytes": tflm["head_bytes"], "tflm_arena_bytes": tflm["arena_bytes"],
@@ -189,6 +194,52 @@ def measure(name: str, data: bytes, work: Path) -> dict:
     elif name != "default":
         row["target_met"] = total <= 0.6 * tflm["head_bytes"]
     return row
+
+
+def memory_mode_cost(data: bytes, work: Path) -> dict:
+    """What "min" costs against "fast": total RAM, MACs executed (patches.executed_macs:
+    taps outside the image skipped, as the kernels do) and instructions per inference on the
+    emulated Cortex-M4 (QEMU -icount, the profile machinery of `tinyml profile`), per mode,
+    and per row-by-row block against its three ops (per-op hooks); outputs checked against TFLM."""
+    from firmware_bridge import compiler as C
+    from firmware_bridge.compiler.patches import executed_macs
+    from firmware_bridge.targets import profile as P
+    from firmware_bridge.targets.qemu import INSTRUCTIONS_PER_TICK as TICK
+    from pipeline.tflite.flatbuffer import inspect_model
+    from pipeline.tflite.runtime import TFLMRunner
+
+    graph = C.read_graph(data)
+    runner = TFLMRunner(data, 8 << 20)
+    x = P.default_inputs(graph.tensors[graph.inputs[0]].nbytes, n=2)
+    want = [runner.invoke(w.reshape(runner.input_details["shape"][1:])).reshape(-1) for w in x]
+    out: dict = {"nominal_macs": inspect_model(data).total_macs, "instruction_resolution": TICK}
+    per_op = {}
+    for mode in ("fast", "min"):
+        compiled = C.compile_bytes(data, memory=mode)
+        folder = C.write_compiled(compiled, work / mode)
+        release = P.run_on_qemu(folder, x, len(graph.ops), work / f"build-{mode}", debug=False)
+        debug = P.run_on_qemu(folder, x, len(graph.ops), work / f"build-{mode}", debug=True)
+        per_op[mode] = {i: (t / n - debug.hook_ticks_per_call) * TICK for i, (t, n) in debug.op_ticks.items()}
+        out[mode] = {"total_ram_bytes": compiled.ram_bytes, "executed_macs": executed_macs(compiled.graph),
+                     "instructions_per_inference": max(release.invoke_ticks) * TICK,
+                     "identical_on_qemu": all(np.array_equal(a, b) for a, b in zip(release.outputs, want, strict=True)),
+                     "row_by_row_ops": [f"{o['op']} {o['index']}" for o in compiled.ops if o["op"] in ROW_OPS]}
+        if mode == "min":
+            fused = [op for op in compiled.graph.ops if op.name in ROW_OPS]
+    f, m = out["fast"], out["min"]
+    out["min_extra_macs"] = m["executed_macs"] - f["executed_macs"]
+    out["min_extra_instructions"] = m["instructions_per_inference"] - f["instructions_per_inference"]
+    out["min_extra_instructions_share"] = round(out["min_extra_instructions"] / f["instructions_per_inference"], 4)
+    out["min_ram_saved_bytes"] = f["total_ram_bytes"] - m["total_ram_bytes"]
+    blocks = []
+    for op in fused:  # each row-by-row op against the ops it replaces, per-op hooks
+        o = op.options
+        parts = [layer.index for layer in o.layers] if op.name == "FUSED_STAGE_ROWS" else [o.conv_a.index, o.conv_b.index,
+                                                                                 op.index]
+        blocks.append({"op": op.name, "ops": parts, "fast_instructions": round(sum(per_op["fast"][i] for i in parts)),
+                       "min_instructions": round(per_op["min"][op.index])})
+    out["row_by_row"] = blocks
+    return out
 
 
 def mobilenet_blocks(blocks: int):
@@ -234,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a run directory holding the default model's int8.tflite")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory.json"))
     parser.add_argument("--only", choices=[*ARCHITECTURES, "default"], action="append")
+    parser.add_argument("--no-qemu", action="store_true", help="skip the instruction counts on QEMU")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "bench"))
     from pipeline.core.artifacts import write_json
@@ -249,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, data in models.items():
         with tempfile.TemporaryDirectory(prefix=f"bench-memory-{name}-") as tmp:
             results[name] = row = measure(name, data, Path(tmp))
+            if row["row_by_row_ops"] and not args.no_qemu:
+                row["min_vs_fast"] = cost = memory_mode_cost(data, Path(tmp))
+                print(f"{name}: \"min\" against \"fast\": {cost['min_ram_saved_bytes']} B less RAM, "
+                      f"{cost['min_extra_macs']:+} MACs, {cost['min_extra_instructions']:+} instructions per "
+                      f"inference on QEMU ({100 * cost['min_extra_instructions_share']:+.2f}%)")
         print(f"{name}: total RAM {row['total_ram_bytes']} B (lower bound {row['lower_bound_bytes']}), TFLM head "
               f"{row['tflm_head_bytes']} B / arena {row['tflm_arena_bytes']} B: {row['ratio_to_tflm_head']:.2f}x head; "
               f"compile {row['compile_seconds']} s; identical {row['identical_outputs']}"
@@ -264,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json(args.out, report)
     print(f"wrote {args.out}")
-    return 0 if all(r["identical_outputs"].split("/")[0] == r["identical_outputs"].split("/")[1]
-                    for r in results.values()) else 1
+    identical = all(r["identical_outputs"].split("/")[0] == r["identical_outputs"].split("/")[1]
+                    and all(r.get("min_vs_fast", {}).get(m, {}).get("identical_on_qemu", True) for m in ("min", "fast"))
+                    for r in results.values())
+    return 0 if identical else 1
 
 
 if __name__ == "__main__":

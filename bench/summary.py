@@ -80,6 +80,13 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
          ("models", "resnet8", "ratio_to_tflm_head"), ""),
         ("MobileNetV1-0.25 96x96x3: total RAM / TFLM's planned tensors (target at most 0.6)",
          ("models", "mobilenet_v1_025_96", "ratio_to_tflm_head"), ""),
+        ("default model (`--fast` run): compiled total RAM / TFLM's planned tensors",
+         ("models", "default", "ratio_to_tflm_head"), ""),
+        ("ResNet-8: MACs [compile] memory = \"min\" executes beyond \"fast\"", ("models", "resnet8", "min_vs_fast", "min_extra_macs"), ""),
+        ("ResNet-8: instructions per inference \"min\" takes beyond \"fast\" (emulated Cortex-M4)",
+         ("models", "resnet8", "min_vs_fast", "min_extra_instructions"), ""),
+        ("MobileNetV1-0.25: instructions per inference \"min\" takes beyond \"fast\" (emulated Cortex-M4)",
+         ("models", "mobilenet_v1_025_96", "min_vs_fast", "min_extra_instructions"), ""),
         ("a 163-op MobileNet chain: memory planning time", ("placement_scaling", 3, "plan_seconds"), "s"),
     ]),
     "search": ("bench/bench_search.py", [

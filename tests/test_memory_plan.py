@@ -24,6 +24,7 @@ from test_compiler import Compiled, Reference, assert_identical, convert, satura
 from firmware_bridge import compiler as C
 from firmware_bridge.compiler import planner
 from firmware_bridge.compiler.patches import fuse_residual_rows
+from firmware_bridge.compiler.stripes import fuse_stage, stage_chain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -234,3 +235,141 @@ def test_equal_constant_arrays_are_stored_once():
     assert saved == 24
     assert "#define b a " in out[0] and "#define d a " in out[2]
     assert out[1] == decls[1] and out[3] == decls[3]  # another type, other values: kept
+
+
+def test_auto_memory_takes_the_fast_plan_when_it_fits_the_budget(capsys):
+    """[compile] memory = "auto": "fast" when its RAM fits the board's budget, "min" below
+    that; the reason names both figures."""
+    data, _ = _residual_rows_model(9, 3, 3, 0, seed=12)
+    fast, small = C.compile_bytes(data, memory="fast"), C.compile_bytes(data, memory="min")
+    assert small.ram_bytes < fast.ram_bytes and small.memory == "min" and fast.memory == "fast"
+    roomy = C.compile_bytes(data, memory="auto", budget=C.Budget(fast.ram_bytes, "test"))
+    assert roomy.memory == "fast" and roomy.ram_bytes == fast.ram_bytes
+    assert f"{fast.ram_bytes:,} B fit" in roomy.memory_reason
+    tight = C.compile_bytes(data, memory="auto", budget=C.Budget(fast.ram_bytes - 1, "test"))
+    assert tight.memory == "min" and tight.ram_bytes == small.ram_bytes
+    assert "exceed" in tight.memory_reason and f"{small.ram_bytes:,} B (fits)" in tight.memory_reason
+    # With no budget given, the default board's (as the quantize stage budgets): "fast".
+    assert C.compile_bytes(data).memory == "fast"
+    with pytest.raises(C.CompileError, match="memory = 'tiny'"):
+        C.compile_bytes(data, memory="tiny")
+
+
+def test_tinyml_compile_says_which_plan_and_why(tmp_path, capsys):
+    from tinyml_cli import main
+
+    data, _ = _residual_rows_model(9, 3, 3, 0, seed=12)
+    fast = C.compile_bytes(data, memory="fast")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "int8.tflite").write_bytes(data)
+    (run / "config.toml").write_text(f"[quantize]\nram_budget_bytes = {fast.ram_bytes - 1}\n")
+    assert main(["compile", "--run", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert "the min plan: [compile] memory = \"auto\"" in said and "[quantize] ram_budget_bytes" in said
+    header = (run / C.COMPILED_DIR / C.HEADER).read_text()
+    assert f"TINYML_MODEL_TOTAL_RAM_BYTES {fast.ram_bytes}" not in header
+
+
+def image_like(shape, n: int, seed: int, scale: float, zero_point: int) -> np.ndarray:
+    """Quantized inputs with the structure of real images and spectrograms, not noise:
+    smooth gradients, bright blobs, hard edges and a little sensor noise per channel, in
+    the range the model was calibrated on (N(0, 1): about -3..3)."""
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    out = []
+    for _ in range(n):
+        img = np.zeros((h, w, c))
+        for ch in range(c):
+            a, b = rng.normal(0, 2, 2)
+            img[..., ch] = a * (yy - 0.5) + b * (xx - 0.5)  # lighting gradient
+            for _ in range(3):  # blobs
+                cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
+                img[..., ch] += rng.normal(0, 2) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            edge = rng.uniform(0.2, 0.8)  # an object's edge
+            img[..., ch] += np.where(xx * rng.uniform(-1, 1) + yy > edge, rng.normal(0, 1.5), 0.0)
+        img += rng.normal(0, 0.1, img.shape)
+        out.append(np.clip(np.round(img / scale) + zero_point, -128, 127))
+    return np.stack(out).astype(np.int8)
+
+
+def row_variants(graph) -> dict:
+    """Every row-by-row form "min" may choose from: residual blocks, the first stage of each
+    length, both (whether or not "min" would pick them at this size)."""
+    out = {"residual rows": fuse_residual_rows(graph)}
+    for layers in range(2, len(stage_chain(graph)) + 1):
+        out[f"stage of {layers}"] = fuse_residual_rows(fuse_stage(graph, layers))
+    return {name: g for name, g in out.items() if g is not graph}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_image_like_inputs_in_both_memory_modes(name, small_models, tmp_path):
+    """Real-structured inputs (image_like), random and saturating ones through every op, in
+    "fast", "min" and every row-by-row form "min" chooses from."""
+    data, shape = small_models[name]
+    ref = Reference(data)
+    graph = C.read_graph(data)
+    x = graph.tensors[graph.inputs[0]]
+    inputs = np.concatenate([image_like(shape, 8, seed=7, scale=x.scale, zero_point=x.zero_point),
+                             _inputs(shape, 8)[::3]])
+    variants = row_variants(graph)
+    assert ("residual rows" in variants) == (name == "resnet")
+    assert any(v.startswith("stage") for v in variants) == (name != "resnet")  # its stem feeds a block
+    modes = {"fast": C.compile_bytes(data, memory="fast"), "min": C.compile_bytes(data, memory="min")}
+    modes.update({v: C.emit_model(g, C.plan_memory(g), "int8.tflite", "-") for v, g in variants.items()})
+    for mode, model in modes.items():
+        comp = Compiled(data, tmp_path, out_dir=C.write_compiled(model, tmp_path / mode.replace(" ", "_")))
+        assert_identical(ref, comp, inputs, f"small {name}, image-like inputs, {mode}")
+
+
+def test_default_model_real_windows_in_both_memory_modes(fast_run, tmp_path):
+    """The default model on its validation and test windows, compiled in either mode."""
+    from pipeline.core.config import load_config
+    from pipeline.data.splits import load_run_split
+    from pipeline.tflite.runtime import quantize_int8
+
+    data = (fast_run / "int8.tflite").read_bytes()
+    ref = Reference(data)
+    windows = load_run_split(load_config(fast_run / "config.toml"), fast_run).windows
+    q = ref.interp.get_input_details(0)["quantization_parameters"]
+    x_q = quantize_int8(np.concatenate([windows["val"].X, windows["test"].X]), float(q["scales"][0]),
+                        int(q["zero_points"][0]))
+    for mode in ("min", "fast"):
+        comp = Compiled(data, tmp_path, out_dir=C.write_compiled(C.compile_bytes(data, memory=mode), tmp_path / mode))
+        assert_identical(ref, comp, x_q, f"default model, validation + test windows, memory={mode}")
+
+
+def test_min_computes_the_first_stage_by_rows_where_it_saves_ram(tmp_path):
+    """MobileNetV1-0.25 at 64x64 (two blocks): its first stage's 32x32x16 activation is
+    larger than its input; "min" computes the stage row by row (stripes.py) and needs less
+    RAM than "fast", every output byte TFLM's."""
+    bench = _bench()
+    data = bench.int8_model(bench.mobilenet_v1, (64, 64, 3), seed=2, size=64, alpha=0.25, blocks=2)
+    fast, small = C.compile_bytes(data, memory="fast"), C.compile_bytes(data, memory="min")
+    assert small.ram_bytes < fast.ram_bytes, (small.ram_bytes, fast.ram_bytes)
+    assert any(op["op"] == "FUSED_STAGE_ROWS" for op in small.ops)
+    assert f"{fast.ram_bytes:,} B -> {small.ram_bytes:,} B" in small.memory_reason
+    x = C.read_graph(data).tensors[C.read_graph(data).inputs[0]]
+    inputs = np.concatenate([image_like((64, 64, 3), 4, seed=3, scale=x.scale, zero_point=x.zero_point),
+                             _inputs((64, 64, 3), 4)[::4]])
+    comp = Compiled(data, tmp_path, out_dir=C.write_compiled(small, tmp_path / "min"))
+    assert_identical(Reference(data), comp, inputs, "MobileNetV1 64x64, first stage by rows")
+
+
+def test_row_by_row_forms_on_the_emulated_cortex_m4(small_models, tmp_path):
+    """The kernels' DSP path on the band shapes the row-by-row forms call them with: every
+    form of the small ResNet and MobileNet gives TFLM's bytes on QEMU."""
+    from firmware_bridge.targets import profile as P
+
+    for name in ("resnet", "mobilenet"):
+        data, shape = small_models[name]
+        ref, graph = Reference(data), C.read_graph(data)
+        x = graph.tensors[graph.inputs[0]]
+        inputs = np.concatenate([image_like(shape, 2, seed=4, scale=x.scale, zero_point=x.zero_point),
+                                 saturating_inputs(shape, 4, seed=4)]).reshape(6, -1)
+        for variant, g in row_variants(graph).items():
+            folder = C.write_compiled(C.emit_model(g, C.plan_memory(g), "int8.tflite", "-"), tmp_path / "c")
+            run = P.run_on_qemu(folder, inputs, len(graph.ops), tmp_path / "build", debug=False)
+            for i, w in enumerate(inputs):
+                assert np.array_equal(ref.run(w), run.outputs[i]), f"{name}, {variant}, input {i}: differs on QEMU"

@@ -31,6 +31,7 @@ from firmware_bridge.compiler.emitter import (
     emit_model,
     write_compiled,
 )
+from firmware_bridge.compiler.modes import MEMORY_MODES, Budget, choose_plan
 from firmware_bridge.compiler.ops import KERNELS, SUPPORTED_OPS, check_supported
 from firmware_bridge.compiler.patches import fuse_residual_rows
 from firmware_bridge.compiler.planner import Plan, plan_memory
@@ -38,38 +39,33 @@ from firmware_bridge.compiler.reader import ALIAS_OPS, CompileError, Graph, read
 from firmware_bridge.compiler.runner import CFLAGS, build_runner, run_runner, run_runner_debug
 
 __all__ = [
-    "ALIAS_OPS", "CFLAGS", "COMPILED_DIR", "HEADER", "KERNELS", "SOURCE", "SUPPORTED_OPS", "CompileError",
+    "ALIAS_OPS", "Budget", "CFLAGS", "COMPILED_DIR", "HEADER", "KERNELS", "SOURCE", "SUPPORTED_OPS", "CompileError",
     "MEMORY_MODES", "CompiledModel", "Graph", "Plan", "build_runner", "check_supported", "compile_bytes", "compile_model",
-    "emit_model", "plan_memory", "read_graph", "run_runner", "run_runner_debug", "write_compiled",
+    "emit_model", "fuse_residual_rows", "plan_memory", "read_graph", "run_runner", "run_runner_debug", "write_compiled",
 ]
 
 
-MEMORY_MODES = ("min", "fast")
-
-
-def compile_bytes(data: bytes, source: str = "int8.tflite", memory: str = "min") -> CompiledModel:
-    """The C sources of a model (not written anywhere). ``memory``: "min" computes residual
-    blocks row by row where that needs less RAM (patches.py), "fast" never does."""
-    if memory not in MEMORY_MODES:
-        raise CompileError(f"[compile] memory = {memory!r}: expected one of {', '.join(MEMORY_MODES)}")
+def compile_bytes(data: bytes, source: str = "int8.tflite", memory: str = "auto",
+                  budget: Budget | None = None) -> CompiledModel:
+    """The C sources of a model (not written anywhere). ``memory`` (modes.py): "min" computes
+    residual blocks row by row where that needs less RAM, "fast" never does, "auto" takes
+    "fast" when it fits ``budget`` (default: the default board's, as the quantize stage
+    budgets) and "min" otherwise; ``CompiledModel.memory`` / ``memory_reason`` say which and why."""
     graph = read_graph(data)
     check_supported(graph)
-    plan = plan_memory(graph)
-    if memory == "min":
-        fused = fuse_residual_rows(graph)
-        if fused is not graph:
-            fused_plan = plan_memory(fused)
-            if fused_plan.arena_bytes < plan.arena_bytes:
-                graph, plan = fused, fused_plan
-    return emit_model(graph, plan, source, hashlib.sha256(data).hexdigest())
+    choice = choose_plan(graph, memory, budget)
+    compiled = emit_model(choice.graph, choice.plan, source, hashlib.sha256(data).hexdigest())
+    compiled.memory, compiled.memory_reason = choice.mode, choice.reason
+    return compiled
 
 
 def compile_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                  memory: str = "min") -> CompiledModel:
+                  memory: str = "auto", budget: Budget | None = None) -> CompiledModel:
     """Compile ``int8.tflite`` into ``out_dir`` (default: RUN/firmware/compiled beside it)."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise CompileError(f"{model_path}: not found", hint="run `tinyml quantize` first")
-    compiled = compile_bytes(model_path.read_bytes(), source=model_path.name, memory=memory)
+    compiled = compile_bytes(model_path.read_bytes(), source=model_path.name, memory=memory,
+                             budget=budget)
     write_compiled(compiled, out_dir if out_dir is not None else model_path.parent / COMPILED_DIR)
     return compiled

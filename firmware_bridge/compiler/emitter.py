@@ -21,6 +21,7 @@ from firmware_bridge.compiler.context import Emitter
 from firmware_bridge.compiler.ops import KERNELS
 from firmware_bridge.compiler.planner import Plan
 from firmware_bridge.compiler.reader import ALIAS_OPS, COp, CTensor, Graph
+from firmware_bridge.compiler.stripes import STAGE_OP, emit_stage_rows
 from firmware_bridge.sources import KERNEL_DIR
 
 COMPILED_DIR = Path("firmware") / "compiled"
@@ -33,9 +34,12 @@ def emit_op(em: Emitter, op: COp) -> None:
     if op.name in ALIAS_OPS:
         em.calls.append(f"  /* op {op.index} {op.name}: an alias, no code */")
         return
-    kernel = KERNELS[op.name]
-    em.kernels.add(kernel.source)
-    kernel.emit(em, op)
+    if op.name == STAGE_OP:
+        emit_stage_rows(em, op)
+    else:
+        kernel = KERNELS[op.name]
+        em.kernels.add(kernel.source)
+        kernel.emit(em, op)
     out = op.outputs[0]
     em.calls.append(f"  TM_DEBUG({op.index}, {em.ptr(out)}, {em.tensors[out].nbytes});")
 
@@ -50,6 +54,9 @@ class CompiledModel:
     ops: list[dict]
     plan: Plan
     sha256: str
+    memory: str = "fast"  # the plan compiled: "min" (row-by-row blocks) or "fast" (modes.py)
+    memory_reason: str = ""
+    graph: Graph | None = None  # the graph emitted (row-by-row ops fused in)
 
 
 def _header_text(x: CTensor, y: CTensor, ram: int, source: str, sha: str) -> str:
@@ -190,7 +197,7 @@ def emit_model(graph: Graph, plan: Plan, source: str, sha: str) -> CompiledModel
     op_rows = [{"index": op.index, "op": op.name, "layer": op.layer,
                 "in_place": op.index in plan.in_place, "alias": op.name in ALIAS_OPS} for op in graph.ops]
     return CompiledModel(files=files, input_bytes=x.nbytes, output_bytes=y.nbytes, ram_bytes=plan.arena_bytes,
-                         lower_bound_bytes=plan.lower_bound_bytes, ops=op_rows, plan=plan, sha256=sha)
+                         lower_bound_bytes=plan.lower_bound_bytes, ops=op_rows, plan=plan, sha256=sha, graph=graph)
 
 
 def write_compiled(compiled: CompiledModel, out_dir: str | os.PathLike) -> Path:

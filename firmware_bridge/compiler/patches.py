@@ -7,7 +7,9 @@ which needs y1 rows r-1..r+1 (K rows), which need x rows r-2..r+2. Computed in t
 (a window of K rows of y1, slid down one row at a time), output row r is written over x's
 row r, which no later row reads. RAM: x, K rows of y1, one row of y2, K rows of x for the
 bands at the top and bottom edges; instead of x, y1 and y2 whole. No value is computed twice
-(the window slides), so the faster plan and the smaller one are the same: nothing to trade.
+(the window slides); the cost is the row copies and the edge bands' zero-point taps, which
+docs/compiler.md measures against the whole-tensor ops (on ResNet-8 the bands are fewer
+instructions: their edge rows take the kernels' two-pixel path).
 
 Each band is an ordinary call of the layer's own kernel (``ops.KERNELS``) on a K-row image
 with VALID rows: the rows outside the image are filled with the input's zero point, which
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from firmware_bridge.compiler.context import Emitter
+from firmware_bridge.compiler.prepare import padding
 from firmware_bridge.compiler.reader import PADDING_SAME, COp, CTensor, Graph, shape4
 
 FUSED_OP = "FUSED_RESIDUAL_ROWS"
@@ -186,3 +191,46 @@ def emit_fused_residual(em: Emitter, op: COp) -> None:
         tm_xa = tm_band;
       }}
       {conv_a_call}"""))
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def _valid_taps(n_out: int, n_in: int, k: int, stride: int, dilation: int, pad: int) -> int:
+    """Kernel taps inside the image, summed over the output positions of one axis."""
+    o = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :] * dilation
+    return int(((o >= 0) & (o < n_in)).sum())
+
+
+def _conv_macs(op: COp, tensors: list[CTensor], rows_whole: bool = False) -> int:
+    """The MACs a convolution kernel executes: taps outside the image are skipped (TFLM's
+    reference kernels, tm_conv.c); ``rows_whole``: every row tap counted (a band whose rows
+    outside the image hold the zero point, as the row-by-row block computes them)."""
+    _, ih, iw, ic = shape4(tensors[op.inputs[0]].shape)
+    _, oh, ow, oc = shape4(tensors[op.outputs[0]].shape)
+    kh, kw = (int(d) for d in tensors[op.inputs[1]].shape[1:3])
+    o = op.options
+    pad_h = padding(o.padding, o.strideH, o.dilationHFactor, ih, kh, oh)
+    pad_w = padding(o.padding, o.strideW, o.dilationWFactor, iw, kw, ow)
+    rows = oh * kh if rows_whole else _valid_taps(oh, ih, kh, o.strideH, o.dilationHFactor, pad_h)
+    cols = _valid_taps(ow, iw, kw, o.strideW, o.dilationWFactor, pad_w)
+    per_tap = oc * (ic if op.name == "CONV_2D" else 1)  # depthwise: one input channel per output
+    return rows * cols * per_tap
+
+
+def executed_macs(graph: Graph) -> int:
+    """The multiply-accumulates the compiled model executes (convolutions, depthwise
+    convolutions and fully connected layers): the row-by-row blocks' and stages' extra MACs
+    are those of their edge bands' zero-point rows, which the whole-tensor kernels skip."""
+    T = graph.tensors
+    total = 0
+    for op in graph.ops:
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            total += _conv_macs(op, T)
+        elif op.name == "FULLY_CONNECTED":
+            total += T[op.outputs[0]].size * int(T[op.inputs[1]].shape[-1])
+        elif op.name == FUSED_OP:
+            total += sum(_conv_macs(c, T, rows_whole=True) for c in (op.options.conv_a, op.options.conv_b))
+        elif op.name == "FUSED_STAGE_ROWS":  # stripes.py: every layer on K-row bands
+            total += sum(_conv_macs(c, T, rows_whole=True) for c in op.options.layers)
+    return total

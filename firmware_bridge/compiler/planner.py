@@ -62,6 +62,12 @@ WRITE_AHEAD_PIXELS = 1
 # 36,888 B; the depthwise after the first conv would add 784 B of drift to a buffer whose
 # span is mostly the dead 27,648-byte input (4%). 1/32 tells the two apart.
 DRIFT_SLACK = 1 / 32
+# Which span the slack is measured against (plan_memory tries both, and no stop at all):
+# the op's own input and output, or the most the chain's buffer already holds at one op. The
+# second lets a chain go on through ops smaller than its largest (after MobileNetV1's
+# row-by-row first stage, a pointwise conv of 18,432 B after a depthwise that needed 19,296:
+# without it, the pointwise starts a new buffer and the peak is 36,864 B instead of 32,352).
+DRIFT_OP, DRIFT_MOST = 1, 2
 
 SHUFFLED_DESCENT_OPS = 48
 
@@ -94,7 +100,8 @@ class Plan:
 def plan_memory(graph: Graph) -> Plan:
     """The smallest plan found over the op orders and in-place choices tried. Ops that can
     run in place do, except where that makes the buffer larger: chains stopped where their
-    buffer would drift (``stop_drift``, tried both ways), then a greedy descent that runs
+    buffer would drift (``stop_drift``: against the op's own input and output, against the
+    most the chain's buffer already holds at one op, or never), then a greedy descent that runs
     out of place, one at a time, the ops that shrink or shift their tensor (an output pinned
     to its input can block a better offset for the next big tensor)."""
     ops = {op.index: op for op in graph.ops}
@@ -109,7 +116,8 @@ def plan_memory(graph: Graph) -> Plan:
     small = len(graph.ops) <= SHUFFLED_DESCENT_OPS
     best = None
     for order in op_orders(graph):
-        for stop_drift, off in ((True, frozenset()), (False, frozenset()), (True, windowed)):
+        for stop_drift, off in ((DRIFT_OP, frozenset()), (DRIFT_MOST, frozenset()), (0, frozenset()),
+                                (DRIFT_OP, windowed)):
             plan = _plan(graph, order, off, stop_drift, cache, shuffle=small)
             shrinking = [i for i, k in plan.in_place.items()
                          if nbytes[ops[i].outputs[0]] < nbytes[ops[i].inputs[k]] or ops[i].name in WINDOWED_OPS]
@@ -187,6 +195,8 @@ def overlap_shift(op: COp, k: int, tensors: list[CTensor]) -> int | None:
         return 0  # a table lookup per element
     if op.name == "FUSED_RESIDUAL_ROWS" and k == 0:
         return 0  # output row r written over input row r, read by no later row (patches.py)
+    if op.name == "FUSED_STAGE_ROWS" and k == 0:
+        return op.options.shift  # from the stage's receptive fields (stripes.py)
     if op.name in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and k == 0 and op.options.padding == PADDING_VALID:
         # Unpadded pooling writes output pixel q after its last read of input pixel q, and
         # later outputs read only pixels after q (see tm_pooling.c).
@@ -271,7 +281,7 @@ def _consumers(graph: Graph, pos: dict[int, int]) -> dict[int, list[int]]:
 
 
 def _share_in_place(graph: Graph, order: list[int], storage: _Storage, consumers: dict[int, list[int]],
-                    not_in_place: frozenset[int], stop_drift: bool, cache: dict) -> dict[int, int]:
+                    not_in_place: frozenset[int], stop_drift: int, cache: dict) -> dict[int, int]:
     """Let every op that can write over an input dying there do so: op -> input position."""
     tensors = graph.tensors
     size = cache["nbytes"]
@@ -322,7 +332,8 @@ def _share_in_place(graph: Graph, order: list[int], storage: _Storage, consumers
             lo, end, most = extent[root]
             new_lo, new_end = min(lo, rel - shift), max(end, rel - shift + size[out.index])
             together = max(size[out.index], shift + size[src])
-            if stop_drift and new_end - new_lo > together * (1 + DRIFT_SLACK):
+            allowed = together if stop_drift == DRIFT_OP else max(together, most)
+            if stop_drift and new_end - new_lo > allowed * (1 + DRIFT_SLACK):
                 continue
             out_root = storage.find(out.index)
             oe = extent.pop(out_root, None)
@@ -366,7 +377,7 @@ def _buffers(graph: Graph, order: list[int], storage: _Storage,
     return buffers
 
 
-def _plan(graph: Graph, order: list[int], not_in_place: frozenset[int], stop_drift: bool = True,
+def _plan(graph: Graph, order: list[int], not_in_place: frozenset[int], stop_drift: int = 1,
           cache: dict | None = None, shuffle: bool = True) -> Plan:
     """Aliases, in-place ops, lifetimes and offsets in one static buffer, for one op order."""
     pos = {i: p for p, i in enumerate(order)}

@@ -337,11 +337,11 @@ class DspConfig:
 
 @dataclass
 class CompileConfig:
-    memory: Literal["min", "fast"] = "min"
-    """`tinyml compile`: "min" computes a residual block (conv, conv, add) row by row where
-    that needs less RAM: its intermediates never exist whole, nothing is computed twice, the
-    outputs are TFLM's bytes (ResNet-8: 24,640 B instead of 33,328 B, docs/compiler.md);
-    "fast" computes every op on whole tensors (no row loops, no row copies)."""
+    memory: Literal["auto", "min", "fast"] = "auto"
+    """`tinyml compile`: "fast" computes every op on whole tensors; "min" computes a residual
+    block (conv, conv, add) row by row where that needs less RAM (ResNet-8: 24,640 B instead
+    of 33,328 B; the same bytes out; row copies cost instructions, docs/compiler.md); "auto":
+    "fast" when its RAM fits [quantize]'s RAM budget for its board, else "min"."""
 
 
 @dataclass
