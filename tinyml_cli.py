@@ -232,7 +232,8 @@ def cmd_quantize(args) -> int:
 
 def compile_run(run: Path, model: Path | None = None, out: Path | None = None) -> None:
     """`tinyml compile`: RUN/int8.tflite -> RUN/firmware/compiled/, figures printed."""
-    from firmware_bridge.compiler import COMPILED_DIR, Budget, compile_model
+    from firmware_bridge.compiler import COMPILED_DIR, compile_model
+    from firmware_bridge.compiler.modes import run_options
 
     model = model if model is not None else run / "int8.tflite"
     if not model.exists():
@@ -240,10 +241,7 @@ def compile_run(run: Path, model: Path | None = None, out: Path | None = None) -
 
         raise PipelineError(f"{model}: not found", hint="run `tinyml quantize` (make quantize) first")
     out = out if out is not None else run / COMPILED_DIR
-    from pipeline.core.config import load_config
-
-    cfg = load_config(run / "config.toml") if (run / "config.toml").is_file() else None
-    memory, budget = (cfg.compile.memory, Budget.of(cfg.quantize)) if cfg else ("auto", Budget.of())
+    memory, budget = run_options(run)
     c = compile_model(model, out, memory=memory, budget=budget)
     print(f"compile: {out} ({len(c.files)} files): RAM {c.ram_bytes} bytes in one static buffer, input "
           f"({c.input_bytes} B) and output ({c.output_bytes} B) included (lower bound {c.lower_bound_bytes})")

@@ -90,3 +90,15 @@ def smallest_rows_plan(graph: Graph, plan: Plan) -> tuple[Graph, Plan]:
             if p.arena_bytes < best[1].arena_bytes:
                 best = (cand, p)
     return best
+
+
+def run_options(run_dir) -> tuple[str, Budget]:
+    """``[compile] memory`` and the RAM budget a run was quantized with (its config.toml);
+    the defaults where the run has none."""
+    from pathlib import Path
+
+    from pipeline.core.config import load_config
+
+    path = Path(run_dir) / "config.toml"
+    cfg = load_config(path) if path.is_file() else None
+    return (cfg.compile.memory, Budget.of(cfg.quantize)) if cfg else ("auto", Budget.of())

@@ -157,6 +157,7 @@ def ensure_compiled_model(run_dir: str | os.PathLike) -> Path:
     """RUN/firmware/compiled/ for RUN/int8.tflite: compiled again when missing or when it was
     compiled from another model (its header names the SHA-256 of the model it came from)."""
     from firmware_bridge.compiler import compile_model  # lazy: numpy and the flatbuffer reader
+    from firmware_bridge.compiler.modes import run_options
 
     run_dir = Path(run_dir)
     model = run_dir / "int8.tflite"
@@ -166,7 +167,8 @@ def ensure_compiled_model(run_dir: str | os.PathLike) -> Path:
     header = out / "model_compiled.h"
     m = COMPILED_SHA_RE.search(header.read_text(encoding="utf-8")) if header.is_file() else None
     if m is None or m.group(1) != sha256_file(model):
-        compile_model(model, out)
+        memory, budget = run_options(run_dir)  # as the quantize stage compiled it
+        compile_model(model, out, memory=memory, budget=budget)
     return out
 
 
