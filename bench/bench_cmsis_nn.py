@@ -386,6 +386,7 @@ def main(argv=None) -> int:
     results = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                         "load_average_1min": round(os.getloadavg()[0], 2)},
+               "cmsis_nn_source": version.splitlines()[0] if version != "unknown" else version,
                "cmsis_nn_version": version,
                "cmsis_nn_note": ("CMSIS-NN sources fetched by hand from ARM-software/CMSIS-NN (Apache-2.0), "
                                  "kept outside the repository, built with the project's board flags for the "
