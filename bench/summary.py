@@ -77,7 +77,6 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
          ("cmsis_nn", "mobilenet", "cmsis_nn_sum_of_layers"), ""),
         ("MobileNetV1-0.25: ratio to CMSIS-NN, sum of layers (target at most 0.8)",
          ("cmsis_nn", "mobilenet", "ratio"), ""),
-        ("CMSIS-NN sources measured", ("cmsis_nn", "cmsis_nn_source"), ""),
     ]),
     "memory": ("bench/bench_memory.py", [
         ("streaming wakeword 30x1x40: compiled total RAM, input and output included (ST Edge AI: 5,836)",
@@ -177,6 +176,9 @@ def _section(name: str, previous: dict) -> dict:
             if old.get("load_average_1min") is not None:
                 row.setdefault("load_average_1min", old["load_average_1min"])
     for key in extra:
+        for k in ("cmsis_nn_source", "cmsis_nn_version", "cmsis_nn_note"):  # which sources, how fetched
+            if merged[key].get(k):
+                section[k] = merged[key][k]
         when = merged[key].get("time")
         for (_, path, _), row in zip(FIGURES[name][1], section["figures"], strict=True):
             if path[0] == key and row["value"] != NOT_MEASURED and when:
