@@ -173,7 +173,8 @@ def model_2d():
 def model_dw():
     """DEPTHWISE_CONV_2D as DS-CNN and MobileNet use it: SAME 3x3 on 6 channels (a group of
     four and two left over) and on 3 (no group), strided SAME on 8, VALID 5x3; a depth multiplier of 2 (the
-    reference kernel); pointwise 1x1 convs; a 3x3 SAME conv on 64 channels (a window over
+    reference kernel); pointwise 1x1 convs (on 9x7 and 5x4 pixels: pairs across the rows'
+    ends, an odd pixel left, windows of 3 and 6 bytes); a 3x3 SAME conv on 64 channels (a window over
     512 bytes: its border pixels summed in place); a 3x2 conv to 32 channels (its windows'
     rows gathered for the DSP path's expanded pairs)."""
     import keras

@@ -271,9 +271,14 @@ TM_INLINE void tm_conv_pair_expanded(const tm_conv_params *p, const int8_t *b0, 
     /* The padded last word of the windows takes the filters' last win % 4 bytes and the first
      * bytes of the next channel's filter (times zero): only while that next filter exists. */
     const int whole = win - win4 == 3 && oc + 2 < p->out_c; /* a step beats 1 or 2 bytes' scalar tail */
-    const int32_t *const e_end = e + (whole ? win4 + 4 : win4);
+    /* A counted loop: with the layer's shape constant (win % 4 != 3, so whole is 0) GCC
+     * unrolls it whole, e.g. the 16 steps of a 1x1 conv on 64 channels, with no compare and
+     * branch per step (DS-CNN's pointwise convs: 0.89 M -> 0.82 M instructions each). */
+    const int steps = (whole ? win4 + 4 : win4) / 4;
     int32_t a00 = bias_eff[oc], a01 = a00, a10 = bias_eff[oc + 1], a11 = a10;
-    while (q < e_end) tm_mac_2x2_halves(&w0, &w1, &q, &a00, &a01, &a10, &a11);
+    int step;
+    TM_UNROLL
+    for (step = 0; step < steps; ++step) tm_mac_2x2_halves(&w0, &w1, &q, &a00, &a01, &a10, &a11);
     for (k = whole ? win : win4; k < win; ++k, ++w0, ++w1) {
       a00 += (int32_t)*w0 * b0[k];
       a01 += (int32_t)*w0 * b1[k];
@@ -343,6 +348,27 @@ TM_INLINE void tm_conv2d_fast_s8(const tm_conv_params *p, const int8_t *input, c
   const long pixel_step = (long)p->stride_w * p->in_c, in_row = (long)p->in_w * p->in_c;
   const int win = p->filter_h * p->filter_w * p->in_c, row_len = p->filter_w * p->in_c;
   int oy, ox;
+  if (p->filter_h == 1 && p->filter_w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
+      p->pad_w == 0) {
+    /* A pointwise conv: every output pixel reads its own input pixel only, so the image is one
+     * row of out_h * out_w pixels, taken in pairs across the rows' ends (the rows of an odd
+     * width no longer leave one pixel each to the slower single-pixel path: DS-CNN's 25x5
+     * pointwise convs). Pixels in the same increasing order as the rows' loop, each pair's
+     * inputs read before its outputs are written: the same accesses in place. */
+    const long n = (long)p->out_h * p->out_w;
+    long i = 0;
+    for (; i + 2 <= n; i += 2) {
+      const int8_t *x0 = input + i * p->in_c;
+      int8_t *out0 = output + i * p->out_c;
+      tm_conv_pair_at(p, input, 0, 0, x0, x0 + p->in_c, in_row, filter, bias_eff, multiplier, shift, out0,
+                      out0 + p->out_c);
+    }
+    if (i < n) tm_conv_single(p, input + i * p->in_c, in_row, filter, bias_eff, multiplier, shift, output + i * p->out_c);
+    (void)bias;
+    (void)tap_sums;
+    (void)pixel_step;
+    return;
+  }
   for (oy = 0; oy < p->out_h; ++oy) {
     const int in_y0 = oy * p->stride_h - p->pad_h;
     const int rows_inside = in_y0 >= 0 && in_y0 + p->filter_h <= p->in_h;
