@@ -35,12 +35,16 @@ TEMPLATE_SOURCES = (
     "device_commands.h", "device_commands.cpp",
     "device_io.h", "device_io.cpp",
     "model_ops.h",
+    "tm_impulse.h", "tm_impulse.cpp",
+    "tm_dsp.h", "tm_dsp.c",  # the [dsp] blocks, from firmware/dsp/ (pinned to no contraction by a pragma)
 )
 README_TEMPLATE = "README.md.in"
 
 
 def _template(name: str) -> Path:
     """A sketch source: the .ino from the Arduino board folder, the rest from the device core."""
+    if name.startswith("tm_dsp"):
+        return CORE_DIR.parent / "dsp" / name
     return (ARDUINO_DIR if name.endswith(".ino") else CORE_DIR) / name
 
 # Quantize output -> its name in the sketch. The .cc becomes .cpp: older arduino-cli
@@ -88,6 +92,8 @@ def write_sketch(run_dir: str | os.PathLike, engine: str = "tflm") -> list[Path]
     for source, target in MODEL_FILES.items():
         files[target] = texts[source]
     files.update(engine_files(firmware, engine, settings))
+    if (firmware / "dsp_settings.h").is_file():  # quantize writes it; tm_impulse.h reads it
+        files["dsp_settings.h"] = (firmware / "dsp_settings.h").read_text(encoding="utf-8")
     commands = command_table(files["device_commands.cpp"])
     files["README.md"] = render_readme(settings, commands, engine)
     target = sketch_path(run_dir)
