@@ -9,7 +9,6 @@ converted to full int8 (real Keras, real TFLite converter), written as quantize 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -23,8 +22,15 @@ from firmware_bridge.targets import host_board, qemu
 from pipeline.core.config import DspConfig
 from pipeline.dsp import blocks
 from pipeline.dsp import firmware as dsp_firmware
-from pipeline.tflite.export import (ModelSettings, dsp_settings_h, model_data_cc, model_data_h,
-                                    model_settings_h, parse_dsp_settings_h)
+from pipeline.tflite.export import (
+    DspSettings,
+    ModelSettings,
+    dsp_settings_h,
+    model_data_cc,
+    model_data_h,
+    model_settings_h,
+    parse_dsp_settings_h,
+)
 from pipeline.tflite.runtime import TFLMRunner, model_input
 
 MISSING = qemu.missing_packages()
@@ -92,7 +98,7 @@ def _write_run(run, data, dsp, rate, raw_shape, n_features):
     (firmware / "model_settings.h").write_text(model_settings_h(settings))
     (firmware / "model_data.h").write_text(model_data_h())
     (firmware / "model_data.cc").write_text(model_data_cc(data))
-    (firmware / "dsp_settings.h").write_text(dsp_settings_h(dsp_firmware.settings(dsp, rate, raw_shape, n_features)))
+    (firmware / "dsp_settings.h").write_text(dsp_settings_h(DspSettings(**dsp_firmware.settings(dsp, rate, raw_shape, n_features))))
     (run / "quantize_report.json").write_text(json.dumps({"board": "nano33ble", "macs": {"total": info.total_macs}}))
 
 

@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
-
-DSP_DIR = CORE_DIR.parent / "dsp"  # the [dsp] blocks (tm_dsp.c), one source with pipeline/dsp/build.py
 from firmware_bridge.targets import sensor_file
 from firmware_bridge.targets.board_process import BoardProcess, content_hash, run_tool
 from firmware_bridge.targets.qemu import PROFILE_RECORD, ensure_compiled_model
 from pipeline.core.artifacts import read_json, sha256_file, write_json
 from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE, DEFAULT_BOARD, get_board
 from pipeline.core.errors import BridgeError, PipelineError
+
+DSP_DIR = CORE_DIR.parent / "dsp"  # the [dsp] blocks (tm_dsp.c), one source with pipeline/dsp/build.py
 
 BOARD_DIR = BOARDS_DIR / "host"
 BUILD_DIR = Path("device") / "host"  # in the run directory

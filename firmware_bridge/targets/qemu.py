@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_bridge.sources import BOARDS_DIR, CORE_DIR
-
-DSP_DIR = CORE_DIR.parent / "dsp"  # the [dsp] blocks (tm_dsp.c), one source with pipeline/dsp/build.py
 from firmware_bridge.targets.board_process import (
     STOP_TIMEOUT_S,
     BoardProcess,
@@ -42,6 +40,8 @@ from pipeline.core.boards import (
     get_board,
 )
 from pipeline.core.errors import BridgeError, PipelineError
+
+DSP_DIR = CORE_DIR.parent / "dsp"  # the [dsp] blocks (tm_dsp.c), one source with pipeline/dsp/build.py
 
 PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
 INSTALL_LINE = "sudo apt-get install --no-install-recommends " + " ".join(PACKAGES)

@@ -23,6 +23,7 @@ from firmware_bridge.sources import ARDUINO_DIR, CORE_DIR
 from firmware_bridge.targets import arduino
 from pipeline.core.boards import BOARDS
 from pipeline.core.errors import BridgeError, PipelineError
+from pipeline.tflite.export import DspSettings, dsp_settings_h
 
 SKETCH_NAME = "tinyml_device"
 
@@ -53,6 +54,7 @@ MODEL_FILES = {
     "model_data.h": "model_data.h",
     "model_data.cc": "model_data.cpp",
     "model_settings.h": "model_settings.h",
+    "dsp_settings.h": "dsp_settings.h",  # the [dsp] block (tm_impulse.h); a raw one for runs quantized before it
 }
 
 _MODEL_DATA_H_DECLS = (
@@ -86,14 +88,14 @@ def write_sketch(run_dir: str | os.PathLike, engine: str = "tflm") -> list[Path]
     compiled to C (RUN/firmware/compiled/, from `tinyml compile`) and needs no library."""
     run_dir = Path(run_dir)
     firmware = run_dir / "firmware"
-    texts = {name: _read(firmware / name) for name in MODEL_FILES}
+    texts = {name: _read(firmware / name) for name in MODEL_FILES if name != "dsp_settings.h"}
+    texts["dsp_settings.h"] = (_read(firmware / "dsp_settings.h") if (firmware / "dsp_settings.h").is_file()
+                               else dsp_settings_h(DspSettings(block="raw", fields=[])))
     settings = check_model_files(texts, run_dir)
     files = {name: _template(name).read_text(encoding="utf-8") for name in TEMPLATE_SOURCES}
     for source, target in MODEL_FILES.items():
         files[target] = texts[source]
     files.update(engine_files(firmware, engine, settings))
-    if (firmware / "dsp_settings.h").is_file():  # quantize writes it; tm_impulse.h reads it
-        files["dsp_settings.h"] = (firmware / "dsp_settings.h").read_text(encoding="utf-8")
     commands = command_table(files["device_commands.cpp"])
     files["README.md"] = render_readme(settings, commands, engine)
     target = sketch_path(run_dir)

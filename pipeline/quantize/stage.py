@@ -311,9 +311,9 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
     report["test"] = _test_look(cfg, run_dir, inputs, data, info, arena_bytes, sha, norm)
     firmware = _firmware_texts(data, sha, info, inputs.labels, arena_bytes, q.board,
                                inputs.prepared.manifest["dataset"].get("rate_hz"), norm)
-    firmware["dsp_settings.h"] = export.dsp_settings_h(  # [dsp]: the block the device runs on each raw window
-        dsp_firmware.settings(cfg.dsp, inputs.prepared.dataset.rate_hz, inputs.raw_window_shape,
-                              int(inputs.windows["train"].X[0].size)))
+    firmware["dsp_settings.h"] = export.dsp_settings_h(export.DspSettings(  # [dsp]: what the device runs on a raw window
+        **dsp_firmware.settings(cfg.dsp, inputs.prepared.dataset.rate_hz, inputs.raw_window_shape,
+                                int(inputs.windows["train"].X[0].size))))
     report["firmware"] = {"dir": FIRMWARE, "array": export.ARRAY, "length": export.LENGTH, "alignment": 16,
                           "files": {f"{FIRMWARE}/{name}": sha256_bytes(text.encode("utf-8"))
                                     for name, text in firmware.items()}}

@@ -312,7 +312,7 @@ def dsp_settings_h(s: DspSettings) -> str:
 #define TINYML_DSP_SETTINGS_H_
 """
     if s.block == "raw":
-        return head + f"""
+        return head + """
 #define TINYML_DSP_BLOCK 0
 #define TINYML_DSP_BLOCK_NAME "raw"
 #define TINYML_DSP_INSTRUCTIONS 0ull

@@ -577,9 +577,7 @@ void wait_quietly(DeviceIo& io, uint32_t deadline) {
 // run_classifier(..., debug = true) prints them (edge-impulse-sdk/classifier/ei_run_classifier.h).
 void print_result(DeviceIo& io, const ImpulseRun& run, bool debug) {
   if (debug) {
-    io.print("Features (");
-    io.print_us_as_ms(run.dsp_us);
-    io.print(" ms.): ");
+    io.printf("Features (%lu ms.): ", static_cast<unsigned long>(run.dsp_us / 1000u));
     for (int i = 0; i < kInputSize; i++) {
       io.print_fixed(run.features[i], 6);
       io.print(" ");
