@@ -177,3 +177,52 @@ def test_a_raw_window_of_the_wrong_size_is_refused_with_the_window_size(dsp_run)
         with pytest.raises(Exception) as info:
             device.classify(F[0])  # features, not the raw window
         assert str(X[0].size) in str(info.value)
+
+
+def test_run_impulse_on_the_boards_own_sensor_computes_the_features(dsp_run, tmp_path):
+    """AT+RUNIMPULSEDEBUG with the IMU (or microphone) playing the raw test windows: the device
+    samples a raw window, computes the block's features and prints them as Edge Impulse's
+    debug mode does; they are the host library's features of that window (6 decimals)."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from ei_daemon import EiSerial
+
+    block, run, X, F, _ = dsp_run
+    sensor = tmp_path / "sensor.npz"
+    np.savez(sensor, X=X[:2], rate_hz=np.float64(CASES[block][1]))
+    _, board = host_board.boot(run, sensor=sensor, time_scale=20.0)
+    with board:
+        ei = EiSerial(board.port)
+        try:
+            ei.on_connected()
+            ei.start_inference("debug")
+            out = ei.read_results(1, timeout=60.0)
+            ei.stop_inference()
+        finally:
+            ei.close()
+    line = next(ln for ln in out.splitlines() if ln.startswith("Features ("))
+    printed = line.split("): ", 1)[1].split()
+    assert printed == [format(float(v), ".6f") for v in F[0].ravel()]
+    assert f"Frame size: {X[0].size}" in out
+
+
+def test_a_differing_feature_is_an_error_naming_the_window_and_index(tmp_path):
+    from pipeline.core.errors import GateFailed
+    from pipeline.device import scoring
+
+    host = np.array([1.0, 2.0, 3.0], np.float32)
+    dev = host.copy()
+    dev.view(np.uint32)[2] += 1  # one unit in the last place
+    hexline = "Features (float32 hex): " + " ".join(f"{int(b):08x}" for b in dev.view(np.uint32))
+    same = compare_features("Features (float32 hex): " + " ".join(f"{int(b):08x}" for b in host.view(np.uint32)),
+                            host, "w0")
+    differ = compare_features(hexline, host, "w1")
+    assert same == {"values": 3, "identical": True, "first_difference": None}
+    assert differ["first_difference"] == 2 and not differ["identical"]
+    records = [{"window_id": "w0", "features": same}, {"window_id": "w1", "features": differ}]
+    f = scoring.feature_identity(records, np.array(["w0", "w1"]), "spectral")
+    assert (f["identical"], f["differing"]) == (1, 1)
+    with pytest.raises(GateFailed) as info:
+        scoring.check_features(f, tmp_path / "device_report.json")
+    assert "window 'w1', feature 2" in info.value.message

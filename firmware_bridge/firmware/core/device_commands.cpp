@@ -55,8 +55,9 @@ const char* const kAxisUnits[3] = {"m/s2", "dps", "uT"};
 
 int model_axes() { return kWindowChannels; }
 
-// A window of a motion sensor: (1, frames, axes) sampled at kSampleRateHz.
-bool is_motion_model() { return kInputDims == 3 && kSampleRateHz > 0.0f; }
+// A window of a sensor sampled at kSampleRateHz: (1, frames, axes) read by the model, or any
+// time-series window the [dsp] block turns into the model's input (a microphone's too).
+bool is_motion_model() { return (kHasDsp || kInputDims == 3) && kSampleRateHz > 0.0f; }
 
 long window_ms() {
   if (!is_motion_model()) return 0;
