@@ -401,10 +401,10 @@ constexpr int kDspError = -5;
 
 // 0, or (after printing why, ending lines with `newline`) kDspError or the classifier's code.
 int run_window(DeviceIo& io, ImpulseRun* run, const char* newline) {
+  int dsp_status = impulse_init();  // the tables, once per boot: not one window's time
   uint32_t start = io.micros();
-  int dsp_status = 0;
   g_classifier->dsp_begin();
-  run->features = impulse_features(g_window, &dsp_status);
+  if (dsp_status == 0) run->features = impulse_features(g_window, &dsp_status);
   g_classifier->dsp_end();
   long board = g_classifier->dsp_board_time_us();
   run->dsp_us = !kHasDsp ? 0u : board >= 0 ? static_cast<uint32_t>(board) : io.micros() - start;

@@ -17,12 +17,19 @@ int g_init_status = 1;  // 1: tm_dsp_init not run yet
 
 }  // namespace
 
-const float* impulse_features(const float* window, int* status) {
+int impulse_init() {
   if (g_init_status == 1) g_init_status = tm_dsp_init(&kDspParams, g_scratch);
-  *status = g_init_status != 0 ? g_init_status : tm_dsp_run(&kDspParams, window, g_dsp_out, g_scratch);
+  return g_init_status;
+}
+
+const float* impulse_features(const float* window, int* status) {
+  *status = impulse_init();
+  if (*status == 0) *status = tm_dsp_run(&kDspParams, window, g_dsp_out, g_scratch);
   return *status == 0 ? g_dsp_out : nullptr;
 }
 #else
+int impulse_init() { return 0; }
+
 const float* impulse_features(const float* window, int* status) {
   *status = 0;
   return window;

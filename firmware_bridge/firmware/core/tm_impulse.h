@@ -43,6 +43,11 @@ constexpr unsigned long long kDspInstructions = TINYML_DSP_INSTRUCTIONS;
 
 inline const char* dsp_block_name() { return TINYML_DSP_BLOCK_NAME; }
 
+// Fills the block's tables (twiddles, mel filter bank, DCT) once; 0 or tm_dsp's error code.
+// Called before the DSP is timed: Timing lines count one window's work, as
+// pipeline/dsp/cost.py does (the tables are built once per boot).
+int impulse_init();
+
 // The model's input for `window` (kWindowSize floats): the window itself for a raw model,
 // else the block's kInputSize features (in a static buffer, valid until the next call).
 // *status: 0, or tm_dsp's negative error code (then nullptr is returned).
