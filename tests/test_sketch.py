@@ -44,6 +44,7 @@ from firmware_bridge.targets.sketch import (
     write_sketch,
 )
 from pipeline.core.errors import BridgeError
+from pipeline.tflite.export import DspSettings, dsp_settings_h
 
 # ---------------------------------------------------------------------------------------
 # The quantize outputs, written by hand in exactly the format the quantize stage uses
@@ -125,6 +126,7 @@ def write_quantize_outputs(run_dir: Path, settings_h: str = MODEL_SETTINGS_H,
     (firmware / "model_settings.h").write_text(settings_h.replace("@SHA256@", MODEL_SHA))
     (firmware / "model_data.h").write_text(MODEL_DATA_H)
     (firmware / "model_data.cc").write_text(model_data_cc(data))
+    (firmware / "dsp_settings.h").write_text(dsp_settings_h(DspSettings(block="raw", fields=[])))  # quantize writes it
     return firmware
 
 

@@ -272,19 +272,20 @@ class Device:
         self._model_info = info
         return info
 
-    def classify(self, features) -> Classification:
+    def classify(self, features, debug: bool = False) -> Classification:
         """Classify one raw input frame (any shape; sent flat as float32) on the device.
 
         A transfer the device gave up on (TIMEOUT: a chunk came later than 100 ms after the
         last, e.g. when this host was descheduled on a loaded machine or a USB hub stalled)
         is sent again, up to TIMEOUT_RETRIES times, after getting a prompt back; the count is
-        kept in ``timeouts_retried``. Nothing of a timed-out transfer is scored."""
+        kept in ``timeouts_retried``. Nothing of a timed-out transfer is scored. ``debug``:
+        AT+RUNIMPULSESTATIC=y, the device prints the model's input (its features) too."""
         values = np.asarray(features, dtype="<f4").reshape(-1)
         if values.size == 0:
             raise BridgeError(f"{self.port}: no features to classify (an empty window)")
         for attempt in range(TIMEOUT_RETRIES + 1):
             try:
-                return self._classify_once(values)
+                return self._classify_once(values, debug)
             except ChunkTimeout:
                 if attempt == TIMEOUT_RETRIES:
                     raise
@@ -292,9 +293,9 @@ class Device:
                 self.command("AT")  # after TIMEOUT the device prints no prompt: get one
         raise AssertionError("unreachable")
 
-    def _classify_once(self, values: np.ndarray) -> Classification:
+    def _classify_once(self, values: np.ndarray, debug: bool = False) -> Classification:
         n = values.size
-        line = f"AT+RUNIMPULSESTATIC=n,{n}"
+        line = f"AT+RUNIMPULSESTATIC={'y' if debug else 'n'},{n}"
         self.send(line)
         transcript = bytearray()
         data, m = self._expect(CHUNK_REPLY_RE, "OK CHUNK= reply to AT+RUNIMPULSESTATIC")

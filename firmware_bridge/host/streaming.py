@@ -9,6 +9,7 @@ only talks to the device and writes what it said.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def finished_ids(path: Path) -> set[str]:
 def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os.PathLike,
                    progress=None, model_sha256: str | None = None, *,
                    label_names: list[str] | None = None, device_identity: dict | None = None,
-                   strict_order: bool = False) -> StreamStats:
+                   strict_order: bool = False, host_features: np.ndarray | None = None) -> StreamStats:
     """Classify every window not yet in ``out_path`` on ``device`` and append its line.
 
     ``device`` is a connected ``firmware_bridge.Device``; ``model_sha256``, the model it
@@ -70,6 +71,11 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
     not a number in [0, 1], is an error naming the window: its line is not written. On any
     error the lines already written stay; the error says how many are in and that a rerun
     resumes.
+
+    With ``host_features`` (the host library's features of each window, when the model reads
+    a [dsp] block's), ``X`` holds raw windows, as Edge Impulse's run-impulse streams them: the
+    device computes the features, prints them in debug mode (AT+RUNIMPULSESTATIC=y,N) and each
+    line records whether they are the host's byte for byte (``features``).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +89,7 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
     for i in iterator:
         features = np.asarray(X[i], dtype=np.float32).ravel()
         try:
-            result = device.classify(features)
+            result = device.classify(features, debug=True) if host_features is not None else device.classify(features)
         except BridgeError as exc:
             have = len(done) + streamed
             raise type(exc)(
@@ -105,6 +111,9 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
             "device": device_identity,
             "time": time.time(),
         }
+        if host_features is not None:
+            line["features"] = compare_features(result.raw, host_features[i],
+                                                f"{device.port}: window {str(window_ids[i])!r}")
         # One write of the whole line, fsynced; a write the disk cuts short is undone.
         append_line(out_path, line, f"the {have} results before window {str(window_ids[i])!r} are kept; "
                     "`tinyml eval` resumes from them")
@@ -112,6 +121,36 @@ def stream_windows(device, X: np.ndarray, window_ids, labels, out_path: str | os
         payload += features.size * 4
     return StreamStats(len(done), streamed, len(window_ids), time.perf_counter() - start, payload,
                        getattr(device, "timeouts_retried", 0) - retried_before)
+
+
+FEATURES_RE = re.compile(r"^Features \(float32 hex\):((?: [0-9a-fA-F]{8})*)\s*$", re.M)
+
+
+def device_features(transcript: str, where: str) -> np.ndarray:
+    """The features a device printed in debug mode: each float32's bits in hex
+    (firmware_bridge/firmware/core/device_commands.cpp print_feature_bits)."""
+    m = FEATURES_RE.search(transcript)
+    if m is None:
+        raise DeviceMismatch(f"{where}: the device printed no 'Features (float32 hex):' line in debug mode",
+                             hint="the device's firmware does not compute the [dsp] features: flash it again")
+    words = m.group(1).split()
+    return np.array([int(w, 16) for w in words], dtype=np.uint32).view(np.float32)
+
+
+def compare_features(transcript: str, host: np.ndarray, where: str) -> dict:
+    """Whether the device's features are the host's, byte for byte: the count, and the first
+    index that differs with both values (None when identical)."""
+    dev = device_features(transcript, where)
+    host = np.ascontiguousarray(np.asarray(host, dtype=np.float32).ravel())
+    if dev.size != host.size:
+        return {"values": int(dev.size), "identical": False, "first_difference": None,
+                "note": f"the device printed {dev.size} features, the host computed {host.size}"}
+    differ = np.flatnonzero(dev.view(np.uint32) != host.view(np.uint32))
+    first = int(differ[0]) if differ.size else None
+    out = {"values": int(dev.size), "identical": first is None, "first_difference": first}
+    if first is not None:
+        out.update(device=float(dev[first]), host=float(host[first]), differing=int(differ.size))
+    return out
 
 
 def stream_windows_resuming(device, reconnect, X: np.ndarray, window_ids, labels, out_path: str | os.PathLike,

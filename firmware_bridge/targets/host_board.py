@@ -36,6 +36,8 @@ from pipeline.core.artifacts import read_json, sha256_file, write_json
 from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE, DEFAULT_BOARD, get_board
 from pipeline.core.errors import BridgeError, PipelineError
 
+DSP_DIR = CORE_DIR.parent / "dsp"  # the [dsp] blocks (tm_dsp.c), one source with pipeline/dsp/build.py
+
 BOARD_DIR = BOARDS_DIR / "host"
 BUILD_DIR = Path("device") / "host"  # in the run directory
 BUILD_RECORD = "build.json"
@@ -45,7 +47,7 @@ CXX, CC = "g++", "gcc"
 DEFAULT_CHUNK_SIZE = 32  # the Nano 33 BLE Sense's, as Edge Impulse's firmware has it
 
 COMPILE_FLAGS = ("-O2", "-g", "-Wall", "-Wextra")
-C_FLAGS = ("-std=c11",)
+C_FLAGS = ("-std=c11", "-ffp-contract=off")  # no fused multiply-add: tm_dsp.c gives the host library's bits
 CXX_FLAGS = ("-std=c++14", "-fno-exceptions", "-fno-rtti")
 LINK_LIBS = ("-lm",)
 
@@ -88,8 +90,12 @@ def _sources(run_dir: Path, with_model: bool) -> tuple[list[Path], list[Path], l
     if not settings.is_file():
         raise BridgeError(f"{settings}: not found", hint="run `tinyml quantize` (make quantize) first")
     sources = sorted(BOARD_DIR.glob("*.cpp")) + sorted(CORE_DIR.glob("*.cpp"))
-    includes = [BOARD_DIR, CORE_DIR, settings.parent]
-    inputs = [settings, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h"))]
+    # The [dsp] block's C99 source (the host library's, pipeline/dsp/build.py) and the run's
+    # dsp_settings.h (quantize writes it beside model_settings.h; tm_impulse.h reads it).
+    sources.append(DSP_DIR / "tm_dsp.c")
+    includes = [BOARD_DIR, CORE_DIR, DSP_DIR, settings.parent]
+    inputs = [settings, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h")), DSP_DIR / "tm_dsp.h",
+              *([settings.parent / "dsp_settings.h"] if (settings.parent / "dsp_settings.h").is_file() else [])]
     if with_model:
         compiled = ensure_compiled_model(run_dir)
         sources += sorted(compiled.glob("*.c"))

@@ -41,6 +41,8 @@ from pipeline.core.boards import (
 )
 from pipeline.core.errors import BridgeError, PipelineError
 
+DSP_DIR = CORE_DIR.parent / "dsp"  # the [dsp] blocks (tm_dsp.c), one source with pipeline/dsp/build.py
+
 PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
 INSTALL_LINE = "sudo apt-get install --no-install-recommends " + " ".join(PACKAGES)
 # Each tool and the Debian package that brings it.
@@ -69,7 +71,7 @@ CPU_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d1
 BOARD_DEFINES = ("-DTINYML_STATIC_CHUNK_SIZE=128",)
 COMPILE_FLAGS = (*CPU_FLAGS, "-O2", "-g", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra",
                  *BOARD_DEFINES)
-C_FLAGS = ("-std=c11",)
+C_FLAGS = ("-std=c11", "-ffp-contract=off")  # no fused multiply-add: tm_dsp.c gives the host library's bits
 CXX_FLAGS = ("-std=c++14", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics",
              "-fno-use-cxa-atexit")
 LINK_FLAGS = (*CPU_FLAGS, "--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
@@ -179,8 +181,12 @@ def _sources(run_dir: Path, with_model: bool) -> tuple[list[Path], list[Path], l
         raise BridgeError(f"{settings}: not found", hint="run `tinyml quantize` (make quantize) first")
     sources = sorted(BOARD_DIR.glob("*.c")) + sorted(BOARD_DIR.glob("*.cpp"))
     sources += sorted(CORE_DIR.glob("*.cpp"))  # the .ino is the Arduino board's binding
-    includes = [BOARD_DIR, CORE_DIR, settings.parent]
-    inputs = [settings, LINKER_SCRIPT, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h"))]
+    # The [dsp] block's C99 source (the host library's, pipeline/dsp/build.py) and the run's
+    # dsp_settings.h (quantize writes it beside model_settings.h; tm_impulse.h reads it).
+    sources.append(DSP_DIR / "tm_dsp.c")
+    includes = [BOARD_DIR, CORE_DIR, DSP_DIR, settings.parent]
+    inputs = [settings, LINKER_SCRIPT, *sorted(BOARD_DIR.glob("*.h")), *sorted(CORE_DIR.glob("*.h")), DSP_DIR / "tm_dsp.h",
+              *([settings.parent / "dsp_settings.h"] if (settings.parent / "dsp_settings.h").is_file() else [])]
     if with_model:
         compiled = compiled_model_dir(run_dir)
         sources += sorted(compiled.glob("*.c"))  # the model and the kernels it calls

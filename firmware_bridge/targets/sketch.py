@@ -23,6 +23,7 @@ from firmware_bridge.sources import ARDUINO_DIR, CORE_DIR
 from firmware_bridge.targets import arduino
 from pipeline.core.boards import BOARDS
 from pipeline.core.errors import BridgeError, PipelineError
+from pipeline.tflite.export import DspSettings, dsp_settings_h
 
 SKETCH_NAME = "tinyml_device"
 
@@ -35,12 +36,16 @@ TEMPLATE_SOURCES = (
     "device_commands.h", "device_commands.cpp",
     "device_io.h", "device_io.cpp",
     "model_ops.h",
+    "tm_impulse.h", "tm_impulse.cpp",
+    "tm_dsp.h", "tm_dsp.c",  # the [dsp] blocks, from firmware/dsp/ (pinned to no contraction by a pragma)
 )
 README_TEMPLATE = "README.md.in"
 
 
 def _template(name: str) -> Path:
     """A sketch source: the .ino from the Arduino board folder, the rest from the device core."""
+    if name.startswith("tm_dsp"):
+        return CORE_DIR.parent / "dsp" / name
     return (ARDUINO_DIR if name.endswith(".ino") else CORE_DIR) / name
 
 # Quantize output -> its name in the sketch. The .cc becomes .cpp: older arduino-cli
@@ -49,6 +54,7 @@ MODEL_FILES = {
     "model_data.h": "model_data.h",
     "model_data.cc": "model_data.cpp",
     "model_settings.h": "model_settings.h",
+    "dsp_settings.h": "dsp_settings.h",  # the [dsp] block (tm_impulse.h); a raw one for runs quantized before it
 }
 
 _MODEL_DATA_H_DECLS = (
@@ -82,7 +88,9 @@ def write_sketch(run_dir: str | os.PathLike, engine: str = "tflm") -> list[Path]
     compiled to C (RUN/firmware/compiled/, from `tinyml compile`) and needs no library."""
     run_dir = Path(run_dir)
     firmware = run_dir / "firmware"
-    texts = {name: _read(firmware / name) for name in MODEL_FILES}
+    texts = {name: _read(firmware / name) for name in MODEL_FILES if name != "dsp_settings.h"}
+    texts["dsp_settings.h"] = (_read(firmware / "dsp_settings.h") if (firmware / "dsp_settings.h").is_file()
+                               else dsp_settings_h(DspSettings(block="raw", fields=[])))
     settings = check_model_files(texts, run_dir)
     files = {name: _template(name).read_text(encoding="utf-8") for name in TEMPLATE_SOURCES}
     for source, target in MODEL_FILES.items():

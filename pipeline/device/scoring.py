@@ -198,6 +198,48 @@ def check_agreement(report: dict, report_path: str | Path = REPORT, document: st
     )
 
 
+def feature_identity(records: list[dict], window_ids: np.ndarray, block: str) -> dict:
+    """How many test windows' features the device computed byte for byte as the host library
+    did (each result line's ``features``, firmware_bridge/host/streaming.py compare_features),
+    and the first window and feature index that differ."""
+    by_id = {r["window_id"]: r for r in records}
+    identical, differing, first = 0, 0, None
+    for wid in window_ids.tolist():
+        f = by_id.get(wid, {}).get("features")
+        if isinstance(f, dict) and f.get("identical") is True:
+            identical += 1
+            continue
+        differing += 1
+        if first is None:
+            first = {"window_id": wid, **(f if isinstance(f, dict) else {"note": "no features recorded"})}
+    return {"block": block, "windows": int(len(window_ids)), "identical": identical, "differing": differing,
+            "values_per_window": next((r["features"]["values"] for r in records if isinstance(r.get("features"), dict)),
+                                      None),
+            "first_difference": first,
+            "compared": "the host library's features (pipeline/dsp, ctypes) vs the device's, as float32 bits"}
+
+
+def feature_identity_line(f: dict) -> str:
+    return (f"eval: [dsp] {f['block']} features computed on the device: byte-identical to the host library's on "
+            f"{f['identical']} of {f['windows']} test windows ({f['values_per_window']} values each)")
+
+
+def check_features(f: dict | None, report_path: str | Path = REPORT) -> None:
+    """Any window whose device features differ from the host library's is an error naming the
+    first window and feature index (the report, written before, holds the counts)."""
+    if not f or not f["differing"]:
+        return
+    d = f["first_difference"] or {}
+    at = (f"feature {d['first_difference']} (device {d['device']!r}, host {d['host']!r})"
+          if d.get("first_difference") is not None else d.get("note", "no features"))
+    raise GateFailed(
+        f"the device's [dsp] {f['block']} features differ from the host library's on {f['differing']} of "
+        f"{f['windows']} test windows; the first is window {d.get('window_id')!r}, {at}; see {report_path}",
+        hint="the firmware's tm_dsp.c must be built from the same source with -ffp-contract=off; "
+             "flash this run's firmware again",
+    )
+
+
 def write_device_report(run_dir: str | Path, report: dict) -> Path:
     return write_json(Path(run_dir) / REPORT, report)
 

@@ -210,21 +210,29 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None, out
     """Stream the test split to the device, resumably; score it; compare with host int8."""
     run = Path(run)
     model_sha = _model_sha256(run)  # int8.tflite, and the one the quantize report describes
-    # [dsp]: until the firmware runs the DSP on raw windows, the host computes the features and streams them
-    prepared = featurize(prepared or load_run_split(cfg, run), cfg)
+    # [dsp]: the device computes the features from raw windows, as Edge Impulse's run-impulse has it;
+    # the host library's features (what the host int8 model reads) are checked against its, byte for byte
+    raw = prepared or load_run_split(cfg, run)
+    prepared = featurize(raw, cfg)
+    raw_test = raw.windows["test"] if cfg.dsp.block != "raw" else None
     # An edited line stops here, named (a torn last line is dropped, said); --restart
     # discards the file, damaged or not, once the device is verified.
     earlier = ([], 0) if restart else scoring.read_results(run / scoring.RESULTS, warn=out)
     connection = Connected(cfg, run, out)
     with connection as (client, info):
-        streamed = _stream(connection, client, info, prepared, model_sha, earlier, restart, out)
+        streamed = _stream(connection, client, info, prepared, model_sha, earlier, restart, out, raw_test)
     report = _score(cfg, run, prepared, info, streamed, out)
+    if raw_test is not None:
+        report["dsp_features"] = scoring.feature_identity(scoring.read_results(run / scoring.RESULTS)[0],
+                                                          prepared.windows["test"].window_ids, cfg.dsp.block)
+        out(scoring.feature_identity_line(report["dsp_features"]))
     entry = record_test_look(run, "flash", PURPOSE, model_sha, report["metrics"], prepared.manifest.get("test_sha256"))
     report["ledger"] = {"look": entry["look"], "warning": entry.get("warning")}
     scoring.write_device_report(run, report)
     out(scoring.comparison_table(run, report))
     if "measured_on_emulated_cortex_m4" in report:
         out(_qemu_summary(report["measured_on_emulated_cortex_m4"]))
+    scoring.check_features(report.get("dsp_features"), run / scoring.REPORT)  # the features, then the outputs
     agreement.check(report.get("int8_agreement"))  # first: it names the window and the output
     # Below [device] min_agreement the evaluation fails (exit 1), its report written first.
     scoring.check_agreement(report, run / scoring.REPORT, run / "report.html")
@@ -232,7 +240,7 @@ def evaluate_on_device(cfg, run: Path, restart: bool = False, prepared=None, out
 
 
 def _stream(connection: Connected, client, info: dict, prepared, model_sha: str, earlier: tuple[list[dict], int],
-            restart: bool, out) -> dict:
+            restart: bool, out, raw_test=None) -> dict:
     """Verify the model on the device, discard results of another model or device (``earlier``:
     the results file's records and torn lines), and stream the test windows it lacks: what the
     device said goes to device_eval.jsonl."""
@@ -255,10 +263,12 @@ def _stream(connection: Connected, client, info: dict, prepared, model_sha: str,
     kind = {"host": "the firmware on the host board", "qemu": "firmware on QEMU's emulated Cortex-M4"}.get(
         connection.kind, "device")
     out(f"eval: streaming {len(test)} test windows to {info['port']} ({kind}), resuming from {results.name}")
-    stream_args = (test.X, test.window_ids, [labels[i] for i in test.y], results)
+    # A [dsp] model: raw windows go to the device, which computes the features (raw_test).
+    stream_args = (test.X if raw_test is None else raw_test.X, test.window_ids, [labels[i] for i in test.y], results)
     show = lambda it, total: progress(it, "device", total=total, unit="window")  # noqa: E731
     checks = {"label_names": list(labels), "device_identity": identity,
-              "strict_order": not model.get("sha256_verified", False)}
+              "strict_order": not model.get("sha256_verified", False),
+              "host_features": None if raw_test is None else test.X}
     measured = None
     if emulated:
         # A reset or a fault of the firmware: reconnect and resume, each window once.
@@ -270,7 +280,7 @@ def _stream(connection: Connected, client, info: dict, prepared, model_sha: str,
         stats, client = stream_windows_resuming(client, reconnect, *stream_args, progress=show,
                                                 model_sha256=model_sha, **checks)
         if connection.kind == "qemu":
-            measured = _qemu_measurements(connection.run, connection.image, client, test.X[0])
+            measured = _qemu_measurements(connection.run, connection.image, client, stream_args[0][0])
     else:
         stats = stream_windows(client, *stream_args, progress=show, model_sha256=model_sha, **checks)
     return {"model": model, "identity": identity, "stats": stats, "torn_before": torn_before,

@@ -22,10 +22,10 @@ import tempfile
 import threading
 from pathlib import Path
 
+from firmware_bridge.sources import BOARDS_DIR
 from pipeline.core.artifacts import write_json
 from pipeline.dsp.binding import Params, library, shape
 from pipeline.dsp.build import DSP_DIR, cache_dir
-from firmware_bridge.sources import BOARDS_DIR
 
 BOARD = BOARDS_DIR / "mps2_an386"
 # The firmware's flags (firmware_bridge/targets/qemu.py CPU_FLAGS, LINK_FLAGS) plus no contraction.

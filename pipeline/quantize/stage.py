@@ -37,6 +37,7 @@ from pipeline.core.ledger import record_test_look
 from pipeline.core.stage import StageResult
 from pipeline.data.splits import Prepared, cv_groups, load_run_split
 from pipeline.data.windows import Windows
+from pipeline.dsp import firmware as dsp_firmware
 from pipeline.dsp.blocks import featurize
 from pipeline.ml import metrics
 from pipeline.quantize.calibration import (
@@ -79,7 +80,7 @@ REJECTED = "int8.rejected.tflite"
 REPORT = "quantize_report.json"
 TRAIN_REPORT = "train_report.json"  # read, not imported: no stage imports another
 FIRMWARE = "firmware"
-FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_settings.h")
+FIRMWARE_FILES = ("model_data.h", "model_data.cc", "model_settings.h", "dsp_settings.h")
 TEST_PURPOSE = "int8 model (deployable)"
 
 
@@ -92,6 +93,7 @@ class StageInputs:
     prepared: Prepared
     labels: list[str]
     refit: dict | None = None  # train_report.json's refit_seeds.val_disagreement (the agreement gate's reference)
+    raw_window_shape: tuple = ()  # a raw window's (steps, channels): what the device's DSP reads
 
     @property
     def windows(self) -> dict[str, Windows]:
@@ -108,7 +110,8 @@ def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
     path = run_dir / FLOAT_MODEL
     if not path.exists():
         raise PipelineError(f"{path}: not found", hint="run `tinyml train` (make train) first")
-    prepared = featurize(load_run_split(cfg, run_dir), cfg)  # [dsp]: what the model reads
+    raw = load_run_split(cfg, run_dir)
+    prepared = featurize(raw, cfg)  # [dsp]: what the model reads
     import keras
 
     try:
@@ -120,7 +123,8 @@ def load_inputs(cfg, run_dir: str | Path) -> StageInputs:
     if got != expected:
         raise PipelineError(f"{path}: the model takes inputs of shape {got}, the split's windows are {expected}",
                             hint="retrain: the split changed since float.keras was written")
-    return StageInputs(model, prepared, list(prepared.manifest["dataset"]["label_names"]), _refit_record(run_dir))
+    return StageInputs(model, prepared, list(prepared.manifest["dataset"]["label_names"]), _refit_record(run_dir),
+                       tuple(raw.windows["train"].X.shape[1:]))
 
 
 def _refit_record(run_dir: Path) -> dict | None:
@@ -307,6 +311,9 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
     report["test"] = _test_look(cfg, run_dir, inputs, data, info, arena_bytes, sha, norm)
     firmware = _firmware_texts(data, sha, info, inputs.labels, arena_bytes, q.board,
                                inputs.prepared.manifest["dataset"].get("rate_hz"), norm)
+    firmware["dsp_settings.h"] = export.dsp_settings_h(export.DspSettings(  # [dsp]: what the device runs on a raw window
+        **dsp_firmware.settings(cfg.dsp, inputs.prepared.dataset.rate_hz, inputs.raw_window_shape,
+                                int(inputs.windows["train"].X[0].size))))
     report["firmware"] = {"dir": FIRMWARE, "array": export.ARRAY, "length": export.LENGTH, "alignment": 16,
                           "files": {f"{FIRMWARE}/{name}": sha256_bytes(text.encode("utf-8"))
                                     for name, text in firmware.items()}}

@@ -6,7 +6,8 @@
 
 #include "acquisition.h"
 #include "base64_chunk.h"
-#include "model_ops.h"  // and model_settings.h, which is included only there
+#include "model_ops.h"  // and model_settings.h
+#include "tm_impulse.h"  // and dsp_settings.h: raw window -> features
 
 namespace tinyml {
 
@@ -16,9 +17,9 @@ Classifier* g_classifier = nullptr;
 MotionSensor* g_sensor = nullptr;
 DeviceInfo g_info = {"00:00:00:00:00:00", "TINYML_DEVICE"};
 
-// One frame of model input: AT+RUNIMPULSESTATIC decodes into it, AT+RUNIMPULSE samples
-// into it. Static: no heap on the device.
-float g_features[kInputSize];
+// One raw window: AT+RUNIMPULSESTATIC decodes into it, AT+RUNIMPULSE samples into it; the
+// [dsp] block (tm_impulse) turns it into the model's input. Static: no heap on the device.
+float g_window[kWindowSize];
 float g_probabilities[kNumClasses];
 
 // What the host stores on the device (AT+DEVICEID, AT+SAMPLESETTINGS, AT+UPLOADSETTINGS,
@@ -52,14 +53,15 @@ const char* const kAxisNames[9] = {"accX", "accY", "accZ", "gyrX", "gyrY",
                                    "gyrZ", "magX", "magY", "magZ"};
 const char* const kAxisUnits[3] = {"m/s2", "dps", "uT"};
 
-int model_axes() { return kInputShape[kInputDims - 1]; }
+int model_axes() { return kWindowChannels; }
 
-// A window of a motion sensor: (1, frames, axes) sampled at kSampleRateHz.
-bool is_motion_model() { return kInputDims == 3 && kSampleRateHz > 0.0f; }
+// A window of a sensor sampled at kSampleRateHz: (1, frames, axes) read by the model, or any
+// time-series window the [dsp] block turns into the model's input (a microphone's too).
+bool is_motion_model() { return (kHasDsp || kInputDims == 3) && kSampleRateHz > 0.0f; }
 
 long window_ms() {
   if (!is_motion_model()) return 0;
-  long frames = kInputSize / model_axes();
+  long frames = kWindowSize / model_axes();
   return static_cast<long>(frames * 1000.0 / kSampleRateHz + 0.5);
 }
 
@@ -387,6 +389,51 @@ uint32_t inference_us(DeviceIo& io, uint32_t start) {
   return board >= 0 ? static_cast<uint32_t>(board) : io.micros() - start;
 }
 
+// One window through the impulse: the [dsp] block on g_window (tm_impulse), then the model.
+struct ImpulseRun {
+  const float* features;  // the model's input (g_window itself for a raw model)
+  uint32_t dsp_us;        // board time, as inference_us()
+  uint32_t inference_us;
+};
+
+// Edge Impulse's EI_IMPULSE_DSP_ERROR (edge-impulse-sdk/classifier/ei_classifier_types.h).
+constexpr int kDspError = -5;
+
+// 0, or (after printing why, ending lines with `newline`) kDspError or the classifier's code.
+int run_window(DeviceIo& io, ImpulseRun* run, const char* newline) {
+  int dsp_status = impulse_init();  // the tables, once per boot: not one window's time
+  uint32_t start = io.micros();
+  g_classifier->dsp_begin();
+  if (dsp_status == 0) run->features = impulse_features(g_window, &dsp_status);
+  g_classifier->dsp_end();
+  long board = g_classifier->dsp_board_time_us();
+  run->dsp_us = !kHasDsp ? 0u : board >= 0 ? static_cast<uint32_t>(board) : io.micros() - start;
+  if (dsp_status != 0) {
+    io.printf("ERR: Failed to compute the %s features (tm_dsp error %d)%s", dsp_block_name(), dsp_status, newline);
+    return kDspError;
+  }
+  start = io.micros();
+  int status = g_classifier->classify(run->features, g_probabilities);
+  run->inference_us = inference_us(io, start);
+  if (status != 0) {
+    io.printf("ERR: Failed to run classifier (%d)%s", status, newline);
+    print_boot_error(io, newline);
+  }
+  return status;
+}
+
+// The model's input as the little-endian bits of each float32, in hex: what the host compares
+// byte for byte with its own features (AT+RUNIMPULSESTATIC=y,N).
+void print_feature_bits(DeviceIo& io, const float* features) {
+  io.print("Features (float32 hex):");
+  for (int i = 0; i < kInputSize; i++) {
+    uint32_t bits;
+    memcpy(&bits, &features[i], sizeof(bits));
+    io.printf(" %08lx", static_cast<unsigned long>(bits));
+  }
+  io.print("\r\n");
+}
+
 // --- AT+RUNIMPULSESTATIC=<debug>,<N> ---------------------------------------------------------
 
 // Reads exactly kStaticChunkSize characters; false when they do not all arrive within
@@ -416,8 +463,8 @@ bool parse_count(const char* text, long* out) {
   return true;
 }
 
-// Takes the N values of one AT+RUNIMPULSESTATIC transfer into g_features (the first
-// kInputSize of them; the rest are counted, not stored). False when the transfer failed;
+// Takes the N values of one AT+RUNIMPULSESTATIC transfer into g_window (the first
+// kWindowSize of them; the rest are counted, not stored). False when the transfer failed;
 // it then printed why, END OUTPUT, and no prompt follows.
 bool receive_values(DeviceIo& io, long n) {
   const unsigned long characters = 4ul * ((4ul * static_cast<unsigned long>(n) + 2ul) / 3ul);
@@ -439,12 +486,12 @@ bool receive_values(DeviceIo& io, long n) {
     for (int i = 0; i < got; i++, bytes++) {
       pending[bytes % 4] = decoded[i];
       unsigned long index = bytes / 4;
-      if (bytes % 4 == 3 && index < static_cast<unsigned long>(kInputSize)) {
+      if (bytes % 4 == 3 && index < static_cast<unsigned long>(kWindowSize)) {
         uint32_t bits = static_cast<uint32_t>(pending[0]) |
                         (static_cast<uint32_t>(pending[1]) << 8) |
                         (static_cast<uint32_t>(pending[2]) << 16) |
                         (static_cast<uint32_t>(pending[3]) << 24);
-        memcpy(&g_features[index], &bits, sizeof(float));
+        memcpy(&g_window[index], &bits, sizeof(float));
       }
     }
     unsigned long values = bytes / 4;
@@ -463,8 +510,8 @@ bool write_run_impulse_static(DeviceIo& io, char** argv, int argc) {
     return false;
   }
   if (print_boot_error(io, "\r\n")) return true;
-  // argv[0] is the debug flag (y/n). A raw-input model has no DSP stage whose output
-  // debug mode would show, so it changes nothing here.
+  // argv[0] is the debug flag (y/n): with y, the model's input (the [dsp] block's features
+  // of the window, or the window for a raw model) is printed before the Timing line.
   long n = 0;
   if (!parse_count(argv[1], &n) || n > kStaticMaxValues) {
     io.printf("ERR: N must be a whole number of float32 values from 1 to %ld, got '%s'\r\n",
@@ -476,24 +523,24 @@ bool write_run_impulse_static(DeviceIo& io, char** argv, int argc) {
   // gets the size error, not a link out of step.
   if (!receive_values(io, n)) return false;
   io.printf("TRANSFER COMPLETED %ld\r\n", n);
-  if (n != kInputSize) {
+  if (n != kWindowSize) {
     io.print("ERROR: The size of the input buffer is not correct.\r\n");
-    io.printf("Expected %d items, but got %d\r\n", kInputSize, static_cast<int>(n));
+    io.printf("Expected %d items, but got %d\r\n", kWindowSize, static_cast<int>(n));
     io.print("RESULT -1\r\nEND OUTPUT\r\n");
     return true;
   }
 
-  uint32_t start = io.micros();
-  int status = g_classifier->classify(g_features, g_probabilities);
-  uint32_t elapsed = inference_us(io, start);
+  ImpulseRun run;
+  int status = run_window(io, &run, "\r\n");
   if (status != 0) {
-    io.printf("ERR: Failed to run classifier (%d)\r\n", status);
-    print_boot_error(io, "\r\n");
     io.printf("RESULT %d\r\nEND OUTPUT\r\n", status);
     return true;
   }
-  io.print("Timing: DSP 0.000 ms, inference ");
-  io.print_us_as_ms(elapsed);
+  if (argv[0][0] == 'y') print_feature_bits(io, run.features);
+  io.print("Timing: DSP ");
+  io.print_us_as_ms(run.dsp_us);
+  io.print(" ms, inference ");
+  io.print_us_as_ms(run.inference_us);
   io.print(" ms, anomaly 0.000 ms\r\n");
   io.print("Predictions:\r\n");
   print_predictions(io, "  ", "\r\n");
@@ -529,36 +576,30 @@ void wait_quietly(DeviceIo& io, uint32_t deadline) {
 
 // One result as the current SDK prints it; with `debug`, the features before it, as
 // run_classifier(..., debug = true) prints them (edge-impulse-sdk/classifier/ei_run_classifier.h).
-void print_result(DeviceIo& io, uint32_t elapsed, bool debug) {
+void print_result(DeviceIo& io, const ImpulseRun& run, bool debug) {
   if (debug) {
-    io.print("Features (0 ms.): ");
+    io.printf("Features (%lu ms.): ", static_cast<unsigned long>(run.dsp_us / 1000u));
     for (int i = 0; i < kInputSize; i++) {
-      io.print_fixed(g_features[i], 6);
+      io.print_fixed(run.features[i], 6);
       io.print(" ");
     }
     io.print("\n");
   }
   io.print("Timing: DSP ");
-  print_duration(io, 0);
+  print_duration(io, run.dsp_us);
   io.print(", inference ");
-  print_duration(io, elapsed);
+  print_duration(io, run.inference_us);
   io.print(", anomaly ");
   print_duration(io, 0);
   io.print("\n#Classification predictions:\n");
   print_predictions(io, "  ", "\n");
 }
 
-// Classifies g_features and prints the result; false (after printing why) on failure.
+// Classifies g_window and prints the result; false (after printing why) on failure.
 bool classify_and_print(DeviceIo& io, bool debug) {
-  uint32_t start = io.micros();
-  int status = g_classifier->classify(g_features, g_probabilities);
-  uint32_t elapsed = inference_us(io, start);
-  if (status != 0) {
-    io.printf("ERR: Failed to run classifier (%d)\n", status);
-    print_boot_error(io, "\n");
-    return false;
-  }
-  print_result(io, elapsed, debug);
+  ImpulseRun run;
+  if (run_window(io, &run, "\n") != 0) return false;
+  print_result(io, run, debug);
   return true;
 }
 
@@ -568,7 +609,7 @@ bool sample_frames(DeviceIo& io, int from, int to, int axes, uint32_t interval_u
                    bool* failed) {
   for (int f = from; f < to; f++) {
     if (wait_until(io, *next)) return true;
-    if (!g_sensor->read(&g_features[f * axes])) {
+    if (!g_sensor->read(&g_window[f * axes])) {
       io.printf("ERR: failed to read the %s\n", g_sensor->name());
       *failed = true;
       return true;
@@ -600,14 +641,14 @@ bool run_inference(DeviceIo& io, Mode mode) {
               g_sensor->name(), g_sensor->axes());
     return true;
   }
-  const int frames = kInputSize / axes;
+  const int frames = kWindowSize / axes;
   const uint32_t interval_us = static_cast<uint32_t>(1.0e6 / kSampleRateHz + 0.5);
 
   io.print("Inferencing settings:\n");
   io.print("\tInterval: ");
   io.print_fixed(1000.0 / kSampleRateHz, 2);
   io.print(" ms.\n");
-  io.printf("\tFrame size: %d\n", kInputSize);
+  io.printf("\tFrame size: %d\n", kWindowSize);
   io.printf("\tSample length: %ld ms.\n", window_ms());
   io.printf("\tNo. of classes: %d\n", kNumClasses);
   io.print("Starting inferencing, press 'b' to break\n");
@@ -622,7 +663,7 @@ bool run_inference(DeviceIo& io, Mode mode) {
       if (failed) return true;
       if (stop) break;
       if (!classify_and_print(io, false)) return true;
-      memmove(g_features, g_features + slice * axes,
+      memmove(g_window, g_window + slice * axes,
               static_cast<size_t>(frames - slice) * axes * sizeof(float));
       from = frames - slice;
     }

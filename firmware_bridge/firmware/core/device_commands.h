@@ -60,6 +60,12 @@ class Classifier {
   // its clock does (a host or emulated board: cycles over the board's clock); -1: time it
   // with DeviceIo::micros(), as a real board does.
   virtual long board_time_us() const { return -1; }
+  // Around the DSP of one window (tm_impulse): a board that counts instructions times it.
+  virtual void dsp_begin() {}
+  virtual void dsp_end() {}
+  // Microseconds of board time the last window's DSP took, as board_time_us(); -1: time it
+  // with DeviceIo::micros().
+  virtual long dsp_board_time_us() const { return -1; }
 };
 
 // The board's motion sensor: one reading is axes() values in m/s^2.

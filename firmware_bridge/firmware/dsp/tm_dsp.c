@@ -1,6 +1,13 @@
 /* tm_dsp.c: see tm_dsp.h. C99, float32 work, built with -ffp-contract=off everywhere. */
 #include "tm_dsp.h"
 
+/* No fused multiply-add even where the build's flags allow it (the Arduino IDE builds with
+ * gnu11, whose default is -ffp-contract=fast, and the Cortex-M4F has VFMA): the features
+ * must be the host library's bits. GCC takes -ffp-contract per function through this pragma. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include <math.h>
 #include <string.h>
 

@@ -34,6 +34,7 @@
 #include "device_commands.h"
 #include "device_io.h"
 #include "model_ops.h"  // includes model_settings.h (once per file: it may have no guard)
+#include "tm_impulse.h"  // kDspInstructions
 
 #if __has_include("model_compiled.h")
 #include "model_compiled.h"
@@ -251,6 +252,13 @@ class CompiledClassifier : public tinyml::Classifier {
     if (g_options.cycles_per_inference == 0) return 0;
     return static_cast<long>((g_options.cycles_per_inference * 1000000ull + g_options.clock_hz / 2) /
                              g_options.clock_hz);
+  }
+
+  // The DSP's board time: its instructions on the Cortex-M4 as QEMU counted them when
+  // quantize wrote dsp_settings.h (pipeline/dsp/cost.py), one cycle each, over the clock;
+  // 0 when they were not measured (no arm-none-eabi-gcc or qemu-system-arm then).
+  long dsp_board_time_us() const override {
+    return static_cast<long>((tinyml::kDspInstructions * 1000000ull + g_options.clock_hz / 2) / g_options.clock_hz);
   }
 
  private:

@@ -71,6 +71,10 @@ constexpr uint32_t kInstructionsPerTick = 1000000000u / TINYML_SYSCLK_HZ;
 // The model compiled to C: the core's float step and int8 quantization (model_input_int8,
 // TFLM's QUANTIZE arithmetic), invoke, dequantize.
 class CompiledClassifier : public tinyml::Classifier {
+ private:
+  uint64_t dsp_start_ = 0;
+  uint64_t dsp_ticks_ = 0;
+
  public:
   int classify(const float* input, float* probabilities) override {
 #if TINYML_HAS_COMPILED_MODEL
@@ -105,8 +109,15 @@ class CompiledClassifier : public tinyml::Classifier {
   }
 
   // Board time of the last invoke: its instructions, one cycle each, on the board's clock.
-  long board_time_us() const override {
-    uint64_t instructions = g_profile.last_ticks * kInstructionsPerTick;
+  long board_time_us() const override { return ticks_to_board_us(g_profile.last_ticks); }
+
+  // The last window's DSP (tm_impulse), counted the same way: instructions under -icount.
+  void dsp_begin() override { dsp_start_ = systick_ticks(); }
+  void dsp_end() override { dsp_ticks_ = systick_ticks() - dsp_start_; }
+  long dsp_board_time_us() const override { return ticks_to_board_us(dsp_ticks_); }
+
+  static long ticks_to_board_us(uint64_t ticks) {
+    uint64_t instructions = ticks * kInstructionsPerTick;
     return static_cast<long>((instructions * 1000000ull + TINYML_BOARD_CLOCK_HZ / 2) / TINYML_BOARD_CLOCK_HZ);
   }
 
