@@ -60,6 +60,7 @@ def section_device(run: Run) -> list:
                     f" top-1 ({num(g(ag, 'differing'))} windows differ; largest probability difference "
                     f"{num(gn(ag, 'max_abs_probability_difference'), 4)}"
                     f"{f'; required {pct(req, 0)}' if req is not None else ''})."))
+    out += _byte_identity(d)
     mats = [(name, mat) for name, mat in (("host int8, test", gl(qtest, "confusion")), ("device, test", gl(m, "confusion"))) if mat]
     if mats:
         out.append(figure(plots.confusions, mats, labels, alt="confusion matrices, host int8 vs device on test"))
@@ -89,6 +90,29 @@ def section_device(run: Run) -> list:
                     + (f", {run.device_torn} torn line(s) dropped." if run.device_torn else ".")))
     out += _measured_on_emulated_m4(gd(d, "measured_on_emulated_cortex_m4"))
     return out
+
+
+def _byte_identity(d: dict) -> list:
+    """The firmware's int8 outputs against TFLM's (gated) and LiteRT's reference kernels
+    (reported), and its DSP features against the host library's (gated), window by window."""
+    rows = []
+    ia = gd(d, "int8_agreement")
+    for key, what, gated in (("tflm", "int8 outputs vs TFLM (host)", True),
+                             ("litert_reference_kernels", "int8 outputs vs LiteRT reference kernels", False)):
+        r = gd(ia, key)
+        if r:
+            same, total = g(r, "outputs_identical"), g(r, "outputs")
+            rows.append([what, f"{num(same)} of {num(total)} outputs; {num(g(r, 'windows_identical'))} of "
+                         f"{num(g(r, 'windows'))} windows", verdict(same == total) if gated else "reported, not gated"])
+    f = gd(d, "dsp_features")
+    if f:
+        rows.append([f"[dsp] {text(g(f, 'block'))} features vs the host library",
+                     f"{num(g(f, 'identical'))} of {num(g(f, 'windows'))} windows ({num(g(f, 'values_per_window'))} "
+                     "float32 values each, bit for bit)", verdict(g(f, "differing") == 0)])
+    if not rows:
+        return []
+    return [H("Byte for byte"), Table(["compared", "identical", ""], rows,
+                                      "the device's own bytes against the host's, on every test window")]
 
 
 def _measured_on_emulated_m4(m: dict) -> list:
