@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pipeline.core.progress  # noqa: F401 - before any test imports TensorFlow: its thread settings (one
+
 #                                 thread, reproducible training) must be in the environment first
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -33,8 +33,8 @@ from pipeline.report.info_sheet import section_info_sheet
 from pipeline.report.render import render_html, render_md
 from pipeline.report.run import Run, load_run, one_line
 from pipeline.report.sections_data import repairs_row, section_audit, section_data
-from pipeline.report.sections_dsp import section_features
 from pipeline.report.sections_device import section_device
+from pipeline.report.sections_dsp import section_features
 from pipeline.report.sections_model import section_baselines, section_quantization, section_training
 
 HTML = "report.html"
