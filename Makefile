@@ -74,6 +74,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_compiler.py --run bench/results/run
 	$(PY) bench/bench_memory.py --default-run bench/results/run
 	$(PY) bench/bench_kernels.py
+	$(PY) bench/bench_latency.py --holdout run=bench/results/run/int8.tflite
 	$(PY) bench/bench_search.py
 	$(PY) bench/summary.py
 	@echo "figures: bench/results/*.json; headline figures: bench/results.json (commit it)"

@@ -73,6 +73,12 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
          ("mobilenet", "instructions_per_inference"), ""),
         ("MobileNetV1-0.25: CMSIS-NN", ("mobilenet", "cmsis_nn_note"), ""),
     ]),
+    "latency": ("bench/bench_latency.py", [
+        ("latency model vs QEMU, default model (held out of the fit): error", ("default_error",), ""),
+        ("latency model vs QEMU, DS-CNN 49x10x1 (held out): error", ("dscnn_error",), ""),
+        ("latency model vs QEMU, digits 8x8x1 (held out): error", ("digits_error",), ""),
+        ("latency model: largest error on a held-out model (target at most 0.15)", ("holdout_max_abs_error",), ""),
+    ]),
     "memory": ("bench/bench_memory.py", [
         ("streaming wakeword 30x1x40: compiled total RAM, input and output included (ST Edge AI: 5,836)",
          ("models", "streaming_wakeword", "total_ram_bytes"), "B"),
