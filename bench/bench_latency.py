@@ -103,6 +103,8 @@ def models() -> dict:
         "image_10x10x1_w6_d2_k7": ("fit", search_model((10, 10, 1), 4, width=6, depth=2, kernel_size=7)),
         "image_14x14x3_w4_d2_k5": ("fit", search_model((14, 14, 3), 4, width=4, depth=2, kernel_size=5)),
         "w4_d1_k3_11x3": ("fit", search_model((11, 3), 4, width=4, depth=1, kernel_size=3)),
+        "w8_d1_k1_1x24_features": ("fit", search_model((1, 24), 3, width=8, depth=1, kernel_size=1)),
+        "w6_d1_k3_20x9_2classes": ("fit", search_model((20, 9), 2, width=6, depth=1, kernel_size=3)),
         "w6_d2_k5_400x6": ("fit", search_model((400, 6), 4, width=6, depth=2, kernel_size=5)),
         "w8_d2_k3_separable_16x16x2": ("fit", search_model((16, 16, 2), 3, width=8, depth=2, kernel_size=3,
                                                            separable=True)),
