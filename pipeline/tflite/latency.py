@@ -47,14 +47,15 @@ BINARY_OPS = ("ADD", "SUB", "MUL")
 
 # What each kind's cost is a sum of (the features of op_features).
 FEATURES = {
-    "CONV_2D/fast": ("macs", "out_elems", "window_bytes", "border_taps", "border_bytes", "call"),
+    "CONV_2D/fast": ("macs", "out_elems", "window_bytes", "window_rows", "tail_macs", "border_taps", "border_bytes",
+                     "call"),
     "CONV_2D/pointwise": ("macs", "out_elems", "window_bytes", "call"),
     "CONV_2D/reference": ("macs", "out_elems", "call"),
     "DEPTHWISE_CONV_2D/fast": ("macs", "out_elems", "border_bytes", "call"),
     "DEPTHWISE_CONV_2D/reference": ("macs", "out_elems", "call"),
     "FULLY_CONNECTED": ("macs", "out_elems", "call"),
-    "MAX_POOL_2D": ("window", "out_elems", "call"),
-    "AVERAGE_POOL_2D": ("window", "out_elems", "call"),
+    "MAX_POOL_2D": ("window", "out_elems", "out_pixels", "call"),
+    "AVERAGE_POOL_2D": ("window", "out_elems", "out_pixels", "call"),
     "MEAN": ("in_elems", "out_elems", "call"),
     "SOFTMAX": ("in_elems", "rows", "call"),
     "ADD/table": ("out_elems", "call"),
@@ -129,15 +130,20 @@ def _border(n_out: int, n_in: int, k: int, stride: int) -> int:
 
 def _conv_windows(x, w, y, o, name: str) -> dict:
     """window_bytes: every output pixel's window (kh x kw x in_c bytes, what the fast path
-    expands per pixel); border_bytes and border_taps: the windows of the pixels that cross the
-    edge, copied tap by tap with the zero point outside (tm_conv_fast.h tm_conv_window)."""
+    expands per pixel); window_rows: its rows, when the window is not one contiguous span;
+    tail_macs: products of the last 1 or 2 bytes of a window past its last word (summed one
+    by one); border_bytes and border_taps: the windows of the pixels that cross the edge,
+    copied tap by tap with the zero point outside (tm_conv_fast.h tm_conv_window)."""
     _, ih, iw, ic = (1,) * (4 - len(x)) + tuple(x)
     _, oh, ow, _ = (1,) * (4 - len(y)) + tuple(y)
     kh, kw = w[1], w[2]
     win = kh * kw * (ic if name == "CONV_2D" else y[-1])
     inside = (oh - _border(oh, ih, kh, o.strideH)) * (ow - _border(ow, iw, kw, o.strideW))
+    contiguous = kh == 1 or kw == iw  # else each window is gathered row by row
+    tail = win % 4 if win % 4 in (1, 2) else 0  # bytes past the last word, summed one by one
     return {"window_bytes": oh * ow * win, "border_bytes": (oh * ow - inside) * win,
-            "border_taps": (oh * ow - inside) * kh * kw}
+            "border_taps": (oh * ow - inside) * kh * kw, "window_rows": 0 if contiguous else oh * ow * kh,
+            "tail_macs": oh * ow * y[-1] * tail}
 
 
 def model_ops(data: bytes) -> list[dict]:
