@@ -210,6 +210,8 @@ def main(argv=None) -> int:
               "within_target": worst <= TARGET_ERROR, "table": table["holdout_error"],
               "default_error": rows["default"]["error"], "dscnn_error": rows["dscnn_mlperf_49x10"]["error"],
               "digits_error": rows["digits_8x8x1_w6_d3_k7"]["error"]}
+    result["named_errors"] = (f"default {100 * result['default_error']:+.1f}%, DS-CNN {100 * result['dscnn_error']:+.1f}%, "
+                              f"digits {100 * result['digits_error']:+.1f}%")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}; largest error on a held-out model {100 * worst:.1f}%")
