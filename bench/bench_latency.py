@@ -214,8 +214,9 @@ def main(argv=None) -> int:
                               f"digits {100 * result['digits_error']:+.1f}%")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}; largest error on a held-out model {100 * worst:.1f}%")
-    return 0 if worst <= TARGET_ERROR else 1
+    print(f"wrote {args.out}; largest error on a held-out model {100 * worst:.1f}%"
+          + ("" if worst <= TARGET_ERROR else f": OVER the {TARGET_ERROR:.0%} target (within_target false)"))
+    return 0  # a figure, recorded either way; tests/test_latency.py is what fails on it
 
 
 if __name__ == "__main__":
