@@ -75,6 +75,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_memory.py --default-run bench/results/run
 	$(PY) bench/bench_kernels.py
 	$(if $(CMSIS_NN),$(PY) bench/bench_cmsis_nn.py --cmsis-nn $(CMSIS_NN),@echo "CMSIS-NN: not measured (CMSIS_NN=DIR names its hand-fetched sources; bench/bench_cmsis_nn.py)")
+	$(PY) bench/bench_latency.py --holdout run=bench/results/run/int8.tflite
 	$(PY) bench/bench_search.py
 	$(PY) bench/summary.py
 	@echo "figures: bench/results/*.json; headline figures: bench/results.json (commit it)"

@@ -78,6 +78,10 @@ FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
         ("MobileNetV1-0.25: ratio to CMSIS-NN, sum of layers (target at most 0.8)",
          ("cmsis_nn", "mobilenet", "ratio"), ""),
     ]),
+    "latency": ("bench/bench_latency.py", [
+        ("latency model vs QEMU, models held out of the fit: error", ("named_errors",), ""),
+        ("latency model: largest error on a held-out model (target at most 0.15)", ("holdout_max_abs_error",), ""),
+    ]),
     "memory": ("bench/bench_memory.py", [
         ("streaming wakeword 30x1x40: compiled total RAM, input and output included (ST Edge AI: 5,836)",
          ("models", "streaming_wakeword", "total_ram_bytes"), "B"),

@@ -22,6 +22,7 @@ from boards import prompt_after
 from firmware_bridge.host.client import Device
 from firmware_bridge.targets import host_board
 from pipeline.core.errors import BridgeError
+from pipeline.tflite import latency
 from pipeline.tflite.export import ModelSettings, model_data_cc, model_data_h, model_settings_h
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("gcc") is None,
@@ -118,10 +119,11 @@ def test_answers_the_at_protocol_on_a_pty_and_is_always_stopped(board_run):
             info = client.model_info()
             assert info.sha256 == hashlib.sha256(data).hexdigest() and info.labels == list(labels)
             result = client.classify(np.zeros(96, np.float32))
-            # Board time: MACs x 8 cycles/MAC over the Nano's 64 MHz, never host time.
-            assert result.timing["classification_ms"] == pytest.approx(MACS * 8 / 64e6 * 1e3, abs=1e-3)
+            # Board time: the compiled model's predicted instructions over the Nano's 64 MHz, never host time.
+            predicted = latency.predict(data)["instructions_per_inference"]
+            assert result.timing["classification_ms"] == pytest.approx(predicted / 64e6 * 1e3, abs=1e-3)
             profile = client.command("AT+PROFILE?")
-            assert "64000000 Hz" in profile and f"{MACS * 8} (modelled" in profile
+            assert "64000000 Hz" in profile and f"{predicted} (predicted from measured op costs" in profile
         finally:
             client.close()
         pid = board.process.pid
@@ -355,7 +357,8 @@ def test_board_time_takes_the_instructions_qemu_measured_for_this_model_only(boa
     shutil.copy(run / "int8.tflite", tmp_path / "int8.tflite")
     shutil.copy(run / "quantize_report.json", tmp_path / "quantize_report.json")
     modelled = host_board.board_timing(tmp_path)
-    assert modelled["cycles_per_inference"] == MACS * 8 and modelled["source"].startswith("modelled")
+    assert modelled["cycles_per_inference"] == latency.predict(data)["instructions_per_inference"]
+    assert modelled["source"].startswith("predicted from measured op costs")
     record = tmp_path / "device" / "qemu" / "profile.json"
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"model_sha256": hashlib.sha256(data).hexdigest(),
@@ -375,8 +378,9 @@ def test_board_time_takes_tinyml_profile_next_and_never_host_time(board_run, tmp
                                                        "instructions_per_inference": 34567}))
     timing = host_board.board_timing(tmp_path)
     assert timing["cycles_per_inference"] == 34567 and "tinyml profile" in timing["source"]
-    # Neither a measurement nor a MAC count: no cycle count, and the board prints 0, not host time.
+    # Neither a measurement nor a model to predict from: no cycle count, and the board prints 0, not host time.
     (tmp_path / "profile.json").unlink()
+    (tmp_path / "int8.tflite").unlink()
     assert "cycles_per_inference" not in host_board.board_timing(tmp_path)
     board = host_board.HostBoard(host_board.build_host_board(run), timing=host_board.board_timing(tmp_path))
     with board.start():

@@ -33,8 +33,9 @@ from firmware_bridge.targets import sensor_file
 from firmware_bridge.targets.board_process import BoardProcess, content_hash, run_tool
 from firmware_bridge.targets.qemu import PROFILE_RECORD, ensure_compiled_model
 from pipeline.core.artifacts import read_json, sha256_file, write_json
-from pipeline.core.boards import CYCLES_PER_MAC_REFERENCE, CYCLES_SOURCE, DEFAULT_BOARD, get_board
+from pipeline.core.boards import DEFAULT_BOARD, get_board
 from pipeline.core.errors import BridgeError, PipelineError
+from pipeline.tflite import latency
 
 DSP_DIR = CORE_DIR.parent / "dsp"  # the [dsp] blocks (tm_dsp.c), one source with pipeline/dsp/build.py
 
@@ -181,9 +182,9 @@ def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
     the instructions QEMU's Cortex-M4 measured for this very model during an evaluation
     (RUN/device/qemu/profile.json, `tinyml flash --device qemu`), or in `tinyml profile`
     (RUN/profile.json: the invoke, built without per-op hooks); one cycle an instruction, a
-    lower bound. Else the model's MACs (quantize_report.json) x the reference kernels'
-    cycles per MAC, said to be a model. Without any, no cycle count: Timing lines say 0 and
-    AT+PROFILE? says why (never this computer's time)."""
+    lower bound. Else the compiled model's instructions predicted from op costs measured on
+    QEMU (pipeline/tflite/latency.py), said to be a prediction. Without a model, no cycle
+    count: Timing lines say 0 and AT+PROFILE? says why (never this computer's time)."""
     run_dir = Path(run_dir)
     report = read_json(run_dir / "quantize_report.json", "the quantize report") \
         if (run_dir / "quantize_report.json").is_file() else {}
@@ -199,14 +200,16 @@ def board_timing(run_dir: str | os.PathLike, board: str | None = None) -> dict:
         n = _measured_instructions(path, model, str(path))
         if n:
             return {**timing, "cycles_per_inference": n,
-                    "source": f"measured: {n} instructions per inference in {what} ({path.name}), 1 cycle each"}
-    macs = (report.get("macs") or {}).get("total") if isinstance(report.get("macs"), dict) else None
-    if not macs:
+                    "source": f"{latency.LABEL_MEASURED}: {n} instructions per inference in {what} "
+                              f"({path.name}), 1 cycle each"}
+    if not model.is_file():
         return timing
-    cycles = round(int(macs) * CYCLES_PER_MAC_REFERENCE)
+    p = latency.predict(model.read_bytes())
+    cycles = round(p["instructions_per_inference"] * latency.CPI)
     return {**timing, "cycles_per_inference": cycles,
-            "source": f"modelled: {int(macs)} MACs x {CYCLES_PER_MAC_REFERENCE:g} cycles/MAC, MLPerf Tiny reference kernels",
-            "source_detail": CYCLES_SOURCE}
+            "source": f"{latency.LABEL_PREDICTED}: {p['instructions_per_inference']} instructions of the compiled "
+                      f"model, {latency.CPI:g} cycle each",
+            "source_detail": p["table"]}
 
 
 # ---------------------------------------------------------------------------------------

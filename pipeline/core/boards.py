@@ -12,12 +12,15 @@ from pipeline.core.errors import PipelineError
 
 # Published cycles per MAC for int8 convnets on a Cortex-M4 (MLPerf Tiny v0.5 / v1.1,
 # keyword spotting on a 120 MHz Cortex-M4F). We have no figures of the same quality for
-# the other cores, so every estimate uses these and says so.
+# the other cores, so every estimate uses these and says so. Only for the TFLM engine
+# ([device] engine = "tflm": the Arduino sketch running TFLM's kernels): the compiled engine's
+# latency is predicted from op costs measured on QEMU (pipeline/tflite/latency.py).
 CYCLES_PER_MAC_REFERENCE = 8.0
 CYCLES_PER_MAC_OPTIMIZED = 2.8
 CYCLES_SOURCE = (
     "MLPerf Tiny v0.5/v1.1 int8 keyword spotting on a Cortex-M4F: about 8 cycles/MAC with "
-    "TFLM reference kernels, 2.8 with vendor-optimized kernels; applied to every core"
+    "TFLM reference kernels, 2.8 with vendor-optimized kernels; applied to every core; "
+    "for the TFLM engine only"
 )
 
 
@@ -34,7 +37,7 @@ class Board:
     fqbn: str | None = None
 
     def estimated_latency_ms(self, macs: int, cycles_per_mac: float) -> float:
-        """MACs x cycles/MAC / clock. An estimate, never a measurement."""
+        """MACs x cycles/MAC / clock: the TFLM engine's estimate, never a measurement."""
         return macs * cycles_per_mac / self.clock_hz * 1000.0
 
     def latency_estimate(self, macs: int) -> dict:
@@ -44,7 +47,7 @@ class Board:
             "macs": int(macs),
             "reference_kernels_ms": round(self.estimated_latency_ms(macs, CYCLES_PER_MAC_REFERENCE), 3),
             "optimized_kernels_ms": round(self.estimated_latency_ms(macs, CYCLES_PER_MAC_OPTIMIZED), 3),
-            "label": "estimated (MACs x cycles/MAC / clock), not measured",
+            "label": "estimated for the TFLM engine (MACs x cycles/MAC / clock), not measured",
             "source": CYCLES_SOURCE,
         }
 

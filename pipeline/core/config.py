@@ -209,8 +209,8 @@ class TrainConfig:
     """Chosen model: the most accurate trial whose TFLM arena (as exported) is within this
     many KB; 0: no target (EON Tuner's RAM target)."""
     max_latency_ms: float = 0.0
-    """Chosen model: the most accurate trial whose estimated latency on [quantize] board is
-    within this; 0: no target."""
+    """Chosen model: the most accurate trial whose predicted latency on [quantize] board is
+    within this; the quantize stage gates on it too; 0: no target."""
     seeds: int = 3
     """Refits of the chosen configuration (seed, seed + 1, ...): the spread of its validation
     score is reported beside the search's figure."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.core.boards import BOARDS, get_board, model_budgets
 from pipeline.ml import metrics
+from pipeline.tflite import latency
 from pipeline.tflite.flatbuffer import ModelInfo
 from pipeline.tflite.litert import run_default_kernels, run_litert
 from pipeline.tflite.runtime import InputNormalization, TFLMRunner, dequantize_int8, model_input
@@ -266,5 +267,39 @@ def board_section(board_name: str, q, model_bytes: int, arena_bytes: int) -> dic
     }
 
 
-def latency_estimates(macs: int, configured: str) -> dict:
-    return {name: {**b.latency_estimate(macs), "configured": name == configured} for name, b in BOARDS.items()}
+def latency_estimates(data: bytes, macs: int, configured: str, engine: str = "compiled") -> dict:
+    """Per board, the latency of the engine the firmware runs: the compiled engine's
+    instructions predicted from op costs measured on QEMU (pipeline/tflite/latency.py) at
+    the board's clock; TFLM (engine = "tflm") MACs x cycles/MAC, labelled an estimate."""
+    predicted = latency.predict(data) if engine != "tflm" else None
+    rows = {}
+    for name, b in BOARDS.items():
+        tflm = b.latency_estimate(macs)
+        row = {"board": name, "clock_hz": b.clock_hz, "macs": int(macs), "engine": engine, "configured": name == configured,
+               "tflm_estimate_ms": tflm["reference_kernels_ms"], "tflm_label": tflm["label"]}
+        if predicted is None:
+            row.update(ms=tflm["reference_kernels_ms"], label=tflm["label"], source=tflm["source"])
+        else:
+            n = predicted["instructions_per_inference"]
+            row.update(ms=round(latency.board_ms(n, name), 3), instructions=n, cpi=latency.CPI,
+                       label=latency.LABEL_PREDICTED + f" (compiled engine, {latency.CPI:g} cycle per instruction)",
+                       source=predicted["table"], unknown_kinds=predicted["unknown_kinds"])
+        rows[name] = row
+    return rows
+
+
+def latency_gate(estimates: dict, max_latency_ms: float) -> dict | None:
+    """[train] max_latency_ms (when set) checked on the configured board's latency."""
+    if max_latency_ms <= 0:
+        return None
+    est = next(e for e in estimates.values() if e["configured"])
+    return {"ms": est["ms"], "max_ms": max_latency_ms, "label": est["label"], "passed": est["ms"] <= max_latency_ms,
+            "source": "[train] max_latency_ms"}
+
+
+def latency_text(est: dict) -> str:
+    """The budget line's latency: '3.50 ms (224,000 instructions, predicted from measured op costs ...)'."""
+    if est.get("instructions"):
+        return (f"{est['ms']:.2f} ms ({est['instructions']:,} instructions at {est['clock_hz'] / 1e6:g} MHz, "
+                f"{est['label']}; TFLM engine: {est['tflm_estimate_ms']:.2f} ms estimated from MACs)")
+    return f"{est['ms']:.2f} ms ({est['label']})"

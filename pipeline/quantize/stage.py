@@ -54,6 +54,8 @@ from pipeline.quantize.gates import (
     compare,
     gate_message,
     latency_estimates,
+    latency_gate,
+    latency_text,
     run_all,
     runtime_match,
     worst_classes,
@@ -260,7 +262,7 @@ def _base_report(cfg, inputs: StageInputs, calibration: dict, data: bytes, secon
         "tflm_ops": {"supported": not info.unsupported_ops(), "resolver": info.resolver_ops(),
                      "unsupported": sorted({op.name for op in info.unsupported_ops()})},
         "macs": {"per_layer": info.macs_per_layer(), "total": info.total_macs, "counted": MACS_NOTE},
-        "latency_estimates": latency_estimates(info.total_macs, q.board),
+        "latency_estimates": latency_estimates(data, info.total_macs, q.board, cfg.device.engine),
         "gates_passed": False,
     }
 
@@ -282,6 +284,9 @@ def check_and_export(cfg, run_dir: str | Path, inputs: StageInputs, calibration:
     arena_bytes = candidate.arena_bytes
     report["memory"] = {"model_bytes": len(data), **candidate.arena.as_dict(q.arena_margin)}
     report["board"] = board_section(q.board, q, len(data), arena_bytes)
+    gate = latency_gate(report["latency_estimates"], cfg.train.max_latency_ms)
+    if gate:
+        report["board"]["latency"] = gate
     report["validation"] = candidate.val
     report["per_layer"] = _per_layer(inputs, data, info, norm)
     failures, gate_failures, overridable = _failures(report, q.board)
@@ -354,6 +359,10 @@ def _failures(report: dict, board: str) -> tuple[list[str], dict[str, str], bool
             board_failures.append(
                 f"{part}: {fit['used_bytes']:,} B ({fit['what']}) over the {board} budget of "
                 f"{fit['budget_bytes']:,} B ({report['board']['budgets'][part + '_source']})")
+    lat = report["board"].get("latency")
+    if lat and not lat["passed"]:
+        board_failures.append(f"latency: {lat['ms']:.2f} ms ({lat['label']}) over [train] max_latency_ms "
+                              f"{lat['max_ms']:g} on {board}")
     overridable = bool(gate_failures) and set(gate_failures) <= set(ACCURACY_GATES) and not board_failures
     return failures + board_failures, gate_failures, overridable
 
@@ -503,8 +512,7 @@ def _summary(report: dict, out: Callable[[str], None]) -> None:
             f"recorded {mem['arena_recorded_bytes']:,} B; {HOST_FIGURE}s)")
     macs = report["macs"]["total"]
     est = next(e for e in report["latency_estimates"].values() if e["configured"])
-    out(f"  MACs   {macs:>9,}  estimated latency {est['reference_kernels_ms']:.2f} ms (reference kernels), "
-        f"{est['optimized_kernels_ms']:.2f} ms (optimized) - estimated, not measured")
+    out(f"  MACs   {macs:>9,}  latency {latency_text(est)}")
     test = report.get("test")
     if test:
         out(f"test split (int8, look {test['ledger']['look']} in test_ledger.jsonl): balanced accuracy "

@@ -287,7 +287,7 @@ def per_layer(layers: list[str], cosines: list[float | None], lsb: list[int | No
 
 
 def search_pareto(points: list[tuple[float, float, float, bool, bool, bool]], score: str) -> bytes:
-    """Validation score against RAM (KB) and against estimated latency (ms), one point per
+    """Validation score against RAM (KB) and against predicted latency (ms), one point per
     finished trial: (score, ram_kb, latency_ms, on the RAM front, on the latency front, chosen).
     Each front is drawn as a step line (the best score reachable at that cost)."""
     fig = _figure(3.0)
@@ -295,7 +295,7 @@ def search_pareto(points: list[tuple[float, float, float, bool, bool, bool]], sc
     score_v = np.array([p[0] for p in points])
     chosen = np.array([p[5] for p in points])
     for ax, col, front_col, label in ((axes[0], 1, 3, "RAM, TFLM arena (KB)"),
-                                      (axes[1], 2, 4, "estimated latency (ms)")):
+                                      (axes[1], 2, 4, "predicted latency (ms)")):
         cost = np.array([p[col] for p in points])
         front = np.array([p[front_col] for p in points])
         ax.scatter(cost[~front], score_v[~front], s=20, color="#999999", label="trial")

@@ -260,7 +260,8 @@ def _search_device(t: dict, search: dict, trials: list[dict], best_trial) -> lis
                     f"{counts}; {num(gn(search, 'trials_per_min'), 2)} trials per minute. Chosen: trial "
                     f"{text(best_trial)}, {text(g(search, 'chosen_by'))}. Each trial's model converted to int8 "
                     "(calibrated on training windows); RAM is the TFLM arena as exported (64-bit host figure), "
-                    "latency is estimated (MACs x cycles/MAC / clock, TFLM reference kernels). A trial over "
+                    "latency is the compiled engine's, predicted from op costs measured on QEMU (pipeline/tflite/latency.py) "
+                    "at the board's clock (older runs: MACs x cycles/MAC, TFLM reference kernels). A trial over "
                     "the board's budget stops before training."))
     on_ram = {g(p, "trial") for p in gl(search, "pareto", "ram")}
     on_lat = {g(p, "trial") for p in gl(search, "pareto", "latency")}
@@ -269,11 +270,11 @@ def _search_device(t: dict, search: dict, trials: list[dict], best_trial) -> lis
            for x in trials if x.get("status") == "ok" and isnum(gn(x, "device", "ram_bytes"))]
     if pts:
         out.append(figure(plots.search_pareto, pts, "balanced accuracy",
-                          alt="search: validation score against RAM and against estimated latency"))
+                          alt="search: validation score against RAM and against predicted latency"))
     rows = [[text(x.get("trial")), text(x.get("status")), num(gn(x, "val_score")), nbytes(g(x, "device", "ram_bytes")),
              nbytes(g(x, "device", "flash_bytes")), num(g(x, "device", "macs")), num(gn(x, "device", "latency_ms"), 2),
              str(x.get("error") or "; ".join(map(str, gl(x, "over_budget"))))] for x in trials]
-    out.append(Table(["trial", "status", "val score", "RAM (arena)", "flash", "MACs", "latency ms (est.)", "note"],
+    out.append(Table(["trial", "status", "val score", "RAM (arena)", "flash", "MACs", "latency ms (predicted)", "note"],
                      rows, fold="device cost per trial"))
     s = gd(t, "refit_seeds")
     if s:
@@ -497,15 +498,7 @@ def _memory(q: dict) -> list:
     macs = gn(q, "macs", "total")
     est = {k: v for k, v in gd(q, "latency_estimates").items() if isinstance(v, dict)}
     if macs is not None:
-        out.append(H("Compute and estimated latency"))
-        rows = [[Mark(f"{name} (configured)", "good") if e.get("configured") else name, "n/a" if gn(e, "clock_hz") is None else f"{e['clock_hz'] / 1e6:g} MHz",
-                 num(gn(e, "reference_kernels_ms"), 2), num(gn(e, "optimized_kernels_ms"), 2)] for name, e in est.items()]
-        source = g(next(iter(est.values()), {}), "source")
-        out.append(para(f"{int(macs):,} multiply-accumulates per inference. Latency is ",
-                        Mark("estimated, not measured", "warn"),
-                        ": MACs × cycles per MAC / clock" + (f"; {source}." if source else ".")))
-        if rows:
-            out.append(Table(["board", "clock", "ms, reference kernels", "ms, optimized kernels"], rows, fold="estimated latency on each board"))
+        out.extend(_latency_blocks(int(macs), est))
     ops = [o for o in gl(q, "ops") if isinstance(o, dict)]
     if ops:
         out.append(Table(["#", "op", "from layer", "MACs", "TFLM kernel", "output shape"],
@@ -517,4 +510,34 @@ def _memory(q: dict) -> list:
     if files:
         out.append(para(f"Firmware exported: {', '.join(files)} (array {text(g(q, 'firmware', 'array'))}, "
                         f"{num(g(q, 'firmware', 'alignment'))}-byte aligned)."))
+    return out
+
+
+def _latency_blocks(macs: int, est: dict) -> list:
+    """The latency of each board: the compiled engine's predicted from op costs measured on
+    QEMU (pipeline/tflite/latency.py), beside TFLM's MACs x cycles/MAC estimate; a report of an
+    older run (reference/optimized kernel estimates only) shows those, labelled."""
+    out = [H("Compute and latency")]
+    first = next(iter(est.values()), {})
+    if "ms" not in first:  # an older quantize report
+        rows = [[Mark(f"{name} (configured)", "good") if e.get("configured") else name,
+                 "n/a" if gn(e, "clock_hz") is None else f"{e['clock_hz'] / 1e6:g} MHz",
+                 num(gn(e, "reference_kernels_ms"), 2), num(gn(e, "optimized_kernels_ms"), 2)] for name, e in est.items()]
+        out.append(para(f"{macs:,} multiply-accumulates per inference. Latency is ", Mark("estimated, not measured", "warn"),
+                        f": MACs × cycles per MAC / clock; {text(g(first, 'source'))}."))
+        if rows:
+            out.append(Table(["board", "clock", "ms, reference kernels", "ms, optimized kernels"], rows,
+                             fold="estimated latency on each board"))
+        return out
+    rows = [[Mark(f"{name} (configured)", "good") if e.get("configured") else name,
+             "n/a" if gn(e, "clock_hz") is None else f"{e['clock_hz'] / 1e6:g} MHz", num(gn(e, "ms"), 2),
+             num(g(e, "instructions")) if g(e, "instructions") else "-", num(gn(e, "tflm_estimate_ms"), 2)]
+            for name, e in est.items()]
+    engine = text(g(first, "engine"))
+    out.append(para(f"{macs:,} multiply-accumulates per inference. Latency of the {engine} engine: ",
+                    Mark(text(g(first, "label")), "warn"), f"; {text(g(first, 'source'))}. "
+                    "The TFLM column is MACs × 8 cycles/MAC (MLPerf Tiny, TFLM reference kernels), an estimate "
+                    "for the firmware that runs TFLM ([device] engine = \"tflm\"). `tinyml profile` measures it on QEMU."))
+    out.append(Table(["board", "clock", f"ms, {engine} engine", "instructions", "ms, TFLM (MACs x 8)"], rows,
+                     fold="latency on each board"))
     return out

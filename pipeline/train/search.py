@@ -9,10 +9,10 @@ scores, so overfitting is visible in the report.
 
 Every trial also learns what its model costs on the configured board, as Edge Impulse's
 EON Tuner does: converted to int8 (calibrated on training windows), its flash bytes, TFLM
-arena (the RAM it needs), MACs and estimated latency. A model over the board's budget is
-stopped before it trains. The result holds the Pareto front of validation balanced accuracy
-against RAM and against latency, and the chosen model is the most accurate one within
-``[train] max_ram_kb`` / ``max_latency_ms`` (when set).
+arena (the RAM it needs), MACs and predicted latency (pipeline/tflite/latency.py). A model
+over the board's budget is stopped before it trains. The result holds the Pareto front of
+validation balanced accuracy against RAM and against latency, and the chosen model is the
+most accurate one within ``[train] max_ram_kb`` / ``max_latency_ms`` (when set).
 
 The trials run on the engine ``pipeline.train.engine.choose_engine`` picks: Ray Tune (an
 embedded local Ray with the machine's cores, or the cluster of ``RAY_ADDRESS`` / ``[train]
@@ -42,6 +42,7 @@ from pipeline.ml.metrics import scores
 from pipeline.ml.model import ModelParams, count_params
 from pipeline.tflite.convert import convert_int8
 from pipeline.tflite.flatbuffer import inspect_model
+from pipeline.tflite.latency import engine_latency
 from pipeline.tflite.runtime import measure_arena
 from pipeline.train.engine import Engine, TrialTask, one_line
 
@@ -153,21 +154,22 @@ def device_budget(q) -> dict:
 def device_cost(net, calibration_x: np.ndarray, budget: dict, arena=None) -> tuple[dict, object]:
     """What ``net`` costs on the budget's board as int8: flash bytes, RAM (the TFLM arena
     the firmware would ship: measured minimum x (1 + margin), a 64-bit host figure), MACs
-    and the estimated latency. Returns the figures and the arena measurement (pass it back
-    for the same architecture: the arena depends only on tensor shapes)."""
+    and the latency (pipeline/tflite/latency.py: the compiled engine's instructions predicted
+    from op costs measured on QEMU, at the board's clock). Returns the figures and the arena
+    measurement (pass it back for the same architecture: the arena depends only on tensor shapes)."""
     data, _ = convert_int8(net, calibration_x)
     info = inspect_model(data)
     arena = arena if arena is not None else measure_arena(data)
-    latency = get_board(budget["board"]).latency_estimate(info.total_macs)
+    latency = engine_latency(data, budget["board"], budget.get("engine", "compiled"), info.total_macs)
     return {
         "board": budget["board"],
         "flash_bytes": len(data),
         "arena_min_bytes": arena.min_bytes,
         "ram_bytes": arena.exported(budget["arena_margin"]),
         "macs": info.total_macs,
-        # TFLM's reference kernels: what the interpreter runs without a vendor library.
-        "latency_ms": latency["reference_kernels_ms"],
-        "latency_optimized_ms": latency["optimized_kernels_ms"],
+        "latency_ms": latency["ms"],
+        "latency_instructions": latency.get("instructions"),
+        "latency_label": latency["label"],
     }, arena
 
 
@@ -288,7 +290,7 @@ def choose(trials: list[dict], max_ram_kb: float, max_latency_ms: float) -> tupl
         targets.append(f"RAM <= {max_ram_kb:g} KB")
         done = [t for t in done if t["device"]["ram_bytes"] <= max_ram_kb * 1024]
     if max_latency_ms > 0:
-        targets.append(f"estimated latency <= {max_latency_ms:g} ms")
+        targets.append(f"predicted latency <= {max_latency_ms:g} ms")
         done = [t for t in done if t["device"]["latency_ms"] <= max_latency_ms]
     if not done:
         finished = [t for t in trials if t.get("status") == "ok"]
@@ -301,7 +303,7 @@ def choose(trials: list[dict], max_ram_kb: float, max_latency_ms: float) -> tupl
         raise GateFailed(
             f"no search trial meets [train] {' and '.join(targets)}: the smallest needs "
             f"{least_ram['device']['ram_bytes'] / 1024:.1f} KB of RAM, the fastest "
-            f"{fastest['device']['latency_ms']:.2f} ms (estimated)",
+            f"{fastest['device']['latency_ms']:.2f} ms ({fastest['device'].get('latency_label', 'predicted')})",
             hint="raise [train] max_ram_kb / max_latency_ms, or lower [train.search_space] width_max / depth_max")
     best = max(done, key=lambda t: (round(t["val_score"], 6), -t["val_loss"]))
     how = "highest validation score" + (f" within {' and '.join(targets)}" if targets else "")
@@ -342,7 +344,7 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
     result["pareto"] = {"ram": pareto_front(trials, "ram_bytes"), "latency": pareto_front(trials, "latency_ms"),
                         "note": "validation balanced accuracy against ram_bytes (the TFLM arena as exported: "
                         "measured minimum x (1 + arena_margin), a 64-bit host figure) and against latency_ms "
-                        "(estimated, TFLM reference kernels on the configured board)"}
+                        "(the compiled engine on the configured board, predicted from op costs measured on QEMU)"}
     if interrupted:
         raise SearchInterrupted(result)
     result["best"], result["chosen_by"] = choose(trials, tc.max_ram_kb, tc.max_latency_ms)
