@@ -18,8 +18,10 @@ MAX_WINDOWS = 2000  # per split, for the distributions: a sample of evenly space
 
 def section_features(run: Run) -> list:
     dsp = gd(run.train, "dsp")
-    if not dsp:
+    if run.train is None:
         return [not_run("make train", "the DSP block is chosen and recorded by the train stage")]
+    if not dsp:
+        return [para("DSP block: n/a (train_report.json records none: a run from before [dsp], or a damaged report).")]
     out = [para(f"The model reads {dsp.get('block')}: windows {tuple(gl(dsp, 'window_shape'))} become "
                 f"{tuple(gl(dsp, 'feature_shape'))}. Parameters: "
                 + (", ".join(f"{k} = {v}" for k, v in gd(dsp, "parameters").items()) or "none") + ".")]
