@@ -92,7 +92,10 @@ def test_runimpulse_classifies_the_played_recordings_in_board_time(sensor_run):
     with Device(board.port, timeout=60.0) as d:
         board_ms = _instructions_ms(d)
     # Board time, printed as the SDK prints it (whole us below 1 ms): never QEMU's clock.
-    assert mon.results[-1].timing["classification_ms"] == pytest.approx(board_ms, abs=1e-3)
+    # Within 3 us: the count is read in SysTick ticks of 40 instructions and the SDK prints whole
+    # us, and the two figures may come from different windows (a saturating requantization
+    # branch costs a few instructions); QEMU's own clock would be off by orders of magnitude.
+    assert mon.results[-1].timing["classification_ms"] == pytest.approx(board_ms, abs=3e-3)
 
 
 @needs_qemu

@@ -151,7 +151,9 @@ def test_accelerometer_and_gyroscope_that_saturate_keep_int8_with_the_defaults(t
     # 0.996, 1.0, 0.996, so the assertions below hold with at least twice the margin.
     data = write_saturating_dataset(tmp_path / "imu.npz", subjects=10)
     run = tmp_path / "run"
-    cfg = load_config(None, {"data.dataset": str(data)})
+    # raw windows: this test is about the int8 input step on raw IMU values, and _fit_like_train
+    # skips the train stage that resolves [dsp] block = "auto"
+    cfg = load_config(None, {"data.dataset": str(data), "dsp.block": "raw"})
     prepared = _fit_like_train(cfg, run)
     code, text = _cli("quantize", "--run", str(run))
     assert code == 0, text[-3000:]
