@@ -148,39 +148,27 @@ def _input_scaling(scale: float) -> tuple[int, int, int]:
     return multiplier, left_shift, radius
 
 
-def logistic_table(x_scale: float, x_zero: int) -> np.ndarray:
-    """Output byte for each input byte v (index v & 255) of int8 LOGISTIC (output zero point
-    -128, scale 1/256, as TFLM requires)."""
+def _saturating_table(x_scale: float, x_zero: int, inside) -> np.ndarray:
+    """Output byte for each input byte v (index v & 255) of TFLM's int8 LOGISTIC and TANH:
+    -128 / 127 beyond the input radius, else ``inside`` of the rescaled input."""
     mult, shift, radius = _input_scaling(x_scale)
     table = np.empty(256, np.int64)
     for v in range(-128, 128):
         x = v - x_zero
-        if x <= -radius:
-            out = -128
-        elif x >= radius:
-            out = 127
-        else:
-            q0 = gemmlowp_logistic(mbqm(x, mult, shift), 4)
-            out = min(max(rdbpot(q0, 23) - 128, -128), 127)
+        out = -128 if x <= -radius else 127 if x >= radius else inside(mbqm(x, mult, shift))
         table[v & 255] = out
     return table
+
+
+def logistic_table(x_scale: float, x_zero: int) -> np.ndarray:
+    """int8 LOGISTIC (output zero point -128, scale 1/256, as TFLM requires)."""
+    return _saturating_table(x_scale, x_zero,
+                             lambda q: min(max(rdbpot(gemmlowp_logistic(q, 4), 23) - 128, -128), 127))
 
 
 def tanh_table(x_scale: float, x_zero: int) -> np.ndarray:
     """int8 TANH (output zero point 0, scale 1/128, as TFLM requires)."""
-    mult, shift, radius = _input_scaling(x_scale)
-    table = np.empty(256, np.int64)
-    for v in range(-128, 128):
-        x = v - x_zero
-        if x <= -radius:
-            out = -128
-        elif x >= radius:
-            out = 127
-        else:
-            q0 = gemmlowp_tanh(mbqm(x, mult, shift), 4)
-            out = min(max(rdbpot(q0, 24), -128), 127)
-        table[v & 255] = out
-    return table
+    return _saturating_table(x_scale, x_zero, lambda q: min(max(rdbpot(gemmlowp_tanh(q, 4), 24), -128), 127))
 
 
 # --------------------------------------------------------------------------- int16 (hard swish)
