@@ -16,7 +16,15 @@ import pytest
 
 from firmware_bridge.targets import host_board
 
-MACS = 1152  # the tiny model's, fixed: Timing lines are 1152 x 8 cycles / 64 MHz = 0.144 ms
+MACS = 1152  # the tiny model's
+
+
+def inference_us(run: Path) -> int:
+    """The tiny board's Timing figure for an inference, as the firmware prints it: the cycles
+    host_board.board_timing gives (the latency model's prediction for the compiled model)
+    over the board clock, rounded to the microsecond (boards/host/main.cpp board_time_us)."""
+    t = host_board.board_timing(run)
+    return (t["cycles_per_inference"] * 1_000_000 + t["clock_hz"] // 2) // t["clock_hz"]
 _RUNS: dict[str, Path] = {}
 
 

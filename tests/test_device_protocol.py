@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import serial
-from boards import MACS, save_recordings, tiny_board, tiny_run
+from boards import MACS, inference_us, save_recordings, tiny_board, tiny_run
 from conftest import sigint_default
 
 from firmware_bridge.host.client import Device
 from firmware_bridge.host.protocol import encode_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
-ESTIMATE = "0.144"  # board time: 1152 MACs x 8 cycles/MAC / 64 MHz, in ms (the host board's model)
 FAST = 100  # the board's clock this many times faster: RUNIMPULSE's 2 s pauses pass in 20 ms
 SPEC_SENSOR_RE = re.compile(
     r"^Name\:\s?([^,]+),\s?Max sample length\:\s?([^,]+)s\s?,\s?Frequencies\:\s?\[(.*)\]\s?$"
@@ -260,13 +259,13 @@ def static_exchange(ser, values: np.ndarray, n: int | None = None, chunk: int = 
     return out + read_until(ser, b"END OUTPUT\r\n> ")
 
 
-def test_static_transcript_byte_for_byte(ser, labels, host_tflm):
+def test_static_transcript_byte_for_byte(ser, labels, host_tflm, run):
     window = np.random.default_rng(7).normal(0, 2, size=(32, 3)).astype(np.float32)
     _, probabilities = host_classify(host_tflm, window)
     expected = (b"AT+RUNIMPULSESTATIC=n,96\r\nOK CHUNK=32\r\n"
                 + b"".join(f"OK {6 * (k + 1)} \r\n".encode() for k in range(16))
                 + b"TRANSFER COMPLETED 96\r\n"
-                + f"Timing: DSP 0.000 ms, inference {ESTIMATE} ms, anomaly 0.000 ms\r\n".encode()
+                + f"Timing: DSP 0.000 ms, inference {inference_us(run) / 1000:.3f} ms, anomaly 0.000 ms\r\n".encode()
                 + b"Predictions:\r\n"
                 + b"".join(f"  {label}: {p:.6f}\r\n".encode() for label, p in zip(labels, probabilities, strict=True))
                 + b"RESULT 0\r\nEND OUTPUT\r\n> ")
@@ -328,13 +327,13 @@ def test_probabilities_over_serial_equal_host_tflm_for_every_window(device, labe
 # -- AT+RUNIMPULSE -----------------------------------------------------------------------------
 
 
-def test_runimpulse_runs_until_b_and_reads_only_the_b(fast_ser, labels):
+def test_runimpulse_runs_until_b_and_reads_only_the_b(fast_ser, labels, run):
     ser = fast_ser
     ser.write(b"AT+RUNIMPULSE\r")
     head = read_until(ser, b"#Classification predictions:\n", timeout=5)
     assert head.startswith(b"AT+RUNIMPULSE\r\nInferencing settings:\n")
     assert b"Starting inferencing, press 'b' to break\nStarting inferencing in 2 seconds...\n" in head
-    assert re.search(rb"Timing: DSP 0 us, inference 144 us, anomaly 0 us\n#Classification predictions:\n$", head)
+    assert re.search(rb"Timing: DSP 0 us, inference %d us, anomaly 0 us\n#Classification predictions:\n$" % inference_us(run), head)
     block = read_until(ser, f"  {labels[-1]}: ".encode())
     assert block.startswith(f"  {labels[0]}: ".encode())
     ser.write(b"b\r")
