@@ -250,7 +250,6 @@ def tflm_outputs(data: bytes, x_q: np.ndarray) -> list[list[int]]:
 def build_and_run(cmsis: Path, graph, layers: list[tuple], work: Path) -> dict:
     from firmware_bridge.targets import profile as P
     from firmware_bridge.targets import qemu
-    from firmware_bridge.targets.board_process import run_tool
 
     qemu.require_tools()
     work.mkdir(parents=True, exist_ok=True)
@@ -272,14 +271,8 @@ def build_and_run(cmsis: Path, graph, layers: list[tuple], work: Path) -> dict:
     sources = [qemu.BOARD_DIR / s for s in P.BOARD_SOURCES] + [work / "cmsis_main.c"] + \
         [cmsis / "Source" / f for f in NEEDED]
     flags = [*qemu.COMPILE_FLAGS, *qemu.C_FLAGS, f"-I{qemu.BOARD_DIR}", f"-I{cmsis / 'Include'}", f"-I{work}"]
-    objects = []
-    for i, src in enumerate(sources):
-        obj = work / f"{i:02d}_{src.stem}.o"
-        run_tool(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(obj)], f"arm-none-eabi-gcc {src.name}")
-        objects.append(obj)
     elf = work / "cmsis_nn.elf"
-    run_tool(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
-              *qemu.LINK_LIBS, "-o", str(elf)], "linking cmsis_nn.elf")
+    P.link_bare_image(sources, flags, elf)
     lines = P.run_image(elf, timeout=600.0)
     empty, ticks, fnv = 0.0, {}, {}
     for line in lines:

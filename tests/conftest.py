@@ -59,7 +59,8 @@ def build_tiny_int8(path, *, input_len=32, channels=3, classes=4, seed=0, width=
     Returns the .tflite bytes (also written to ``path``). Slow-ish: imports TensorFlow.
     """
     import keras
-    import tensorflow as tf
+
+    from pipeline.tflite.convert import convert_int8
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -74,13 +75,7 @@ def build_tiny_int8(path, *, input_len=32, channels=3, classes=4, seed=0, width=
     model = keras.Model(inp, out)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model.fit(X, y, epochs=3, verbose=0, batch_size=64)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([X[i : i + 1]] for i in range(100))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    data = conv.convert()
+    data, _ = convert_int8(model, X[:100], logit_headroom=0.0)  # the project's converter, plain calibration
     path.write_bytes(data)
     return data
 

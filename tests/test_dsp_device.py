@@ -64,7 +64,8 @@ CASES = {
 def _int8_dense(F, y, path):
     """A real dense network over the features, trained briefly, converted to full int8."""
     import keras
-    import tensorflow as tf
+
+    from pipeline.tflite.convert import convert_int8
 
     keras.utils.set_random_seed(0)
     inp = keras.Input(F.shape[1:])
@@ -73,13 +74,7 @@ def _int8_dense(F, y, path):
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(z))
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model.fit(F, y, epochs=5, verbose=0, batch_size=32)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([F[i:i + 1]] for i in range(min(64, len(F))))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    data = conv.convert()
+    data, _ = convert_int8(model, F[:64], logit_headroom=0.0)  # the project's converter, plain calibration
     path.write_bytes(data)
     return data
 

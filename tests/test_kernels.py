@@ -107,13 +107,8 @@ def test_requantize_shortcut_on_the_emulated_cortex_m4(tmp_path):
     main.write_text(QEMU_PRELUDE + REQUANT_MAIN)
     sources = [qemu.BOARD_DIR / s for s in P.BOARD_SOURCES] + [_kernels() / "tm_common.c", main]
     flags = [*qemu.COMPILE_FLAGS, *qemu.C_FLAGS, f"-I{qemu.BOARD_DIR}", f"-I{_kernels()}"]
-    objects = []
-    for i, src in enumerate(sources):
-        objects.append(tmp_path / f"{i}.o")
-        subprocess.run(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(objects[-1])], check=True)
     elf = tmp_path / "requant.elf"
-    subprocess.run(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
-                    *qemu.LINK_LIBS, "-o", str(elf)], check=True)
+    P.link_bare_image(sources, flags, elf)
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True).stdout
     assert "smmulr" in dis
     lines = [line for line in P.run_image(elf) if line and line != "END"]

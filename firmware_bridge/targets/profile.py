@@ -180,6 +180,20 @@ def _inputs_header(x_q: np.ndarray, n_ops: int) -> str:
             f"static const int8_t profile_inputs[{len(x_q)}][{x_q.shape[1]}] = {{\n{rows}\n}};\n")
 
 
+def link_bare_image(sources: list[Path], flags: list[str], elf: Path) -> list[Path]:
+    """A bare-metal image for QEMU's board: the board's own files (BOARD_SOURCES) among
+    ``sources``, each compiled with ``flags`` into ELF's folder, linked with the firmware's
+    linker script and flags. Returns the objects, in the order of ``sources``."""
+    objects = []
+    for i, src in enumerate(sources):
+        obj = elf.parent / f"{i:02d}_{src.stem}.o"
+        run_tool(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(obj)], f"arm-none-eabi-gcc {src.name}")
+        objects.append(obj)
+    run_tool(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
+              *qemu.LINK_LIBS, "-o", str(elf)], f"linking {elf.name}")
+    return objects
+
+
 def build_image(compiled_dir: Path, x_q: np.ndarray, n_ops: int, work: Path, debug: bool) -> tuple[Path, list[Path]]:
     """The bare profiling image (fw.elf) and the model's own objects (for its sizes)."""
     qemu.require_tools()
@@ -190,14 +204,8 @@ def build_image(compiled_dir: Path, x_q: np.ndarray, n_ops: int, work: Path, deb
     sources = [qemu.BOARD_DIR / s for s in BOARD_SOURCES] + model_sources + [work / "profile_main.c"]
     flags = [*qemu.COMPILE_FLAGS, *qemu.C_FLAGS, *(["-DTINYML_MODEL_DEBUG"] if debug else []),
              f"-I{qemu.BOARD_DIR}", f"-I{compiled_dir}", f"-I{work}"]
-    objects = []
-    for i, src in enumerate(sources):
-        obj = work / f"{i:02d}_{src.stem}.o"
-        run_tool(["arm-none-eabi-gcc", *flags, "-c", str(src), "-o", str(obj)], f"arm-none-eabi-gcc {src.name}")
-        objects.append(obj)
     elf = work / "profile.elf"
-    run_tool(["arm-none-eabi-gcc", *qemu.LINK_FLAGS, f"-T{qemu.LINKER_SCRIPT}", *map(str, objects),
-                    *qemu.LINK_LIBS, "-o", str(elf)], "linking profile.elf")
+    objects = link_bare_image(sources, flags, elf)
     model_objects = objects[len(BOARD_SOURCES):len(BOARD_SOURCES) + len(model_sources)]
     return elf, model_objects
 

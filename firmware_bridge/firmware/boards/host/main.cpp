@@ -250,18 +250,20 @@ class CompiledClassifier : public tinyml::Classifier {
   // count, 0 (AT+PROFILE? says so): this computer's time is never a board's.
   long board_time_us() const override {
     if (g_options.cycles_per_inference == 0) return 0;
-    return static_cast<long>((g_options.cycles_per_inference * 1000000ull + g_options.clock_hz / 2) /
-                             g_options.clock_hz);
+    return cycles_to_us(g_options.cycles_per_inference);
   }
 
   // The DSP's board time: its instructions on the Cortex-M4 as QEMU counted them when
   // quantize wrote dsp_settings.h (pipeline/dsp/cost.py), one cycle each, over the clock;
   // 0 when they were not measured (no arm-none-eabi-gcc or qemu-system-arm then).
-  long dsp_board_time_us() const override {
-    return static_cast<long>((tinyml::kDspInstructions * 1000000ull + g_options.clock_hz / 2) / g_options.clock_hz);
-  }
+  long dsp_board_time_us() const override { return cycles_to_us(tinyml::kDspInstructions); }
 
  private:
+  // Cycles on the board's clock, in whole microseconds rounded to nearest.
+  static long cycles_to_us(unsigned long long cycles) {
+    return static_cast<long>((cycles * 1000000ull + g_options.clock_hz / 2) / g_options.clock_hz);
+  }
+
 #if TINYML_HAS_COMPILED_MODEL
   int8_t input_[TINYML_MODEL_INPUT_BYTES];
   int8_t output_[TINYML_MODEL_OUTPUT_BYTES];
