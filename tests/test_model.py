@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 TFLM_LAYERS = {
     "InputLayer", "Normalization", "Conv1D", "SeparableConv1D", "Conv2D", "SeparableConv2D",
     "DepthwiseConv1D", "DepthwiseConv2D", "ReLU", "MaxPooling1D", "MaxPooling2D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "Dropout", "Dense",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "Flatten", "Dropout", "Dense",
 }
 # What the int8 converter makes of them, all run by TFLM (see the briefing).
 TFLM_OPS = {"SUB", "MUL", "EXPAND_DIMS", "CONV_2D", "RESHAPE", "MAX_POOL_2D", "DEPTHWISE_CONV_2D",
@@ -111,6 +111,51 @@ def test_separable_1d_and_2d_models_convert_to_full_int8_that_tflm_runs():
         micro.invoke()
         out = micro.get_output(0)
         assert out.dtype == np.int8 and out.shape == (1, 4)
+
+
+def test_time_max_head_takes_each_band_at_its_loudest_wherever_the_word_is_and_runs_on_tflm():
+    """The head of time-frequency features: the same word earlier or later in the window gives
+    the same output; moved to another band, another. int8, it runs on TFLM as MAX_POOL_2D."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    from pipeline.ml.model import build_model, class_priors, head_for
+    from pipeline.tflite.convert import convert_int8
+
+    assert head_for("auto", True) == "time_max" and head_for("auto", False) == "gap"
+    assert head_for("gap", True) == "gap"
+    with pytest.raises(PipelineError, match=r"\[train\] head"):
+        head_for("flat", True)
+    shape = (48, 16, 1)  # frames x bands
+    rng = np.random.default_rng(2)
+    X = rng.uniform(0, 0.1, size=(64, *shape)).astype(np.float32)
+    y = np.arange(64) % 4
+    model = build_model(shape, 4, small_params(head="time_max"), X, class_priors(y, 4))
+    names = [layer.name for layer in model.layers]
+    assert "time_max" in names and "gap" not in names
+    import keras
+
+    head = keras.Model(model.inputs, model.get_layer("flatten").output)  # what the softmax reads
+    word = np.zeros((1, *shape), np.float32)
+    word[0, 16:20, 3:6] = 1.0  # its receptive field away from the edges ("same" padding)
+    late = np.roll(word, 16, axis=1)
+    other_band = np.roll(word, 8, axis=2)
+    out = np.asarray(head(np.concatenate([word, late, other_band])))
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    assert np.abs(out[0] - out[2]).max() > 1e-2
+    data, _ = convert_int8(model, X, logit_headroom=0)
+    ops = {op["op_name"] for op in _litert_ops(data)}
+    folded = {"SHAPE", "STRIDED_SLICE", "PACK"}  # Flatten's shape, folded by the compiler
+    assert "MAX_POOL_2D" in ops and ops <= TFLM_OPS | folded, ops - TFLM_OPS
+    micro = runtime.Interpreter.from_bytes(data, arena_size=200_000)
+    micro.set_input(np.zeros((1, *shape), np.int8), 0)
+    micro.invoke()
+    assert micro.get_output(0).shape == (1, 4)
+
+
+def _litert_ops(data: bytes) -> list[dict]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=data)._get_ops_details()
 
 
 # --------------------------------------------------------------------------- checks at init

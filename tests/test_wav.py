@@ -142,3 +142,21 @@ def test_pattern_fields_are_checked():
     assert pattern_regex("{label}_{group}_{index}.wav").match("7_george_12.WAV").group("group") == "george"
     with pytest.raises(PipelineError, match="unknown field"):
         pattern_regex("{speaker}_{label}.wav")
+
+
+def test_audio_window_holds_nine_utterances_in_ten_and_pads_every_shorter_one(tmp_path):
+    """fsdd's digits run 0.14-2.28 s: the motion rule (the lower quartile, pad only samples
+    at least half a window long) would cut three in four and drop the shortest."""
+    from pipeline.data.windows import choose_window
+
+    root = tmp_path / "d"
+    lengths = np.linspace(300, 3000, 20).astype(int)  # 0.04..0.38 s at 8 kHz
+    for i, n in enumerate(lengths):
+        write_wav(root / f"{i % 2}_spk{i % 4}_{i}.wav", tone(300 + 400 * (i % 2), int(n), seed=i))
+    ds = load_wav_folder(root)
+    choice = choose_window(ds)
+    assert choice.length == int(np.floor(np.quantile(lengths, 0.9)))
+    assert "90% of the utterances" in choice.why
+    w = cut_windows(ds, np.arange(len(ds)), choice.length, choice.stride, skipped := {}, pad="zero")
+    assert len(w) == len(ds) and not skipped  # the 300-step one is padded, not dropped
+    assert w.padded.max() == choice.length - lengths.min()

@@ -183,6 +183,10 @@ class TrainConfig:
     """L2 weight penalty of the configured model."""
     separable: bool = False
     """Depthwise-separable convolutions after the first block."""
+    head: Literal["auto", "gap", "time_max"] = "auto"
+    """Between the conv blocks and the softmax: "gap" averages each kernel over every position;
+    "time_max" (for mfe, mfcc, spectrogram features) takes each kernel's maximum over time per
+    frequency row. "auto": "time_max" on those features, else "gap" (pipeline/ml/model.py HEADS)."""
     trials: int = 10
     """Random-search budget: trial 0 is the configured model, the rest random draws."""
     search_epochs: int = 40

@@ -30,11 +30,11 @@ from pipeline.data.dataset import Dataset
 from pipeline.data.folds import group_folds
 from pipeline.data.load import dataset_from_config
 from pipeline.data.windows import (
-    PAD_MIN_SHARE,
     Windows,
     choose_window,
     content_sha256,
     cut_windows,
+    pad_min_share,
     padded_counts,
 )
 
@@ -211,8 +211,8 @@ def plan_split(dataset: Dataset, cfg, seed: int) -> SplitPlan:
     if not dataset.windowed:
         notes.append(f"windows of {choice.length} steps ({choice.window_ms:g} ms) every {choice.stride} steps: "
                      f"{choice.why}"
-                     + (f"; samples shorter than a window but at least {PAD_MIN_SHARE:.0%} of it are zero-padded "
-                        "at the end ([split] pad = \"zero\")" if pad == "zero" else ""))
+                     + (f"; {_padded_which(pad_min_share(dataset))} are zero-padded at the end "
+                        "([split] pad = \"zero\")" if pad == "zero" else ""))
     if strategy == "random":
         notes.append(
             "random split: the data has no recordings or groups, so samples are split independently; "
@@ -477,6 +477,12 @@ def _manifest_matches(man: dict, dataset: Dataset, cfg) -> bool:
         # Strict refuses what the default repairs: a split made one way is not the other's.
         and man.get("strict", False) == cfg.split.strict
     )
+
+
+def _padded_which(min_share: float) -> str:
+    if min_share <= 0:
+        return "samples shorter than a window (audio: the rest is silence)"
+    return f"samples shorter than a window but at least {min_share:.0%} of it"
 
 
 def prepare(cfg, run_dir: str | Path, dataset: Dataset | None = None, write: bool = True) -> Prepared:

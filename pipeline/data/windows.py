@@ -60,6 +60,27 @@ EVENT_QUANTILE = 0.25
 # window would be mostly padding, and its length more than its content would tell the class.
 PAD_MIN_SHARE = 0.5
 
+# Audio: one channel sampled at AUDIO_MIN_RATE_HZ or more. Speech needs at least its
+# telephone band (300-3400 Hz), so 8 kHz; no IMU in Edge Impulse's or our data samples faster
+# than 1.6 kHz (accelerometers: 62.5-1,600 Hz).
+AUDIO_MIN_RATE_HZ = 4000.0
+# An utterance must fit its window whole: a digit or keyword cut short loses what tells it
+# apart. So audio's window is the length AUDIO_EVENT_QUANTILE of the samples fit in, and every
+# shorter sample is zero-padded, however short: zeros are silence, which a microphone also
+# hears between words (the MFE's noise floor maps both to 0), and a short word is still a
+# word. On fsdd (0.14-2.28 s) the lower quartile (342 ms) cut 75% of the digits; 0.9 gives 605
+# ms, cuts 10% (their trailing silence or last phoneme) and drops none.
+AUDIO_EVENT_QUANTILE = 0.9
+
+
+def is_audio(rate_hz: float | None, channels: int) -> bool:
+    return bool(rate_hz) and channels == 1 and float(rate_hz) >= AUDIO_MIN_RATE_HZ
+
+
+def pad_min_share(dataset: Dataset) -> float:
+    """The least share of a window a sample must fill to be zero-padded (else dropped)."""
+    return 0.0 if is_audio(dataset.rate_hz, dataset.channels) else PAD_MIN_SHARE
+
 
 @dataclass
 class WindowChoice:
@@ -90,7 +111,9 @@ def choose_window(dataset: Dataset, window_ms="auto", stride_ms="auto") -> Windo
         raise PipelineError(f"{dataset.source}: no sampling rate known, cannot cut windows")
     lengths = dataset.lengths
     median = float(np.median(lengths))
-    typical = int(np.floor(np.quantile(lengths, EVENT_QUANTILE)))
+    audio = is_audio(rate, dataset.channels)
+    quantile = AUDIO_EVENT_QUANTILE if audio else EVENT_QUANTILE
+    typical = int(np.floor(np.quantile(lengths, quantile)))
     auto = window_ms == "auto"
     if auto:
         if median / rate > CONTINUOUS_ABOVE_S:
@@ -100,8 +123,9 @@ def choose_window(dataset: Dataset, window_ms="auto", stride_ms="auto") -> Windo
         else:
             window_ms, event = typical * 1000.0 / rate, True
             why = (f"auto: samples are short (median {median / rate:.3g} s; {lengths.min()}..{lengths.max()} "
-                   f"steps), so one window per sample, {typical} steps long: the length three quarters "
-                   "of the samples reach")
+                   f"steps), so one window per sample, {typical} steps long: "
+                   + (f"audio, so the length {quantile:.0%} of the utterances fit in whole" if audio else
+                      "the length three quarters of the samples reach"))
     else:
         event = False
         why = f"[split] window_ms = {float(window_ms):g}"
@@ -129,13 +153,14 @@ def cut_windows(dataset: Dataset, indices: np.ndarray, length: int, stride: int,
 
     Already-windowed datasets (NPZ rows, images) give one window per sample. A recording
     shorter than one window gives none with ``pad="drop"``; with ``pad="zero"`` one at least
-    ``PAD_MIN_SHARE`` of a window long gives one window with zeros appended (Edge Impulse's
-    "zero-pad data"), marked in ``Windows.padded``. What gives no window is counted in
+    ``pad_min_share`` of a window long (``PAD_MIN_SHARE``, none for audio) gives one window
+    with zeros appended (Edge Impulse's "zero-pad data"), marked in ``Windows.padded``. What gives no window is counted in
     ``skipped`` ("shorter than a window"), never dropped silently.
     """
     indices = np.asarray(indices, dtype=np.int64)
     xs, ys, ids, src, offs, pads = [], [], [], [], [], []
     short = 0
+    min_share = pad_min_share(dataset)
     for i in indices:
         sample = dataset.samples[i]
         fill = 0
@@ -144,7 +169,7 @@ def cut_windows(dataset: Dataset, indices: np.ndarray, length: int, stride: int,
         else:
             n = sample.shape[0]
             if n < length:
-                if pad != "zero" or n < PAD_MIN_SHARE * length:
+                if pad != "zero" or n < min_share * length:
                     short += 1
                     continue
                 fill = length - n

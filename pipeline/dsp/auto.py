@@ -18,11 +18,9 @@ import dataclasses
 
 import numpy as np
 
+from pipeline.data.windows import AUDIO_MIN_RATE_HZ, is_audio
 from pipeline.dsp import blocks
 
-# Speech needs at least its telephone band (300-3400 Hz), so 8 kHz; no IMU in Edge Impulse's
-# or our data samples faster than 1.6 kHz (accelerometers: 62.5-1,600 Hz; fsdd is 8 kHz).
-AUDIO_MIN_RATE_HZ = 4000.0
 # The noise floor keeps the quietest group's frames: on fsdd's training speakers Edge
 # Impulse's -52 dB zeroes 71% of the mel energies of the quietest (theo) against 19% of the
 # loudest (george), so that loudness, not the digit, separates them (-84 dB chosen here). The floor is the FLOOR_QUANTILE of every
@@ -41,7 +39,7 @@ def kind(rate_hz: float | None, window_shape: tuple) -> str:
     """"audio", "motion" or "other" (no block but raw)."""
     if not rate_hz or len(window_shape) != 2:
         return "other"
-    if window_shape[1] == 1 and rate_hz >= AUDIO_MIN_RATE_HZ:
+    if is_audio(rate_hz, window_shape[1]):
         return "audio"
     return "motion" if rate_hz < AUDIO_MIN_RATE_HZ else "other"
 

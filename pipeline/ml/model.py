@@ -1,8 +1,9 @@
 """The float convnet: builder, seeding, fitting, and Karpathy's checks at init.
 
 A few conv blocks (kernel counts doubling block to block), ReLU, max pooling, optional
-depthwise-separable convolutions, dropout and L2, global average pooling and a dense
-softmax. Only layers whose int8 conversion TFLM runs. Input normalization is the first
+depthwise-separable convolutions, dropout and L2, a head (global average pooling, or for
+time-frequency features the maximum over time of each frequency row: ``HEADS``) and a
+dense softmax. Only layers whose int8 conversion TFLM runs. Input normalization is the first
 layer, with statistics from the training windows only, so the device gets raw sensor values.
 
 Keras is imported inside the functions: importing this module is cheap.
@@ -39,6 +40,26 @@ def front_end_stride(length: int) -> int:
 MIN_PROB = 1e-6
 
 
+# The heads between the conv blocks and the softmax.
+# - "gap": the mean over every position of each kernel's output (windows, images).
+# - "time_max": for time-frequency features (frames x bands, the mfe / mfcc / spectrogram
+#   blocks), each kernel's maximum over time in each frequency row, flattened: where in the
+#   window the word is does not matter, which band it is in does. Measured on fsdd (one
+#   speaker held out, MFE 0.6 s, same conv blocks, 40 epochs): "gap" 0.61 and a flattened
+#   head 0.63 balanced accuracy on lucas (whose digits start 136 ms in, median, against 41-237
+#   ms for the others), "time_max" 0.83; george 0.74 / 0.64 / 0.73.
+HEADS = ("gap", "time_max")
+
+
+def head_for(setting: str, time_frequency: bool) -> str:
+    """``[train] head``: "auto" is "time_max" on time-frequency features, else "gap"."""
+    if setting == "auto":
+        return "time_max" if time_frequency else "gap"
+    if setting not in HEADS:
+        raise PipelineError(f"[train] head: expected one of auto, {', '.join(HEADS)}, got {setting!r}")
+    return setting
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """What the random search varies, plus ``separable`` (a builder option)."""
@@ -50,11 +71,14 @@ class ModelParams:
     dropout: float = 0.1
     l2: float = 1e-4
     separable: bool = False
+    head: str = "gap"
 
     @classmethod
-    def from_config(cls, tc) -> ModelParams:
+    def from_config(cls, tc, time_frequency: bool = False) -> ModelParams:
+        """The configured model; ``time_frequency``: the input is a block's frames x bands."""
         return cls(learning_rate=tc.learning_rate, width=tc.width, depth=tc.depth,
-                   kernel_size=tc.kernel_size, dropout=tc.dropout, l2=tc.l2, separable=tc.separable)
+                   kernel_size=tc.kernel_size, dropout=tc.dropout, l2=tc.l2, separable=tc.separable,
+                   head=head_for(tc.head, time_frequency))
 
     def replace(self, **changes) -> ModelParams:
         return dataclasses.replace(self, **changes)
@@ -141,7 +165,12 @@ def build_model(input_shape: tuple, n_classes: int, params: ModelParams,
         if block < params.depth - 1 and min(spatial) >= 4:
             x = pool(2, name=f"pool{block + 1}")(x)
             spatial = [s // 2 for s in spatial]
-    x = gap(name="gap")(x)
+    if params.head == "time_max" and len(input_shape) == 3:
+        # Flattened, it converts to RESHAPE behind SHAPE / STRIDED_SLICE / PACK of its shape,
+        # which the compiler folds (firmware_bridge/compiler/reader.py FOLDED_OPS).
+        x = layers.Flatten(name="flatten")(layers.MaxPooling2D((spatial[0], 1), name="time_max")(x))
+    else:
+        x = gap(name="gap")(x)
     if params.dropout > 0:
         x = layers.Dropout(params.dropout, name="dropout")(x)
     bias = np.log(priors) if priors is not None else np.zeros(n_classes)

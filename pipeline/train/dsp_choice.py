@@ -29,7 +29,7 @@ from pipeline.train.search import device_budget, evaluate_trial, trial_data
 TIE = 0.001  # validation balanced accuracy closer than this is a tie: the cheaper DSP wins
 
 
-def choose_block(prepared: Prepared, cfg, base: M.ModelParams, out=print) -> dict:
+def choose_block(prepared: Prepared, cfg, out=print) -> dict:
     """Score every candidate block; set ``cfg.dsp`` to the chosen one; the report's record."""
     tc, w, rate = cfg.train, prepared.windows, prepared.dataset.rate_hz
     cands = auto.candidates(cfg.dsp, rate, w["train"].X, w["train"].group_ids)
@@ -49,6 +49,7 @@ def choose_block(prepared: Prepared, cfg, base: M.ModelParams, out=print) -> dic
         p = blocks.featurize(prepared, dataclasses.replace(cfg, dsp=cand["dsp"]), cand["block"])
         train, val = p.windows["train"], p.windows["val"]
         data = trial_data(train, val, k, M.class_priors(train.y, k), tc, budget, cfg.seed)
+        base = M.ModelParams.from_config(tc, time_frequency=cand["block"] in blocks.IMAGE_BLOCKS)
         record = evaluate_trial(TrialTask(i, base, "block", tc.search_epochs, cfg.seed), data)
         entry = _entry(cand, record, dc, budget)
         entries.append(entry)

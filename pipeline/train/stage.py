@@ -38,7 +38,7 @@ from pipeline.core.progress import import_tensorflow, progress
 from pipeline.core.stage import StageResult
 from pipeline.data.repairs import repair_lines
 from pipeline.data.splits import SPLITS, Prepared, chosen_comments, cv_groups, prepare
-from pipeline.dsp.blocks import describe, featurize
+from pipeline.dsp.blocks import IMAGE_BLOCKS, describe, featurize
 from pipeline.ml import baselines as B
 from pipeline.ml import model as M
 from pipeline.ml.metrics import (
@@ -115,7 +115,7 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
         choice = None
         if cfg.dsp.block == "auto":  # the front end is the search's first choice (train/dsp_choice.py)
             _quiet_tensorflow()
-            choice = choose_block(prepared, cfg, M.ModelParams.from_config(cfg.train), out)
+            choice = choose_block(prepared, cfg, out)
             clock.lap("dsp_choice")
             out(f"train: DSP block {choice['chosen']}: {choice['why']}")
         prepared = featurize(prepared, cfg)  # [dsp]: the model reads the block's features of the raw windows
@@ -222,7 +222,7 @@ def _train(job: Job) -> None:
     input_shape = tuple(w["train"].X.shape[1:])
     groups = {s: cv_groups(w[s], job.prepared.plan) for s in SPLITS}
     priors = M.class_priors(w["train"].y, job.k)
-    base = M.ModelParams.from_config(tc)
+    base = M.ModelParams.from_config(tc, time_frequency=cfg.dsp.block in IMAGE_BLOCKS)
     check_input_budget(input_shape, cfg, job.prepared.dataset.rate_hz)
 
     sanity = _sanity_at_init(job, input_shape, base, priors)  # 1. cheap, so first
