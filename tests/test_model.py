@@ -123,6 +123,12 @@ def test_time_max_head_takes_each_band_at_its_loudest_wherever_the_word_is_and_r
 
     assert head_for("auto", True) == "time_max" and head_for("auto", False) == "gap"
     assert head_for("gap", True) == "gap"
+    from pipeline.ml.model import ModelParams
+
+    tf_params = ModelParams.from_config(TrainConfig(), time_frequency=True)
+    assert (tf_params.head, tf_params.kernel_size) == ("time_max", 3)
+    assert (ModelParams.from_config(TrainConfig()).kernel_size, ModelParams.from_config(TrainConfig()).head) == (7, "gap")
+    assert ModelParams.from_config(TrainConfig(kernel_size=5), time_frequency=True).kernel_size == 5
     with pytest.raises(PipelineError, match=r"\[train\] head"):
         head_for("flat", True)
     shape = (48, 16, 1)  # frames x bands

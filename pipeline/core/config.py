@@ -175,8 +175,9 @@ class TrainConfig:
     """Kernels in the first conv block; each further block doubles them."""
     depth: int = 3
     """Conv blocks of the configured model."""
-    kernel_size: int = 7
-    """Kernel length of the configured model, in time steps (pixels for images)."""
+    kernel_size: int | Literal["auto"] = "auto"
+    """Kernel length of the configured model, in time steps (pixels for images). "auto": 7 on
+    windows and images, 3 (3x3) on time-frequency features (pipeline/ml/model.py KERNEL_AUTO)."""
     dropout: float = 0.1
     """Dropout rate of the configured model."""
     l2: float = 1e-4

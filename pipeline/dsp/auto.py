@@ -72,7 +72,7 @@ def candidates(dsp, rate_hz: float | None, X_train: np.ndarray, groups=None) -> 
         floor, why = noise_floor(X_train, groups, dataclasses.replace(dsp, block="mfe"), rate_hz)
         floors = [floor] if floor == EI_FLOOR_DB else [floor, EI_FLOOR_DB]
         for f in floors:
-            note = why if f == floor else "Edge Impulse's default noise floor"
+            note = why if f == floor else f"{EI_FLOOR_DB:g} dB, Edge Impulse's default"
             out.append({"block": "mfe", "dsp": dataclasses.replace(dsp, block="mfe", noise_floor_db=f),
                         "why": f"audio ({rate_hz:g} Hz, one channel): mel energies, noise floor {note}"})
         out.append({"block": "mfcc", "dsp": dataclasses.replace(dsp, block="mfcc"),
