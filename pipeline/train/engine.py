@@ -57,8 +57,8 @@ def trial_line(record: dict) -> str:
         figures = (f"held out {', '.join(record.get('held_out') or [])}: balanced accuracy "
                    f"{record['balanced_accuracy']:.3f}" if status == "ok" else f"{status}: {record.get('error')}")
         return figures
-    name = {"recheck": "recheck", "seed": f"seed {record.get('seed')}"}.get(record.get("source"),
-                                                                          f"trial {record.get('trial')}")
+    name = {"recheck": "recheck", "seed": f"seed {record.get('seed')}",
+            "block": f"{record.get('block')} front end"}.get(record.get("source"), f"trial {record.get('trial')}")
     figures = f"{name} {status}"
     if record.get("val_score") is not None:
         figures = f"{name} val {record['val_score']:.3f} ({record.get('epochs')} epochs)"
