@@ -85,6 +85,7 @@ bench: $(STAMP)
 	$(if $(CMSIS_NN),$(PY) bench/bench_cmsis_nn.py --cmsis-nn $(CMSIS_NN),@echo "CMSIS-NN: not measured (CMSIS_NN=DIR names its hand-fetched sources; bench/bench_cmsis_nn.py)")
 	$(PY) bench/bench_latency.py --holdout run=bench/results/run/int8.tflite
 	$(PY) bench/bench_search.py
+	$(PY) bench/bench_job.py
 	$(PY) bench/summary.py
 	@echo "figures: bench/results/*.json; headline figures: bench/results.json (commit it)"
 

@@ -146,6 +146,15 @@ class Engine:
         for key, value in (("RAY_USAGE_STATS_ENABLED", "0"),
                            ("RAY_DEDUP_LOGS", "0")):
             os.environ.setdefault(key, value)
+        if self.address is None:
+            # Ray starts its workers at nice 15 (its default), below the train process: on a
+            # machine where anything else runs, the trials then get a sliver of the CPU that the
+            # sequential engine (trials in this process) gets in full. Measured on this project's
+            # shared 2-core machine (another engineer's jobs, load average about 20), two front-end
+            # fits took 4 min 14 s on nice-15 workers (docs/train.md). The trials run at the train
+            # process's own priority instead (`nice make train` still lowers them); a cluster's
+            # workers are the cluster's to configure. RAY_worker_niceness, when set, is obeyed.
+            os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
         import ray
 
         if self.address is not None:
