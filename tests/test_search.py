@@ -199,6 +199,17 @@ def test_ray_and_sequential_give_the_same_trials_and_winner(local_ray):
     assert on_ray["trials_per_min"] > 0
 
 
+def test_ray_workers_run_at_the_train_process_priority(local_ray):
+    """Not Ray's default nice 15, which starves the trials whenever anything else runs."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def niceness():
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
+
+
 def _not_trial_0(task, data):
     from pipeline.train.search import evaluate_trial
 
