@@ -225,8 +225,8 @@ class Engine:
         # Ray tasks, not Tune: Ray keeps its worker processes between tasks and between
         # rounds of one session (the DSP choice, the search, the round after the refit), so
         # each core imports TensorFlow once per `tinyml train`. Tune's actors were new
-        # processes for every Tuner.fit, each importing TensorFlow again (about 25 s of a
-        # loaded 2-core machine for the round after the refit: bench/bench_search.py).
+        # processes for every Tuner.fit, each importing TensorFlow again. The round after the
+        # refit of the default run took 57 s on Tune (load 4-6), 25-32 s as tasks (load 3-15).
         import ray
 
         remote = ray.remote(num_cpus=TRIAL_CPUS, max_retries=0)(_ray_trial)

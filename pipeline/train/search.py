@@ -1,5 +1,5 @@
 """Random search (Bergstra & Bengio 2012: random beats grid when few knobs matter), device-aware,
-on Ray Tune.
+on Ray.
 
 Learning rate, width, depth, kernel size, dropout and L2 are drawn at random within the
 bounds of ``[train] search_*``; trial 0 is the configured model itself, so the search can
@@ -14,7 +14,7 @@ over the board's budget is stopped before it trains. The result holds the Pareto
 validation balanced accuracy against RAM and against latency, and the chosen model is the
 most accurate one within ``[train] max_ram_kb`` / ``max_latency_ms`` (when set).
 
-The trials run on the engine ``pipeline.train.engine.choose_engine`` picks: Ray Tune (an
+The trials run on the engine ``pipeline.train.engine.choose_engine`` picks: Ray tasks (an
 embedded local Ray with the machine's cores, or the cluster of ``RAY_ADDRESS`` / ``[train]
 ray_address``) or one after another in this process. The candidates are drawn here, before
 any trial runs, and each trial seeds itself (TensorFlow on a fixed thread count), so both
