@@ -29,6 +29,11 @@ NOT_MEASURED = "not measured yet"
 # section -> (benchmark, [(figure, path into its JSON, unit)]); a path step that is an int
 # indexes a list.
 FIGURES: dict[str, tuple[str, list[tuple[str, tuple, str]]]] = {
+    "job": ("bench/bench_job.py", [
+        ("fresh clone, `make setup` then `make train quantize flash` (target at most 180 s): wall time",
+         ("total_seconds",), "s"),
+        ("of which `make setup` (uv, its cache as the machine has it)", ("steps", 0, "seconds"), "s"),
+    ]),
     "train": ("bench/bench_train.py", [
         ("`tinyml train`, default config: wall time", ("default", "seconds"), "s"),
         ("validation balanced accuracy", ("default", "val_balanced_accuracy"), ""),

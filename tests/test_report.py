@@ -222,3 +222,27 @@ def test_an_interrupted_device_evaluation_is_reported_as_incomplete(full_run, tm
     html_path, md_path = build_report(run, out=lambda _: None)
     md = md_path.read_text(encoding="utf-8")
     assert "Evaluation incomplete" in md and "holds 5 of" in md and "1 torn line" in md
+
+
+def test_report_figures_are_drawn_once_for_the_same_content(tmp_path):
+    """The report is rebuilt after every stage: a figure whose inputs did not change is not
+    drawn again (the same bytes), one with new inputs is, and one no longer drawn is removed."""
+    from pipeline.report.blocks import figure, figure_cache
+
+    calls = []
+
+    def draw(x):
+        calls.append(x)
+        return f"png {x}".encode()
+
+    with figure_cache(tmp_path):
+        figure(draw, 1, alt="a")
+        figure(draw, 2, alt="b")
+    assert calls == [1, 2] and len(list(tmp_path.glob("*.png"))) == 2
+    with figure_cache(tmp_path):
+        again = figure(draw, 1, alt="a")
+        other = figure(draw, 3, alt="c")
+    assert calls == [1, 2, 3] and again.png == b"png 1" and other.png == b"png 3"
+    assert len(list(tmp_path.glob("*.png"))) == 2  # the figure of 2, not drawn this time, is gone
+    figure(draw, 1, alt="a")  # outside a build: drawn, nothing kept
+    assert calls == [1, 2, 3, 1]

@@ -1,4 +1,4 @@
-"""The device-aware search on Ray Tune: embedded local Ray and a head on loopback, the same
+"""The device-aware search on Ray (tasks): embedded local Ray and a head on loopback, the same
 trials and winner as the sequential engine, device cost and budgets, failed trials, and an
 unreachable cluster. Ray starts once for the module (it costs seconds); the data is tiny."""
 
@@ -56,11 +56,11 @@ def _budget(**changes) -> dict:
     return {**device_budget(QuantizeConfig()), **changes}
 
 
-def _search(engine, trial=None, tc=TC):
+def _search(engine, trial=None, tc=TC, first=None):
     from pipeline.train.search import evaluate_trial, random_search
 
     return random_search(TRAIN, VAL, 4, class_priors(TRAIN.y, 4), tc, ModelParams.from_config(tc), 0,
-                         _budget(), engine, trial or evaluate_trial)
+                         _budget(), engine, trial or evaluate_trial, out=lambda _: None, first=first)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,45 @@ def test_ray_and_sequential_give_the_same_trials_and_winner(local_ray):
         assert [p["val_score"] for p in front] == sorted(p["val_score"] for p in front)
         assert max(p["val_score"] for p in front) == max(t["val_score"] for t in on_ray["trials"])
     assert on_ray["trials_per_min"] > 0
+
+
+def test_ray_workers_run_at_the_train_process_priority(local_ray):
+    """Not Ray's default nice 15, which starves the trials whenever anything else runs."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def niceness():
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
+
+
+def _not_trial_0(task, data):
+    from pipeline.train.search import evaluate_trial
+
+    assert task.index != 0, "trial 0 was given: it must not be trained again"
+    return evaluate_trial(task, data)
+
+
+def test_a_given_trial_0_is_reused_not_trained_again_and_the_search_is_the_same():
+    """The DSP choice hands its fit of the chosen block to the search as trial 0."""
+    from pipeline.train.search import Engine
+
+    whole = _search(Engine("sequential"))
+    given = {**whole["trials"][0], "trial": 1, "source": "block", "block": "spectral"}  # as choose_block returns it
+    reused = _search(Engine("sequential"), _not_trial_0, first=given)
+    assert reused["trials"][0]["reused"] and reused["reused_trials"] == 1
+    assert reused["trials"][0]["trial"] == 0 and reused["trials"][0]["source"] == "config"
+    assert "block" not in reused["trials"][0]
+    drop = ("seconds", "reused")
+    assert ([{k: v for k, v in t.items() if k not in drop} for t in reused["trials"]]
+            == [{k: v for k, v in t.items() if k not in drop} for t in whole["trials"]])
+    assert reused["best"]["trial"] == whole["best"]["trial"]
+    # A failed trial 0 (a crash need not repeat) is trained again.
+    failed = {**given, "status": "failed", "error": "MemoryError: x"}
+    again = _search(Engine("sequential"), tc=TrainConfig(**{**TC.__dict__, "trials": 1}), first=failed)
+    assert again["reused_trials"] == 0 and again["trials"][0]["status"] == "ok"
+    assert again["trials"][0]["val_score"] == whole["trials"][0]["val_score"]
 
 
 def _fails_on_trial_1(task, data):

@@ -204,7 +204,7 @@ class TrainConfig:
     """Train the best configuration twice from one seed (the refit serves when the learning
     rate is constant); every epoch's losses and accuracies must be identical."""
     search_engine: Literal["auto", "ray", "sequential"] = "auto"
-    """Where the trials run: Ray Tune (embedded, or the cluster of ray_address) or one after
+    """Where the trials run: Ray tasks (embedded, or the cluster of ray_address) or one after
     another in this process; auto: Ray given a cluster address, or when the expected work
     saves more on this machine's cores than Ray's start-up costs (docs/train.md), else sequential."""
     ray_address: str = ""

@@ -28,7 +28,21 @@ from pathlib import Path
 from pipeline.core.artifacts import write_text
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import StageResult
-from pipeline.report.blocks import Mark, Section, Table, g, gd, gl, gn, pct, text, verdict, with_ci
+from pipeline.report.blocks import (
+    FIGURE_CACHE,
+    Mark,
+    Section,
+    Table,
+    figure_cache,
+    g,
+    gd,
+    gl,
+    gn,
+    pct,
+    text,
+    verdict,
+    with_ci,
+)
 from pipeline.report.info_sheet import section_info_sheet
 from pipeline.report.render import render_html, render_md
 from pipeline.report.run import Run, load_run, one_line
@@ -97,6 +111,21 @@ def build_report(run_dir: str | Path, out=print) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` from whatever artifacts the run has; return their paths."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
+    with figure_cache(run_dir / FIGURE_CACHE):  # the figures of earlier stages are not drawn again
+        sections = _sections(run, run_dir)
+    name = text(g(run.splits, "dataset", "name"))
+    title = f"tinyml report: {name}"
+    meta = f"run directory {run_dir.resolve()}; generated {time.strftime('%Y-%m-%d %H:%M:%S %z')}"
+    top = glance(run)
+    page = render_html(title, meta, top, sections)
+    md = render_md(title, meta, top, sections)
+    html_path = write_text(run_dir / HTML, page)
+    md_path = write_text(run_dir / MD, md)
+    out(f"report: wrote {html_path} and {md_path}")
+    return html_path, md_path
+
+
+def _sections(run, run_dir: Path) -> list:
     sections = []
     for number, (anchor, title, build, sources) in enumerate(BUILDERS, 1):
         try:
@@ -112,16 +141,7 @@ def build_report(run_dir: str | Path, out=print) -> tuple[Path, Path]:
                 hint="the file is damaged or from another version; rerun the stage that writes it",
             ) from exc
         sections.append(Section(number, anchor, title, blocks))
-    name = text(g(run.splits, "dataset", "name"))
-    title = f"tinyml report: {name}"
-    meta = f"run directory {run_dir.resolve()}; generated {time.strftime('%Y-%m-%d %H:%M:%S %z')}"
-    top = glance(run)
-    page = render_html(title, meta, top, sections)
-    md = render_md(title, meta, top, sections)
-    html_path = write_text(run_dir / HTML, page)
-    md_path = write_text(run_dir / MD, md)
-    out(f"report: wrote {html_path} and {md_path}")
-    return html_path, md_path
+    return sections
 
 
 def refresh_report(run_dir: str | Path, out=print) -> tuple[Path, Path] | None:

@@ -1,5 +1,5 @@
 """Where the search's trials run: ``sequential`` (one after another in this process) or
-``ray`` (Ray Tune: an embedded local Ray with the machine's cores, or an existing cluster
+``ray`` (Ray tasks: an embedded local Ray with the machine's cores, or an existing cluster
 when ``RAY_ADDRESS`` or ``[train] ray_address`` is set).
 
 ``choose_engine`` picks one from what is known before any trial runs (see its rule).
@@ -15,9 +15,7 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +57,8 @@ def trial_line(record: dict) -> str:
         figures = (f"held out {', '.join(record.get('held_out') or [])}: balanced accuracy "
                    f"{record['balanced_accuracy']:.3f}" if status == "ok" else f"{status}: {record.get('error')}")
         return figures
-    name = {"recheck": "recheck", "seed": f"seed {record.get('seed')}"}.get(record.get("source"),
-                                                                          f"trial {record.get('trial')}")
+    name = {"recheck": "recheck", "seed": f"seed {record.get('seed')}",
+            "block": f"{record.get('block')} front end"}.get(record.get("source"), f"trial {record.get('trial')}")
     figures = f"{name} {status}"
     if record.get("val_score") is not None:
         figures = f"{name} val {record['val_score']:.3f} ({record.get('epochs')} epochs)"
@@ -115,7 +113,7 @@ def _check_reachable(address: str) -> None:
 
 
 class Engine:
-    """Where the trials run: ``sequential`` (this process) or ``ray`` (Tune, local or a cluster)."""
+    """Where the trials run: ``sequential`` (this process) or ``ray`` (Ray tasks, local or a cluster)."""
 
     def __init__(self, name: str, address: str | None = None, why: str = ""):
         self.name = name
@@ -145,9 +143,18 @@ class Engine:
         return self
 
     def _start_ray(self) -> None:
-        for key, value in (("RAY_USAGE_STATS_ENABLED", "0"), ("RAY_AIR_NEW_OUTPUT", "0"),
-                           ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), ("RAY_DEDUP_LOGS", "0")):
+        for key, value in (("RAY_USAGE_STATS_ENABLED", "0"),
+                           ("RAY_DEDUP_LOGS", "0")):
             os.environ.setdefault(key, value)
+        if self.address is None:
+            # Ray starts its workers at nice 15 (its default), below the train process: on a
+            # machine where anything else runs, the trials then get a sliver of the CPU that the
+            # sequential engine (trials in this process) gets in full. Measured on this project's
+            # shared 2-core machine (another engineer's jobs, load average about 20), two front-end
+            # fits took 4 min 14 s on nice-15 workers (docs/train.md). The trials run at the train
+            # process's own priority instead (`nice make train` still lowers them); a cluster's
+            # workers are the cluster's to configure. RAY_worker_niceness, when set, is obeyed.
+            os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
         import ray
 
         if self.address is not None:
@@ -207,7 +214,7 @@ class Engine:
             for task in tasks:
                 try:
                     records.append(trial(task, data))
-                except Exception as exc:  # noqa: BLE001 - as Tune records a trial that raised
+                except Exception as exc:  # noqa: BLE001 - as the Ray engine records a trial that raised
                     records.append({**_stopped(task), "status": "failed", "error": one_line(exc)})
                 bar.done(records[-1])
         except KeyboardInterrupt:
@@ -215,39 +222,31 @@ class Engine:
         return records, False
 
     def _run_ray(self, tasks, data, trial, bar) -> tuple[list[dict], bool]:
-        from ray import tune
+        # Ray tasks, not Tune: Ray keeps its worker processes between tasks and between
+        # rounds of one session (the DSP choice, the search, the round after the refit), so
+        # each core imports TensorFlow once per `tinyml train`. Tune's actors were new
+        # processes for every Tuner.fit, each importing TensorFlow again. The round after the
+        # refit of the default run took 57 s on Tune (load 4-6), 25-32 s as tasks (load 3-15).
+        import ray
 
-        storage = tempfile.mkdtemp(prefix="tinyml-tune-")
-        trainable = tune.with_resources(
-            tune.with_parameters(_tune_trial, tasks=tasks, data=data, trial=trial), {"cpu": TRIAL_CPUS})
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"task": tune.grid_search(list(range(len(tasks))))},
-            # Actors reused between trials: each worker imports TensorFlow once, not per trial.
-            tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
-                                      callbacks=[_bar_callback(bar)],
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
-        tune_log = logging.getLogger("ray.tune")
-        level = tune_log.level
-        tune_log.setLevel(logging.CRITICAL)  # a failed trial is recorded, not printed as a traceback
-        try:
-            grid = tuner.fit()
-        finally:
-            tune_log.setLevel(level)
-            shutil.rmtree(storage, ignore_errors=True)
+        remote = ray.remote(num_cpus=TRIAL_CPUS, max_retries=0)(_ray_trial)
+        shared = ray.put(data)  # one copy in the object store for every task
+        pending = {remote.remote(task, shared, trial): i for i, task in enumerate(tasks)}
         records: list[dict | None] = [None] * len(tasks)
-        for result in grid:
-            if not result.config:  # Ctrl-C came before this trial started
-                continue
-            i = result.config["task"]
-            if result.metrics and "record" in result.metrics:
-                records[i] = json.loads(result.metrics["record"])
-            elif result.error is not None:  # the worker died (out of memory, killed) or Ray failed
-                records[i] = {**_stopped(tasks[i]), "status": "failed", "error": _ray_error(result.error)}
-        interrupted = any(r is None for r in records)
-        return [r if r is not None else _stopped(t) for r, t in zip(records, tasks, strict=True)], interrupted
+        try:
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(ref)
+                try:
+                    records[i] = json.loads(ray.get(ref))
+                except Exception as exc:  # noqa: BLE001 - the trial raised, or its worker died
+                    records[i] = {**_stopped(tasks[i]), "status": "failed", "error": _ray_error(exc)}
+                bar.done(records[i])
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            return [r if r is not None else _stopped(t) for r, t in zip(records, tasks, strict=True)], True
+        return records, False
 
 
 def _ray_error(err: BaseException) -> str:
@@ -262,30 +261,15 @@ def _stopped(task: TrialTask) -> dict:
             "train_loss": None, "val_loss": None, "epochs": None, "best_epoch": None}
 
 
-def _tune_trial(config: dict, tasks=None, data=None, trial=None) -> dict:  # runs in a Ray worker
+def _ray_trial(task: TrialTask, data, trial) -> str:  # runs in a Ray worker
     import_tensorflow().get_logger().setLevel("ERROR")  # with the fixed thread count
-    return {"record": json.dumps(trial(tasks[config["task"]], data), default=_json_default)}
+    return json.dumps(trial(task, data), default=_json_default)
 
 
 def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(type(value).__name__)
-
-
-def _bar_callback(bar: TrialSteps):
-    """A Tune callback (it runs in the driver) that moves the bar as trials end."""
-    from ray import tune
-
-    class BarCallback(tune.Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            result = trial.last_result or {}
-            bar.done(json.loads(result["record"]) if "record" in result else {"status": "stopped"})
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            bar.done({"status": "failed"})
-
-    return BarCallback()
 
 
 # --------------------------------------------------------------------------- the choice

@@ -1,5 +1,5 @@
 """Random search (Bergstra & Bengio 2012: random beats grid when few knobs matter), device-aware,
-on Ray Tune.
+on Ray.
 
 Learning rate, width, depth, kernel size, dropout and L2 are drawn at random within the
 bounds of ``[train] search_*``; trial 0 is the configured model itself, so the search can
@@ -14,7 +14,7 @@ over the board's budget is stopped before it trains. The result holds the Pareto
 validation balanced accuracy against RAM and against latency, and the chosen model is the
 most accurate one within ``[train] max_ram_kb`` / ``max_latency_ms`` (when set).
 
-The trials run on the engine ``pipeline.train.engine.choose_engine`` picks: Ray Tune (an
+The trials run on the engine ``pipeline.train.engine.choose_engine`` picks: Ray tasks (an
 embedded local Ray with the machine's cores, or the cluster of ``RAY_ADDRESS`` / ``[train]
 ray_address``) or one after another in this process. The candidates are drawn here, before
 any trial runs, and each trial seeds itself (TensorFlow on a fixed thread count), so both
@@ -321,24 +321,40 @@ def trial_data(train: Windows, val: Windows, n_classes: int, priors, tc, budget:
 
 def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base: ModelParams,
                   seed: int, budget: dict, engine: Engine | None = None,
-                  trial: Callable[[TrialTask, TrialData], dict] = evaluate_trial, out=print) -> dict:
+                  trial: Callable[[TrialTask, TrialData], dict] = evaluate_trial, out=print,
+                  first: dict | None = None) -> dict:
     """All trials (scores, device cost, status), the Pareto fronts, and the chosen trial
-    (``best``). Raises SearchInterrupted (with the finished trials) on Ctrl-C."""
+    (``best``). Raises SearchInterrupted (with the finished trials) on Ctrl-C.
+
+    ``first``: trial 0 (the configured model for ``search_epochs`` from ``seed``) already
+    trained on these very windows, as the DSP choice does for the block it chooses: its
+    record is trial 0 and it is not trained again (the same task on the same data gives the
+    same record to the bit; a failed one is run again)."""
     space = search_space(tc)
     params = candidates(tc, base, train.X.shape[1:], n_classes, seed, space)
     tasks = [TrialTask(i, p, "config" if i == 0 else "random", tc.search_epochs, seed) for i, p in enumerate(params)]
     data = trial_data(train, val, n_classes, priors, tc, budget, seed)
     engine = engine or Engine("sequential")
+    reused = []
+    if first is not None and first.get("status") in ("ok", "over_budget") and first.get("params") == base.as_dict():
+        reused = [{**{k: v for k, v in first.items() if k != "block"}, "trial": 0, "source": "config",
+                   "reused": "the DSP choice's fit of the chosen block (the same task and data)"}]
+        tasks = tasks[1:]
+        out(f"train: trial 0 (the configured model) is the DSP choice's fit of the chosen block: "
+            f"val {first['val_score']:.3f}, not trained again" if first.get("val_score") is not None else
+            "train: trial 0 (the configured model) is the DSP choice's fit of the chosen block, not trained again")
     start = time.perf_counter()
     with engine:
         trials, interrupted = engine.run(tasks, data, "search trial", trial, out)
+    trials = reused + trials
     seconds = time.perf_counter() - start
     counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
     result = {
         "space": space, "epochs": tc.search_epochs, **engine.describe(),
         "budget": budget, "targets": {"max_ram_kb": tc.max_ram_kb, "max_latency_ms": tc.max_latency_ms},
         "trials": trials, "counts": counts, "seconds": round(seconds, 2),
-        "trials_per_min": round(60 * (len(trials) - counts["stopped"]) / seconds, 2) if seconds > 0 else None,
+        "trials_per_min": round(60 * (len(trials) - len(reused) - counts["stopped"]) / seconds, 2) if seconds > 0 else None,
+        "reused_trials": len(reused),
         "interrupted": interrupted,
     }
     result["pareto"] = {"ram": pareto_front(trials, "ram_bytes"), "latency": pareto_front(trials, "latency_ms"),

@@ -49,7 +49,7 @@ from pipeline.ml.metrics import (
     refit_disagreement,
     score_with_intervals,
 )
-from pipeline.train.dsp_choice import choose_block
+from pipeline.train.dsp_choice import block_candidates, choose_block
 from pipeline.train.engine import Engine, choose_engine, expected_seconds
 from pipeline.train.search import (
     SearchInterrupted,
@@ -112,22 +112,25 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
         "labels": list(prepared.dataset.label_names),
     }
     try:
-        choice = None
-        if cfg.dsp.block == "auto":  # the front end is the search's first choice (train/dsp_choice.py)
-            _quiet_tensorflow()
-            choice = choose_block(prepared, cfg, out)
-            clock.lap("dsp_choice")
-            out(f"train: DSP block {choice['chosen']}: {choice['why']}")
-        prepared = featurize(prepared, cfg)  # [dsp]: the model reads the block's features of the raw windows
-        report["config"] = as_dict(cfg)
-        report["dsp"] = {**describe(cfg.dsp, prepared.dataset.rate_hz, raw_shape), "auto": choice}
+        choice = first = None
+        # The front end is the search's first choice (train/dsp_choice.py): one fit per candidate.
+        cands = block_candidates(prepared, cfg) if cfg.dsp.block == "auto" else None
         # The engine is chosen from what the work is expected to cost, and says why. Ray (when
         # chosen) starts first: an unreachable cluster is an error in seconds, and one session
-        # serves the search and the round after the refit.
-        engine = choose_engine(cfg.train, expected_work(prepared, cfg.train))
+        # (its workers importing TensorFlow once) serves the front ends' fits, the search and
+        # the round after the refit.
+        engine = choose_engine(cfg.train, expected_work(prepared, cfg.train, len(cands or ()) - 1))
         out(f"train: trials run on {engine.name}: {engine.why}")
         with engine:
-            _train(Job(cfg, run_dir, prepared, report, clock, out, engine))
+            if cands is not None:
+                _quiet_tensorflow()
+                choice, first = choose_block(prepared, cfg, cands, engine, out)
+                clock.lap("dsp_choice")
+                out(f"train: DSP block {choice['chosen']}: {choice['why']}")
+            prepared = featurize(prepared, cfg)  # [dsp]: the model reads the block's features of the raw windows
+            report["config"] = as_dict(cfg)
+            report["dsp"] = {**describe(cfg.dsp, prepared.dataset.rate_hz, raw_shape), "auto": choice}
+            _train(Job(cfg, run_dir, prepared, report, clock, out, engine, first))
     except GateFailed as exc:
         # The report of a failed run is whole: what was checked, what failed. No model is
         # left behind, so nothing downstream (make quantize) can pick up a stale one.
@@ -158,13 +161,16 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
                        reuse={"prepared": prepared})
 
 
-def expected_work(prepared: Prepared, tc) -> float:
+def expected_work(prepared: Prepared, tc, more_fits: int = 0) -> float:
     """Seconds on one core that the engine's tasks are expected to take (the epoch caps:
     early stopping only shortens them): the search's trials, the seed refits, the
-    leave-one-group-out folds and the recheck (``pipeline.train.engine.expected_seconds``)."""
+    leave-one-group-out folds and the recheck (``pipeline.train.engine.expected_seconds``),
+    and ``more_fits`` more of a trial's (the front ends of ``[dsp] block = "auto"`` beyond the
+    one the search reuses as its trial 0). On raw windows before the DSP choice, the input
+    size is the raw window's: an upper bound, features being no larger for the blocks here."""
     w = prepared.windows
     n_train, side = len(w["train"]), len(w["train"]) + len(w["val"])
-    tasks = [(tc.search_epochs, n_train)] * tc.trials + [(tc.epochs, n_train)] * (tc.seeds - 1)
+    tasks = [(tc.search_epochs, n_train)] * (tc.trials + max(0, more_fits)) + [(tc.epochs, n_train)] * (tc.seeds - 1)
     if needs_recheck(tc):
         tasks.append((tc.search_epochs, n_train))
     if prepared.dataset.has_groups and tc.logo_folds:
@@ -201,6 +207,7 @@ class Job:
     clock: Clock
     out: object  # Callable[[str], None]
     engine: Engine
+    first: dict | None = None  # the DSP choice's fit of the chosen block: the search's trial 0
 
     @property
     def windows(self) -> dict:
@@ -278,7 +285,7 @@ def _search(job: Job, priors, base) -> dict:
     try:
         search = job.report["search"] = random_search(job.windows["train"], job.windows["val"], job.k, priors, tc,
                                                       base, cfg.seed, device_budget(cfg.quantize), job.engine,
-                                                      out=job.out)
+                                                      out=job.out, first=job.first)
     except SearchInterrupted as exc:
         job.report["search"] = exc.search
         raise
