@@ -69,7 +69,7 @@ AUDIO_MIN_RATE_HZ = 4000.0
 # shorter sample is zero-padded, however short: zeros are silence, which a microphone also
 # hears between words (the MFE's noise floor maps both to 0), and a short word is still a
 # word. On fsdd (0.14-2.28 s) the lower quartile (342 ms) cut 75% of the digits; 0.9 gives 605
-# ms, cuts 10% (their trailing silence or last phoneme) and drops none.
+# ms, cuts the longest 10% short and drops none.
 AUDIO_EVENT_QUANTILE = 0.9
 
 
