@@ -98,7 +98,8 @@ def oracle(block, x, rate, c):
                 continue
             bins.append(np.log10(hold[i] if hold[i] else 1e-10) if v["do_log"] else hold[i])
         return np.array([[np.sqrt(np.mean(s ** 2)), skew(s), kurtosis(s), *bins]])
-    s = s / 32768
+    peak = np.abs(s).max()
+    s = s * (0.5 / peak) if v["gain"] == "peak" and peak > 0 else s / 32768
     if block != "spectrogram":
         s = oracle_pre(s, v["pre_cof"])
     power = oracle_power(oracle_frames(s, rate, v["frame_length"], v["frame_stride"]), v["fft_length"])
@@ -139,10 +140,12 @@ def test_real_fft_against_numpy(n):
 
 @pytest.mark.parametrize("block, kw", [
     ("mfe", {}),
+    ("mfe", {"gain": "none"}),
     ("mfe", {"fft_length": 128, "num_filters": 40, "low_frequency": 0.0, "high_frequency": 3500.0}),
     ("mfcc", {}),
-    ("mfcc", {"lifter": 22, "frame_stride": 0.01, "pre_cof": 0.0}),
+    ("mfcc", {"lifter": 22, "frame_stride": 0.01, "pre_cof": 0.0, "gain": "none"}),
     ("spectrogram", {}),
+    ("spectrogram", {"gain": "none"}),
 ])
 def test_audio_blocks_against_the_oracle(block, kw):
     c = dsp_cfg(**kw)
@@ -174,6 +177,22 @@ def test_spectral_against_the_oracle(kw):
     for ax in range(3):
         ref = oracle("spectral", x[:, ax:ax + 1], 62.5, c)[0]
         np.testing.assert_allclose(got[0, ax * per_axis:(ax + 1) * per_axis], ref, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("block", ["mfe", "mfcc", "spectrogram"])
+def test_the_peak_gain_makes_the_features_independent_of_the_recording_level(block):
+    x = speech_like(seed=5)
+    quiet = x / 16  # 24 dB quieter (fsdd's quietest speaker against its loudest); a power of two: exact
+    peak, none = dsp_cfg(gain="peak"), dsp_cfg(gain="none")
+    a, b = (blocks.features(v[None], peak, 8000.0, block) for v in (x, quiet))
+    assert a.tobytes() == b.tobytes()
+    c, d = (blocks.features(v[None], none, 8000.0, block) for v in (x, quiet))
+    if block == "mfcc":  # as recorded, the level moves the log energy c0 by log(256)
+        assert abs(float(np.mean(c[..., 0, 0] - d[..., 0, 0])) - np.log(256.0)) < 0.05
+    else:  # as recorded, the -52 dB floor zeroes more of the quiet recording
+        assert float((d == 0).mean()) > float((c == 0).mean()) + 0.05
+    silent = np.zeros_like(x)[None]  # no peak: the window as it is (all at the floor), no division by zero
+    assert np.array_equal(blocks.features(silent, peak, 8000.0, block), blocks.features(silent, none, 8000.0, block))
 
 
 def test_same_bits_every_call_and_raw_is_the_window():
@@ -281,6 +300,7 @@ def test_features_are_bit_identical_on_the_cortex_m4(tmp_path):
     assert len(device) == 12
     for (b, seed), (n, h) in device.items():
         kw = {"fft_length": 64 if b == 1 else 256, "filter_type": "low" if b == 1 else "none",
-              "filter_cutoff": 1000.0, "filter_order": 4, "lifter": 22 if b == 3 else 0}
+              "filter_cutoff": 1000.0, "filter_order": 4, "lifter": 22 if b == 3 else 0,
+              "gain": "peak" if b == 2 else "none"}
         feats = blocks.features(_check_windows(seed)[None, :, None], dsp_cfg(**kw), 8000.0, names[b])
         assert feats.size == n and _fnv1a(feats.ravel()) == h, (names[b], seed)

@@ -23,18 +23,12 @@ def test_default_block_is_auto():
     assert load_config().dsp.block == "auto"
 
 
-def test_audio_candidates_and_a_noise_floor_from_the_quietest_group():
-    loud = np.stack([speech_like(2000, seed=s) for s in range(4)])
-    quiet = loud / 300.0  # a speaker 50 dB quieter: Edge Impulse's -52 dB floor zeroes most of it
-    X = np.concatenate([loud, quiet]).astype(np.float32)
-    groups = np.array(["loud"] * 4 + ["quiet"] * 4)
-    cands = auto.candidates(_dsp(), 8000.0, X, groups)
-    assert [c["block"] for c in cands][0] == "raw"
-    assert {"mfe", "mfcc"} <= {c["block"] for c in cands}
-    floor, why = auto.noise_floor(X, groups, _dsp(block="mfe"), 8000.0)
-    assert auto.FLOOR_MIN_DB <= floor < auto.EI_FLOOR_DB and "quiet" in why
-    only_loud, _ = auto.noise_floor(loud, None, _dsp(block="mfe"), 8000.0)
-    assert only_loud >= floor  # the quiet group is what lowers it
+def test_audio_candidates_are_raw_mfe_with_and_without_the_peak_gain_and_mfcc():
+    X = np.stack([speech_like(2000, seed=s) for s in range(4)]).astype(np.float32)
+    cands = auto.candidates(_dsp(), 8000.0, X)
+    assert [(c["block"], c["dsp"].gain) for c in cands[1:]] == [("mfe", "peak"), ("mfe", "none"), ("mfcc", "peak")]
+    assert cands[0]["block"] == "raw" and all(c["dsp"].noise_floor_db == auto.AUDIO_FLOOR_DB for c in cands[1:3])
+    assert "-6 dBFS" in cands[1]["why"] and "as recorded" in cands[2]["why"]
 
 
 def test_motion_candidates_are_raw_and_spectral_and_images_raw_only():
@@ -80,7 +74,7 @@ def test_report_draws_the_features_and_the_candidates():
         {"block": "mfe", "parameters": {"noise_floor_db": -84.0}, "val_score": 0.5, "status": "ok",
          "dsp_cost": None, "device": {"macs": 20, "ram_bytes": 200}}]}
     table = _candidates(auto_doc)
-    assert table.rows[1][0] == "mfe noise_floor_db -84.0" and table.rows[1][3] == "not measured"
+    assert table.rows[1][0] == "mfe noise_floor_db -84" and table.rows[1][3] == "not measured"
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from pipeline.dsp.build import build_library
 
 BLOCK_IDS = {"raw": 0, "spectral": 1, "mfe": 2, "mfcc": 3, "spectrogram": 4}
 FILTER_IDS = {"none": 0, "low": 1, "high": 2}
+GAIN_IDS = {"none": 0, "peak": 1}
 
 
 class Params(ctypes.Structure):
@@ -22,7 +23,7 @@ class Params(ctypes.Structure):
         ("do_log", ctypes.c_int32), ("do_fft_overlap", ctypes.c_int32), ("frame_length", ctypes.c_float),
         ("frame_stride", ctypes.c_float), ("num_filters", ctypes.c_int32), ("low_frequency", ctypes.c_float),
         ("high_frequency", ctypes.c_float), ("noise_floor_db", ctypes.c_float), ("num_cepstral", ctypes.c_int32),
-        ("pre_cof", ctypes.c_float), ("lifter", ctypes.c_int32),
+        ("pre_cof", ctypes.c_float), ("lifter", ctypes.c_int32), ("gain", ctypes.c_int32),
     ]
 
     def as_dict(self) -> dict:

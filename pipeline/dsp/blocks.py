@@ -27,14 +27,22 @@ KEYS = {
     "raw": (),
     "spectral": ("scale_axes", "filter_type", "filter_cutoff", "filter_order", "fft_length", "do_log", "do_fft_overlap"),
     "mfe": ("frame_length", "frame_stride", "fft_length", "num_filters", "low_frequency", "high_frequency",
-            "noise_floor_db", "pre_cof"),
+            "noise_floor_db", "pre_cof", "gain"),
     "mfcc": ("frame_length", "frame_stride", "fft_length", "num_filters", "low_frequency", "high_frequency",
-             "num_cepstral", "pre_cof", "lifter"),
-    "spectrogram": ("frame_length", "frame_stride", "fft_length", "noise_floor_db"),
+             "num_cepstral", "pre_cof", "lifter", "gain"),
+    "spectrogram": ("frame_length", "frame_stride", "fft_length", "noise_floor_db", "gain"),
 }
 
 
 IMAGE_BLOCKS = ("mfe", "mfcc", "spectrogram")
+# The parameters that tell one candidate of a block from another (the summary and the report).
+MAIN_KEYS = ("fft_length", "noise_floor_db", "num_filters", "num_cepstral", "gain")
+
+
+def main_parameters(parameters: dict) -> str:
+    """"fft_length 256, noise_floor_db -52, ..., gain peak": the MAIN_KEYS a block has."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                     for k, v in parameters.items() if k in MAIN_KEYS)
 
 
 def unresolved(block: str) -> None:
@@ -67,6 +75,7 @@ def params(dsp, rate_hz: float, in_len: int, channels: int, block: str | None = 
         do_fft_overlap=int(v["do_fft_overlap"]), frame_length=v["frame_length"], frame_stride=v["frame_stride"],
         num_filters=v["num_filters"], low_frequency=v["low_frequency"], high_frequency=v["high_frequency"],
         noise_floor_db=v["noise_floor_db"], num_cepstral=v["num_cepstral"], pre_cof=v["pre_cof"], lifter=v["lifter"],
+        gain=binding.GAIN_IDS[v["gain"]],
     )
 
 

@@ -41,8 +41,7 @@ def _candidates(auto: dict) -> Table:
     rows = []
     for c in gl(auto, "candidates"):
         dc, dev = c.get("dsp_cost") or {}, c.get("device") or {}
-        params = ", ".join(f"{k} {v}" for k, v in (c.get("parameters") or {}).items()
-                           if k in ("fft_length", "noise_floor_db", "num_filters", "num_cepstral"))
+        params = blocks.main_parameters(c.get("parameters") or {})
         rows.append([f"{c['block']} {params}".strip(), num(c.get("val_score")), c.get("status", ""),
                      f"{dc['instructions']:,}" if dc else "not measured", nbytes(dc.get("ram_bytes")) if dc else "",
                      f"{dev['macs']:,}" if dev else "", nbytes(dev.get("ram_bytes")) if dev else ""])

@@ -32,7 +32,7 @@ TIE = 0.001  # validation balanced accuracy closer than this is a tie: the cheap
 def block_candidates(prepared: Prepared, cfg) -> list[dict]:
     """The candidate blocks for these windows (``pipeline.dsp.auto.candidates``), raw first."""
     w = prepared.windows
-    return auto.candidates(cfg.dsp, prepared.dataset.rate_hz, w["train"].X, w["train"].group_ids)
+    return auto.candidates(cfg.dsp, prepared.dataset.rate_hz, w["train"].X)
 
 
 def block_trial(task: TrialTask, data: dict) -> dict:
@@ -104,9 +104,8 @@ def choose_block(prepared: Prepared, cfg, cands: list[dict] | None = None,
 
 
 def _short(entry: dict) -> str:
-    p = entry["parameters"]
-    keys = [k for k in ("fft_length", "noise_floor_db", "num_filters", "num_cepstral") if k in p]
-    return "(" + ", ".join(f"{k} {p[k]:g}" for k in keys) + ")" if keys else ""
+    shown = blocks.main_parameters(entry["parameters"])
+    return f"({shown})" if shown else ""
 
 
 def _entry(cand: dict, record: dict | None, dc: dict | None, budget: dict | None = None) -> dict:

@@ -362,9 +362,22 @@ static void frames_block(const tm_dsp_params *p, const float *in, float *out, fl
     float *sig = scratch + L->sig, *power = scratch + L->power, *edges = scratch + L->edges;
     float mel[TM_MAX_FILTERS];
     for (c = 0; c < C; c++) {
-        /* rescale int16 audio to [-1, 1] (mfe/dsp.py v3), then pre-emphasis with speechpy's
+        /* rescale int16 audio to [-1, 1] (mfe/dsp.py v3) or by the window's peak (gain), then pre-emphasis with speechpy's
          * circular shift (processing.preemphasis: y[0] = x[0] - cof x[n-1]) */
-        for (t = 0; t < p->in_len; t++) sig[t] = in[t * C + c] / 32768.0f;
+        float scale = 1.0f / 32768.0f;
+        if (p->gain == TM_GAIN_PEAK) {
+            /* the channel's largest magnitude to half full scale (-6 dBFS), so that the noise
+             * floor and the features do not depend on how loud the source was recorded; a
+             * silent window stays as it is */
+            float peak = 0.0f;
+            for (t = 0; t < p->in_len; t++) {
+                float v = in[t * C + c];
+                if (v < 0.0f) v = -v;
+                if (v > peak) peak = v;
+            }
+            if (peak > 0.0f) scale = 0.5f / peak;
+        }
+        for (t = 0; t < p->in_len; t++) sig[t] = in[t * C + c] * scale;
         if (p->block != TM_DSP_SPECTROGRAM && p->pre_cof != 0.0f) {
             float last = sig[p->in_len - 1], prev = last;
             for (t = 0; t < p->in_len; t++) {

@@ -21,6 +21,7 @@ extern "C" {
 
 enum { TM_DSP_RAW = 0, TM_DSP_SPECTRAL = 1, TM_DSP_MFE = 2, TM_DSP_MFCC = 3, TM_DSP_SPECTROGRAM = 4 };
 enum { TM_FILTER_NONE = 0, TM_FILTER_LOW = 1, TM_FILTER_HIGH = 2 };
+enum { TM_GAIN_NONE = 0, TM_GAIN_PEAK = 1 };
 
 /* Errors (negative return values). */
 enum {
@@ -50,6 +51,7 @@ typedef struct {
     int32_t num_cepstral;    /* mfcc: coefficients */
     float pre_cof;           /* mfe/mfcc: pre-emphasis coefficient; 0: none */
     int32_t lifter;          /* mfcc: sinusoidal lifter length; 0: none */
+    int32_t gain;            /* mfe/mfcc/spectrogram: TM_GAIN_NONE, or TM_GAIN_PEAK (each channel's peak to -6 dBFS) */
 } tm_dsp_params;
 
 /* Output shape (rows x cols floats) of one window; returns TM_DSP_OK or an error. */

@@ -39,9 +39,9 @@ int main(void) {
     uart_init();
     for (b = 1; b <= 4; b++) {
         for (seed = 0; seed < 3; seed++) {
-            /* spectral: low-pass 1 kHz order 4, FFT 64; mfcc: lifter 22, stride 0.02 */
+            /* spectral: low-pass 1 kHz order 4, FFT 64; mfe: peak gain; mfcc: lifter 22, stride 0.02 */
             tm_dsp_params p = {b, 8000.0f, N_IN, 1, 1.0f, b == 1 ? 1 : 0, 1000.0f, 4, b == 1 ? 64 : 256, 1, 1,
-                               0.02f, b == 3 ? 0.02f : 0.01f, 32, 300.0f, 0.0f, -52.0f, 13, 0.98f, b == 3 ? 22 : 0};
+                               0.02f, b == 3 ? 0.02f : 0.01f, 32, 300.0f, 0.0f, -52.0f, 13, 0.98f, b == 3 ? 22 : 0, b == 2 ? 1 : 0};
             int32_t r, c;
             gen(seed);
             if (tm_dsp_shape(&p, &r, &c) || tm_dsp_init(&p, scratch) || tm_dsp_run(&p, in, out, scratch)) {
