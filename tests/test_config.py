@@ -12,7 +12,7 @@ from pipeline.core.errors import PipelineError
 def test_defaults_and_round_trip(tmp_path):
     cfg = load_config()
     assert cfg == Config()
-    assert cfg.train.learning_rate == 3e-4 and cfg.train.lr_schedule == "constant"
+    assert cfg.train.learning_rate == 3e-3 and cfg.train.lr_schedule == "cosine"
     path = save_config(cfg, tmp_path)
     assert config_from_dict(tomllib.loads(path.read_text())) == cfg
 

@@ -32,7 +32,7 @@ from pipeline.ml.model import ModelParams
 class TrialTask:
     index: int
     params: ModelParams
-    source: str  # "config", "random", "recheck", "seed" or "fold"
+    source: str  # "config", "random", "seed" or "fold"
     epochs: int
     seed: int
     cost: bool = True  # convert to int8 and measure the device cost
@@ -57,7 +57,7 @@ def trial_line(record: dict) -> str:
         figures = (f"held out {', '.join(record.get('held_out') or [])}: balanced accuracy "
                    f"{record['balanced_accuracy']:.3f}" if status == "ok" else f"{status}: {record.get('error')}")
         return figures
-    name = {"recheck": "recheck", "seed": f"seed {record.get('seed')}",
+    name = {"seed": f"seed {record.get('seed')}",
             "block": f"{record.get('block')} front end"}.get(record.get("source"), f"trial {record.get('trial')}")
     figures = f"{name} {status}"
     if record.get("val_score") is not None:

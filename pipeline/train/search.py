@@ -111,11 +111,17 @@ def candidates(tc, base: ModelParams, input_shape: tuple, n_classes: int, seed: 
 
 def run_trial(params: ModelParams, train: Windows, val: Windows, n_classes: int, priors, tc,
               epochs: int, seed: int, on_epoch=None) -> tuple[dict, object]:
-    """Train one configuration from the same seed; score it on train and validation."""
+    """Train one configuration from the same seed; score it on train and validation.
+
+    A cosine schedule decays over the search's epoch budget whatever ``epochs`` is (then
+    the learning rate is zero, so no fit runs longer): a trial, its refit and its seed
+    refits follow one schedule, and the refit repeats its trial epoch for epoch."""
     M.seed_everything(seed)
     net = M.build_model(train.X.shape[1:], n_classes, params, train.X, priors)
+    if tc.lr_schedule == "cosine":
+        epochs = min(epochs, tc.search_epochs)  # = stage.refit_epochs for a refit
     fitted = M.fit(net, (train.X, train.y), (val.X, val.y), params, epochs, tc.batch_size,
-                   tc.patience, tc.lr_schedule, on_epoch=on_epoch)
+                   tc.patience, tc.lr_schedule, on_epoch=on_epoch, decay_epochs=tc.search_epochs)
     train_proba = M.predict_proba(net, train.X)
     val_proba = M.predict_proba(net, val.X)
     trial = {
@@ -399,7 +405,10 @@ def fold_trial(task: TrialTask, data: TrialData) -> dict:
     M.seed_everything(task.seed)
     net = M.build_model(f.X.shape[1:], data.n_classes, task.params, f.X[fit_idx],
                         M.class_priors(f.y[fit_idx], data.n_classes))
-    net.compile(optimizer=keras.optimizers.Adam(task.params.learning_rate), loss="sparse_categorical_crossentropy")
+    lr = task.params.learning_rate  # the configured schedule, over the fold's epochs
+    if data.tc.lr_schedule == "cosine":
+        lr = M.cosine(lr, max(1, task.epochs), len(fit_idx), data.tc.batch_size)
+    net.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
     net.fit(f.X[fit_idx], f.y[fit_idx], epochs=max(1, task.epochs), batch_size=data.tc.batch_size, verbose=0,
             shuffle=True)
     sc = scores(f.y[held], M.predict_proba(net, f.X[held]).argmax(1), data.n_classes)
@@ -411,16 +420,8 @@ def fold_trial(task: TrialTask, data: TrialData) -> dict:
 
 
 def round_trial(task: TrialTask, data: TrialData) -> dict:
-    """A task of the round after the refit: a fold, or a trial (a seed, the recheck)."""
+    """A task of the round after the refit: a fold, or a trial (a seed refit)."""
     return fold_trial(task, data) if task.source == "fold" else evaluate_trial(task, data)
-
-
-def needs_recheck(tc) -> bool:
-    """Whether the reproducibility check needs a run of its own. With a constant learning
-    rate the refit (same seed, same configuration, more epochs allowed) repeats the chosen
-    trial's epochs exactly, so comparing them is the check, for free; a cosine schedule
-    depends on the epoch budget, so the chosen trial is run again instead."""
-    return tc.reproducibility_check and tc.lr_schedule != "constant"
 
 
 def after_refit(best: dict, train: Windows, val: Windows, n_classes: int, priors, tc, seed: int, budget: dict,
@@ -428,34 +429,27 @@ def after_refit(best: dict, train: Windows, val: Windows, n_classes: int, priors
     """One round on the search's engine, over one copy of the data: the chosen configuration
     refit with the seeds after ``seed`` (``[train] seeds`` - 1 of them; the refit kept is
     the first), its leave-one-group-out folds (``logo`` = (folds as ``[train] logo_folds``,
-    0 for data without groups; epochs each: the refit's best epoch count)) and, when
-    ``needs_recheck``, the chosen trial again from its seed.
+    0 for data without groups; epochs each: the refit's best epoch count).
 
-    Returns ``{"recheck": record | None, "seeds": [records], "logo": report | None}``."""
+    Returns ``{"seeds": [records], "logo": report | None}``."""
     params = ModelParams(**best["params"])
     tasks = [TrialTask(1 + i, params, "seed", tc.epochs, seed + 1 + i, cost=False) for i in range(tc.seeds - 1)]
-    if needs_recheck(tc):
-        tasks.insert(0, TrialTask(0, params, "recheck", tc.search_epochs, seed, cost=False))
     logo_folds, logo_epochs = logo
     folds = group_folds(train, val, logo_folds)
     if isinstance(folds, GroupFolds):
         tasks += [TrialTask(i, params, "fold", logo_epochs, seed, cost=False) for i in range(len(folds.folds))]
-    result = {"recheck": None, "seeds": [], "logo": folds}
+    result = {"seeds": [], "logo": folds}
     if not tasks:
         return result
     data = trial_data(train, val, n_classes, priors, tc, budget, seed)
     data.folds = folds if isinstance(folds, GroupFolds) else None
-    kinds = [k for k, n in (("seed refit", tc.seeds - 1), ("recheck", needs_recheck(tc)),
-                            ("leave-one-group-out fold", data.folds is not None)) if n]
+    kinds = [k for k, n in (("seed refit", tc.seeds - 1), ("leave-one-group-out fold", data.folds is not None)) if n]
     engine = engine or Engine("sequential")
     out(f"train: {len(tasks)} more fits of the chosen configuration ({', '.join(kinds)}), on {engine.name}")
     with engine:
         records, interrupted = engine.run(tasks, data, "fit", round_trial, out)
     if interrupted:
         raise KeyboardInterrupt
-    result["recheck"] = next((r for r, t in zip(records, tasks, strict=True) if t.source == "recheck"), None)
-    if result["recheck"] is not None and result["recheck"]["status"] != "ok":
-        raise GateFailed(f"the reproducibility check could not rerun the chosen trial ({result['recheck'].get('error')})")
     result["seeds"] = [r for r, t in zip(records, tasks, strict=True) if t.source == "seed"]
     if data.folds is not None:
         result["logo"] = logo_summary([r for r, t in zip(records, tasks, strict=True) if t.source == "fold"],

@@ -3,7 +3,8 @@ search, the float model.
 
 Karpathy's recipe, enforced: dumb baselines on the same splits and metrics; the loss at
 init checked against the entropy of the class prior; one batch overfitted; seeds fixed
-and a run repeated to prove it; Adam 3e-4, constant; random search scored on validation;
+and a run repeated to prove it; Adam, cosine from 3e-3 (decided on fsdd: config.py); random
+search scored on validation;
 the best configuration refit, then scored on the test split once (and the look recorded
 in ``test_ledger.jsonl``). A failed check stops the stage with `GateFailed`; its report is
 still written, with the failure, and no ``float.keras``.
@@ -55,7 +56,6 @@ from pipeline.train.search import (
     SearchInterrupted,
     after_refit,
     device_budget,
-    needs_recheck,
     random_search,
     run_trial,
     seed_spread,
@@ -164,19 +164,18 @@ def run(cfg, run_dir, *, out=print, allow_leakage: bool = False, prepared: Prepa
 def expected_work(prepared: Prepared, tc, more_fits: int = 0) -> float:
     """Seconds on one core that the engine's tasks are expected to take (the epoch caps:
     early stopping only shortens them): the search's trials, the seed refits, the
-    leave-one-group-out folds and the recheck (``pipeline.train.engine.expected_seconds``),
+    leave-one-group-out folds (``pipeline.train.engine.expected_seconds``),
     and ``more_fits`` more of a trial's (the front ends of ``[dsp] block = "auto"`` beyond the
     one the search reuses as its trial 0). On raw windows before the DSP choice, the input
     size is the raw window's: an upper bound, features being no larger for the blocks here."""
     w = prepared.windows
     n_train, side = len(w["train"]), len(w["train"]) + len(w["val"])
-    tasks = [(tc.search_epochs, n_train)] * (tc.trials + max(0, more_fits)) + [(tc.epochs, n_train)] * (tc.seeds - 1)
-    if needs_recheck(tc):
-        tasks.append((tc.search_epochs, n_train))
+    refit = refit_epochs(tc)
+    tasks = [(tc.search_epochs, n_train)] * (tc.trials + max(0, more_fits)) + [(refit, n_train)] * (tc.seeds - 1)
     if prepared.dataset.has_groups and tc.logo_folds:
         groups = np.unique(np.concatenate([w["train"].group_ids, w["val"].group_ids]).astype(str)).size
         if groups >= 3:
-            tasks += [(tc.epochs, side)] * min(groups, tc.logo_folds)
+            tasks += [(refit, side)] * min(groups, tc.logo_folds)
     return expected_seconds(tasks, int(np.prod(w["train"].X.shape[1:])))
 
 
@@ -246,12 +245,11 @@ def _train(job: Job) -> None:
     net, proba, final = _refit(job, best, priors)  # 4.
     # 5. On the search's engine, one round: more seeds (the spread of the score), the
     # new-subject estimate (leave-one-group-out: the chosen configuration without each
-    # training-side group, for the refit's best epoch count) and, if the refit cannot
-    # serve as the reproducibility check, the best trial again.
+    # training-side group, for the refit's best epoch count).
     more = after_refit(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed, device_budget(cfg.quantize),
                        (tc.logo_folds if job.prepared.dataset.has_groups else 0, final["best_epoch"]),
                        job.engine, job.out)
-    _check_reproducible(sanity, search["best"], final, more["recheck"], tc, cfg.seed)
+    _check_reproducible(sanity, search["best"], final, tc, cfg.seed)
     job.report["refit_seeds"] = seed_spread(final, cfg.seed, more["seeds"], search["best"]["val_score"], tc)
     job.report["refit_seeds"]["val_disagreement"] = refit_disagreement(proba["val"].argmax(1), more["seeds"])
     job.report["leave_one_group_out"] = more["logo"]
@@ -292,30 +290,25 @@ def _search(job: Job, priors, base) -> dict:
     return search
 
 
-def _check_reproducible(sanity: dict, first_run: dict, refit: dict, again: dict | None, tc, seed: int) -> None:
+def _check_reproducible(sanity: dict, first_run: dict, refit: dict, tc, seed: int) -> None:
     """Two trainings of the chosen configuration from one seed must agree to the bit: the
-    best search trial and its rerun (``again``), or, when no rerun was needed
-    (``search.needs_recheck``), the best trial and the refit over the epochs both ran
-    (the same seed and data give the same epochs; the refit may only run longer). The
-    trial ran on the search's engine (a Ray worker, possibly), the refit in this process."""
+    best search trial and the refit, over the epochs both ran (the same seed, data and
+    learning rates give the same epochs; under a constant rate the refit may run longer,
+    under cosine it repeats the trial: ``search.run_trial``). The trial ran on the search's
+    engine (a Ray worker, possibly), the refit in this process."""
     history = refit.pop("history", None)  # the report keeps it once, as report["history"]
     if not tc.reproducibility_check:
         sanity["reproducible"] = None
         sanity["reproducibility"] = {"skipped": "[train] reproducibility_check = false"}
         return
-    if again is not None:
-        keys = ("train_score", "val_score", "train_loss", "val_loss", "epochs")
-        first, second = ({key: r[key] for key in keys} for r in (first_run, again))
-        compared = "best search trial, trained twice from one seed (both on the search's engine)"
-    else:
-        n = min(first_run["epochs"], refit["epochs"])
-        first, second = ({k: v[:n] for k, v in h.items()} for h in (first_run["history"], history))
-        # Early stopping before the smaller epoch cap must end both at the same epoch.
-        cap = min(tc.search_epochs, tc.epochs)
-        for figures, run in ((first, first_run), (second, refit)):
-            figures["stopped_early_at"] = run["epochs"] if run["epochs"] < cap else None
-        compared = (f"best search trial (search engine) and the refit (this process), one seed: losses and "
-                    f"accuracies of each of the {n} epochs both ran")
+    n = min(first_run["epochs"], refit["epochs"])
+    first, second = ({k: v[:n] for k, v in h.items()} for h in (first_run["history"], history))
+    # Early stopping before the smaller epoch cap must end both at the same epoch.
+    cap = min(tc.search_epochs, tc.epochs)
+    for figures, run in ((first, first_run), (second, refit)):
+        figures["stopped_early_at"] = run["epochs"] if run["epochs"] < cap else None
+    compared = (f"best search trial (search engine) and the refit (this process), one seed: losses and "
+                f"accuracies of each of the {n} epochs both ran")
     sanity["reproducible"] = first == second
     sanity["reproducibility"] = {"compared": compared, "first": first, "second": second}
     if not sanity["reproducible"]:
@@ -330,10 +323,11 @@ def _refit(job: Job, best, priors) -> tuple[object, dict, dict]:
     """The best configuration refit with the full epoch budget: the net, its train/val
     probabilities, and its trial record."""
     tc, w, report = job.cfg.train, job.windows, job.report
+    epochs = refit_epochs(tc)
     job.out(f"train: refit of the best configuration (trial {report['search']['best']['trial']}), "
-            f"up to {tc.epochs} epochs")
-    bar = iter(progress(range(tc.epochs), "refit", total=tc.epochs, unit="epoch"))
-    final, (net, fitted) = run_trial(best, w["train"], w["val"], job.k, priors, tc, tc.epochs, job.cfg.seed,
+            f"up to {epochs} epochs")
+    bar = iter(progress(range(epochs), "refit", total=epochs, unit="epoch"))
+    final, (net, fitted) = run_trial(best, w["train"], w["val"], job.k, priors, tc, epochs, job.cfg.seed,
                                      on_epoch=lambda _: next(bar, None))
     # Per-epoch lists (the report draws curves from them), the epochs run and the epoch
     # whose weights were kept.
@@ -342,6 +336,12 @@ def _refit(job: Job, best, priors) -> tuple[object, dict, dict]:
     report["refit"] = final
     job.clock.lap("refit")
     return net, dict(fitted["proba"]), final
+
+
+def refit_epochs(tc) -> int:
+    """The refit's epoch cap: ``[train] epochs``; under cosine the search's budget, over
+    which the learning rate decays to zero (``search.run_trial``)."""
+    return min(tc.epochs, tc.search_epochs) if tc.lr_schedule == "cosine" else tc.epochs
 
 
 def _validate(job: Job, proba: dict, baselines: list, groups: dict) -> None:
