@@ -85,7 +85,7 @@ def _scores_by_split(run: Run) -> list:
                              fold=f"{'MCC' if metric == 'mcc' else 'plain accuracy'}, the same way"))
         if metric == "balanced_accuracy":
             out.append(para("The convnet's validation score is ", Mark("used for selection", "warn"),
-                            ": the search, early stopping and the refit's epoch were chosen on it, so it is "
+                            ": the search (and, under a constant learning rate, early stopping) chose on it, so it is "
                             "optimistic. The test score, looked at once (test_ledger.jsonl), is the unbiased "
                             "estimate."))
         if metric == "balanced_accuracy":

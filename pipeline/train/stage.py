@@ -523,7 +523,7 @@ def summary_lines(report: dict) -> list[str]:
         for name, m in rows:
             cells = [_cell(m[s], key) for s in SPLITS]
             lines.append("  " + name.ljust(width) + "".join(c.ljust(max(20, len(c) + 2)) for c in cells))
-    lines.append("convnet val: used for selection (the search, early stopping and the refit's epoch chose on it), "
+    lines.append("convnet val: used for selection (the search and, under a constant rate, early stopping chose on it), "
                  "so optimistic; test is the unbiased estimate, looked at once (test_ledger.jsonl)")
     for s in SPLITS:
         per = (report["metrics"][s].get("uncertainty") or {}).get("per_group")
