@@ -301,18 +301,3 @@ def test_tinyml_train_runs_its_trials_on_a_ray_head_on_loopback(tmp_path):
             os.killpg(head.pid, signal.SIGKILL)
         head.wait()
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def test_the_round_in_the_background_hands_back_its_result_or_its_error():
-    """Under cosine on Ray the round after the refit runs in a thread while the refit trains
-    (pipeline/train/stage.py): what it returns, or raises, reaches the train stage as is."""
-    from pipeline.core.errors import GateFailed
-    from pipeline.train.stage import in_background
-
-    assert in_background(lambda: {"seeds": [1, 2]})() == {"seeds": [1, 2]}
-
-    def fails():
-        raise GateFailed("leave-one-group-out: fold 0 failed (boom)")
-
-    with pytest.raises(GateFailed, match="fold 0 failed"):
-        in_background(fails)()

@@ -18,7 +18,6 @@ to get the audited split.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,25 +242,13 @@ def _train(job: Job) -> None:
     search = _search(job, priors, base)  # 3.
     job.clock.lap("search")
     best = M.ModelParams(**search["best"]["params"])
-
-    def round_after(epochs: int) -> dict:
-        # 5. On the search's engine, one round: more seeds (the spread of the score), the
-        # new-subject estimate (leave-one-group-out: the chosen configuration without each
-        # training-side group, for the refit's best epoch count).
-        return after_refit(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed,
-                           device_budget(cfg.quantize), (tc.logo_folds if job.prepared.dataset.has_groups else 0,
-                                                         epochs), job.engine, job.out)
-
-    if tc.lr_schedule == "cosine" and job.engine.name == "ray":
-        # Under cosine every fit runs its whole schedule, so the folds' epochs are known
-        # before the refit: the round runs on the workers while the refit (4.) trains here,
-        # instead of the workers waiting for it (the default job's refit took 8.6 s).
-        wait = in_background(lambda: round_after(refit_epochs(tc)))
-        net, proba, final = _refit(job, best, priors)
-        more = wait()
-    else:
-        net, proba, final = _refit(job, best, priors)  # 4.
-        more = round_after(final["best_epoch"])
+    net, proba, final = _refit(job, best, priors)  # 4.
+    # 5. On the search's engine, one round: more seeds (the spread of the score), the
+    # new-subject estimate (leave-one-group-out: the chosen configuration without each
+    # training-side group, for the refit's best epoch count).
+    more = after_refit(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed, device_budget(cfg.quantize),
+                       (tc.logo_folds if job.prepared.dataset.has_groups else 0, final["best_epoch"]),
+                       job.engine, job.out)
     _check_reproducible(sanity, search["best"], final, tc, cfg.seed)
     job.report["refit_seeds"] = seed_spread(final, cfg.seed, more["seeds"], search["best"]["val_score"], tc)
     job.report["refit_seeds"]["val_disagreement"] = refit_disagreement(proba["val"].argmax(1), more["seeds"])
@@ -349,29 +336,6 @@ def _refit(job: Job, best, priors) -> tuple[object, dict, dict]:
     report["refit"] = final
     job.clock.lap("refit")
     return net, dict(fitted["proba"]), final
-
-
-def in_background(fn):
-    """Start ``fn()`` in a daemon thread (Ctrl-C in this one is not held up by it); returns
-    a function that waits for it and gives its result or raises its exception."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the waiting thread as it is
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="tinyml-round", daemon=True)
-    thread.start()
-
-    def wait():
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-    return wait
 
 
 def refit_epochs(tc) -> int:
