@@ -19,7 +19,6 @@ import dataclasses
 import numpy as np
 
 from pipeline.data.windows import AUDIO_MIN_RATE_HZ, is_audio
-from pipeline.dsp import blocks
 
 # Audio: MFE with each window's peak brought to -6 dBFS ([dsp] gain = "peak") and MFE as
 # recorded, both at Edge Impulse's -52 dB floor, and MFCC. The gain replaces an earlier rule

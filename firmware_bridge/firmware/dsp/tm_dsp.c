@@ -362,8 +362,9 @@ static void frames_block(const tm_dsp_params *p, const float *in, float *out, fl
     float *sig = scratch + L->sig, *power = scratch + L->power, *edges = scratch + L->edges;
     float mel[TM_MAX_FILTERS];
     for (c = 0; c < C; c++) {
-        /* rescale int16 audio to [-1, 1] (mfe/dsp.py v3) or by the window's peak (gain), then pre-emphasis with speechpy's
-         * circular shift (processing.preemphasis: y[0] = x[0] - cof x[n-1]) */
+        /* rescale int16 audio to [-1, 1] (mfe/dsp.py v3) or by the window's peak (gain), then
+         * pre-emphasis with speechpy's circular shift (processing.preemphasis:
+         * y[0] = x[0] - cof x[n-1]) */
         float scale = 1.0f / 32768.0f;
         if (p->gain == TM_GAIN_PEAK) {
             /* the channel's largest magnitude to half full scale (-6 dBFS), so that the noise
