@@ -109,6 +109,12 @@ def candidates(tc, base: ModelParams, input_shape: tuple, n_classes: int, seed: 
     return out
 
 
+def epoch_cap(tc, epochs: int) -> int:
+    """The epochs a fit asked for ``epochs`` runs: as many under a constant rate; under cosine
+    at most the search's budget, over which the rate decays to zero (``run_trial``)."""
+    return min(epochs, tc.search_epochs) if tc.lr_schedule == "cosine" else epochs
+
+
 def run_trial(params: ModelParams, train: Windows, val: Windows, n_classes: int, priors, tc,
               epochs: int, seed: int, on_epoch=None) -> tuple[dict, object]:
     """Train one configuration from the same seed; score it on train and validation.
@@ -118,8 +124,7 @@ def run_trial(params: ModelParams, train: Windows, val: Windows, n_classes: int,
     refits follow one schedule, and the refit repeats its trial epoch for epoch."""
     M.seed_everything(seed)
     net = M.build_model(train.X.shape[1:], n_classes, params, train.X, priors)
-    if tc.lr_schedule == "cosine":
-        epochs = min(epochs, tc.search_epochs)  # = stage.refit_epochs for a refit
+    epochs = epoch_cap(tc, epochs)
     fitted = M.fit(net, (train.X, train.y), (val.X, val.y), params, epochs, tc.batch_size,
                    tc.patience, tc.lr_schedule, on_epoch=on_epoch, decay_epochs=tc.search_epochs)
     train_proba = M.predict_proba(net, train.X)

@@ -56,6 +56,7 @@ from pipeline.train.search import (
     SearchInterrupted,
     after_refit,
     device_budget,
+    epoch_cap,
     random_search,
     run_trial,
     seed_spread,
@@ -170,7 +171,7 @@ def expected_work(prepared: Prepared, tc, more_fits: int = 0) -> float:
     size is the raw window's: an upper bound, features being no larger for the blocks here."""
     w = prepared.windows
     n_train, side = len(w["train"]), len(w["train"]) + len(w["val"])
-    refit = refit_epochs(tc)
+    refit = epoch_cap(tc, tc.epochs)
     tasks = [(tc.search_epochs, n_train)] * (tc.trials + max(0, more_fits)) + [(refit, n_train)] * (tc.seeds - 1)
     if prepared.dataset.has_groups and tc.logo_folds:
         groups = np.unique(np.concatenate([w["train"].group_ids, w["val"].group_ids]).astype(str)).size
@@ -323,7 +324,7 @@ def _refit(job: Job, best, priors) -> tuple[object, dict, dict]:
     """The best configuration refit with the full epoch budget: the net, its train/val
     probabilities, and its trial record."""
     tc, w, report = job.cfg.train, job.windows, job.report
-    epochs = refit_epochs(tc)
+    epochs = epoch_cap(tc, tc.epochs)
     job.out(f"train: refit of the best configuration (trial {report['search']['best']['trial']}), "
             f"up to {epochs} epochs")
     bar = iter(progress(range(epochs), "refit", total=epochs, unit="epoch"))
@@ -336,12 +337,6 @@ def _refit(job: Job, best, priors) -> tuple[object, dict, dict]:
     report["refit"] = final
     job.clock.lap("refit")
     return net, dict(fitted["proba"]), final
-
-
-def refit_epochs(tc) -> int:
-    """The refit's epoch cap: ``[train] epochs``; under cosine the search's budget, over
-    which the learning rate decays to zero (``search.run_trial``)."""
-    return min(tc.epochs, tc.search_epochs) if tc.lr_schedule == "cosine" else tc.epochs
 
 
 def _validate(job: Job, proba: dict, baselines: list, groups: dict) -> None:
