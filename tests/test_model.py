@@ -245,6 +245,77 @@ def test_a_fixed_seed_reproduces_training_exactly():
     assert any(not np.array_equal(a, b) for a, b in zip(w1, net3.get_weights(), strict=True))
 
 
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The (start, length) of each run of True in a 1-D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def test_spec_augment_masks_one_run_of_bands_and_one_of_frames_within_the_bounds_and_nothing_else():
+    from pipeline.ml.model import spec_augment
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(1.0, 2.0, size=(400, 59, 32, 1)).astype(np.float32)  # never equal to the fill
+    before = X.copy()
+    out = spec_augment(X, np.random.default_rng(5), 0.2, 0.17, np.array([0.0]))
+    np.testing.assert_array_equal(X, before)  # a copy
+    widths = {"bands": [], "frames": []}
+    for x, o in zip(X[..., 0], out[..., 0], strict=True):
+        hit = o != x
+        assert (o[hit] == 0.0).all()
+        bands = hit.all(axis=0)  # a band masked in every frame
+        frames = hit.all(axis=1)
+        assert (hit == (bands[None, :] | frames[:, None])).all(), "only whole bands and whole frames are masked"
+        for name, m, most in (("bands", bands, 6), ("frames", frames, 10)):  # 0.2 x 32, 0.17 x 59
+            runs = _runs(m)
+            assert len(runs) <= 1 and all(n <= most for _, n in runs)
+            widths[name].append(runs[0][1] if runs else 0)
+    # Widths are drawn uniformly from 0 to the bound: over 400 windows each width is seen.
+    assert set(widths["bands"]) == set(range(7)) and set(widths["frames"]) == set(range(11))
+    again = spec_augment(X, np.random.default_rng(5), 0.2, 0.17, np.array([0.0]))
+    np.testing.assert_array_equal(out, again)
+
+
+def test_augment_setting_masks_time_frequency_features_only():
+    from pipeline.ml.model import ModelParams, augment_for
+
+    assert augment_for("auto", True) and not augment_for("auto", False)
+    assert not augment_for("none", True)
+    with pytest.raises(PipelineError, match="time-frequency block"):
+        augment_for("specaugment", False)
+    with pytest.raises(PipelineError, match=r"\[train\] augment"):
+        augment_for("mixup", True)
+    tc = TrainConfig()
+    assert ModelParams.from_config(tc, time_frequency=True).augmented
+    assert not ModelParams.from_config(tc, time_frequency=False).augmented
+
+
+def test_an_augmented_fit_is_reproducible_and_the_masks_reach_training():
+    """Masked anew each epoch, from the seed: the same seed gives the same losses and weights,
+    and they differ from the same fit without masks."""
+    from pipeline.ml import model as M
+
+    rng = np.random.default_rng(3)
+    y = np.arange(160) % 4
+    X = rng.normal(0, 1, size=(160, 16, 8, 1)).astype(np.float32)
+    X[np.arange(160), :, y * 2] += 2.0
+    masked = small_params(kernel_size=3, head="time_max", mask_bands=0.25, mask_frames=0.25)
+
+    def run(p):
+        M.seed_everything(4)
+        net = M.build_model(X.shape[1:], 4, p, X[:128], M.class_priors(y[:128], 4))
+        h = M.fit(net, (X[:128], y[:128]), (X[128:], y[128:]), p, 3, 32, 5, "cosine")
+        return h["history"], net.get_weights()
+
+    (h1, w1), (h2, w2) = run(masked), run(masked)
+    assert h1 == h2
+    for a, b in zip(w1, w2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    plain, _ = run(masked.replace(mask_bands=0.0, mask_frames=0.0))
+    assert plain["loss"] != h1["loss"]
+    assert len(h1["loss"]) == 3 and "val_loss" in h1
+
+
 # Trains a small model (5 epochs on 192 windows) from seed 3 and prints the SHA-256 of its
 # weights. "one-cpu": the process may use only one core (TensorFlow would size its pools to it).
 TRAIN_AND_HASH = """

@@ -137,6 +137,61 @@ def test_choice_within_targets_and_the_pareto_fronts():
         choose(trials, 1, 0)
 
 
+def test_a_random_draw_replaces_the_configured_model_only_beyond_reseeding_noise():
+    """fsdd's figures: trial 4 beat the configured model on one validation speaker by less
+    than its own seeds spread, and was the worse model on the other speakers."""
+    from pipeline.train.search import choose
+
+    config = {**_record(0, 0.842, 21000, 27.6), "source": "config"}
+    draw = {**_record(4, 0.870, 26000, 56.5), "source": "random"}
+    worse = {**_record(1, 0.750, 23000, 21.2), "source": "random"}
+    seeds = [{"seed": 1, "status": "ok", "val_score": 0.856}, {"seed": 2, "status": "ok", "val_score": 0.868}]
+    best, how = choose([config, worse, draw], 0, 0, seeds)
+    # mean 0.855, sd 0.013: a draw must gain more than 2 x 0.013 x sqrt(1 + 1/3) = 0.030
+    assert best is config and "the configured model: no random draw beats it" in how
+    assert "trial 4 val 0.870" in how and "+0.015 against a margin of 0.030" in how
+    steady = [{"seed": 1, "status": "ok", "val_score": 0.843}, {"seed": 2, "status": "ok", "val_score": 0.841}]
+    best, how = choose([config, worse, draw], 0, 0, steady)
+    assert best is draw and "beyond reseeding noise" in how
+    assert choose([config, worse, draw], 0, 0)[0] is draw  # no seeds, no noise figure: the highest score
+    failed = [{"seed": 1, "status": "failed", "val_score": None}]
+    assert choose([config, worse, draw], 0, 0, failed)[0] is draw
+    # The configured model outside a target: the rule has nothing to keep.
+    assert choose([config, worse, draw], 0, 25.0, seeds)[0] is worse
+
+
+def _grouped(n: int, seed: int, groups: list[str]) -> Windows:
+    w = _windows(n, seed)
+    g = np.array([groups[i % len(groups)] for i in range(n)])
+    return Windows(X=w.X, y=w.y, window_ids=w.window_ids, sample_index=w.sample_index, offsets=w.offsets,
+                   length=w.length, recording_ids=w.recording_ids, group_ids=g, start_times=w.start_times)
+
+
+def test_the_finals_score_each_contender_as_the_round_after_the_refit_would_and_settle_by_the_mean():
+    """``finals`` leaves each contender's groups out as ``after_refit`` does (the winner's
+    summary stands in for that round's), and ``settle`` keeps the configured model unless the
+    draw scores higher."""
+    from pipeline.train.search import Engine, after_refit, finals, settle
+
+    train, val = _grouped(96, 1, ["a", "b", "c"]), _grouped(32, 2, ["d"])
+    priors = class_priors(train.y, 4)
+    config = {"trial": 0, "source": "config", "params": ModelParams(width=4, depth=1, kernel_size=3,
+              learning_rate=3e-3).as_dict(), "best_epoch": 2, "val_score": 0.80}
+    draw = {**config, "trial": 3, "source": "random", "val_score": 0.90,
+            "params": ModelParams(width=6, depth=1, kernel_size=5, learning_rate=3e-3).as_dict()}
+    kept, won = finals([config, draw], train, val, 4, priors, TC, 0, _budget(), 5, Engine("sequential"), out=str)
+    assert [s["held_out"] for s in kept["scores"]] == [["a"], ["b"], ["c"], ["d"]]
+    assert kept["epochs"] == won["epochs"] == 2
+    round_ = after_refit(config, train, val, 4, priors, TrainConfig(**{**TC.__dict__, "seeds": 1}), 0, _budget(),
+                         (5, 2), Engine("sequential"), out=str)
+    assert round_["logo"] == kept
+    chosen, how, logo = settle(config, draw, kept, {**won, "mean": kept["mean"]}, "x")
+    assert chosen is config and "not on new groups" in how and "the higher of two" in logo["used_for_selection"]
+    chosen, how, logo = settle(config, draw, kept, {**won, "mean": kept["mean"] + 0.01}, "beyond noise")
+    assert chosen is draw and how.startswith("beyond noise; left out group by group")
+    assert logo["mean"] == kept["mean"] + 0.01
+
+
 def test_the_engine_is_chosen_from_a_cluster_address_or_the_expected_work(monkeypatch):
     from pipeline.train.engine import RAY_STARTUP_S, choose_engine, expected_seconds
 

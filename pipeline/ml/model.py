@@ -61,6 +61,75 @@ def head_for(setting: str, time_frequency: bool) -> str:
     return setting
 
 
+AUGMENTS = ("none", "specaugment")
+
+
+def augment_for(setting: str, time_frequency: bool) -> bool:
+    """``[train] augment``: whether training masks bands and frames (SpecAugment). "auto": on
+    time-frequency features (mfe, mfcc, spectrogram) only; masks mean nothing on a raw window
+    or a vector of spectral features."""
+    if setting == "auto":
+        return time_frequency
+    if setting not in AUGMENTS:
+        raise PipelineError(f"[train] augment: expected one of auto, {', '.join(AUGMENTS)}, got {setting!r}")
+    if setting == "specaugment" and not time_frequency:
+        raise PipelineError('[train] augment = "specaugment" masks bands and frames: it needs a '
+                            'time-frequency block ([dsp] block = "mfe", "mfcc" or "spectrogram")')
+    return setting == "specaugment"
+
+
+def spec_augment(X: np.ndarray, rng: np.random.Generator, mask_bands: float, mask_frames: float,
+                 fill: np.ndarray) -> np.ndarray:
+    """SpecAugment's masks (Park et al. 2019, "SpecAugment: a simple data augmentation method
+    for automatic speech recognition", without the time warp): in each window of ``X``
+    (windows, frames, bands, channels), one run of 0 to ``mask_bands`` x bands bands and one
+    run of 0 to ``mask_frames`` x frames frames, each at a uniform place, set to ``fill``
+    (the training split's mean per channel: what the model's normalization maps to zero).
+    A copy; ``X`` is not changed."""
+    n, frames, bands = X.shape[:3]
+    hit = np.zeros((n, frames, bands), dtype=bool)
+    for axis, size, share in ((2, bands, mask_bands), (1, frames, mask_frames)):
+        width = rng.integers(0, int(share * size) + 1, n)
+        start = (rng.random(n) * (size - width + 1)).astype(np.int64)
+        pos = np.arange(size)
+        run = (pos >= start[:, None]) & (pos < (start + width)[:, None])
+        hit |= run[:, None, :] if axis == 2 else run[:, :, None]
+    return np.where(hit[..., None], np.asarray(fill, dtype=X.dtype), X)
+
+
+def augmented_batches(X: np.ndarray, y: np.ndarray, params: ModelParams, batch_size: int):
+    """The training windows for ``model.fit``, shuffled and masked anew every epoch. Each
+    batch is a function of (seed, epoch, batch) only, the seed drawn from NumPy's global
+    generator (``seed_everything``), so a fit is reproducible to the bit like one on arrays."""
+    import keras
+
+    seed = int(np.random.randint(2**31 - 1))
+    fill = np.asarray(X, dtype=np.float64).reshape(-1, X.shape[-1]).mean(axis=0)
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+
+        @property
+        def num_batches(self):
+            return math.ceil(len(X) / batch_size)
+
+        def __len__(self):
+            return self.num_batches
+
+        def __getitem__(self, i):
+            order = np.random.default_rng([seed, self.epoch]).permutation(len(X))
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            rng = np.random.default_rng([seed, self.epoch, i + 1])
+            return spec_augment(X[idx], rng, params.mask_bands, params.mask_frames, fill), y[idx]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+
+    return Batches()
+
+
 # The configured kernel ([train] kernel_size = "auto"): 7 steps on windows (a 2 s motion window
 # at 62.5 Hz: 112 ms) and images; 3x3 on time-frequency features, as the keyword-spotting
 # convnets (MLPerf Tiny's DS-CNN, Edge Impulse's audio models) have. On fsdd's MFE (59 x 32,
@@ -82,14 +151,22 @@ class ModelParams:
     l2: float = 1e-4
     separable: bool = False
     head: str = "gap"
+    mask_bands: float = 0.0
+    mask_frames: float = 0.0
 
     @classmethod
     def from_config(cls, tc, time_frequency: bool = False) -> ModelParams:
         """The configured model; ``time_frequency``: the input is a block's frames x bands."""
         kernel = KERNEL_AUTO[time_frequency] if tc.kernel_size == "auto" else tc.kernel_size
+        masks = augment_for(tc.augment, time_frequency)
         return cls(learning_rate=tc.learning_rate, width=tc.width, depth=tc.depth,
                    kernel_size=kernel, dropout=tc.dropout, l2=tc.l2, separable=tc.separable,
-                   head=head_for(tc.head, time_frequency))
+                   head=head_for(tc.head, time_frequency),
+                   mask_bands=tc.mask_bands if masks else 0.0, mask_frames=tc.mask_frames if masks else 0.0)
+
+    @property
+    def augmented(self) -> bool:
+        return self.mask_bands > 0 or self.mask_frames > 0
 
     def replace(self, **changes) -> ModelParams:
         return dataclasses.replace(self, **changes)
@@ -211,13 +288,17 @@ def cosine(learning_rate: float, epochs: int, n: int, batch_size: int):
     return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * math.ceil(n / batch_size)))
 
 
-def fit(model, train: tuple, val: tuple, params: ModelParams, epochs: int, batch_size: int,
+def fit(model, train: tuple, val: tuple | None, params: ModelParams, epochs: int, batch_size: int,
         patience: int, schedule: str = "constant", on_epoch=None, decay_epochs: int | None = None) -> dict:
-    """Adam. A constant rate: early stopping on validation loss, restoring the best weights.
+    """Adam. A constant rate: early stopping on validation loss, restoring the best weights
+    (without ``val``, no early stopping).
     Cosine: the rate decays to zero over ``decay_epochs`` (default ``epochs``) and the fit
     runs them all, keeping the last weights: on fsdd with early stopping the validation
     loss was lowest at epoch 7, long before the decay had done its work, and the
     leave-one-speaker-out folds, trained for those 7 epochs, scored 0.809 (docs/train.md).
+
+    With ``params.mask_bands`` or ``mask_frames``, the training windows are masked anew
+    every epoch (``spec_augment``); validation windows never are.
 
     Returns the per-epoch history and the epoch whose weights were kept.
     """
@@ -229,12 +310,16 @@ def fit(model, train: tuple, val: tuple, params: ModelParams, epochs: int, batch
         lr = cosine(lr, decay_epochs or epochs, len(X), batch_size)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    callbacks = [] if schedule == "cosine" else [
+    callbacks = [] if schedule == "cosine" or val is None else [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e)))
-    hist = model.fit(X, y, validation_data=val, epochs=epochs, batch_size=batch_size,
-                     validation_batch_size=512, callbacks=callbacks, verbose=0, shuffle=True)
+    if params.augmented:
+        data = {"x": augmented_batches(np.asarray(X, dtype=np.float32), np.asarray(y), params, batch_size)}
+    else:
+        data = {"x": X, "y": y, "batch_size": batch_size, "shuffle": True}
+    hist = model.fit(**data, validation_data=val, epochs=epochs, validation_batch_size=512,
+                     callbacks=callbacks, verbose=0)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     val_loss = history.get("val_loss", [])
     ran = len(history.get("loss", []))

@@ -57,9 +57,11 @@ from pipeline.train.search import (
     after_refit,
     device_budget,
     epoch_cap,
+    finals,
     random_search,
     run_trial,
     seed_spread,
+    settle,
 )
 
 REPORT = "train_report.json"
@@ -241,15 +243,22 @@ def _train(job: Job) -> None:
     baselines.append(B.linear_baseline(w, groups["train"], job.k, cfg.split.folds, cfg.seed))
     job.clock.lap("baselines")
     search = _search(job, priors, base)  # 3.
+    logo_done = _finals(job, search, priors)
     job.clock.lap("search")
     best = M.ModelParams(**search["best"]["params"])
     net, proba, final = _refit(job, best, priors)  # 4.
     # 5. On the search's engine, one round: more seeds (the spread of the score), the
     # new-subject estimate (leave-one-group-out: the chosen configuration without each
     # training-side group, for the refit's best epoch count).
+    # The search fitted the configured model from the next seeds too: when it is chosen and
+    # the refits would run the same epochs, those fits are its seed refits.
+    config_seeds = search.pop("config_seed_records", [])
+    reuse = (search["best"].get("source") == "config" and len(config_seeds) == tc.seeds - 1
+             and epoch_cap(tc, tc.epochs) == tc.search_epochs)
     more = after_refit(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed, device_budget(cfg.quantize),
                        (tc.logo_folds if job.prepared.dataset.has_groups else 0, final["best_epoch"]),
-                       job.engine, job.out)
+                       job.engine, job.out, done_seeds=config_seeds if reuse else None,
+                       done_logo=logo_done if logo_done and logo_done["epochs"] == final["best_epoch"] else None)
     _check_reproducible(sanity, search["best"], final, tc, cfg.seed)
     job.report["refit_seeds"] = seed_spread(final, cfg.seed, more["seeds"], search["best"]["val_score"], tc)
     job.report["refit_seeds"]["val_disagreement"] = refit_disagreement(proba["val"].argmax(1), more["seeds"])
@@ -258,6 +267,27 @@ def _train(job: Job) -> None:
     _validate(job, proba, baselines, groups)  # 6.
     _test_look(job, net, best, proba, baselines, groups, input_shape)  # 7.
     job.clock.lap("evaluate")
+
+
+def _finals(job: Job, search: dict, priors) -> dict | None:
+    """A random draw that beat the configured model beyond reseeding noise on validation
+    faces it once more, each left out group by group (``finals``): the higher mean wins, the
+    configured model on a tie. Returns the winner's leave-one-group-out summary (the round
+    after the refit need not fit it again), or None when there was nothing to settle."""
+    tc, w = job.cfg.train, job.windows
+    rival = search.get("rival")
+    if rival is None or not job.prepared.dataset.has_groups or not tc.logo_folds:
+        return None
+    config = next(t for t in search["trials"] if t["trial"] == rival)
+    draw = search["best"]
+    summaries = finals([config, draw], w["train"], w["val"], job.k, priors, tc, job.cfg.seed,
+                       device_budget(job.cfg.quantize), tc.logo_folds, job.engine, job.out)
+    if summaries is None:
+        return None
+    search["best"], search["chosen_by"], logo = settle(config, draw, *summaries, search["chosen_by"])
+    search["finals"] = {"trials": [config["trial"], draw["trial"]],
+                        "leave_one_group_out_means": [round(x["mean"], 4) for x in summaries]}
+    return logo
 
 
 def _sanity_at_init(job: Job, input_shape: tuple, base, priors) -> dict:
@@ -286,6 +316,7 @@ def _search(job: Job, priors, base) -> dict:
                                                       base, cfg.seed, device_budget(cfg.quantize), job.engine,
                                                       out=job.out, first=job.first)
     except SearchInterrupted as exc:
+        exc.search.pop("config_seed_records", None)
         job.report["search"] = exc.search
         raise
     return search
@@ -536,7 +567,8 @@ def summary_lines(report: dict) -> list[str]:
     if logo and logo.get("scores"):
         lines.append(f"leave-one-group-out ({len(logo['scores'])} folds, the chosen configuration, the new-subject/"
                      f"device estimate): balanced accuracy mean {logo['mean']:.3f}, sd {logo['sd']:.3f}, "
-                     f"range {logo['min']:.3f}..{logo['max']:.3f}")
+                     f"range {logo['min']:.3f}..{logo['max']:.3f}"
+                     + (f"; it also {logo['used_for_selection']}" if logo.get("used_for_selection") else ""))
     cv = report["baselines"].get("linear", {}).get("cv")
     if cv:
         lines.append(f"linear, {cv['folds']}-fold group-aware CV on train: balanced accuracy train "
