@@ -27,8 +27,13 @@ def test_audio_candidates_are_raw_mfe_with_and_without_the_peak_gain_and_mfcc():
     X = np.stack([speech_like(2000, seed=s) for s in range(4)]).astype(np.float32)
     cands = auto.candidates(_dsp(), 8000.0, X)
     assert [(c["block"], c["dsp"].gain) for c in cands[1:]] == [("mfe", "peak"), ("mfe", "none"), ("mfcc", "peak")]
-    assert cands[0]["block"] == "raw" and all(c["dsp"].noise_floor_db == auto.AUDIO_FLOOR_DB for c in cands[1:3])
+    assert cands[0]["block"] == "raw" and all(c["dsp"].noise_floor_db == -52.0 for c in cands[1:3])
     assert "-6 dBFS" in cands[1]["why"] and "as recorded" in cands[2]["why"]
+    assert "noise floor -52 dB (Edge Impulse's)" in cands[1]["why"]
+    # A floor the user set is the candidates' floor, said as it is.
+    lower = auto.candidates(_dsp(noise_floor_db=-72.0), 8000.0, X)
+    assert all(c["dsp"].noise_floor_db == -72.0 for c in lower[1:3])
+    assert "noise floor -72 dB" in lower[1]["why"] and "Edge Impulse" not in lower[1]["why"]
 
 
 def test_motion_candidates_are_raw_and_spectral_and_images_raw_only():

@@ -179,8 +179,12 @@ def test_the_finals_score_each_contender_as_the_round_after_the_refit_would_and_
               learning_rate=3e-3).as_dict(), "best_epoch": 2, "val_score": 0.80}
     draw = {**config, "trial": 3, "source": "random", "val_score": 0.90,
             "params": ModelParams(width=6, depth=1, kernel_size=5, learning_rate=3e-3).as_dict()}
-    kept, won = finals([config, draw], train, val, 4, priors, TC, 0, _budget(), 5, Engine("sequential"), out=str)
+    lines = []
+    kept, won = finals([config, draw], train, val, 4, priors, TC, 0, _budget(), 5, Engine("sequential"),
+                       out=lines.append)
     assert [s["held_out"] for s in kept["scores"]] == [["a"], ["b"], ["c"], ["d"]]
+    assert any("trial 0, held out a: balanced accuracy" in x for x in lines)
+    assert any("trial 3, held out d: balanced accuracy" in x for x in lines)
     assert kept["epochs"] == won["epochs"] == 2
     round_ = after_refit(config, train, val, 4, priors, TrainConfig(**{**TC.__dict__, "seeds": 1}), 0, _budget(),
                          (5, 2), Engine("sequential"), out=str)

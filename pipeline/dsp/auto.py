@@ -26,8 +26,9 @@ from pipeline.data.windows import AUDIO_MIN_RATE_HZ, is_audio
 # speaker held out in turn, 4 training speakers, the time-max convnet, MFE -52 dB scored 0.748
 # as recorded and 0.854 with the peak gain; the peak gain at -72 dB scored 0.841 (docs/dsp.md).
 # MFE as recorded stays a candidate for data whose loudness carries the class (a silence or
-# noise class in keyword spotting, which the gain would raise to the level of speech).
-AUDIO_FLOOR_DB = -52.0
+# noise class in keyword spotting, which the gain would raise to the level of speech). Both
+# MFE candidates take the configured `[dsp] noise_floor_db` (Edge Impulse's -52 dB by default).
+EI_FLOOR_DB = -52.0
 # Spectral: Edge Impulse's 16 points, and 64 when the window holds four 64-point frames (a
 # finer spectrum for slow gestures at 50-100 Hz, as Studio's autotuner also proposes).
 SPECTRAL_FFTS = (16, 64)
@@ -49,9 +50,10 @@ def candidates(dsp, rate_hz: float | None, X_train: np.ndarray) -> list[dict]:
     what = kind(rate_hz, tuple(X_train.shape[1:]))
     if what == "audio":
         where = f"audio ({rate_hz:g} Hz, one channel)"
+        floor = f"noise floor {dsp.noise_floor_db:g} dB" + (" (Edge Impulse's)" if dsp.noise_floor_db == EI_FLOOR_DB else "")
         for gain, note in (("peak", "each window's peak to -6 dBFS"), ("none", "the level as recorded")):
-            out.append({"block": "mfe", "dsp": dataclasses.replace(dsp, block="mfe", gain=gain, noise_floor_db=AUDIO_FLOOR_DB),
-                        "why": f"{where}: mel energies, {note}, noise floor {AUDIO_FLOOR_DB:g} dB (Edge Impulse's)"})
+            out.append({"block": "mfe", "dsp": dataclasses.replace(dsp, block="mfe", gain=gain),
+                        "why": f"{where}: mel energies, {note}, {floor}"})
         out.append({"block": "mfcc", "dsp": dataclasses.replace(dsp, block="mfcc", gain="peak"),
                     "why": f"{where}: cepstral coefficients, each window's peak to -6 dBFS"})
     elif what == "motion":

@@ -36,6 +36,7 @@ class TrialTask:
     epochs: int
     seed: int
     cost: bool = True  # convert to int8 and measure the device cost
+    of: int | None = None  # a fold: the search trial whose configuration it fits (the finals)
 
 
 def one_line(exc: BaseException) -> str:
@@ -56,7 +57,7 @@ def trial_line(record: dict) -> str:
     if record.get("source") == "fold":
         figures = (f"held out {', '.join(record.get('held_out') or [])}: balanced accuracy "
                    f"{record['balanced_accuracy']:.3f}" if status == "ok" else f"{status}: {record.get('error')}")
-        return figures
+        return figures if record.get("of") is None else f"trial {record['of']}, {figures}"
     name = {"seed": f"seed {record.get('seed')}",
             "block": f"{record.get('block')} front end"}.get(record.get("source"), f"trial {record.get('trial')}")
     figures = f"{name} {status}"

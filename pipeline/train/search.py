@@ -450,7 +450,7 @@ def finals(contenders: list[dict], train: Windows, val: Windows, n_classes: int,
     folds = group_folds(train, val, logo_folds)
     if not isinstance(folds, GroupFolds):
         return None
-    tasks = [TrialTask(i, ModelParams(**c["params"]), "fold", c["best_epoch"], seed, cost=False)
+    tasks = [TrialTask(i, ModelParams(**c["params"]), "fold", c["best_epoch"], seed, cost=False, of=c["trial"])
              for c in contenders for i in range(len(folds.folds))]
     data = trial_data(train, val, n_classes, priors, tc, budget, seed)
     data.folds = folds
@@ -502,7 +502,7 @@ def fold_trial(task: TrialTask, data: TrialData) -> dict:
           data.tc.patience, data.tc.lr_schedule)
     sc = scores(f.y[held], M.predict_proba(net, f.X[held]).argmax(1), data.n_classes)
     keras.backend.clear_session(free_memory=False)
-    return {"trial": task.index, "source": "fold", "seed": task.seed, "status": "ok",
+    return {"trial": task.index, "source": "fold", "seed": task.seed, "status": "ok", "of": task.of,
             "held_out": sorted(set(f.groups[held].tolist())), "windows": int(held.size),
             "classes": int(np.unique(f.y[held]).size), "balanced_accuracy": round(sc["balanced_accuracy"], 4),
             "accuracy": round(sc["accuracy"], 4)}
