@@ -110,6 +110,7 @@ def augmented_batches(X: np.ndarray, y: np.ndarray, params: ModelParams, batch_s
         def __init__(self):
             super().__init__()
             self.epoch = 0
+            self.order = np.random.default_rng([seed, 0]).permutation(len(X))
 
         @property
         def num_batches(self):
@@ -119,13 +120,13 @@ def augmented_batches(X: np.ndarray, y: np.ndarray, params: ModelParams, batch_s
             return self.num_batches
 
         def __getitem__(self, i):
-            order = np.random.default_rng([seed, self.epoch]).permutation(len(X))
-            idx = order[i * batch_size:(i + 1) * batch_size]
+            idx = self.order[i * batch_size:(i + 1) * batch_size]
             rng = np.random.default_rng([seed, self.epoch, i + 1])
             return spec_augment(X[idx], rng, params.mask_bands, params.mask_frames, fill), y[idx]
 
         def on_epoch_end(self):
             self.epoch += 1
+            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(X))
 
     return Batches()
 

@@ -44,6 +44,7 @@ from pipeline.tflite.convert import convert_int8
 from pipeline.tflite.flatbuffer import inspect_model
 from pipeline.tflite.latency import engine_latency
 from pipeline.tflite.runtime import measure_arena
+from pipeline.train.choice import STATUSES, choose, pareto_front, within_targets
 from pipeline.train.engine import Engine, TrialTask, one_line
 
 SCORE = "balanced_accuracy"
@@ -217,8 +218,6 @@ class GroupFolds:
     how: str
 
 
-STATUSES = ("ok", "over_budget", "failed", "stopped")
-
 
 def evaluate_trial(task: TrialTask, data: TrialData) -> dict:
     """Cost, train and score one configuration. A trial's own error is recorded in the
@@ -275,94 +274,6 @@ class SearchInterrupted(KeyboardInterrupt):
     def __init__(self, search: dict):
         super().__init__("search interrupted")
         self.search = search
-
-
-# --------------------------------------------------------------------------- choice and front
-
-
-def pareto_front(trials: list[dict], cost: str) -> list[dict]:
-    """The finished trials no other beats on both validation score (higher) and ``cost``
-    (lower), by increasing cost."""
-    done = [t for t in trials if t.get("status") == "ok"]
-    front = [t for t in done
-             if not any(o["val_score"] >= t["val_score"] and o["device"][cost] <= t["device"][cost]
-                        and (o["val_score"] > t["val_score"] or o["device"][cost] < t["device"][cost])
-                        for o in done)]
-    front.sort(key=lambda t: (t["device"][cost], -t["val_score"]))
-    return [{"trial": t["trial"], "val_score": t["val_score"], cost: t["device"][cost]} for t in front]
-
-
-# A random draw replaces the configured model only when its validation score beats the
-# configured model's mean over seeds by more than reseeding alone moves a score: 2 standard
-# deviations of the difference between one fit and a mean of n (sd x sqrt(1 + 1/n), the sd
-# that of the configured model's seeds), about a 95% one-sided test. The best of 9 random
-# scores is biased upward (the winner's curse), and on motion the draws' validation scores
-# (0.968 to 0.977) all lay within the configured model's reseeding spread (0.970 to 0.977):
-# choosing among them chose noise. The margin cannot see the spread between groups, though:
-# on fsdd (one validation speaker) trial 4 beat the configured model by 0.035 against a
-# margin of 0.019 and was still the worse model on the other speakers; ``finals`` settles
-# such a draw where there are groups to leave out.
-NOISE_SDS = 2.0
-
-
-def noise_margin(config: dict, config_seeds: list[dict]) -> dict | None:
-    """The configured model's validation scores over seeds and the margin a random draw
-    must beat their mean by (``NOISE_SDS``); None with fewer than 2 scores."""
-    vals = [config["val_score"]] + [r["val_score"] for r in config_seeds if r.get("status") == "ok"]
-    if len(vals) < 2:
-        return None
-    sd = float(np.std(vals, ddof=1))
-    return {"scores": [round(v, 4) for v in vals], "mean": float(np.mean(vals)), "sd": sd,
-            "margin": NOISE_SDS * sd * math.sqrt(1 + 1 / len(vals))}
-
-
-def within_targets(trials: list[dict], max_ram_kb: float, max_latency_ms: float) -> tuple[list[dict], list[str]]:
-    """The finished trials within ``[train] max_ram_kb`` / ``max_latency_ms`` (0: no target), and the targets said."""
-    done = [t for t in trials if t.get("status") == "ok"]
-    targets = []
-    if max_ram_kb > 0:
-        targets.append(f"RAM <= {max_ram_kb:g} KB")
-        done = [t for t in done if t["device"]["ram_bytes"] <= max_ram_kb * 1024]
-    if max_latency_ms > 0:
-        targets.append(f"predicted latency <= {max_latency_ms:g} ms")
-        done = [t for t in done if t["device"]["latency_ms"] <= max_latency_ms]
-    return done, targets
-
-
-def choose(trials: list[dict], max_ram_kb: float, max_latency_ms: float,
-           config_seeds: list[dict] = ()) -> tuple[dict, str]:
-    """The most accurate finished trial within the targets (0: no target); a lower
-    validation loss breaks ties. With ``config_seeds`` (the configured model, trial 0, fitted
-    from more seeds), the configured model stays unless the best draw beats its mean by
-    more than reseeding noise (``noise_margin``)."""
-    done, targets = within_targets(trials, max_ram_kb, max_latency_ms)
-    if not done:
-        finished = [t for t in trials if t.get("status") == "ok"]
-        if not finished:
-            counts = {s: sum(t.get("status") == s for t in trials) for s in STATUSES}
-            raise GateFailed(f"no search trial finished ({', '.join(f'{n} {s}' for s, n in counts.items() if n)})",
-                             hint="see search.trials in train_report.json for each trial's status and error")
-        least_ram = min(finished, key=lambda t: t["device"]["ram_bytes"])
-        fastest = min(finished, key=lambda t: t["device"]["latency_ms"])
-        raise GateFailed(
-            f"no search trial meets [train] {' and '.join(targets)}: the smallest needs "
-            f"{least_ram['device']['ram_bytes'] / 1024:.1f} KB of RAM, the fastest "
-            f"{fastest['device']['latency_ms']:.2f} ms ({fastest['device'].get('latency_label', 'predicted')})",
-            hint="raise [train] max_ram_kb / max_latency_ms, or lower [train.search_space] width_max / depth_max")
-    best = max(done, key=lambda t: (round(t["val_score"], 6), -t["val_loss"]))
-    within = f" within {' and '.join(targets)}" if targets else ""
-    config = next((t for t in done if t.get("source") == "config"), None)
-    noise = noise_margin(config, list(config_seeds)) if config is not None and best is not config else None
-    if noise is not None:
-        gain = best["val_score"] - noise["mean"]
-        figures = (f"trial {best['trial']} val {best['val_score']:.3f}, the configured model "
-                   f"{noise['mean']:.3f} over {len(noise['scores'])} seeds (sd {noise['sd']:.3f}): "
-                   f"{gain:+.3f} against a margin of {noise['margin']:.3f}")
-        if gain <= noise["margin"]:
-            return config, (f"the configured model{within}: no random draw beats it by more than reseeding "
-                            f"noise ({figures})")
-        return best, f"highest validation score{within}, beyond reseeding noise ({figures})"
-    return best, "highest validation score" + within
 
 
 # --------------------------------------------------------------------------- the search
@@ -446,21 +357,17 @@ def finals(contenders: list[dict], train: Windows, val: Windows, n_classes: int,
     One validation split holds few groups (fsdd: one speaker of six): a draw that beat the
     configured model there, beyond reseeding noise, may still be the worse model on new
     groups. fsdd's trial 4: validation 0.870 against the configured model's 0.835 over 3
-    seeds, but leave-one-speaker-out 0.830 against its 0.864."""
+    seeds, but leave-one-speaker-out 0.830 against its 0.861."""
     folds = group_folds(train, val, logo_folds)
     if not isinstance(folds, GroupFolds):
         return None
-    tasks = [TrialTask(i, ModelParams(**c["params"]), "fold", c["best_epoch"], seed, cost=False, of=c["trial"])
-             for c in contenders for i in range(len(folds.folds))]
-    data = trial_data(train, val, n_classes, priors, tc, budget, seed)
-    data.folds = folds
+    tasks = [t for c in contenders for t in fold_tasks(ModelParams(**c["params"]), c["best_epoch"], seed, folds,
+                                                         of=c["trial"])]
     engine = engine or Engine("sequential")
     out(f"train: trial {contenders[-1]['trial']} beat the configured model on validation beyond reseeding "
         f"noise: both left out group by group ({len(tasks)} fits, on {engine.name})")
-    with engine:
-        records, interrupted = engine.run(tasks, data, "final fit", fold_trial, out)
-    if interrupted:
-        raise KeyboardInterrupt
+    records = run_round(tasks, trial_data(train, val, n_classes, priors, tc, budget, seed), folds, engine,
+                        "final fit", out)
     n = len(folds.folds)
     return [logo_summary(records[j * n:(j + 1) * n], folds.how, c["best_epoch"]) for j, c in enumerate(contenders)]
 
@@ -513,6 +420,23 @@ def round_trial(task: TrialTask, data: TrialData) -> dict:
     return fold_trial(task, data) if task.source == "fold" else evaluate_trial(task, data)
 
 
+def fold_tasks(params: ModelParams, epochs: int, seed: int, folds: GroupFolds, of: int | None = None) -> list[TrialTask]:
+    """One task per fold of ``folds``: ``params`` trained without the fold's groups."""
+    return [TrialTask(i, params, "fold", epochs, seed, cost=False, of=of) for i in range(len(folds.folds))]
+
+
+def run_round(tasks: list[TrialTask], data: TrialData, folds: GroupFolds | None, engine: Engine, desc: str,
+              out) -> list[dict]:
+    """Seed refits and folds (``round_trial``) on the search's engine, sharing ``data`` (with
+    ``folds``); Ctrl-C stops the stage."""
+    data.folds = folds
+    with engine:
+        records, interrupted = engine.run(tasks, data, desc, round_trial, out)
+    if interrupted:
+        raise KeyboardInterrupt
+    return records
+
+
 def settle(config: dict, draw: dict, kept: dict, won: dict, chosen_by: str) -> tuple[dict, str, dict]:
     """The finals' verdict: (the chosen record, why, its leave-one-group-out summary, marked
     as used for the choice). ``kept``/``won``: the configured model's and the draw's
@@ -543,25 +467,21 @@ def after_refit(best: dict, train: Windows, val: Windows, n_classes: int, priors
         TrialTask(1 + i, params, "seed", tc.epochs, seed + 1 + i, cost=False) for i in range(tc.seeds - 1)]
     logo_folds, logo_epochs = logo
     folds = done_logo if done_logo is not None else group_folds(train, val, logo_folds)
-    if isinstance(folds, GroupFolds):
-        tasks += [TrialTask(i, params, "fold", logo_epochs, seed, cost=False) for i in range(len(folds.folds))]
-    result = {"seeds": list(done_seeds or []), "logo": folds}
+    result = {"seeds": list(done_seeds or []), "logo": folds}  # a summary, a reason, or None: kept as is
+    folds = folds if isinstance(folds, GroupFolds) else None
+    if folds is not None:
+        tasks += fold_tasks(params, logo_epochs, seed, folds)
     if not tasks:
         return result
-    data = trial_data(train, val, n_classes, priors, tc, budget, seed)
-    data.folds = folds if isinstance(folds, GroupFolds) else None
     kinds = [k for k, n in (("seed refit", done_seeds is None and tc.seeds > 1),
-                            ("leave-one-group-out fold", data.folds is not None)) if n]
+                            ("leave-one-group-out fold", folds is not None)) if n]
     engine = engine or Engine("sequential")
     out(f"train: {len(tasks)} more fits of the chosen configuration ({', '.join(kinds)}), on {engine.name}")
-    with engine:
-        records, interrupted = engine.run(tasks, data, "fit", round_trial, out)
-    if interrupted:
-        raise KeyboardInterrupt
+    records = run_round(tasks, trial_data(train, val, n_classes, priors, tc, budget, seed), folds, engine, "fit", out)
     result["seeds"] += [r for r, t in zip(records, tasks, strict=True) if t.source == "seed"]
-    if data.folds is not None:
+    if folds is not None:
         result["logo"] = logo_summary([r for r, t in zip(records, tasks, strict=True) if t.source == "fold"],
-                                      data.folds.how, logo_epochs)
+                                      folds.how, logo_epochs)
     return result
 
 
