@@ -196,6 +196,32 @@ def test_the_finals_score_each_contender_as_the_round_after_the_refit_would_and_
     assert logo["mean"] == kept["mean"] + 0.01
 
 
+def test_the_search_leaves_the_configured_model_out_beside_its_trials_as_the_round_after_the_refit_would():
+    """With ``logo``, the configured model's folds run in the search's round; they are not
+    trials, and their summary is the one ``after_refit`` and ``finals`` would make (so both
+    take it instead of fitting again)."""
+    from pipeline.train.search import Engine, after_refit, finals, group_folds, random_search
+
+    train, val = _grouped(96, 1, ["a", "b", "c"]), _grouped(32, 2, ["d"])
+    priors = class_priors(train.y, 4)
+    tc = TrainConfig(**{**TC.__dict__, "seeds": 1, "trials": 2})
+    lines = []
+    search = random_search(train, val, 4, priors, tc, ModelParams.from_config(tc), 0, _budget(),
+                           Engine("sequential"), out=lines.append, logo=group_folds(train, val, 5))
+    assert [t["source"] for t in search["trials"]] == ["config", "random"] and search["counts"]["ok"] == 2
+    assert sum("trial 0, held out" in x for x in lines) == 4
+    config = search["trials"][0]
+    round_ = after_refit(config, train, val, 4, priors, tc, 0, _budget(), (5, tc.search_epochs),
+                         Engine("sequential"), out=str)
+    assert search["config_logo"] == round_["logo"] and search["config_logo"]["epochs"] == tc.search_epochs
+    draw = {**search["trials"][1], "best_epoch": tc.search_epochs}
+    lines.clear()
+    kept, won = finals([config, draw], train, val, 4, priors, tc, 0, _budget(), 5, Engine("sequential"),
+                       out=lines.append, done={0: search["config_logo"]})
+    assert kept is search["config_logo"] and len(won["scores"]) == 4
+    assert not any("trial 0, held out" in x for x in lines) and "(4 fits" in lines[0]
+
+
 def test_the_engine_is_chosen_from_a_cluster_address_or_the_expected_work(monkeypatch):
     from pipeline.train.engine import RAY_STARTUP_S, choose_engine, expected_seconds
 

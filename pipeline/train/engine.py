@@ -80,8 +80,9 @@ class TrialSteps:
         self.steps = Steps(total, desc, out)
 
     def done(self, record: dict) -> None:
-        if record.get("status") == "ok" and record.get("val_score") is not None and (
-                self.best is None or record["val_score"] > self.best["val_score"]):
+        # The best trial: a seed fit of the configured model (or a fold) is not a trial.
+        trial = record.get("status") == "ok" and record.get("val_score") is not None and record.get("source") != "seed"
+        if trial and (self.best is None or record["val_score"] > self.best["val_score"]):
             self.best = record
         figures = trial_line(record)
         best = f"best {self.best['val_score']:.3f} (trial {self.best['trial']})" if self.best else ""

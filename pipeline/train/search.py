@@ -287,15 +287,20 @@ def trial_data(train: Windows, val: Windows, n_classes: int, priors, tc, budget:
 
 def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base: ModelParams,
                   seed: int, budget: dict, engine: Engine | None = None,
-                  trial: Callable[[TrialTask, TrialData], dict] = evaluate_trial, out=print,
-                  first: dict | None = None) -> dict:
+                  trial: Callable[[TrialTask, TrialData], dict] | None = None, out=print,
+                  first: dict | None = None, logo: GroupFolds | None = None) -> dict:
     """All trials (scores, device cost, status), the Pareto fronts, and the chosen trial
     (``best``). Raises SearchInterrupted (with the finished trials) on Ctrl-C.
 
     ``first``: trial 0 (the configured model for ``search_epochs`` from ``seed``) already
     trained on these very windows, as the DSP choice does for the block it chooses: its
     record is trial 0 and it is not trained again (the same task on the same data gives the
-    same record to the bit; a failed one is run again)."""
+    same record to the bit; a failed one is run again).
+
+    ``logo``: the training side's folds (``group_folds``). The configured model is then also
+    left out group by group in the same round, for the search's epochs (``config_logo``):
+    the round after the refit needs those very fits when it is chosen, and the finals when a
+    draw challenges it, so they fill the round's idle cores instead of a round of their own."""
     space = search_space(tc)
     params = candidates(tc, base, train.X.shape[1:], n_classes, seed, space)
     tasks = [TrialTask(i, p, "config" if i == 0 else "random", tc.search_epochs, seed) for i, p in enumerate(params)]
@@ -303,7 +308,10 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
     # moves its score (``choose``); when it is chosen, these are its seed refits too.
     tasks += [TrialTask(len(params) + i, base, "seed", tc.search_epochs, seed + 1 + i, cost=False)
               for i in range(tc.seeds - 1)]
+    if logo is not None:
+        tasks += fold_tasks(base, tc.search_epochs, seed, logo, of=0)
     data = trial_data(train, val, n_classes, priors, tc, budget, seed)
+    data.folds = logo
     engine = engine or Engine("sequential")
     reused = []
     if first is not None and first.get("status") in ("ok", "over_budget") and first.get("params") == base.as_dict():
@@ -315,8 +323,8 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
             "train: trial 0 (the configured model) is the DSP choice's fit of the chosen block, not trained again")
     start = time.perf_counter()
     with engine:
-        records, interrupted = engine.run(tasks, data, "search trial", trial, out)
-    trials = reused + [r for r in records if r.get("source") != "seed"]
+        records, interrupted = engine.run(tasks, data, "search trial", trial or round_trial, out)
+    trials = reused + [r for r in records if r.get("source") not in ("seed", "fold")]
     config_seeds = [r for r in records if r.get("source") == "seed"]
     seconds = time.perf_counter() - start
     counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
@@ -338,6 +346,9 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
     result["config_seed_records"] = config_seeds
     if interrupted:
         raise SearchInterrupted(result)
+    if logo is not None:
+        result["config_logo"] = logo_summary([r for r in records if r.get("source") == "fold"], logo.how,
+                                             tc.search_epochs)
     result["best"], result["chosen_by"] = choose(trials, tc.max_ram_kb, tc.max_latency_ms, config_seeds)
     # A draw that beat the configured model beyond reseeding noise, both within the targets:
     # the one validation split has spoken, the other groups may not agree (``finals``).
@@ -348,11 +359,13 @@ def random_search(train: Windows, val: Windows, n_classes: int, priors, tc, base
 
 
 def finals(contenders: list[dict], train: Windows, val: Windows, n_classes: int, priors, tc, seed: int,
-           budget: dict, logo_folds: int, engine: Engine | None = None, out=print) -> list[dict] | None:
+           budget: dict, logo_folds: int, engine: Engine | None = None, out=print,
+           done: dict | None = None) -> list[dict] | None:
     """Each contender (a search record) left out group by group on the training side, as
     the chosen configuration is after the refit (``after_refit``: the same folds, seed and
     epochs: the trial's), in one round on the search's engine. One summary per contender
-    (``logo_summary``), or None without groups to leave out.
+    (``logo_summary``), or None without groups to leave out. ``done``: summaries already
+    made, by trial (the search's ``config_logo``), not fitted again.
 
     One validation split holds few groups (fsdd: one speaker of six): a draw that beat the
     configured model there, beyond reseeding noise, may still be the worse model on new
@@ -361,15 +374,20 @@ def finals(contenders: list[dict], train: Windows, val: Windows, n_classes: int,
     folds = group_folds(train, val, logo_folds)
     if not isinstance(folds, GroupFolds):
         return None
-    tasks = [t for c in contenders for t in fold_tasks(ModelParams(**c["params"]), c["best_epoch"], seed, folds,
-                                                         of=c["trial"])]
+    done = done or {}
+    todo = [c for c in contenders if c["trial"] not in done]
+    tasks = [t for c in todo for t in fold_tasks(ModelParams(**c["params"]), c["best_epoch"], seed, folds,
+                                                   of=c["trial"])]
     engine = engine or Engine("sequential")
     out(f"train: trial {contenders[-1]['trial']} beat the configured model on validation beyond reseeding "
-        f"noise: both left out group by group ({len(tasks)} fits, on {engine.name})")
+        f"noise: both left out group by group ({len(tasks)} fits, on {engine.name}"
+        f"{'; ' + ', '.join(f'trial {t} already fitted in the search' for t in done) if done else ''})")
     records = run_round(tasks, trial_data(train, val, n_classes, priors, tc, budget, seed), folds, engine,
                         "final fit", out)
     n = len(folds.folds)
-    return [logo_summary(records[j * n:(j + 1) * n], folds.how, c["best_epoch"]) for j, c in enumerate(contenders)]
+    summaries = {c["trial"]: logo_summary(records[j * n:(j + 1) * n], folds.how, c["best_epoch"])
+                 for j, c in enumerate(todo)}
+    return [done.get(c["trial"]) or summaries[c["trial"]] for c in contenders]
 
 
 def group_folds(train: Windows, val: Windows, logo_folds: int) -> GroupFolds | dict | None:

@@ -49,6 +49,7 @@ from pipeline.ml.metrics import (
     refit_disagreement,
     score_with_intervals,
 )
+from pipeline.train.choice import within_targets
 from pipeline.train.dsp_choice import block_candidates, choose_block
 from pipeline.train.engine import Engine, choose_engine, expected_seconds
 from pipeline.train.search import (
@@ -57,6 +58,7 @@ from pipeline.train.search import (
     device_budget,
     epoch_cap,
     finals,
+    group_folds,
     random_search,
     run_trial,
     seed_spread,
@@ -242,6 +244,8 @@ def _train(job: Job) -> None:
     job.clock.lap("baselines")
     search = _search(job, priors, base)  # 3.
     logo_done = _finals(job, search, priors)
+    if logo_done is None and search["best"].get("source") == "config":
+        logo_done = search.get("config_logo")  # fitted in the search's round
     job.clock.lap("search")
     best = M.ModelParams(**search["best"]["params"])
     net, proba, final = _refit(job, best, priors)  # 4.
@@ -278,8 +282,9 @@ def _finals(job: Job, search: dict, priors) -> dict | None:
         return None
     config = next(t for t in search["trials"] if t["trial"] == rival)
     draw = search["best"]
+    done = {config["trial"]: search["config_logo"]} if "config_logo" in search else None
     summaries = finals([config, draw], w["train"], w["val"], job.k, priors, tc, job.cfg.seed,
-                       device_budget(job.cfg.quantize), tc.logo_folds, job.engine, job.out)
+                       device_budget(job.cfg.quantize), tc.logo_folds, job.engine, job.out, done=done)
     if summaries is None:
         return None
     search["best"], search["chosen_by"], logo = settle(config, draw, *summaries, search["chosen_by"])
@@ -307,17 +312,35 @@ def _search(job: Job, priors, base) -> dict:
     """Random search, scored on validation, each trial with its cost on the board."""
     cfg, tc = job.cfg, job.cfg.train
     where = job.engine.describe()
+    logo = _config_folds(job)
     job.out(f"train: random search, {tc.trials} trials of up to {tc.search_epochs} epochs, costed on "
-            f"{cfg.quantize.board} ({where['engine']}, {where['address']}, {where['cpus'] or 1} CPUs)")
+            f"{cfg.quantize.board} ({where['engine']}, {where['address']}, {where['cpus'] or 1} CPUs)"
+            + (f"; beside them, the configured model left out group by group ({len(logo.folds)} fits)" if logo else ""))
     try:
         search = job.report["search"] = random_search(job.windows["train"], job.windows["val"], job.k, priors, tc,
                                                       base, cfg.seed, device_budget(cfg.quantize), job.engine,
-                                                      out=job.out, first=job.first)
+                                                      out=job.out, first=job.first, logo=logo)
     except SearchInterrupted as exc:
         exc.search.pop("config_seed_records", None)
         job.report["search"] = exc.search
         raise
     return search
+
+
+def _config_folds(job: Job):
+    """The training side's folds for the configured model's leave-one-group-out fits in the
+    search's round (``random_search``'s ``logo``), when they are sure to be used: the chosen
+    model's folds after the refit run the refit's epochs, the search's only under cosine (the
+    refit repeats its trial) with the same epoch cap; and not when the configured model is
+    known (from the DSP choice's fit) to miss the RAM or latency target, so cannot be chosen."""
+    tc = job.cfg.train
+    if not (job.prepared.dataset.has_groups and tc.logo_folds and tc.lr_schedule == "cosine"
+            and epoch_cap(tc, tc.epochs) == tc.search_epochs):
+        return None
+    if job.first is not None and not within_targets([job.first], tc.max_ram_kb, tc.max_latency_ms)[0]:
+        return None
+    folds = group_folds(job.windows["train"], job.windows["val"], tc.logo_folds)
+    return folds if not isinstance(folds, dict) else None
 
 
 def _check_reproducible(sanity: dict, first_run: dict, refit: dict, tc, seed: int) -> None:
