@@ -220,6 +220,7 @@ def test_the_search_leaves_the_configured_model_out_beside_its_trials_as_the_rou
                        out=lines.append, done={0: search["config_logo"]})
     assert kept is search["config_logo"] and len(won["scores"]) == 4
     assert not any("trial 0, held out" in x for x in lines) and "(4 fits" in lines[0]
+    assert "beyond reseeding noise" not in lines[0]  # one seed: no noise was measured
 
 
 def test_the_engine_is_chosen_from_a_cluster_address_or_the_expected_work(monkeypatch):
@@ -256,6 +257,12 @@ def test_one_line_per_finished_trial_with_score_ram_latency_elapsed_and_eta():
     assert "elapsed, about" in lines[0] and lines[0].endswith(" left")
     assert "[over budget: RAM 7968 B > budget 1024 B]" in lines[1]
     assert lines[2].startswith("  search trial 3/3: trial 1 failed [failed: MemoryError: x]; ") and "left" not in lines[2]
+    steps.close()
+    # The best so far is a trial's: a seed fit of the configured model scoring higher is not.
+    steps = TrialSteps(2, "search trial", lines.append)
+    steps.done({"trial": 0, "source": "config", "status": "ok", "val_score": 0.9, "epochs": 12})
+    steps.done({"trial": 11, "source": "seed", "seed": 1, "status": "ok", "val_score": 0.95, "epochs": 12})
+    assert steps.best["trial"] == 0
     steps.close()
 
 

@@ -379,8 +379,9 @@ def finals(contenders: list[dict], train: Windows, val: Windows, n_classes: int,
     tasks = [t for c in todo for t in fold_tasks(ModelParams(**c["params"]), c["best_epoch"], seed, folds,
                                                    of=c["trial"])]
     engine = engine or Engine("sequential")
-    out(f"train: trial {contenders[-1]['trial']} beat the configured model on validation beyond reseeding "
-        f"noise: both left out group by group ({len(tasks)} fits, on {engine.name}"
+    beyond = " beyond reseeding noise" if tc.seeds > 1 else ""  # one seed: no noise measured
+    out(f"train: trial {contenders[-1]['trial']} beat the configured model on validation{beyond}: "
+        f"both left out group by group ({len(tasks)} fits, on {engine.name}"
         f"{'; ' + ', '.join(f'trial {t} already fitted in the search' for t in done) if done else ''})")
     records = run_round(tasks, trial_data(train, val, n_classes, priors, tc, budget, seed), folds, engine,
                         "final fit", out)
