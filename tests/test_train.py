@@ -74,7 +74,9 @@ def test_report_holds_baselines_sanity_search_history_and_metrics_per_split(trai
     assert s["reproducibility"]["first"] == s["reproducibility"]["second"]
     # The refit (this process) repeated the chosen trial's (a Ray worker's) epochs to the bit.
     assert "the refit (this process)" in s["reproducibility"]["compared"]
-    assert len(s["reproducibility"]["first"]["val_loss"]) >= 1
+    # Every epoch's training loss, and (the same epochs under cosine) the final validation loss.
+    assert len(s["reproducibility"]["first"]["loss"]) == report["refit"]["epochs"] >= 1
+    assert s["reproducibility"]["first"]["val_loss"] == report["refit"]["val_loss"]
     assert set(s["beats_baselines"]) == BASELINES
     assert all(s["beats_baselines"][b] for b in ("prior", "most_frequent", "zero_input_convnet"))
     trials = report["search"]["trials"]

@@ -355,13 +355,20 @@ def _check_reproducible(sanity: dict, first_run: dict, refit: dict, tc, seed: in
         sanity["reproducibility"] = {"skipped": "[train] reproducibility_check = false"}
         return
     n = min(first_run["epochs"], refit["epochs"])
-    first, second = ({k: v[:n] for k, v in h.items()} for h in (first_run["history"], history))
+    # A search trial under cosine scores validation once, at the end (``run_trial``'s
+    # ``curves``): the per-epoch figures both have are the training loss and accuracy.
+    keys = sorted(set(first_run["history"]) & set(history))
+    first, second = ({k: h[k][:n] for k in keys} for h in (first_run["history"], history))
     # Early stopping before the smaller epoch cap must end both at the same epoch.
     cap = min(tc.search_epochs, tc.epochs)
     for figures, run in ((first, first_run), (second, refit)):
         figures["stopped_early_at"] = run["epochs"] if run["epochs"] < cap else None
-    compared = (f"best search trial (search engine) and the refit (this process), one seed: losses and "
-                f"accuracies of each of the {n} epochs both ran")
+        if first_run["epochs"] == refit["epochs"]:  # the same weights at the end: the same scores
+            figures.update({k: run[k] for k in ("val_loss", "val_score", "train_loss")})
+    compared = (f"best search trial (search engine) and the refit (this process), one seed: "
+                f"{', '.join(keys)} of each of the {n} epochs both ran"
+                + ("; validation and training loss and score at the end" if first_run["epochs"] == refit["epochs"]
+                   else ""))
     sanity["reproducible"] = first == second
     sanity["reproducibility"] = {"compared": compared, "first": first, "second": second}
     if not sanity["reproducible"]:
