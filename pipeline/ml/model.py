@@ -291,11 +291,12 @@ def cosine(learning_rate: float, epochs: int, n: int, batch_size: int):
 
 # Batches per call into TensorFlow's compiled step: the same updates in the same order (the
 # losses of every epoch are identical to the bit), without Python's per-batch overhead,
-# which is most of a small model's step. 25 epochs of the default model on motion's
-# spectral features (2,096 windows, batch 32), with validation, one thread, a quiet 2-core
-# machine: 6.0-7.9 s one batch per call, 4.5-5.6 s with 16, 5.3-5.6 s with 64; raw windows
-# (125 x 3) 2.9-3.8 s against 3.1-3.4 s; fsdd's MFE with masks 6.5 s against 5.7 s
-# (docs/development.md).
+# which is most of a small model's step. The default model, batch 32, one thread, a quiet
+# 2-core machine, windows of random values shaped as the real inputs, with validation:
+# 25 epochs on motion's spectral shape (2,096 x 1 x 33): 6.0-7.9 s one batch per call,
+# 4.5-5.6 s with 16, 5.3-5.6 s with 64; 8 epochs on raw windows (2,096 x 125 x 3):
+# 2.9-3.8 s against 3.1-3.4 s (no gain); 8 epochs on fsdd's MFE shape (1,900 x 59 x 32)
+# with masks: 6.5 s against 5.7 s (docs/development.md).
 STEPS_PER_EXECUTION = 16
 
 

@@ -60,6 +60,7 @@ from pipeline.train.search import (
     finals,
     group_folds,
     random_search,
+    refit_repeats_search,
     run_trial,
     seed_spread,
     settle,
@@ -256,7 +257,7 @@ def _train(job: Job) -> None:
     # the refits would run the same epochs, those fits are its seed refits.
     config_seeds = search.pop("config_seed_records", [])
     reuse = (search["best"].get("source") == "config" and len(config_seeds) == tc.seeds - 1
-             and epoch_cap(tc, tc.epochs) == tc.search_epochs)
+             and refit_repeats_search(tc))
     more = after_refit(search["best"], w["train"], w["val"], job.k, priors, tc, cfg.seed, device_budget(cfg.quantize),
                        (tc.logo_folds if job.prepared.dataset.has_groups else 0, final["best_epoch"]),
                        job.engine, job.out, done_seeds=config_seeds if reuse else None,
@@ -335,7 +336,7 @@ def _config_folds(job: Job):
     known (from the DSP choice's fit) to miss the RAM or latency target, so cannot be chosen."""
     tc = job.cfg.train
     if not (job.prepared.dataset.has_groups and tc.logo_folds and tc.lr_schedule == "cosine"
-            and epoch_cap(tc, tc.epochs) == tc.search_epochs):
+            and refit_repeats_search(tc)):
         return None
     if job.first is not None and not within_targets([job.first], tc.max_ram_kb, tc.max_latency_ms)[0]:
         return None
@@ -361,14 +362,14 @@ def _check_reproducible(sanity: dict, first_run: dict, refit: dict, tc, seed: in
     first, second = ({k: h[k][:n] for k in keys} for h in (first_run["history"], history))
     # Early stopping before the smaller epoch cap must end both at the same epoch.
     cap = min(tc.search_epochs, tc.epochs)
+    same_end = first_run["epochs"] == refit["epochs"]  # the same weights at the end: the same scores
     for figures, run in ((first, first_run), (second, refit)):
         figures["stopped_early_at"] = run["epochs"] if run["epochs"] < cap else None
-        if first_run["epochs"] == refit["epochs"]:  # the same weights at the end: the same scores
+        if same_end:
             figures.update({k: run[k] for k in ("val_loss", "val_score", "train_loss")})
     compared = (f"best search trial (search engine) and the refit (this process), one seed: "
                 f"{', '.join(keys)} of each of the {n} epochs both ran"
-                + ("; validation and training loss and score at the end" if first_run["epochs"] == refit["epochs"]
-                   else ""))
+                + ("; validation and training loss and score at the end" if same_end else ""))
     sanity["reproducible"] = first == second
     sanity["reproducibility"] = {"compared": compared, "first": first, "second": second}
     if not sanity["reproducible"]:
